@@ -1,0 +1,35 @@
+"""The coordination store: task graph, ownership, events and the append-only history.
+
+``open_store(url)`` picks the backend by URL scheme and imports it only then.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from .base import CoordStore
+from .errors import StoreURLError
+
+# scheme -> (module, class, pip hint for its driver)
+BACKENDS: dict[str, tuple[str, str, str | None]] = {
+    "file": ("coordstore.filestore", "FileStore", None),
+    "sqlite": ("coordstore.sqlitestore", "SQLiteStore", None),
+}
+
+
+def open_store(url: str, **kwargs) -> CoordStore:
+    """Open the store at ``url`` (``file:///abs/dir``, ``sqlite:///abs/file.db``)."""
+    scheme, sep, _ = url.partition("://")
+    if not sep or scheme not in BACKENDS:
+        known = ", ".join(f"{s}://" for s in sorted(BACKENDS))
+        raise StoreURLError(f"store URL {url!r}: unknown scheme {scheme + '://' if sep else '(none)'}; known: {known}")
+    module, cls, hint = BACKENDS[scheme]
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as e:  # a backend whose driver is missing
+        extra = f"; install it with: {hint}" if hint else ""
+        raise StoreURLError(f"store URL {url!r}: backend {scheme} cannot load ({e}){extra}") from e
+    return getattr(mod, cls)(url, **kwargs)
+
+
+__all__ = ["CoordStore", "open_store", "BACKENDS"]

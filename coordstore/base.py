@@ -1,0 +1,275 @@
+"""The CoordStore contract: what every backend promises, method by method.
+
+General rules (every backend, every method):
+
+* A store holds many runs; every task, agent, event and transition belongs to one ``run_id``.
+  Task ids are unique within a run (template ids are kept, so seeds key on them).
+* Every change of state writes its ``Transition`` row(s) **in the same atomic step** as the
+  change: either both are visible to every other process, or neither is. History is append
+  only; ``seq`` is per run, starts at 1 and increases by one in commit order (no gaps).
+* Atomic operations are abstract here on purpose: no backend may inherit a check-then-set.
+* ``now`` arguments are integer milliseconds; ``None`` means "the store's clock" (``self.clock``,
+  injectable for tests).
+* Errors: ``NotFound`` for a missing run/task/agent, ``InvalidTransition`` when the status does
+  not allow the change, ``StaleAttempt`` when ``attempt``/``agent`` no longer own the task.
+  A refused call changes nothing and writes no transition.
+* Stores are safe to use from many processes at once; an instance is used by one thread.
+
+Transition rows written by the operations (entity, from -> to, reason):
+
+* add_graph: one ``task`` row per task, ``None -> pending``, reason ``import``.
+* claim_next/claim: one ``claim`` row per attempt, ``to_state`` = ``won`` | ``lost`` | ``empty``,
+  ``entity_id`` = task id (or ``""`` when nothing was claimable); a won claim also writes the
+  ``task`` row ``pending -> assigned`` with ``data.by`` = the agent itself.
+* assign: ``task`` ``pending -> assigned`` (or ``assigned -> assigned`` for a reassignment), ``data.by``.
+* start/complete/fail/requeue/cancel: the ``task`` row; cascades (container completion,
+  dependents cancelled) write their own rows in the same step.
+* register/set status/reap: ``agent`` rows; reap also writes the ``task`` requeue rows.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
+
+from .models import Agent, ClaimOrder, Event, Run, RunDump, Task, TaskGraph, Transition
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class CoordStore(ABC):
+    """Abstract base of the store backends (``file://``, ``sqlite://``)."""
+
+    #: URL scheme this backend serves
+    scheme: str = ""
+
+    def __init__(self, url: str, clock: Callable[[], int] = wall_clock_ms):
+        self.url = url
+        self.clock = clock
+
+    def _now(self, now: int | None) -> int:
+        return self.clock() if now is None else now
+
+    # ------------------------------------------------------------------ lifecycle
+    def close(self) -> None:  # noqa: B027 - optional for backends holding nothing
+        """Release connections and handles. Idempotent."""
+
+    def __enter__(self) -> "CoordStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ runs
+    @abstractmethod
+    def create_run(self, run: Run, now: int | None = None) -> Run:
+        """Create ``run`` (status ``running``, ``created_at`` = now unless set).
+
+        Writes ``run`` ``None -> running``. ``InvalidTransition`` if the id exists.
+        """
+
+    @abstractmethod
+    def get_run(self, run_id: str) -> Run:
+        """The run, or ``NotFound``."""
+
+    @abstractmethod
+    def list_runs(self) -> list[Run]:
+        """All runs, oldest first."""
+
+    @abstractmethod
+    def finish_run(self, run_id: str, status: str, reason: str | None = None, now: int | None = None) -> Run:
+        """Set the run's final status (``finished`` | ``failed`` | ``interrupted``) and ``finished_at``.
+
+        Writes ``run`` ``<old> -> <status>``. Finishing with the current status is a no-op.
+        """
+
+    # ------------------------------------------------------------------ tasks
+    @abstractmethod
+    def add_graph(self, run_id: str, graph: TaskGraph, now: int | None = None) -> None:
+        """Add a validated task graph to the run, all or nothing.
+
+        Validates with ``graph.validate`` (``GraphError`` names the cycle or bad edge); task ids
+        already in the run are an ``InvalidTransition``. Imported tasks keep their status
+        (snapshots of finished runs load as they were) unless pending. Precomputes what
+        ``claim_next`` needs (effective blockers, critical-path rank).
+        """
+
+    @abstractmethod
+    def get_task(self, run_id: str, task_id: str) -> Task:
+        """The task with its current state, or ``NotFound``."""
+
+    @abstractmethod
+    def list_tasks(
+        self,
+        run_id: str,
+        status: str | Iterable[str] | None = None,
+        owner: str | None = None,
+        parent: str | None = None,
+    ) -> list[Task]:
+        """Tasks filtered by status (one or several), owner and parent, in template order."""
+
+    @abstractmethod
+    def dependencies(self, run_id: str) -> list:
+        """The run's dependency edges (``Dependency``) in import order."""
+
+    @abstractmethod
+    def ready_tasks(self, run_id: str, agent_tags: Iterable[str] | None = None, order: ClaimOrder = "priority") -> list[Task]:
+        """Pending work tasks whose effective blockers all completed, that ``agent_tags`` fit,
+        best first by ``order`` (see ``claim_next``). Read only."""
+
+    @abstractmethod
+    def claim_next(
+        self,
+        run_id: str,
+        agent: str,
+        agent_tags: Iterable[str] | None = None,
+        order: ClaimOrder = "priority",
+        within: str | None = None,
+        now: int | None = None,
+    ) -> Task | None:
+        """Pull: atomically take the best ready task this agent may take, or None.
+
+        Best = agents' wanted-tag match first, then by ``order``: ``priority`` (higher first),
+        ``critical-path`` (longest remaining estimate-weighted path first), ``fifo`` (template
+        order); ties by template order. ``within``: only descendants of that container (hybrid).
+        The task becomes ``assigned`` to ``agent`` with ``assigned_by = agent``, ``attempt + 1``,
+        ``claimed_at``. Exactly one process wins a task; a claim row is written either way.
+        """
+
+    @abstractmethod
+    def claim(self, run_id: str, task_id: str, agent: str, now: int | None = None) -> Task | None:
+        """Pull one named task: like ``claim_next`` for that task only; None (and a ``lost``
+        claim row) if it is no longer ready. ``NotFound`` for an unknown task."""
+
+    @abstractmethod
+    def assign(self, run_id: str, task_id: str, agent: str, by: str, now: int | None = None) -> Task:
+        """Push: give a ready (or already assigned, not yet started) task to ``agent``.
+
+        ``assigned_by = by``, ``attempt + 1``. Reassigning an ``assigned`` task records the
+        previous owner in the transition's ``data.previous``. ``InvalidTransition`` otherwise.
+        """
+
+    @abstractmethod
+    def start(self, run_id: str, task_id: str, agent: str, attempt: int, now: int | None = None) -> Task:
+        """``assigned -> working`` by its owner for the current attempt (``StaleAttempt`` otherwise)."""
+
+    @abstractmethod
+    def complete(
+        self, run_id: str, task_id: str, agent: str, attempt: int, data: dict | None = None, now: int | None = None
+    ) -> Task:
+        """``working -> completed`` (also from ``assigned``) by the owner of the current attempt.
+
+        Sets ``completed_by``/``completed_at``; in the same step unblocks dependents and
+        completes every container whose children are now all completed (a container whose
+        children are all terminal but not all completed fails, with the reason). ``data`` is
+        stored on the transition (e.g. commit sha).
+        """
+
+    @abstractmethod
+    def fail(self, run_id: str, task_id: str, agent: str | None, attempt: int | None, reason: str, now: int | None = None) -> Task:
+        """``assigned|working -> failed`` with ``reason``; ``agent``/``attempt`` None = by the
+        orchestrator (no ownership check). In the same step, per the run's
+        ``on_blocker_failure``: ``cancel`` cancels every transitive dependent (reason names the
+        failed blocker); ``wait`` leaves them pending until the task is requeued and completes.
+        A pending task may be failed too (by the orchestrator only)."""
+
+    @abstractmethod
+    def requeue(self, run_id: str, task_id: str, reason: str, by: str | None = None, now: int | None = None) -> Task:
+        """``assigned|working|failed -> pending``: owner cleared (kept in the row's ``data.previous``),
+        attempt kept (the next claim increments it, so a late write from the old attempt is
+        refused). Dependents cancelled because of this task stay cancelled."""
+
+    @abstractmethod
+    def cancel(self, run_id: str, task_id: str, reason: str, by: str | None = None, now: int | None = None) -> Task:
+        """Any non-terminal status -> ``cancelled``; cascades like ``fail`` with policy ``cancel``."""
+
+    @abstractmethod
+    def add_usage(
+        self,
+        run_id: str,
+        task_id: str,
+        tokens_in: int = 0,
+        tokens_out: int = 0,
+        tokens_cached: int = 0,
+        tokens_thinking: int = 0,
+        cost_usd: float = 0.0,
+    ) -> None:
+        """Add token counts and cost to the task (no transition: usage is not a state change)."""
+
+    # ------------------------------------------------------------------ agents
+    @abstractmethod
+    def register_agent(self, run_id: str, agent: Agent, lease_ms: int | None = None, now: int | None = None) -> Agent:
+        """Create or re-register (respawn) an agent; status ``registered``; lease = now + lease_ms.
+
+        Writes ``agent`` ``<old or None> -> registered`` with pid/kind in ``data``.
+        """
+
+    @abstractmethod
+    def get_agent(self, run_id: str, agent_id: str) -> Agent:
+        """The agent, or ``NotFound``."""
+
+    @abstractmethod
+    def list_agents(self, run_id: str) -> list[Agent]:
+        """All agents of the run, by id."""
+
+    @abstractmethod
+    def heartbeat(self, run_id: str, agent_id: str, lease_ms: int, current_task: str | None = None, now: int | None = None) -> Agent:
+        """Extend the lease to now + lease_ms; no transition (heartbeats are not state changes)."""
+
+    @abstractmethod
+    def set_agent_status(
+        self, run_id: str, agent_id: str, status: str, reason: str | None = None, data: dict | None = None, now: int | None = None
+    ) -> Agent:
+        """Change the agent's status, writing ``agent`` ``<old> -> <status>`` with the evidence in
+        ``data``. Setting the current status again writes nothing."""
+
+    @abstractmethod
+    def reap_expired(self, run_id: str, now: int | None = None) -> list[str]:
+        """Agents whose lease ran out (not stopped/dead) become ``dead`` (reason ``lease expired``);
+        their assigned/working tasks are requeued in the same step. Returns the requeued task ids."""
+
+    # ------------------------------------------------------------------ events
+    @abstractmethod
+    def append_events(self, run_id: str, events: list[Event]) -> int:
+        """Append events; an (agent, seq) already stored is skipped (re-ingesting is harmless).
+        Returns how many were new. Atomic per call."""
+
+    @abstractmethod
+    def read_events(self, run_id: str, agent: str | None = None, since_seq: int = -1, limit: int | None = None) -> list[Event]:
+        """Events with seq > since_seq, for one agent (by seq) or all (by ts, agent, seq)."""
+
+    @abstractmethod
+    def last_event_seq(self, run_id: str, agent: str) -> int:
+        """The highest stored seq of the agent's events, -1 if none."""
+
+    # ------------------------------------------------------------------ history
+    @abstractmethod
+    def record(self, transition: Transition) -> Transition | None:
+        """Append a transition the store did not make itself (merges, supervision verdicts, run
+        events). A transition with a ``key`` already recorded for its run is not written again
+        (returns None). Returns the row with its ``seq``."""
+
+    @abstractmethod
+    def history(
+        self,
+        run_id: str,
+        since_seq: int = 0,
+        entity: str | None = None,
+        entity_id: str | None = None,
+        agent: str | None = None,
+    ) -> list[Transition]:
+        """Transitions with seq > since_seq, by seq, filtered."""
+
+    # ------------------------------------------------------------------ snapshot
+    @abstractmethod
+    def dump_run(self, run_id: str) -> RunDump:
+        """Everything about the run, in deterministic order (tasks in template order, events by
+        agent and seq, history by seq)."""
+
+    @abstractmethod
+    def load_run(self, dump: RunDump) -> None:
+        """Recreate a dumped run as it was (same ids, states, seqs), all or nothing.
+        ``InvalidTransition`` if the run id exists."""

@@ -1,0 +1,58 @@
+"""The one exception tree of orch, drawn once here.
+
+    OrchError                    anything orch reports to a user as one line
+    ├── InputError               bad input: a file, key, argument or URL (exit 1, names what is wrong)
+    │   ├── GraphError           a task graph that is not a valid DAG (cycle, dangling edge, ...)
+    │   └── StoreURLError        unknown scheme or missing driver for a store URL
+    ├── StoreError               the store refused or failed an operation
+    │   ├── NotFound             no such run / task / agent
+    │   ├── InvalidTransition    the task is not in a state that allows the operation
+    │   └── StaleAttempt         a write from an attempt (or owner) that has been replaced
+    ├── GitError                 a git operation failed (repo missing, dirty, ref unknown, ...)
+    └── AgentError               an agent process or kind could not be run
+
+Lower-level errors (sqlite3, OSError, json, pydantic, git) are translated at the boundary
+that sees them and re-raised ``from`` the original, so the CLI can print one line.
+"""
+
+from __future__ import annotations
+
+
+class OrchError(Exception):
+    """Base of every error orch reports; ``str(err)`` is the one line shown to the user."""
+
+
+class InputError(OrchError):
+    """Bad input from the user: the message names the file, key or argument."""
+
+
+class GraphError(InputError):
+    """A task graph that cannot be used: cycle (named), dangling edge, unknown type, bad value."""
+
+
+class StoreURLError(InputError):
+    """A store URL with an unknown scheme, or whose driver is not installed."""
+
+
+class StoreError(OrchError):
+    """The store refused or could not complete an operation."""
+
+
+class NotFound(StoreError):
+    """The named run, task or agent does not exist in the store."""
+
+
+class InvalidTransition(StoreError):
+    """The task's current status does not allow the requested change."""
+
+
+class StaleAttempt(StoreError):
+    """A write from an attempt or owner that is no longer current (the task was requeued)."""
+
+
+class GitError(OrchError):
+    """A git operation failed or the repository is not usable."""
+
+
+class AgentError(OrchError):
+    """An agent kind or process could not be started or run."""

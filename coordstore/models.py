@@ -1,0 +1,171 @@
+"""The records the CoordStore holds: runs, tasks, dependencies, agents, events, transitions.
+
+Every timestamp is integer milliseconds since the epoch (``*_ms`` / ``*_at``); ``None`` means
+"has not happened". Models are plain pydantic v2 models; backends store them however suits them
+but must hand back exactly these shapes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+TaskStatus = Literal["pending", "assigned", "working", "completed", "failed", "cancelled"]
+TASK_STATUSES: tuple[str, ...] = ("pending", "assigned", "working", "completed", "failed", "cancelled")
+TERMINAL: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
+ACTIVE: frozenset[str] = frozenset({"assigned", "working"})
+
+DepType = Literal["blocks", "follows", "contains"]
+DEP_TYPES: tuple[str, ...] = ("blocks", "follows", "contains")
+
+AgentStatus = Literal["registered", "active", "idle", "stalled", "looping", "dead", "stopped", "paused"]
+RunStatus = Literal["running", "finished", "failed", "interrupted"]
+EntityKind = Literal["task", "agent", "merge", "run", "claim"]
+ClaimOrder = Literal["priority", "critical-path", "fifo"]
+
+# What happens to the dependents of a blocker that failed or was cancelled (never "unblock").
+BlockerFailurePolicy = Literal["cancel", "wait"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=False)
+
+
+class Task(_Model):
+    """One unit of work. Definition fields come from the template; state fields from the run."""
+
+    id: str = Field(min_length=1)
+    title: str = ""
+    description: str = ""
+    priority: int = 5  # higher runs first
+    points: float | None = Field(default=None, ge=0)
+    time_estimate_ms: int | None = Field(default=None, ge=0)
+    needed_tags: list[str] = Field(default_factory=list)  # an agent must have all of them
+    wanted_tags: list[str] = Field(default_factory=list)  # an agent should have one of them
+    tags: list[str] = Field(default_factory=list)  # descriptive only
+    phase: str | None = None
+    file_scope: list[str] = Field(default_factory=list)
+    # kind-specific definition data (script commands, verify command, replay commit, ...)
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+    status: TaskStatus = "pending"
+    attempt: int = Field(default=0, ge=0)  # incremented by every claim/assign
+    owner: str | None = None
+    assigned_by: str | None = None
+    completed_by: str | None = None
+    reason: str | None = None  # why it last failed, was requeued or cancelled
+    created_at: int | None = None
+    claimed_at: int | None = None
+    started_at: int | None = None
+    completed_at: int | None = None
+    updated_at: int | None = None
+    tokens_in: int = 0
+    tokens_out: int = 0
+    tokens_cached: int = 0
+    tokens_thinking: int = 0
+    cost_usd: float = 0.0
+
+    @field_validator("needed_tags", "wanted_tags", "tags", "file_scope")
+    @classmethod
+    def _unique_sorted(cls, v: list[str]) -> list[str]:
+        return sorted(set(v))
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL
+
+
+class Dependency(_Model):
+    """An edge as written in a template.
+
+    ``blocks``:   from_id completes before to_id starts.
+    ``follows``:  from_id follows to_id, so to_id completes before from_id starts.
+    ``contains``: from_id is the parent (container) of to_id.
+    """
+
+    from_id: str
+    to_id: str
+    type: DepType
+
+    @property
+    def start_edge(self) -> tuple[str, str] | None:
+        """(blocker, blocked) for start-blocking edges, None for containment."""
+        if self.type == "blocks":
+            return (self.from_id, self.to_id)
+        if self.type == "follows":
+            return (self.to_id, self.from_id)
+        return None
+
+
+class TaskGraph(_Model):
+    """Tasks plus edges, as imported from a template or snapshot (validated by graph.validate)."""
+
+    tasks: list[Task]
+    dependencies: list[Dependency] = Field(default_factory=list)
+
+
+class Run(_Model):
+    id: str = Field(min_length=1)
+    experiment: str = ""
+    variant: str = ""
+    status: RunStatus = "running"
+    seed: int | None = None
+    on_blocker_failure: BlockerFailurePolicy = "cancel"
+    created_at: int | None = None
+    finished_at: int | None = None
+    reason: str | None = None
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class Agent(_Model):
+    id: str = Field(min_length=1)
+    kind: str = "sim"
+    role: str = "worker"  # worker | coordinator | lead | solo | specialist
+    tags: list[str] = Field(default_factory=list)
+    status: AgentStatus = "registered"
+    pid: int | None = None
+    create_time: float | None = None  # psutil create_time, so a reused pid is never mistaken
+    current_task: str | None = None
+    registered_at: int | None = None
+    last_heartbeat: int | None = None
+    lease_expires: int | None = None
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+
+class Event(_Model):
+    """One event an agent emitted (one file of its events directory)."""
+
+    agent: str
+    seq: int = Field(ge=0)  # the agent's own monotonic sequence number
+    ts_ms: int
+    type: str
+    task: str | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class Transition(_Model):
+    """One row of the append-only history; ``seq`` is assigned by the store, gap-free per store."""
+
+    seq: int = 0
+    run_id: str
+    ts_ms: int
+    entity: EntityKind
+    entity_id: str
+    from_state: str | None = None
+    to_state: str
+    agent: str | None = None
+    reason: str | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+    key: str | None = None  # idempotency key: a second row with the same key is not written
+
+
+class RunDump(_Model):
+    """Everything a store holds about one run, in deterministic order (snapshot payload)."""
+
+    run: Run
+    tasks: list[Task]
+    dependencies: list[Dependency]
+    agents: list[Agent] = Field(default_factory=list)
+    events: list[Event] = Field(default_factory=list)
+    history: list[Transition] = Field(default_factory=list)

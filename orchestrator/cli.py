@@ -1,0 +1,77 @@
+"""The `orch` command line: a thin layer that parses, calls one library function, renders.
+
+Commands live in small ``cli_*`` modules that register on ``app``; this module owns the
+conventions: one-line errors on stderr, exit 1 on error and 2 on usage, ``--debug`` for a
+traceback, ``--json`` on read commands.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+import typer
+
+from coordstore.errors import OrchError
+
+from . import __version__
+
+app = typer.Typer(
+    name="orch",
+    help="Run several coding agents at once on one git repository, coordinate them, merge their work, measure it.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=True,
+)
+template_app = typer.Typer(help="Inspect and check task-graph templates.", no_args_is_help=True)
+app.add_typer(template_app, name="template")
+
+_state = {"debug": False}
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"orch {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    debug: bool = typer.Option(False, "--debug", help="Show a traceback on errors."),
+) -> None:
+    _state["debug"] = debug or bool(os.environ.get("ORCH_DEBUG"))
+
+
+def print_json(obj: Any) -> None:
+    """The one way read commands print ``--json``: sorted keys, one object, newline."""
+    typer.echo(json.dumps(obj, indent=2, sort_keys=True, default=str))
+
+
+def main(argv: list[str] | None = None) -> None:
+    # commands register on import; kept here so `import orchestrator.cli` stays light for tests
+    from . import cli_store, cli_template  # noqa: F401
+
+    try:
+        app(args=argv, standalone_mode=False)
+    except OrchError as e:
+        if _state["debug"]:
+            raise
+        print(f"orch: error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        print("orch: aborted", file=sys.stderr)
+        sys.exit(1)
+    except Exception as e:  # usage errors (typer's vendored click: exit 2) and anything unexpected
+        if hasattr(e, "show") and isinstance(getattr(e, "exit_code", None), int):
+            e.show()
+            sys.exit(e.exit_code)
+        if _state["debug"]:
+            raise
+        print(f"orch: internal error: {type(e).__name__}: {e} (rerun with --debug for a traceback)", file=sys.stderr)
+        sys.exit(1)
+    sys.exit(0)

@@ -1,0 +1,1 @@
+from orchestrator.cli import app
