@@ -150,6 +150,10 @@ class CoordStore(ABC):
 
         ``assigned_by = by``, ``attempt + 1``. Reassigning an ``assigned`` task records the
         previous owner in the transition's ``data.previous``. ``InvalidTransition`` otherwise.
+        A pending container (a task with children) may be assigned too, whether or not its
+        blockers completed: it means "owner of this subtree" (hybrid policy). It stays
+        ``assigned``, its children remain claimable (``claim_next(within=...)``), and it completes
+        or fails by the usual cascade when its children are terminal.
         """
 
     @abstractmethod

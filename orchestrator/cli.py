@@ -52,7 +52,7 @@ def print_json(obj: Any) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     # commands register on import; kept here so `import orchestrator.cli` stays light for tests
-    from . import cli_store, cli_template  # noqa: F401
+    from . import cli_run, cli_store, cli_template  # noqa: F401
 
     try:
         app(args=argv, standalone_mode=False)

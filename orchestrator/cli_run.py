@@ -1,0 +1,129 @@
+"""`orch run`, `orch resume`, `orch metrics`: start runs, pick one up again, read its metrics."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+
+from .cli import app, print_json
+
+
+def _fmt_s(ms) -> str:
+    return "-" if ms is None else f"{ms / 1000:.2f}s"
+
+
+def _render_outcomes(outcomes, quiet: bool) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="orch run", show_lines=False)
+    for col in ("run", "status", "done", "wall", "bound", "eff", "contention", "dispatch", "conflicts"):
+        table.add_column(col)
+    for o in outcomes:
+        m = o.metrics
+        table.add_row(
+            o.run_id, o.status, f"{m['tasks_completed']}/{m['tasks_total']}", _fmt_s(m["wall_clock_ms"]),
+            _fmt_s(m["lower_bound_ms"]), f"{m['efficiency']:.3f}", f"{m['claim_contention']:.3f}",
+            "-" if m["dispatch_latency_ms"] is None else f"{m['dispatch_latency_ms']:.0f}ms", str(m["merge_conflicts"]),
+        )
+    console = Console()
+    console.print(table)
+    for o in outcomes:
+        console.print(f"results: {o.run_dir}")
+        console.print(f"branches: {o.spec.merged_branch} (merged), {o.spec.branch_prefix}/<agent> in {o.spec.repo}")
+
+
+@app.command("run")
+def run_cmd(
+    variant: str = typer.Option(..., "--variant", "-v", help="Variant name (or EXPERIMENT/VARIANT), searched across experiments/*.yaml."),
+    experiment: Path | None = typer.Option(None, "--experiment", "-e", help="Experiment YAML file to take the variant from."),
+    template: str | None = typer.Option(None, "--template", help="Template file or shipped template name (overrides the experiment's)."),
+    repo: Path | None = typer.Option(None, "--repo", help="Target git repository (default: a demo repo built from the template)."),
+    base: str = typer.Option("HEAD", "--base", help="Base commit or ref in --repo for every agent branch."),
+    runs: int | None = typer.Option(None, "--runs", "-n", help="Replications (default: the experiment's)."),
+    seed: int | None = typer.Option(None, "--seed", help="Base seed; replication i uses seed + i - 1."),
+    time_scale: float | None = typer.Option(None, "--time-scale", help="Simulated ms per estimated ms (sim agents)."),
+    store: str | None = typer.Option(None, "--store", help="Store URL, or 'sqlite'/'file' for one inside the run directory."),
+    results: Path = typer.Option(Path("experiments/results"), "--results", help="Directory that receives the run directories."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object with the run directories and headline metrics."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No live progress."),
+) -> None:
+    """Run a variant of an experiment: set up worktrees, run the agents, merge, export metrics."""
+    from .launch import HEADLINE, RunRequest, plan_runs, run_one
+
+    req = RunRequest(variant=variant, experiment=experiment, template=template, repo=repo, runs=runs, seed=seed,
+                     time_scale=time_scale, store=store, results=results, base=base)
+    plans = plan_runs(req)
+    outcomes = []
+    live = not (quiet or as_json) and sys.stderr.isatty()
+    for i, plan in enumerate(plans, 1):
+        if live:
+            from rich.progress import Progress
+
+            with Progress(transient=True) as bar:
+                job = bar.add_task(f"run {i}/{len(plans)} {plan[0].variant}", total=None)
+                outcomes.append(run_one(*plan, progress=lambda d, t: bar.update(job, completed=d, total=t)))
+        else:
+            outcomes.append(run_one(*plan))
+            if not as_json and not quiet:
+                typer.echo(f"run {i}/{len(plans)} {outcomes[-1].run_id}: {outcomes[-1].status}", err=True)
+    if as_json:
+        print_json({
+            "version": 1,
+            "variant": plans[0][0].variant,
+            "experiment": plans[0][0].experiment_id,
+            "runs": [{"run_id": o.run_id, "run_dir": str(o.run_dir), "status": o.status,
+                      "merged_branch": o.spec.merged_branch, "repo": o.spec.repo,
+                      "metrics": {k: o.metrics.get(k) for k in HEADLINE}} for o in outcomes],
+        })
+    else:
+        _render_outcomes(outcomes, quiet)
+    if any(o.status != "finished" for o in outcomes):
+        raise typer.Exit(1)
+
+
+@app.command("resume")
+def resume_cmd(
+    run_dir: Path = typer.Argument(..., help="The run directory of a run whose orchestrator died."),
+    as_json: bool = typer.Option(False, "--json", help="Print the outcome as JSON."),
+) -> None:
+    """Pick up a run after the orchestrator died: re-attach or respawn runners, finish, export."""
+    from .run import Orchestrator
+
+    orch = Orchestrator.resume(run_dir)
+    try:
+        status = orch.run()
+    finally:
+        orch.close()
+    metrics = json.loads(orch.paths.metrics.read_text())
+    if as_json:
+        print_json({"version": 1, "run_dir": str(orch.paths.root), "status": status, "metrics": metrics})
+    else:
+        typer.echo(f"{orch.spec.run_id}: {status}, {metrics['tasks_completed']}/{metrics['tasks_total']} tasks completed")
+    if status != "finished":
+        raise typer.Exit(1)
+
+
+@app.command("metrics")
+def metrics_cmd(
+    run_dir: Path = typer.Argument(..., help="A run directory."),
+    as_json: bool = typer.Option(False, "--json", help="Print every metric as one JSON object."),
+) -> None:
+    """Compute a run's metrics from its recorded history."""
+    from coordstore import open_store
+
+    from .metrics import compute_metrics
+    from .rundir import RunPaths
+
+    paths = RunPaths(run_dir)
+    spec = paths.read_spec()
+    with open_store(spec.store_url) as store:
+        m = compute_metrics(store.dump_run(spec.run_id))
+    if as_json:
+        print_json(m)
+        return
+    for k, v in m.items():
+        typer.echo(f"{k:26} {json.dumps(v, sort_keys=True)}")

@@ -1,0 +1,143 @@
+"""The run's agent processes: spawn runners, observe them for the supervisor, kill, respawn, degrade.
+
+Implements the supervisor's ``Controller`` protocol over real processes (``procs``) and the store.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from .rundir import AgentSpec, RunPaths, RunSpec
+
+# how long a runner's lease lasts without a heartbeat before reap_expired may requeue its task
+LEASE_MS = 30_000
+HEARTBEAT_MS = 1_000
+POLL_MS = 20  # runner's wait between looks at the store when nothing is ready
+
+
+class RunController:
+    def __init__(self, spec: RunSpec, paths: RunPaths, store):
+        self.spec = spec
+        self.paths = paths
+        self.store = store
+        self.procs: dict[str, object] = {}
+        self.kind_override: dict[str, str] = {}
+        self.disabled: set[str] = set()  # agents stopped for good (degraded mode)
+        self.avoid_hints: dict[str, set[str]] = {}
+        self.event_states: dict = {}  # observe.EventState per agent
+
+    # ------------------------------------------------------------------ config + spawn
+    def agent(self, agent_id: str) -> AgentSpec:
+        return next(a for a in self.spec.agents if a.id == agent_id)
+
+    def runner_config(self, a: AgentSpec) -> dict:
+        s = self.spec
+        return {
+            "store_url": s.store_url,
+            "run_id": s.run_id,
+            "agent_id": a.id,
+            "role": a.role,
+            "tags": a.tags,
+            "kind": self.kind_override.get(a.id, a.kind),
+            "kind_options": {**s.kind_options, **a.options},
+            "policy": s.policy,
+            "policy_options": s.policy_options,
+            "worktree": str(self.paths.worktree_of(a.id)) if a.works else None,
+            "repo": s.repo,
+            "events_dir": str(self.paths.events_of(a.id)),
+            "merged_ref": f"refs/heads/{s.merged_branch}",
+            "branch": s.agent_branch(a.id),
+            "merge_mode": s.merge_mode,
+            "seed": s.seed,
+            "time_scale": s.time_scale,
+            "heartbeat_ms": HEARTBEAT_MS,
+            "lease_ms": LEASE_MS,
+            "poll_ms": POLL_MS,
+        }
+
+    def spawn(self, agent_id: str) -> None:
+        from coordstore.models import Agent
+
+        from .procs import spawn
+
+        a = self.agent(agent_id)
+        cfg = self.paths.agent_config(a.id)
+        cfg.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cfg.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.runner_config(a), indent=2))
+        tmp.replace(cfg)
+        self.paths.events_of(a.id).mkdir(parents=True, exist_ok=True)
+        env = {
+            **os.environ,
+            "ORCH_RUN_ID": self.spec.run_id,
+            "ORCH_AGENT_ID": a.id,
+            "ORCH_STORE_URL": self.spec.store_url,
+            "ORCH_WORKTREE": str(self.paths.worktree_of(a.id)) if a.works else "",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH", "")])),
+        }
+        cwd = self.paths.worktree_of(a.id) if a.works else self.paths.root
+        proc = spawn([sys.executable, "-m", "agents.runner", "--config", str(cfg)], a.id, env, cwd, self.paths.logs)
+        self.procs[a.id] = proc
+        self.store.register_agent(
+            self.spec.run_id,
+            Agent(id=a.id, kind=self.kind_override.get(a.id, a.kind), role=a.role, tags=a.tags or [], pid=proc.pid, create_time=proc.create_time),
+            lease_ms=LEASE_MS,
+        )
+
+    def spawn_all(self) -> None:
+        for a in self.spec.agents:
+            self.spawn(a.id)
+
+    def attach_all(self) -> list[str]:
+        """After an orchestrator restart: re-attach to live runners; return the ids of dead ones."""
+        from .procs import AgentProcess
+
+        dead = []
+        for rec in self.store.list_agents(self.spec.run_id):
+            proc = AgentProcess.attach(rec.pid, rec.create_time) if rec.pid else None
+            if proc is not None and proc.alive():
+                self.procs[rec.id] = proc
+            elif rec.status != "stopped":
+                dead.append(rec.id)
+        return dead
+
+    # ------------------------------------------------------------------ Controller protocol
+    def agents(self) -> list[str]:
+        return [a.id for a in self.spec.agents if a.id not in self.disabled]
+
+    def observe(self, agent_id: str, now: int):
+        from .observe import observe_agent
+
+        return observe_agent(self, agent_id, now)
+
+    def kill(self, agent_id: str) -> None:
+        proc = self.procs.get(agent_id)
+        if proc is not None:
+            proc.stop(grace_s=float(self.spec.supervision.get("kill_grace_s", 2.0)))
+
+    def respawn(self, agent_id: str, kind: str | None = None) -> None:
+        if kind:
+            self.kind_override[agent_id] = kind
+        self.kill(agent_id)
+        self.spawn(agent_id)
+
+    def degrade(self, keep: str) -> None:
+        """Fall back to one agent working sequentially: stop every other worker for good."""
+        for a in self.spec.agents:
+            if a.id != keep and a.works:
+                self.disabled.add(a.id)
+                self.kill(a.id)
+                self.store.set_agent_status(self.spec.run_id, a.id, "stopped", reason=f"degraded to {keep} alone")
+
+    def avoid(self, task_id: str, agent_id: str) -> None:
+        self.avoid_hints.setdefault(task_id, set()).add(agent_id)
+
+    def stop_all(self, grace_s: float = 3.0) -> None:
+        for proc in self.procs.values():
+            proc.stop(grace_s=grace_s)
+
+    def all_exited(self) -> bool:
+        return all(not p.alive() for p in self.procs.values())

@@ -1,0 +1,47 @@
+"""A finished run's exports: snapshot.json.gz, transitions.jsonl, metrics.json, summary.md."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from .metrics import compute_metrics
+from .rundir import RunPaths, RunSpec
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def export_run(spec: RunSpec, paths: RunPaths, store) -> dict:
+    from coordstore.snapshot import write_snapshot
+
+    dump = store.dump_run(spec.run_id)
+    write_snapshot(paths.snapshot, dump)
+    _atomic_write(paths.transitions, "".join(t.model_dump_json() + "\n" for t in dump.history))
+    metrics = compute_metrics(dump)
+    _atomic_write(paths.metrics, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    _atomic_write(paths.summary, summary_markdown(spec, dump.run.status, metrics))
+    return metrics
+
+
+def summary_markdown(spec: RunSpec, status: str, m: dict) -> str:
+    rows = [
+        ("status", status),
+        ("tasks completed", f"{m['tasks_completed']}/{m['tasks_total']}"),
+        ("wall clock", f"{m['wall_clock_ms'] / 1000:.2f} s"),
+        ("lower bound", f"{m['lower_bound_ms'] / 1000:.2f} s"),
+        ("efficiency", f"{m['efficiency']:.3f}"),
+        ("claim contention", f"{m['claim_contention']:.3f}"),
+        ("dispatch latency", "-" if m["dispatch_latency_ms"] is None else f"{m['dispatch_latency_ms']:.1f} ms"),
+        ("merge conflicts", str(m["merge_conflicts"])),
+        ("retries / stalls", f"{m['retries']} / {m['stalls']}"),
+        ("tokens / cost", f"{m['tokens']['total']} / ${m['cost_usd']:.4f}"),
+    ]
+    lines = [f"# Run {spec.run_id}", "", f"Experiment `{spec.experiment_id}`, variant `{spec.variant}` ({spec.policy}), seed {spec.seed}.", ""]
+    lines += ["| metric | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
+    lines += ["", f"Branches: `{spec.merged_branch}` (merged) and `{spec.branch_prefix}/<agent>` in `{spec.repo}`.", ""]
+    return "\n".join(lines)

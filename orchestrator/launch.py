@@ -1,0 +1,122 @@
+"""From `orch run` arguments to finished run directories: resolve, validate, set up, run, export.
+
+Every check on user input happens before the first run directory is created, so a bad argument
+leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from coordstore.errors import InputError
+
+from .experiment import find_variant
+from .resources import find_template
+from .rundir import RunPaths, RunSpec
+from .setup import agents_for, load_graph, prepare_run
+
+HEADLINE = ("wall_clock_ms", "lower_bound_ms", "efficiency", "tasks_completed", "tasks_total",
+            "claim_contention", "dispatch_latency_ms", "merge_conflicts", "retries", "cost_usd")
+
+
+@dataclass
+class RunRequest:
+    variant: str
+    experiment: Path | None = None
+    template: str | None = None
+    repo: Path | None = None
+    runs: int | None = None
+    seed: int | None = None
+    time_scale: float | None = None
+    store: str | None = None
+    results: Path = Path("experiments/results")
+    base: str = "HEAD"
+    overrides: dict = field(default_factory=dict)
+
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    run_dir: Path
+    status: str
+    metrics: dict
+    spec: RunSpec
+
+
+def _run_id(variant: str, i: int) -> str:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return f"{variant}-{stamp}-r{i}-{secrets.token_hex(2)}"
+
+
+def plan_runs(req: RunRequest) -> list[tuple[RunSpec, RunPaths, object, str | None, bool]]:
+    """Validate the request and return, per replication, what setup needs. Writes nothing."""
+    exp_file, exp, variant = find_variant(req.variant, req.experiment)
+    execu = exp.execution_for(variant)
+    runs = execu.runs if req.runs is None else req.runs
+    if runs < 1:
+        raise InputError(f"--runs {runs}: must be at least 1")
+    tref = req.template or variant.template or exp.template
+    template = find_template(tref, exp_file.parent).resolve()
+    graph = load_graph(template)
+    repo = None
+    if req.repo is not None or exp.repo:
+        from .gitrepo import check_repo, resolve_commit
+
+        repo = check_repo(Path(req.repo or exp.repo))
+        base = resolve_commit(repo, req.base)
+    seed = execu.seed if req.seed is None else req.seed
+    time_scale = execu.time_scale if req.time_scale is None else req.time_scale
+    if time_scale <= 0:
+        raise InputError(f"--time-scale {time_scale}: must be positive")
+    agents = agents_for(variant.policy, variant.worker_defs(), variant.kind)
+    exp_text = exp_file.read_text()
+    out = []
+    for i in range(1, runs + 1):
+        run_id = _run_id(variant.name, i)
+        paths = RunPaths(req.results / exp.experiment.id / variant.name / run_id)
+        demo = repo is None
+        spec = RunSpec(
+            run_id=run_id,
+            experiment_id=exp.experiment.id,
+            variant=variant.name,
+            policy=variant.policy,
+            policy_options=variant.policy_options,
+            kind_options=variant.kind_options,
+            agents=agents,
+            template=str(template),
+            repo=str(paths.demo_repo if demo else repo),
+            base="main" if demo else base,
+            store_url=paths.store_url(req.store or execu.store),
+            seed=seed + i - 1,  # replication i uses seed + i - 1: distinct, reproducible
+            time_scale=time_scale,
+            timeout_s=execu.timeout_s,
+            merge_mode=execu.merge_mode,
+            on_blocker_failure=execu.on_blocker_failure,
+            supervision=execu.supervision,
+        )
+        out.append((spec, paths, graph, exp_text, demo))
+    return out
+
+
+def run_one(spec: RunSpec, paths: RunPaths, graph, exp_text: str | None, demo: bool, progress=None) -> RunOutcome:
+    from .run import Orchestrator
+
+    prepare_run(spec, paths, graph, exp_text, demo)
+    orch = Orchestrator(spec, paths)
+    orch.progress = progress
+    try:
+        orch.start()
+        status = orch.run()
+    except BaseException:
+        orch.controller.stop_all(grace_s=1.0)
+        orch.store.finish_run(spec.run_id, "failed", reason="orchestrator error")
+        raise
+    finally:
+        orch.close()
+    import json
+
+    metrics = json.loads(paths.metrics.read_text())
+    return RunOutcome(spec.run_id, paths.root, status, metrics, spec)

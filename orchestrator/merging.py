@@ -1,0 +1,180 @@
+"""Merging agents' work: into the run's merged ref without any checkout, and back into a worktree.
+
+``Merger`` lands each completed task's branch on ``refs/heads/orch/<run>/merged`` with plumbing
+only: ``git merge-tree --write-tree`` computes the result (or the conflicting paths),
+``git commit-tree`` records a two-parent merge commit, and ``git update-ref <ref> <new> <old>``
+moves the ref only if nobody else moved it meanwhile (compare-and-swap; on a lost race the merge
+is recomputed on the new tip). No work tree or index is touched, so merges can run while agents
+keep working. ``catch_up`` brings an agent's worktree up to date with the merged ref before a
+dependent task starts, so the task runs on its blockers' work rather than on a stale base.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from coordstore.errors import GitError
+
+from .gitrepo import full_ref, git_out, is_full_sha, require_git_version, resolve_commit, run_git
+
+# Attempts to land one merge while other writers keep moving the merged ref; each lost race
+# means someone else made progress, so a handful is plenty and a bound stops a livelock.
+MAX_CAS_RETRIES = 8
+
+
+class MergeResult(BaseModel):
+    """Outcome of one merge.
+
+    ``ok``: the source's work is in the target (merged now, or ``already_merged``).
+    ``sha``: the target's commit after the call (unchanged on a conflict or when already merged).
+    ``conflicts``: the conflicting paths when not ``ok``; the target is then left untouched.
+    ``source``: the source commit's sha as resolved at merge time.
+    """
+
+    ok: bool
+    sha: str
+    conflicts: list[str] = []
+    already_merged: bool = False
+    source: str = ""
+
+
+def _merge_tree(cwd: Path, ours: str, theirs: str) -> tuple[str, list[str]]:
+    """(tree, conflicting paths) of merging ``theirs`` into ``ours``; no work tree involved."""
+    status, out, err = run_git(
+        cwd, ["merge-tree", "--write-tree", "-z", "--name-only", "--no-messages", ours, theirs], ok=(0, 1, 128)
+    )
+    fields = out.split("\0")
+    tree = fields[0].strip()
+    # status 1 is both "conflicts" and some errors (unknown revision): a tree id tells them apart
+    if status not in (0, 1) or not is_full_sha(tree):
+        raise GitError(f"git merge-tree {ours[:12]} {theirs[:12]} failed in {cwd}: {err.strip().splitlines()[0] if err.strip() else 'no message'}")
+    conflicts = list(dict.fromkeys(f for f in fields[1:] if f)) if status == 1 else []
+    return tree, conflicts
+
+
+def _is_ancestor(cwd: Path, a: str, b: str) -> bool:
+    status, _, _ = run_git(cwd, ["merge-base", "--is-ancestor", a, b], ok=(0, 1))
+    return status == 0
+
+
+def _commit_tree(cwd: Path, tree: str, parents: list[str], message: str, identity: Mapping[str, str]) -> str:
+    args = ["commit-tree", tree]
+    for p in parents:
+        args += ["-p", p]
+    sha = git_out(cwd, *args, "-m", message, env=identity, what="git commit-tree").strip()
+    if not is_full_sha(sha):
+        raise GitError(f"git commit-tree in {cwd} printed {sha!r} instead of a commit id")
+    return sha
+
+
+class Merger:
+    """Merges sources into one ref of ``repo`` (e.g. ``refs/heads/orch/<run>/merged``).
+
+    Safe to share between threads (merges are serialized in-process) and between processes
+    (the ref only moves by compare-and-swap). The last tip this object wrote is cached, so a
+    merge costs the same three git commands as doing it by hand; a stale cache only costs a
+    retry, because the compare-and-swap refuses it.
+    """
+
+    def __init__(self, repo: str | os.PathLike, merged_ref: str) -> None:
+        require_git_version()
+        self.repo = Path(repo)
+        self.ref = full_ref(merged_ref)
+        status, _, _ = run_git(self.repo, ["check-ref-format", self.ref], ok=(0, 1, 128))
+        if status != 0:
+            raise GitError(f"invalid merged ref name {merged_ref!r}")
+        self._mutex = threading.Lock()
+        self._tip: str | None = None  # commit and tree of the ref as last seen or written
+        self._tree: str | None = None
+
+    def create(self, base_sha: str) -> str:
+        """Create the ref at ``base_sha``. Idempotent when it already points there (resume);
+        ``GitError`` if it exists elsewhere or the base is unknown."""
+        sha = resolve_commit(self.repo, base_sha)
+        with self._mutex:
+            status, _, _ = run_git(self.repo, ["update-ref", "-m", "orch: create merged ref", self.ref, sha, ""], ok=(0, 1, 128))
+            if status != 0:
+                self._tip = None
+                current = self._read()[0]
+                if current != sha:
+                    raise GitError(f"merged ref {self.ref} already exists at {current[:12]}, not at base {sha[:12]}")
+            self._read()
+        return sha
+
+    def head(self) -> str:
+        """The ref's current commit."""
+        with self._mutex:
+            return self._read()[0]
+
+    def _read(self) -> tuple[str, str]:
+        status, out, _ = run_git(self.repo, ["rev-parse", f"{self.ref}^{{commit}}", f"{self.ref}^{{tree}}"], ok=(0, 128))
+        lines = out.split()
+        if status != 0 or len(lines) != 2:
+            raise GitError(f"merged ref {self.ref} does not exist in {self.repo}; create it first")
+        self._tip, self._tree = lines
+        return self._tip, self._tree
+
+    def merge(self, source: str, message: str, identity: Mapping[str, str]) -> MergeResult:
+        """Merge ``source`` (branch, ref or sha) into the ref with ``message``, committed as
+        ``identity`` (see ``identity_env``).
+
+        A conflict returns ``ok=False`` with the paths and leaves the ref where it was; the
+        source branch is never modified. Already merged: ``ok``, ``already_merged``, no commit.
+        """
+        # Pin the source to a sha first: an agent may commit on its branch between computing
+        # the tree and recording the parents, and the merge commit must claim exactly what it holds.
+        src = source if is_full_sha(source) else resolve_commit(self.repo, source)
+        with self._mutex:
+            for _ in range(MAX_CAS_RETRIES):
+                tip, tip_tree = (self._tip, self._tree) if self._tip else self._read()
+                tree, conflicts = _merge_tree(self.repo, tip, src)
+                if conflicts:
+                    return MergeResult(ok=False, sha=tip, conflicts=conflicts, source=src)
+                if tree == tip_tree and _is_ancestor(self.repo, src, tip):
+                    return MergeResult(ok=True, sha=tip, already_merged=True, source=src)
+                new = _commit_tree(self.repo, tree, [tip, src], message, identity)
+                status, _, err = run_git(
+                    self.repo, ["update-ref", "-m", f"orch: {message.splitlines()[0] if message else 'merge'}", self.ref, new, tip],
+                    ok=(0, 1, 128),
+                )
+                if status == 0:
+                    self._tip, self._tree = new, tree
+                    return MergeResult(ok=True, sha=new, source=src)
+                if self._read()[0] == tip:  # the ref did not move: the failure is not a lost race
+                    raise GitError(f"cannot update {self.ref} in {self.repo}: {err.strip().splitlines()[0] if err.strip() else 'no message'}")
+            raise GitError(f"gave up merging {source} into {self.ref}: the ref moved {MAX_CAS_RETRIES} times during the merge")
+
+
+def catch_up(worktree: str | os.PathLike, merged_ref: str, identity: Mapping[str, str]) -> MergeResult:
+    """Bring ``worktree``'s checked-out branch up to date with ``merged_ref``.
+
+    Already contained: nothing happens. Behind: fast-forward. Diverged: a merge commit (as
+    ``identity``) of the branch and the merged ref. The result is computed with merge-tree and
+    applied with ``git reset --keep``, so on a conflict the worktree is not touched at all (the
+    paths are returned), and uncommitted changes are never overwritten (``GitError`` instead).
+    """
+    wt = Path(worktree)
+    ref = full_ref(merged_ref)
+    head = resolve_commit(wt, "HEAD")
+    target = resolve_commit(wt, ref)
+    status, out, err = run_git(wt, ["merge-base", head, target], ok=(0, 1))
+    if status != 0:
+        raise GitError(f"worktree {wt} and {ref} share no history; cannot catch up")
+    base = out.strip()
+    if base == target:
+        return MergeResult(ok=True, sha=head, already_merged=True, source=target)
+    if base == head:
+        new = target  # fast-forward: the agent made no commit the merged ref lacks
+    else:
+        tree, conflicts = _merge_tree(wt, head, target)
+        if conflicts:
+            return MergeResult(ok=False, sha=head, conflicts=conflicts, source=target)
+        branch = git_out(wt, "rev-parse", "--abbrev-ref", "HEAD").strip()
+        new = _commit_tree(wt, tree, [head, target], f"orch: merge {ref} into {branch}", identity)
+    run_git(wt, ["reset", "--quiet", "--keep", new], what=f"catching up worktree {wt} with {ref}")
+    return MergeResult(ok=True, sha=new, source=target)

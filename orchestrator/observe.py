@@ -1,0 +1,75 @@
+"""What the supervisor sees of one agent: its process, its ingested events, its log, its task.
+
+Events are read from the store incrementally (a cursor per agent), so one observation costs one
+small query, not a rescan of the agent's history.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from .verdicts import AgentObservation
+
+RECENT_STEPS = 32  # enough for any sensible loop_repeats
+
+
+@dataclass
+class EventState:
+    """Per-agent facts folded from its events since the orchestrator started watching."""
+
+    cursor: int = -1
+    last_event_ms: int | None = None
+    steps: deque = field(default_factory=lambda: deque(maxlen=RECENT_STEPS))
+    rate_limited_until_ms: int | None = None
+    done: bool = False
+
+    def fold(self, events) -> None:
+        for e in events:
+            self.cursor = max(self.cursor, e.seq)
+            self.last_event_ms = max(self.last_event_ms or 0, e.ts_ms)
+            if e.type == "started":  # a new process: its predecessor's steps and pause are history
+                self.steps.clear()
+                self.rate_limited_until_ms = None
+                self.done = False
+            elif e.type == "step":
+                self.steps.append(f"{e.data.get('name')}:{e.data.get('digest')}")
+            elif e.type == "rate_limited":
+                self.rate_limited_until_ms = e.ts_ms + int(float(e.data.get("retry_after", 0)) * 1000)
+            elif e.type == "done":
+                self.done = True
+
+
+def observe_agent(ctl, agent_id: str, now: int) -> AgentObservation:
+    """Build the observation of ``agent_id`` for ``Supervisor.tick`` from ``RunController`` state."""
+    states: dict[str, EventState] = ctl.event_states
+    st = states.setdefault(agent_id, EventState())
+    st.fold(ctl.store.read_events(ctl.spec.run_id, agent=agent_id, since_seq=st.cursor))
+    proc = ctl.procs.get(agent_id)
+    alive = bool(proc is not None and proc.alive())
+    exit_code = None if proc is None or alive else proc.returncode
+    cpu, ctx = 0.0, 0
+    if alive:
+        try:
+            stats = proc.stats()
+            cpu, ctx = float(stats.get("cpu_s", 0.0)), int(stats.get("ctx_switches", 0))
+        except Exception:  # the process ended between alive() and stats(): judged next tick
+            pass
+    log_bytes = sum(p.stat().st_size for p in ctl.paths.logs.glob(f"{agent_id}.*") if p.is_file())
+    current = None
+    for t in ctl.store.list_tasks(ctl.spec.run_id, status=("assigned", "working"), owner=agent_id):
+        if t.status == "working" or current is None:
+            current = (t.id, t.attempt)
+    return AgentObservation(
+        agent=agent_id,
+        alive=alive,
+        exit_code=exit_code,
+        last_event_ms=st.last_event_ms,
+        ctx_switches=ctx,
+        cpu_s=cpu,
+        log_bytes=log_bytes,
+        recent_steps=tuple(st.steps),
+        current_task=current,
+        rate_limited_until_ms=st.rate_limited_until_ms,
+        finished=st.done and (not alive) and exit_code == 0,
+    )

@@ -1,0 +1,124 @@
+"""One run's directory and its frozen specification: every path of a run comes from ``RunPaths``.
+
+Layout (DESIGN §2)::
+
+    <run dir>/run.json          the frozen RunSpec (what resume needs)
+    <run dir>/experiment.yaml   the experiment file as it was
+    <run dir>/orch.db           the store (file/sqlite), unless --store points elsewhere
+    <run dir>/events/<agent>/   each agent's event files
+    <run dir>/logs/<agent>.*    each agent's process output
+    <run dir>/agents/<agent>.json  each runner's config
+    <run dir>/worktrees/<agent> each agent's worktree
+    <run dir>/repo/             the demo repository, when no --repo was given
+    <run dir>/snapshot.json.gz, transitions.jsonl, metrics.json, summary.md   the exports
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from coordstore.errors import InputError
+
+
+class AgentSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str
+    role: str = "worker"  # worker | coordinator | lead | solo | specialist
+    tags: list[str] | None = None  # None: takes any task
+    kind: str = "sim"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def works(self) -> bool:
+        """Coordinators and leads hand out work; they get no worktree."""
+        return self.role not in ("coordinator", "lead")
+
+
+class RunSpec(BaseModel):
+    """Everything needed to (re)start a run, frozen into ``run.json`` at setup."""
+
+    model_config = ConfigDict(extra="forbid")
+    run_id: str
+    experiment_id: str
+    variant: str
+    policy: str
+    policy_options: dict[str, Any] = Field(default_factory=dict)
+    kind_options: dict[str, Any] = Field(default_factory=dict)
+    agents: list[AgentSpec]
+    template: str  # path of the template file
+    repo: str  # the target repository (the demo repo lives inside the run dir)
+    base: str  # the base commit sha
+    store_url: str
+    seed: int
+    time_scale: float
+    timeout_s: float
+    merge_mode: str = "immediate"
+    on_blocker_failure: str = "cancel"
+    supervision: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def branch_prefix(self) -> str:
+        return f"orch/{self.run_id}"
+
+    def agent_branch(self, agent: str) -> str:
+        return f"{self.branch_prefix}/{agent}"
+
+    @property
+    def merged_branch(self) -> str:
+        return f"{self.branch_prefix}/merged"
+
+
+class RunPaths:
+    def __init__(self, run_dir: Path):
+        self.root = Path(run_dir).resolve()
+
+    spec = property(lambda self: self.root / "run.json")
+    experiment = property(lambda self: self.root / "experiment.yaml")
+    db = property(lambda self: self.root / "orch.db")
+    file_store = property(lambda self: self.root / "store")
+    events = property(lambda self: self.root / "events")
+    logs = property(lambda self: self.root / "logs")
+    agent_configs = property(lambda self: self.root / "agents")
+    worktrees = property(lambda self: self.root / "worktrees")
+    demo_repo = property(lambda self: self.root / "repo")
+    snapshot = property(lambda self: self.root / "snapshot.json.gz")
+    transitions = property(lambda self: self.root / "transitions.jsonl")
+    metrics = property(lambda self: self.root / "metrics.json")
+    summary = property(lambda self: self.root / "summary.md")
+
+    def events_of(self, agent: str) -> Path:
+        return self.events / agent
+
+    def worktree_of(self, agent: str) -> Path:
+        return self.worktrees / agent
+
+    def agent_config(self, agent: str) -> Path:
+        return self.agent_configs / f"{agent}.json"
+
+    def store_url(self, scheme_or_url: str) -> str:
+        """A full URL as given, or the run dir's own store for a bare scheme."""
+        if "://" in scheme_or_url:
+            return scheme_or_url
+        if scheme_or_url == "sqlite":
+            return f"sqlite://{self.db}"
+        if scheme_or_url == "file":
+            return f"file://{self.file_store}"
+        raise InputError(f"store {scheme_or_url!r}: give a URL or one of: sqlite, file")
+
+    def write_spec(self, spec: RunSpec) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.spec.with_suffix(".tmp")
+        tmp.write_text(spec.model_dump_json(indent=2) + "\n")
+        tmp.replace(self.spec)
+
+    def read_spec(self) -> RunSpec:
+        try:
+            return RunSpec.model_validate(json.loads(self.spec.read_text()))
+        except FileNotFoundError as e:
+            raise InputError(f"{self.root}: not a run directory (no run.json)") from e
+        except (ValueError, OSError) as e:
+            raise InputError(f"{self.spec}: unreadable run spec ({e})") from e

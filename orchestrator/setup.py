@@ -1,0 +1,101 @@
+"""Setting a run up: the run directory, the store with the graph, the repository, the worktrees.
+
+Nothing is half-made: every check that can fail on user input (template, repo, base ref, run dir)
+runs before anything is written, and a failure during setup removes what setup created.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from coordstore import open_store
+from coordstore.errors import InputError
+from coordstore.models import Run, TaskGraph
+
+from .rundir import AgentSpec, RunPaths, RunSpec
+
+
+def agents_for(policy: str, worker_defs: list, default_kind: str) -> list[AgentSpec]:
+    """The agents a variant runs: its workers, plus the coordinator (push) or lead (hybrid)."""
+    out: list[AgentSpec] = []
+    if policy == "push":
+        out.append(AgentSpec(id="coordinator", role="coordinator", kind="none"))
+    elif policy == "hybrid":
+        out.append(AgentSpec(id="lead", role="lead", kind="none"))
+    n = 0
+    for d in worker_defs:
+        for _ in range(d.count):
+            n += 1
+            role = "solo" if policy == "solo" else ("specialist" if policy == "relay" else d.role)
+            out.append(AgentSpec(id=f"w{n}", role=role, tags=d.tags or None, kind=d.kind or default_kind, options=d.options))
+    if policy == "solo" and n != 1:
+        raise InputError(f"policy solo runs exactly one agent, the variant defines {n}")
+    return out
+
+
+def load_graph(template: Path) -> TaskGraph:
+    """A template or snapshot file as a TaskGraph (either format; errors name the file)."""
+    from coordstore.templates import load_graph as _load
+
+    return _load(template)
+
+
+def prepare_run(spec: RunSpec, paths: RunPaths, graph: TaskGraph, experiment_text: str | None, demo: bool) -> None:
+    """Create the run directory, the demo repo (``demo``), the store's run and graph, the merged
+    branch and the worktrees. The user's repository was checked by the caller (check_repo)."""
+    from .gitrepo import resolve_commit
+    from .merging import Merger
+    from .worktrees import Worktrees
+
+    if paths.root.exists() and any(paths.root.iterdir()):
+        raise InputError(f"{paths.root}: run directory exists and is not empty")
+    created_root = not paths.root.exists()
+    paths.root.mkdir(parents=True, exist_ok=True)
+    try:
+        for d in (paths.events, paths.logs, paths.agent_configs, paths.worktrees):
+            d.mkdir(parents=True, exist_ok=True)
+        if demo:
+            from .demo import build_demo_repo
+
+            build_demo_repo(Path(spec.repo), graph, Path(spec.template).stem)
+        paths.write_spec(spec)
+        if experiment_text is not None:
+            paths.experiment.write_text(experiment_text)
+        with open_store(spec.store_url) as store:
+            store.create_run(
+                Run(
+                    id=spec.run_id,
+                    experiment=spec.experiment_id,
+                    variant=spec.variant,
+                    seed=spec.seed,
+                    on_blocker_failure=spec.on_blocker_failure,
+                    config={"policy": spec.policy, "agents": len(spec.agents), "template": spec.template},
+                )
+            )
+            store.add_graph(spec.run_id, graph)
+        repo = Path(spec.repo)
+        Merger(repo, f"refs/heads/{spec.merged_branch}").create(resolve_commit(repo, spec.base))
+        trees = Worktrees(repo, paths.worktrees)
+        for a in spec.agents:
+            if a.works:
+                trees.add(a.id, spec.agent_branch(a.id), spec.base)
+    except BaseException:
+        # leave nothing half-made: worktrees and branches of this run, then the directory
+        _undo(spec, paths, created_root)
+        raise
+
+
+def _undo(spec: RunSpec, paths: RunPaths, created_root: bool) -> None:
+    import subprocess
+
+    repo = spec.repo
+    for a in spec.agents:
+        wt = paths.worktree_of(a.id)
+        if wt.exists():
+            subprocess.run(["git", "-C", repo, "worktree", "remove", "--force", str(wt)], capture_output=True)
+        subprocess.run(["git", "-C", repo, "branch", "-D", spec.agent_branch(a.id)], capture_output=True)
+    subprocess.run(["git", "-C", repo, "branch", "-D", spec.merged_branch], capture_output=True)
+    subprocess.run(["git", "-C", repo, "worktree", "prune"], capture_output=True)
+    if created_root:
+        shutil.rmtree(paths.root, ignore_errors=True)
