@@ -38,7 +38,8 @@ def full_ref(name: str) -> str:
     return name if name.startswith("refs/") else f"refs/heads/{name}"
 
 
-def _first_line(text: str) -> str:
+def first_line(text: str) -> str:
+    """git's first non-empty message line, without its ``fatal:``/``error:`` prefix."""
     for line in (text or "").splitlines():
         line = line.strip()
         if line:
@@ -73,7 +74,7 @@ def run_git(
     except git.GitCommandNotFound as e:
         raise GitError(f"git is not installed or not on PATH ({e})") from e
     if status not in ok:
-        raise GitError(f"{what or 'git ' + ' '.join(args[:2])} failed in {path}: {_first_line(err)}")
+        raise GitError(f"{what or 'git ' + ' '.join(args[:2])} failed in {path}: {first_line(err)}")
     return status, out, err
 
 
@@ -153,7 +154,8 @@ def resolve_commit(repo: str | os.PathLike, ref: str) -> str:
     """The full sha of the commit ``ref`` names in ``repo``; ``GitError`` naming the ref if none."""
     if not ref or ref.startswith("-"):
         raise GitError(f"invalid git ref {ref!r}")
-    status, out, _ = run_git(repo, ["rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}"], ok=(0, 1, 128))
+    args = ["rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}"]
+    status, out, _ = run_git(repo, args, ok=(0, 1, 128))
     sha = out.strip()
     if status != 0 or not is_full_sha(sha):
         raise GitError(f"unknown git ref {ref!r} in {repo} (no such branch, tag or commit)")

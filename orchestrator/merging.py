@@ -20,7 +20,15 @@ from pydantic import BaseModel
 
 from coordstore.errors import GitError
 
-from .gitrepo import full_ref, git_out, is_full_sha, require_git_version, resolve_commit, run_git
+from .gitrepo import (
+    first_line,
+    full_ref,
+    git_out,
+    is_full_sha,
+    require_git_version,
+    resolve_commit,
+    run_git,
+)
 
 # Attempts to land one merge while other writers keep moving the merged ref; each lost race
 # means someone else made progress, so a handful is plenty and a bound stops a livelock.
@@ -52,7 +60,7 @@ def _merge_tree(cwd: Path, ours: str, theirs: str) -> tuple[str, list[str]]:
     tree = fields[0].strip()
     # status 1 is both "conflicts" and some errors (unknown revision): a tree id tells them apart
     if status not in (0, 1) or not is_full_sha(tree):
-        raise GitError(f"git merge-tree {ours[:12]} {theirs[:12]} failed in {cwd}: {err.strip().splitlines()[0] if err.strip() else 'no message'}")
+        raise GitError(f"git merge-tree {ours[:12]} {theirs[:12]} failed in {cwd}: {first_line(err)}")
     conflicts = list(dict.fromkeys(f for f in fields[1:] if f)) if status == 1 else []
     return tree, conflicts
 
@@ -63,7 +71,7 @@ def _is_ancestor(cwd: Path, a: str, b: str) -> bool:
 
 
 def _commit_tree(cwd: Path, tree: str, parents: list[str], message: str, identity: Mapping[str, str]) -> str:
-    args = ["commit-tree", tree]
+    args = ["commit-tree", "--no-gpg-sign", tree]  # never wait on a signing prompt mid-run
     for p in parents:
         args += ["-p", p]
     sha = git_out(cwd, *args, "-m", message, env=identity, what="git commit-tree").strip()
@@ -97,7 +105,8 @@ class Merger:
         ``GitError`` if it exists elsewhere or the base is unknown."""
         sha = resolve_commit(self.repo, base_sha)
         with self._mutex:
-            status, _, _ = run_git(self.repo, ["update-ref", "-m", "orch: create merged ref", self.ref, sha, ""], ok=(0, 1, 128))
+            create = ["update-ref", "-m", "orch: create merged ref", self.ref, sha, ""]  # "": must not exist
+            status, _, _ = run_git(self.repo, create, ok=(0, 1, 128))
             if status != 0:
                 self._tip = None
                 current = self._read()[0]
@@ -112,7 +121,8 @@ class Merger:
             return self._read()[0]
 
     def _read(self) -> tuple[str, str]:
-        status, out, _ = run_git(self.repo, ["rev-parse", f"{self.ref}^{{commit}}", f"{self.ref}^{{tree}}"], ok=(0, 128))
+        args = ["rev-parse", f"{self.ref}^{{commit}}", f"{self.ref}^{{tree}}"]
+        status, out, _ = run_git(self.repo, args, ok=(0, 128))
         lines = out.split()
         if status != 0 or len(lines) != 2:
             raise GitError(f"merged ref {self.ref} does not exist in {self.repo}; create it first")
@@ -131,23 +141,28 @@ class Merger:
         src = source if is_full_sha(source) else resolve_commit(self.repo, source)
         with self._mutex:
             for _ in range(MAX_CAS_RETRIES):
-                tip, tip_tree = (self._tip, self._tree) if self._tip else self._read()
+                cached = self._tip is not None
+                tip, tip_tree = (self._tip, self._tree) if cached else self._read()
                 tree, conflicts = _merge_tree(self.repo, tip, src)
-                if conflicts:
-                    return MergeResult(ok=False, sha=tip, conflicts=conflicts, source=src)
-                if tree == tip_tree and _is_ancestor(self.repo, src, tip):
+                landed = not conflicts and tree == tip_tree and _is_ancestor(self.repo, src, tip)
+                if conflicts or landed:
+                    # an answer that moves nothing gets no compare-and-swap check: confirm the tip
+                    if cached and self._read()[0] != tip:
+                        continue
+                    if conflicts:
+                        return MergeResult(ok=False, sha=tip, conflicts=conflicts, source=src)
                     return MergeResult(ok=True, sha=tip, already_merged=True, source=src)
                 new = _commit_tree(self.repo, tree, [tip, src], message, identity)
-                status, _, err = run_git(
-                    self.repo, ["update-ref", "-m", f"orch: {message.splitlines()[0] if message else 'merge'}", self.ref, new, tip],
-                    ok=(0, 1, 128),
-                )
+                reflog = "orch: " + (message.splitlines() or ["merge"])[0]
+                status, _, err = run_git(self.repo, ["update-ref", "-m", reflog, self.ref, new, tip], ok=(0, 1, 128))
                 if status == 0:
                     self._tip, self._tree = new, tree
                     return MergeResult(ok=True, sha=new, source=src)
                 if self._read()[0] == tip:  # the ref did not move: the failure is not a lost race
-                    raise GitError(f"cannot update {self.ref} in {self.repo}: {err.strip().splitlines()[0] if err.strip() else 'no message'}")
-            raise GitError(f"gave up merging {source} into {self.ref}: the ref moved {MAX_CAS_RETRIES} times during the merge")
+                    raise GitError(f"cannot update {self.ref} in {self.repo}: {first_line(err)}")
+            raise GitError(
+                f"gave up merging {source} into {self.ref}: the ref moved {MAX_CAS_RETRIES} times during the merge"
+            )
 
 
 def catch_up(worktree: str | os.PathLike, merged_ref: str, identity: Mapping[str, str]) -> MergeResult:
@@ -162,7 +177,7 @@ def catch_up(worktree: str | os.PathLike, merged_ref: str, identity: Mapping[str
     ref = full_ref(merged_ref)
     head = resolve_commit(wt, "HEAD")
     target = resolve_commit(wt, ref)
-    status, out, err = run_git(wt, ["merge-base", head, target], ok=(0, 1))
+    status, out, _ = run_git(wt, ["merge-base", head, target], ok=(0, 1))
     if status != 0:
         raise GitError(f"worktree {wt} and {ref} share no history; cannot catch up")
     base = out.strip()

@@ -22,7 +22,17 @@ from pydantic import BaseModel
 
 from coordstore.errors import GitError, InputError
 
-from .gitrepo import common_dir, full_ref, dirty_paths, git_out, list_worktrees, ref_exists, resolve_commit, run_git
+from .gitrepo import (
+    common_dir,
+    dirty_paths,
+    first_line,
+    full_ref,
+    git_out,
+    list_worktrees,
+    ref_exists,
+    resolve_commit,
+    run_git,
+)
 
 # How long to wait for another process's worktree operation; a checkout of a large repository
 # can take a while, a lock held longer than this is a stuck process worth reporting.
@@ -149,7 +159,7 @@ def _git_stdin(repo: Path, args: list[str], stdin: str) -> str:
     # plain subprocess: GitPython's execute takes stdin only as a file object
     proc = subprocess.run(["git", "-C", str(repo), *args], input=stdin, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise GitError(f"git {args[0]} failed in {repo}: {(proc.stderr.strip().splitlines() or ['no message'])[0]}")
+        raise GitError(f"git {args[0]} failed in {repo}: {first_line(proc.stderr)}")
     return proc.stdout
 
 
@@ -223,8 +233,9 @@ def clean(
                 continue
             status, _, err = run_git(repo, ["update-ref", "-d", ref, sha], ok=(0, 1, 128))
             if status != 0:
-                report.kept.append(CleanItem(kind="branch", name=ref, reason=f"moved during clean: {err.strip()[:80]}"))
+                report.kept.append(CleanItem(kind="branch", name=ref, reason=f"moved during clean: {first_line(err)}"))
                 continue
-            where = f"merged into {merged_full}" if merged_full and merged_full != ref else "contained in other refs"
+            in_merged = merged_full in elsewhere and _not_merged_count(repo, sha, [merged_full]) == 0
+            where = f"merged into {merged_full}" if in_merged else "all its commits are on other refs"
             report.removed.append(CleanItem(kind="branch", name=ref, reason=where))
     return report

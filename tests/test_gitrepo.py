@@ -153,7 +153,7 @@ def test_identity_env_makes_commits_possible_without_any_configured_user(tmp_pat
     env = identity_env("agent 7/α", email_domain="example.test")
     git(repo, "commit", "-q", "-m", "by agent", env=env)
     log = git(repo, "log", "-1", "--format=%an|%ae|%cn|%ce").stdout.strip()
-    assert log == "agent 7/α|agent-7-@example.test|agent 7/α|agent-7-@example.test"
+    assert log == "agent 7/α|agent-7@example.test|agent 7/α|agent-7@example.test"
 
 
 def test_identity_env_default_domain_and_empty_id():
