@@ -28,6 +28,9 @@ class RunController:
         self.disabled: set[str] = set()  # agents stopped for good (degraded mode)
         self.avoid_hints: dict[str, set[str]] = {}
         self.event_states: dict = {}  # observe.EventState per agent
+        from .verdicts import SupervisionConfig
+
+        self.supervision = SupervisionConfig.load(spec.supervision, where="execution.supervision")
 
     # ------------------------------------------------------------------ config + spawn
     def agent(self, agent_id: str) -> AgentSpec:
@@ -116,12 +119,13 @@ class RunController:
     def kill(self, agent_id: str) -> None:
         proc = self.procs.get(agent_id)
         if proc is not None:
-            proc.stop(grace_s=float(self.spec.supervision.get("kill_grace_s", 2.0)))
+            proc.stop(grace_s=self.supervision.kill_grace_s)
 
     def respawn(self, agent_id: str, kind: str | None = None) -> None:
         if kind:
             self.kind_override[agent_id] = kind
         self.kill(agent_id)
+        self.event_states.pop(agent_id, None)  # the new process starts with a clean record
         self.spawn(agent_id)
 
     def degrade(self, keep: str) -> None:

@@ -50,11 +50,9 @@ def observe_agent(ctl, agent_id: str, now: int) -> AgentObservation:
     exit_code = None if proc is None or alive else proc.returncode
     cpu, ctx = 0.0, 0
     if alive:
-        try:
-            stats = proc.stats()
-            cpu, ctx = float(stats.get("cpu_s", 0.0)), int(stats.get("ctx_switches", 0))
-        except Exception:  # the process ended between alive() and stats(): judged next tick
-            pass
+        stats = proc.stats()  # None when the process ended since alive(): judged next tick
+        if stats is not None:
+            cpu, ctx = stats.cpu_s, stats.ctx_voluntary
     log_bytes = sum(p.stat().st_size for p in ctl.paths.logs.glob(f"{agent_id}.*") if p.is_file())
     current = None
     for t in ctl.store.list_tasks(ctl.spec.run_id, status=("assigned", "working"), owner=agent_id):

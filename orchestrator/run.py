@@ -22,7 +22,7 @@ DRAIN_S = 5.0  # how long runners get to exit by themselves once every task is t
 
 class Orchestrator:
     def __init__(self, spec: RunSpec, paths: RunPaths, clock=time.time):
-        from .supervisor import SupervisionConfig, Supervisor
+        from .supervisor import Supervisor
         from .watcher import EventWatcher
 
         self.spec = spec
@@ -31,7 +31,7 @@ class Orchestrator:
         self.store = open_store(spec.store_url)
         self.controller = RunController(spec, paths, self.store)
         self.watcher = EventWatcher(paths.events, self.store, spec.run_id)
-        self.supervisor = Supervisor(self.store, spec.run_id, SupervisionConfig(**spec.supervision), self.controller)
+        self.supervisor = Supervisor(self.store, spec.run_id, self.controller.supervision, self.controller)
         self.deadline = self.clock() + spec.timeout_s
         self.progress = None  # optional callback(done, total)
 

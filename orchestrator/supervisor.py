@@ -4,7 +4,9 @@
 (``verdicts.judge``, pure), records each *change* of verdict with ``store.set_agent_status``
 (the evidence in the transition's data), and for ``stalled`` / ``looping`` / ``dead`` climbs:
 
-1. kill the process group (the controller does SIGTERM, grace, SIGKILL);
+1. kill the process group (the controller does SIGTERM, grace, SIGKILL; if something survives,
+   the error goes into the ``killed`` row and the ladder goes on: the requeue bumps the attempt,
+   so the store refuses any late write of the old process);
 2. the agent's current task: ``store.fail`` if it has used ``max_retries`` attempts (the reason
    names every verdict that cost it an attempt), else ``controller.avoid`` (routing hint) and
    ``store.requeue`` with the verdict as reason (the next claim/assign increments the attempt).
@@ -82,9 +84,9 @@ class Slot:
 
 
 class Supervisor:
-    def __init__(self, store: CoordStore, run_id: str, config: SupervisionConfig | None = None, controller: Controller | None = None):
-        if controller is None:
-            raise TypeError("Supervisor needs a controller")
+    def __init__(self, store: CoordStore, run_id: str, config: SupervisionConfig | None, controller: Controller):
+        """``config`` None = the defaults. Every agent ``controller.agents()`` lists must be
+        registered in the store (verdicts are recorded with ``set_agent_status``)."""
         self.store = store
         self.run_id = run_id
         self.config = config if config is not None else SupervisionConfig()
@@ -127,7 +129,11 @@ class Supervisor:
     # ------------------------------------------------------------------ the ladder
     def _climb(self, agent: str, slot: Slot, verdict: Verdict, obs: AgentObservation, now: int) -> None:
         cfg = self.config
-        self.controller.kill(agent)
+        kill_error = None
+        try:
+            self.controller.kill(agent)
+        except OrchError as e:  # a survivor of SIGKILL: go on, the attempt fence refuses its writes
+            kill_error = str(e)
         slot.failures += 1
         slot.total_failures += 1
         slot.last_failure = verdict.kind
@@ -139,7 +145,7 @@ class Supervisor:
         self._action(
             agent, slot, "killed", verdict.summary, now,
             verdict=verdict.kind, failures=slot.failures, backoff_ms=delay, respawn_due_ms=slot.respawn_due_ms,
-            respawn_kind=slot.kind,
+            respawn_kind=slot.kind, **({"kill_error": kill_error} if kill_error else {}),
         )
         self._settle_tasks(agent, verdict.kind, obs.current_task, now)
 

@@ -12,7 +12,9 @@ Rules, first match wins:
 3. ``paused``   a ``rate_limited`` event's retry time is still ahead. Back-pressure, not a failure:
                 a paused agent is never judged stalled, and its silence counts from the end of
                 the pause, not from the rate-limit event.
-4. ``looping``  the last ``loop_repeats`` step digests are identical (same tool, same args).
+4. ``looping``  the last ``loop_repeats`` step digests are identical (same tool, same args), and
+                the agent has emitted an event since the supervisor first saw this process:
+                steps left over from a killed predecessor never condemn a fresh process.
 5. ``stalled``  it holds a task, and for ``stall_after_ms`` there has been no event, no log growth
                 and no task change. CPU activity alone does NOT reset the silence (a spinning
                 process emits nothing either) but it extends the grace: an agent that used at
@@ -147,11 +149,12 @@ class Track:
     since_ms: int  # first seen, or when the current task last changed
     log_grew_ms: int  # last time log_bytes changed
     busy_ms: int | None  # last interval that used at least busy_cpu_fraction of a core
+    first_event_ms: int | None = None  # last_event_ms at first sight (older steps are not evidence)
 
 
 def _advance(prev: Track | None, obs: AgentObservation, cfg: SupervisionConfig, now: int) -> tuple[Track, dict]:
     if prev is None:
-        return Track(obs, now, now, now, None), {"interval_ms": 0, "cpu_delta_s": 0.0, "ctx_delta": 0}
+        return Track(obs, now, now, now, None, obs.last_event_ms), {"interval_ms": 0, "cpu_delta_s": 0.0, "ctx_delta": 0}
     interval = max(0, now - prev.at_ms)
     # counters go backwards only if the process was replaced: count that as no activity
     d_cpu = max(0.0, obs.cpu_s - prev.obs.cpu_s)
@@ -161,7 +164,7 @@ def _advance(prev: Track | None, obs: AgentObservation, cfg: SupervisionConfig, 
         busy = now
     since = now if obs.current_task != prev.obs.current_task else prev.since_ms
     log_grew = now if obs.log_bytes != prev.obs.log_bytes else prev.log_grew_ms
-    track = Track(obs, now, since, log_grew, busy)
+    track = Track(obs, now, since, log_grew, busy, prev.first_event_ms)
     return track, {"interval_ms": interval, "cpu_delta_s": round(d_cpu, 4), "ctx_delta": d_ctx}
 
 
@@ -192,7 +195,8 @@ def judge(prev: Track | None, obs: AgentObservation, cfg: SupervisionConfig, now
         return verdict("paused", rate_limited_until_ms=until)
     n = cfg.loop_repeats
     steps = obs.recent_steps
-    if len(steps) >= n and len(set(steps[-n:])) == 1:
+    fresh = obs.last_event_ms != track.first_event_ms
+    if fresh and len(steps) >= n and len(set(steps[-n:])) == 1:
         return verdict("looping", step=steps[-1], repeats=n)
 
     marks = [track.since_ms, track.log_grew_ms]

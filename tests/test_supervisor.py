@@ -6,12 +6,20 @@ supervisor is written against); the store, its history and its transitions are r
 
 from __future__ import annotations
 
+import json
+import os
+import sys
+import time
 from dataclasses import replace
+from pathlib import Path
 
+import psutil
 import pytest
 
 from coordstore import open_store
+from coordstore.errors import AgentError
 from coordstore.models import Agent, Run, Task, TaskGraph
+from orchestrator.procs import spawn
 from orchestrator.supervisor import Supervisor
 from orchestrator.verdicts import AgentObservation, SupervisionConfig
 
@@ -30,6 +38,7 @@ class RecordingController:
         self.active = list(agents)
         self.obs = {a: AgentObservation(agent=a, alive=True) for a in agents}
         self.calls: list[tuple] = []
+        self.broken: set[str] = set()  # agents whose kill and respawn raise, as real ones can
 
     def agents(self) -> list[str]:
         return list(self.active)
@@ -39,10 +48,14 @@ class RecordingController:
 
     def kill(self, agent: str) -> None:
         self.calls.append(("kill", agent))
+        if agent in self.broken:
+            raise AgentError(f"agent {agent!r}: processes [4242] survived SIGKILL")
         self.obs[agent] = replace(self.obs[agent], alive=False)
 
     def respawn(self, agent: str, kind: str | None) -> None:
         self.calls.append(("respawn", agent, kind))
+        if agent in self.broken:
+            raise AgentError(f"agent {agent!r}: cannot run 'python': No such file or directory")
         self.obs[agent] = AgentObservation(agent=agent, alive=True)  # a fresh process, no events yet
 
     def degrade(self, keep: str) -> None:
@@ -58,7 +71,7 @@ class RecordingController:
 
 @pytest.fixture
 def store(tmp_path):
-    s = open_store(f"sqlite:///{tmp_path / 'orch.db'}", clock=lambda: T0)
+    s = open_store(f"sqlite://{tmp_path / 'orch.db'}", clock=lambda: T0)
     s.create_run(Run(id=RUN), now=T0)
     s.add_graph(RUN, TaskGraph(tasks=[Task(id=f"t{i}", title=f"task {i}", priority=10 - i) for i in (1, 2, 3)]), now=T0)
     for a in ("w1", "w2"):
@@ -122,23 +135,23 @@ def test_ladder_backoff_doubles_then_fallback_then_task_fails_naming_the_verdict
     ctl = RecordingController(["w1"])
     sup = Supervisor(store, RUN, CFG, ctl)
     now = T0
-    failures = [
-        lambda cur: AgentObservation(agent="w1", alive=True, last_event_ms=now, current_task=cur),  # goes silent
-        lambda cur: AgentObservation(agent="w1", alive=True, last_event_ms=now, current_task=cur, recent_steps=("s",) * 3),
-        lambda cur: AgentObservation(agent="w1", alive=False, exit_code=1, current_task=cur),
-    ]
     dues = []
-    for i, make in enumerate(failures):
+    for i, kind in enumerate(["stalled", "looping", "dead"]):
         cur = take(store, "w1", now)
-        assert cur == ("t1", i + 1)
-        ctl.obs["w1"] = make(cur)
-        sup.tick(now)  # first sight (looping / dead are caught at once)
-        if store.get_agent(RUN, "w1").status not in ("looping", "dead"):
+        assert cur == ("t1", i + 1)  # each claim is a new attempt
+        ctl.obs["w1"] = AgentObservation(agent="w1", alive=True, last_event_ms=now, current_task=cur)
+        assert [v.kind for v in sup.tick(now)] == ["active"]
+        if kind == "stalled":
             now += CFG.stall_after_ms
-            sup.tick(now)
-        killed = [r for r in agent_rows(store, "w1") if r.to_state == "killed"][-1]
-        dues.append(killed.data["respawn_due_ms"] - now)
-        due = killed.data["respawn_due_ms"]
+        elif kind == "looping":
+            now += 100
+            ctl.obs["w1"] = replace(ctl.obs["w1"], last_event_ms=now, recent_steps=("s",) * 3)
+        else:
+            now += 100
+            ctl.obs["w1"] = replace(ctl.obs["w1"], alive=False, exit_code=1)
+        assert [v.kind for v in sup.tick(now)] == [kind]
+        due = [r for r in agent_rows(store, "w1") if r.to_state == "killed"][-1].data["respawn_due_ms"]
+        dues.append(due - now)
         assert sup.tick(due - 1) == [] and len(ctl.ops("respawn")) == i
         now = due
         sup.tick(now)
@@ -224,7 +237,6 @@ def test_circuit_opens_once_degrades_and_requeues_the_dropped_agents_work(store)
         now += 10_000  # past every backoff: both respawn
         sup.tick(now)
     assert ctl.ops("degrade") == [("degrade", "w1")]  # equal streaks: the first by name goes on
-    # w2 had been respawned and is now holding a task when the circuit opens? No: it was down.
     run_rows = [r for r in store.history(RUN, entity="run") if r.to_state == "degraded"]
     assert len(run_rows) == 1 and run_rows[0].data["keep"] == "w1" and run_rows[0].data["failures"] == {"w1": 3, "w2": 3}
     assert "circuit open" in run_rows[0].reason
@@ -236,32 +248,43 @@ def test_circuit_opens_once_degrades_and_requeues_the_dropped_agents_work(store)
         sup.tick(now + i * 10_000)
     assert ctl.ops("degrade") == [("degrade", "w1")]
     assert len([c for c in ctl.ops("respawn") if c[1] == "w2"]) == respawns_w2
-    # a supervisor started after an orchestrator restart knows the run is degraded already
-    assert Supervisor(store, RUN, CFG, RecordingController(["w1", "w2"])).degraded is True
+    # a supervisor started after an orchestrator restart knows from the history that the run
+    # is degraded already: failing agents do not make it degrade a second time
+    ctl2 = RecordingController(["w1", "w2"])
+    sup2 = Supervisor(store, RUN, CFG, ctl2)
+    later = now + 100_000
+    for i in range(4):
+        for a in ("w1", "w2"):
+            ctl2.obs[a] = AgentObservation(agent=a, alive=False, exit_code=1)
+        sup2.tick(later + i * 10_000)
+        sup2.tick(later + i * 10_000 + 5_000)
+    assert sup2.slots["w1"].failures >= CFG.circuit_failures and sup2.slots["w2"].failures >= CFG.circuit_failures
+    assert ctl2.ops("degrade") == []
+    assert len([r for r in store.history(RUN, entity="run") if r.to_state == "degraded"]) == 1
 
 
 def test_degrade_requeues_work_held_by_the_agents_it_drops(store):
     cfg = CFG.model_copy(update={"circuit_failures": 1})
     ctl = RecordingController(["w1", "w2"])
     sup = Supervisor(store, RUN, cfg, ctl)
-    # w2 failed once and is back, working on t2; w1 now dies: every agent has failed once
+    now = T0
+    for _ in range(2):  # w1 dies twice (w2 healthy: no circuit yet)
+        ctl.obs["w1"] = AgentObservation(agent="w1", alive=False, exit_code=1)
+        sup.tick(now)
+        now += 10_000
+        sup.tick(now)
+    assert ctl.ops("degrade") == []
+    cur = take(store, "w1", now, task="t1")  # w1 is back and working
+    ctl.obs["w1"] = AgentObservation(agent="w1", alive=True, last_event_ms=now, current_task=cur)
     ctl.obs["w2"] = AgentObservation(agent="w2", alive=False, exit_code=1)
-    sup.tick(T0)
-    sup.tick(T0 + 500)  # w2 respawned
-    cur = take(store, "w2", T0 + 600, task="t2")
-    ctl.obs["w2"] = AgentObservation(agent="w2", alive=True, last_event_ms=T0 + 600, current_task=cur)
-    ctl.obs["w1"] = AgentObservation(agent="w1", alive=False, exit_code=1)
-    sup.tick(T0 + 600)
-    # both have one failure; w2 is up, w1 is down: w2 goes on and keeps its task
+    sup.tick(now)  # w2 dies once: every agent has failed; w2 has the fewest failures in a row
     assert ctl.ops("degrade") == [("degrade", "w2")]
-    assert store.get_task(RUN, "t2").status == "working"
-
-    ctl2 = RecordingController(["w1", "w2"])
-    sup2 = Supervisor(store, "r2", cfg, ctl2) if False else None  # (one run per store is enough here)
-    assert sup2 is None
+    t1 = store.get_task(RUN, "t1")
+    assert t1.status == "pending" and t1.reason == "degraded"
+    assert sup.slots["w1"].retired and not sup.slots["w2"].retired
 
 
-def test_dropped_agent_task_is_requeued_on_degrade(store):
+def test_kept_agent_keeps_its_work_on_degrade(store):
     cfg = CFG.model_copy(update={"circuit_failures": 1})
     ctl = RecordingController(["w1", "w2"])
     sup = Supervisor(store, RUN, cfg, ctl)
@@ -300,3 +323,148 @@ def test_task_that_moved_on_is_left_alone(store):
     assert v.kind == "dead"
     assert store.get_task(RUN, "t1").status == "completed"
     assert ctl.ops("kill") == [("kill", "w1")]
+
+
+def test_kill_and_respawn_errors_are_recorded_and_the_ladder_goes_on(store):
+    ctl = RecordingController(["w1"])
+    ctl.broken.add("w1")
+    sup = Supervisor(store, RUN, CFG, ctl)
+    cur = take(store, "w1", T0)
+    ctl.obs["w1"] = AgentObservation(agent="w1", alive=True, last_event_ms=T0, current_task=cur)
+    sup.tick(T0)
+    ctl.obs["w1"] = replace(ctl.obs["w1"], last_event_ms=T0 + 100, recent_steps=("s",) * 3)
+    [v] = sup.tick(T0 + 100)  # looping, and its kill fails
+    assert v.kind == "looping"
+    killed = [r for r in agent_rows(store, "w1") if r.to_state == "killed"]
+    assert "survived SIGKILL" in killed[0].data["kill_error"]
+    assert store.get_task(RUN, "t1").status == "pending"  # requeued all the same
+    assert sup.tick(T0 + 600) == []  # the respawn fails: one more failure, a longer backoff
+    failed = [r for r in agent_rows(store, "w1") if r.to_state == "respawn-failed"]
+    assert len(failed) == 1 and "cannot run" in failed[0].reason and failed[0].data["respawn_due_ms"] == T0 + 600 + 1_000
+    ctl.broken.clear()
+    assert sup.tick(T0 + 1_599) == [] and len(ctl.ops("respawn")) == 1
+    [v] = sup.tick(T0 + 1_600)
+    assert v.kind == "idle" and len(ctl.ops("respawn")) == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# real processes: tests/progs observed through orchestrator/procs.py and their events directory
+
+PROGS = Path(__file__).parent / "progs"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ProcController:
+    """A small real controller: spawned test programs, their event files, their logs."""
+
+    def __init__(self, root: Path, store, argv: dict[str, list[str]], grace_s: float):
+        self.root, self.store, self.argv, self.grace_s = root, store, argv, grace_s
+        self.procs: dict = {}
+        self.first_seq: dict[str, int] = {}
+        self.calls: list[tuple] = []
+        for agent in argv:
+            self._spawn(agent)
+
+    def _events(self, agent: str) -> Path:
+        return self.root / "events" / agent
+
+    def _spawn(self, agent: str) -> None:
+        files = sorted(self._events(agent).glob("*.json")) if self._events(agent).is_dir() else []
+        self.first_seq[agent] = len(files)  # only the new process's events count
+        env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+        argv = [sys.executable, *self.argv[agent][:1], str(self._events(agent)), agent, *self.argv[agent][1:]]
+        self.procs[agent] = spawn(argv, agent, env, self.root, self.root / "logs")
+
+    def agents(self) -> list[str]:
+        return list(self.argv)
+
+    def observe(self, agent: str, now: int) -> AgentObservation:
+        events = []
+        for f in sorted(self._events(agent).glob("*.json")):  # final names only (temp names start with ".")
+            e = json.loads(f.read_text())
+            if e["seq"] >= self.first_seq[agent]:
+                events.append(e)
+        proc = self.procs[agent]
+        stats = proc.stats()
+        owned = self.store.list_tasks(RUN, status="working", owner=agent)
+        return AgentObservation(
+            agent=agent,
+            alive=proc.alive(),
+            exit_code=proc.returncode,
+            last_event_ms=max((e["ts_ms"] for e in events), default=None),
+            ctx_switches=stats.ctx_voluntary if stats else 0,
+            cpu_s=stats.cpu_s if stats else 0.0,
+            log_bytes=sum(p.stat().st_size for p in (self.root / "logs").glob(f"{agent}.*")),
+            recent_steps=tuple(f"{e['data']['name']}:{e['data']['digest']}" for e in events if e["type"] == "step")[-32:],
+            current_task=(owned[0].id, owned[0].attempt) if owned else None,
+        )
+
+    def kill(self, agent: str) -> None:
+        self.calls.append(("kill", agent))
+        self.procs[agent].stop(grace_s=self.grace_s)
+
+    def respawn(self, agent: str, kind: str | None) -> None:
+        self.calls.append(("respawn", agent, kind))
+        self._spawn(agent)
+
+    def degrade(self, keep: str) -> None:
+        self.calls.append(("degrade", keep))
+
+    def avoid(self, task_id: str, agent: str) -> None:
+        self.calls.append(("avoid", task_id, agent))
+
+    def stop_all(self) -> None:
+        for p in self.procs.values():
+            p.stop(grace_s=0.2)
+
+
+def group_gone(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_real_silent_and_looping_processes_are_judged_and_killed(tmp_path):
+    store = open_store(f"sqlite://{tmp_path / 'orch.db'}")
+    store.create_run(Run(id=RUN))
+    store.add_graph(RUN, TaskGraph(tasks=[Task(id="t1"), Task(id="t2")]))
+    for agent, task in (("w1", "t1"), ("w2", "t2")):
+        store.register_agent(RUN, Agent(id=agent, kind="test"), lease_ms=10**9)
+        t = store.claim(RUN, task, agent)
+        store.start(RUN, task, agent, t.attempt)
+    cfg = SupervisionConfig(stall_after_ms=1_500, loop_repeats=4, kill_grace_s=0.5, respawn_backoff_ms=600_000, respawn_backoff_max_ms=600_000)
+    argv = {
+        "w1": [str(PROGS / "silent.py"), "--task", "t1", "--ignore-term"],  # only SIGKILL stops it
+        "w2": [str(PROGS / "looper.py"), "--task", "t2", "--interval", "0.05"],
+    }
+    ctl = ProcController(tmp_path, store, argv, cfg.kill_grace_s)
+    procs = dict(ctl.procs)
+    sup = Supervisor(store, RUN, cfg, ctl)
+    seen: dict[str, list[str]] = {"w1": [], "w2": []}
+    try:
+        deadline = time.monotonic() + 30  # a safety net against a hang, not a speed target
+        while time.monotonic() < deadline and not all(sup.slots.get(a) and sup.slots[a].down for a in ("w1", "w2")):
+            for v in sup.tick(time.time_ns() // 1_000_000):
+                seen[v.agent].append(v.kind)
+            time.sleep(0.05)
+    finally:
+        ctl.stop_all()
+
+    assert seen["w1"][-1] == "stalled" and set(seen["w1"][:-1]) == {"active"}
+    assert seen["w2"][-1] == "looping" and set(seen["w2"][:-1]) <= {"active"}
+    assert ("kill", "w1") in ctl.calls and ("kill", "w2") in ctl.calls
+    # no survivor: the processes and their whole groups are gone (the SIGTERM-ignoring one too)
+    for agent, proc in procs.items():
+        assert not proc.alive(), agent
+        assert group_gone(proc.pid), agent
+        assert not psutil.pid_exists(proc.pid) or psutil.Process(proc.pid).create_time() != proc.create_time
+    assert procs["w1"].returncode == -9  # it ignored SIGTERM: the grace ran out, SIGKILL came
+    # the verdicts and the actions are in the history, with the evidence
+    stalled = [r for r in store.history(RUN, entity="agent", entity_id="w1") if r.to_state == "stalled"]
+    assert len(stalled) == 1 and stalled[0].data["silent_ms"] >= 1_500 and stalled[0].data["log_bytes"] > 0
+    looping = [r for r in store.history(RUN, entity="agent", entity_id="w2") if r.to_state == "looping"]
+    assert len(looping) == 1 and looping[0].data["step"].startswith("read_file:")
+    assert [(t.status, t.reason) for t in store.list_tasks(RUN)] == [("pending", "stalled"), ("pending", "looping")]
+    store.close()

@@ -98,16 +98,40 @@ def test_ctx_switches_alone_do_not_extend():
     assert verdicts[10].evidence["ctx_delta"] == 10
 
 
+def looks(obs, cfg=CFG):
+    """Judge ``obs`` as a process watched since just before its latest event."""
+    _, track = judge(None, replace(obs, last_event_ms=T0 - 100, recent_steps=()), cfg, T0 - 50)
+    return judge(track, obs, cfg, T0)[0]
+
+
 def test_looping_needs_loop_repeats_identical_steps():
-    four = working(last_event_ms=T0, recent_steps=("a", "b", "x", "x", "x", "x"))
-    five = working(last_event_ms=T0, recent_steps=("a", "x", "x", "x", "x", "x"))
-    broken = working(last_event_ms=T0, recent_steps=("x", "x", "x", "y", "x", "x"))
-    assert judge(None, four, CFG, T0)[0].kind == "active"
-    assert judge(None, broken, CFG, T0)[0].kind == "active"
-    v, _ = judge(None, five, CFG, T0)
+    four = working(recent_steps=("a", "b", "x", "x", "x", "x"))
+    five = working(recent_steps=("a", "x", "x", "x", "x", "x"))
+    broken = working(recent_steps=("x", "x", "x", "y", "x", "x"))
+    assert looks(four).kind == "active"
+    assert looks(broken).kind == "active"
+    v = looks(five)
     assert v.kind == "looping" and v.evidence["step"] == "x" and v.evidence["repeats"] == 5
-    # a looping agent keeps emitting events, so it is caught although it is never silent
-    assert v.failed
+    assert v.failed and "repeated 5 times" in v.summary
+
+
+def test_a_looping_agent_is_caught_although_never_silent():
+    times = [T0 + i * 100 for i in range(20)]
+    # one identical step per tick, each a fresh event: the window fills up, then it is a loop
+    obs = [working(last_event_ms=t, recent_steps=("s",) * i) for i, t in zip(range(20), times)]
+    kinds, _ = run_ticks(obs, times)
+    assert kinds.index("looping") == CFG.loop_repeats
+    assert set(kinds[: CFG.loop_repeats]) == {"active"}
+
+
+def test_steps_of_a_predecessor_do_not_condemn_a_fresh_process():
+    # first sight of a respawned process whose predecessor's loop is still in the window
+    stale = working(last_event_ms=T0 - 5_000, recent_steps=("x",) * 8)
+    kinds, _ = run_ticks([stale] * 5, [T0 + i * 100 for i in range(5)])
+    assert set(kinds) == {"active"}
+    # as soon as it emits again with the loop still there, it is judged
+    v, track = judge(None, stale, CFG, T0)
+    assert judge(track, replace(stale, last_event_ms=T0 + 50), CFG, T0 + 100)[0].kind == "looping"
 
 
 def test_paused_agent_is_never_stalled_and_silence_counts_from_the_pause_end():
