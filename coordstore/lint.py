@@ -19,6 +19,7 @@ it is scheduled with ``graph.DEFAULT_ESTIMATE_MS``.
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,8 +60,11 @@ def _edge(d: Dependency) -> str:
     return f"{d.from_id} -{d.type}-> {d.to_id}"
 
 
-def check_graph(tasks: list[Task], deps: list[Dependency]) -> list[Finding]:
-    """Every structural problem of a graph (no exception): ids, edges, cycles, then the warnings."""
+def check_graph(tasks: list[Task], deps: list[Dependency], broken: Collection[str] = frozenset()) -> list[Finding]:
+    """Every structural problem of a graph (no exception): ids, edges, cycles, then the warnings.
+
+    ``broken``: ids of task rows already reported unreadable; edges touching them are skipped
+    quietly rather than reported again as dangling."""
     out: list[Finding] = []
     if not tasks:
         return [Finding("warning", "empty", "the template has no tasks")]
@@ -75,6 +79,8 @@ def check_graph(tasks: list[Task], deps: list[Dependency]) -> list[Finding]:
     seen: set[tuple[str, str, str]] = set()
     for d in deps:
         missing = [e for e in (d.from_id, d.to_id) if e not in by_id]
+        if any(e in broken for e in missing):
+            continue
         if missing:
             out.append(Finding("error", "dangling-edge", f"dependency {_edge(d)}: no task {missing[0]!r}"))
         elif d.from_id == d.to_id:
@@ -93,8 +99,8 @@ def check_graph(tasks: list[Task], deps: list[Dependency]) -> list[Finding]:
         n = sum(d.type == "follows" for d in clean)
         out.append(Finding(
             "warning", "follows-direction",
-            f"{n} follows edges read as \"from follows to\" (to completes first), as these templates mean it; "
-            f"task-graph-mcp's own scheduler treats from as the blocker and would run them backwards"))
+            f"{n} follows edges: orch reads \"A follows B\" as B completes first (what task-graph-mcp's "
+            f"templates mean); task-graph-mcp's own scheduler treats A as the blocker and runs such chains backwards"))
     if cyclic:
         return out
     ix = graph.GraphIndex(by_id.values(), clean)
@@ -150,6 +156,7 @@ def _lint_orch(doc: dict, fmt: str) -> list[Finding]:
         except ValidationError as e:
             out.append(Finding("error", "bad-field", f"run: {snapshot.validation_message(e, doc.get('run'))}"))
     tasks: list[Task] = []
+    broken: set[str] = set()
     rows = doc.get("tasks")
     if not isinstance(rows, list):
         return out + [Finding("error", "format", "tasks: missing or not an array")]
@@ -160,6 +167,7 @@ def _lint_orch(doc: dict, fmt: str) -> list[Finding]:
             tid = row.get("id") if isinstance(row, dict) and isinstance(row.get("id"), str) else None
             code = "negative-estimate" if e.errors()[0]["loc"][:1] in (("points",), ("time_estimate_ms",)) and e.errors()[0]["type"] == "greater_than_equal" else "bad-field"
             out.append(Finding("error", code, f"tasks[{i}]: {snapshot.validation_message(e, row)}", tid))
+            broken.add(tid or "")
     deps: list[Dependency] = []
     drows = doc.get("dependencies") or []
     if not isinstance(drows, list):
@@ -172,7 +180,7 @@ def _lint_orch(doc: dict, fmt: str) -> list[Finding]:
             deps.append(Dependency.model_validate(row))
         except ValidationError as e:
             out.append(Finding("error", "bad-row", f"dependencies[{i}]: {snapshot.validation_message(e, row)}"))
-    return out + check_graph(tasks, deps)
+    return out + check_graph(tasks, deps, broken)
 
 
 def lint_document(doc: Any, source: str) -> LintReport:
@@ -184,7 +192,7 @@ def lint_document(doc: Any, source: str) -> LintReport:
         parsed = tgmcp.parse(doc)
         findings = list(parsed.issues)
         if not any(i.code in ("format", "schema-version") for i in findings):
-            findings += check_graph(parsed.tasks, parsed.dependencies)
+            findings += check_graph(parsed.tasks, parsed.dependencies, parsed.broken)
     else:
         findings = _lint_orch(doc, fmt)
     findings.sort(key=lambda f: f.severity != "error")  # stable: errors first, file order kept

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -138,17 +139,32 @@ def _renamed(dump: RunDump, run_id: str) -> RunDump:
     })
 
 
-def import_file(store: CoordStore, path: str | os.PathLike, run_id: str | None = None) -> dict[str, Any]:
-    """Load ``path`` into ``store``: validated completely first, then one new run.
+@dataclass(frozen=True)
+class Loaded:
+    """A file read and validated completely, ready to go into a store."""
+
+    source: str
+    format: str
+    content: TaskGraph | RunDump
+
+
+def read_for_import(path: str | os.PathLike) -> Loaded:
+    """Read and validate ``path`` without touching any store (import is all or nothing)."""
+    source = str(path)
+    doc = snapshot.read_json(path)
+    fmt = detect_format(doc, source)
+    return Loaded(source, fmt, parse_document(doc, source))
+
+
+def import_file(store: CoordStore, path: str | os.PathLike | Loaded, run_id: str | None = None) -> dict[str, Any]:
+    """Load a file (or what ``read_for_import`` returned) into ``store`` as one new run.
 
     A snapshot recreates its run (``load_run``, under ``run_id`` when given); a template creates
     a run (``run_id``, else one derived from the file name) and adds its graph. Returns the
     summary ``{run, file, format, tasks, dependencies, by_type}``.
     """
-    source = str(path)
-    doc = snapshot.read_json(path)
-    fmt = detect_format(doc, source)
-    obj = parse_document(doc, source)
+    loaded = path if isinstance(path, Loaded) else read_for_import(path)
+    obj = loaded.content
     existing = {r.id for r in store.list_runs()}
     if isinstance(obj, RunDump):
         if run_id is not None:
@@ -158,17 +174,17 @@ def import_file(store: CoordStore, path: str | os.PathLike, run_id: str | None =
         store.load_run(obj)
         rid = obj.run.id
     else:
-        rid = run_id or run_id_for(path)
+        rid = run_id or run_id_for(loaded.source)
         if rid in existing:
             raise InvalidTransition(f"run {rid!r} already exists in {store.url}; choose another --run")
-        store.create_run(Run(id=rid, config={"template": Path(path).name}))
+        store.create_run(Run(id=rid, config={"template": Path(loaded.source).name}))
         try:
             store.add_graph(rid, obj)
         except Exception as e:  # the run must not look like a good empty run
             store.finish_run(rid, "failed", reason=f"import failed: {e}")
             raise
     return {
-        "run": rid, "file": source, "format": fmt, "tasks": len(obj.tasks),
+        "run": rid, "file": loaded.source, "format": loaded.format, "tasks": len(obj.tasks),
         "dependencies": len(obj.dependencies), "by_type": _by_type(obj.dependencies),
     }
 

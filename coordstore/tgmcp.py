@@ -76,6 +76,7 @@ class Parsed:
     tasks: list[Task] = field(default_factory=list)
     dependencies: list[Dependency] = field(default_factory=list)
     issues: list[Issue] = field(default_factory=list)
+    broken: set[str] = field(default_factory=set)  # ids of task rows that could not be read
 
 
 class _Bad(Exception):
@@ -257,7 +258,9 @@ def parse(doc: Any) -> Parsed:
         try:
             task, lists = _task_from_row(row, prio_kinds)
         except _Bad as e:
-            out.issues.append(Issue("error", e.code, f"{where}: {e}", row.get("id") if isinstance(row.get("id"), str) else None))
+            tid = row.get("id") if isinstance(row.get("id"), str) else None
+            out.issues.append(Issue("error", e.code, f"{where}: {e}", tid))
+            out.broken.add(tid or "")
             continue
         out.tasks.append(task)
         if task.id not in by_id:  # duplicates are reported by the graph checks
@@ -299,7 +302,8 @@ def _read_tag_tables(doc: dict, out: Parsed, by_id: dict[str, Task], inline: dic
                 out.issues.append(Issue("error", "bad-row", f"{where}: expected {{task_id, tag}} strings, got {_show(row)}"))
                 continue
             if row["task_id"] not in by_id:
-                out.issues.append(Issue("error", "dangling-tag-row", f"{where}: no task {row['task_id']!r}"))
+                if row["task_id"] not in out.broken:  # rows of an unreadable task: already reported
+                    out.issues.append(Issue("error", "dangling-tag-row", f"{where}: no task {row['task_id']!r}"))
                 continue
             from_table.setdefault(row["task_id"], set()).add(row["tag"])
         arrays_without_rows = []
@@ -332,7 +336,8 @@ def _read_attachments(doc: dict, out: Parsed, by_id: dict[str, Task]) -> None:
             continue
         task = by_id.get(row["task_id"])
         if task is None:
-            out.issues.append(Issue("error", "dangling-attachment", f"{where}: no task {row['task_id']!r}"))
+            if row["task_id"] not in out.broken:
+                out.issues.append(Issue("error", "dangling-attachment", f"{where}: no task {row['task_id']!r}"))
             continue
         kept = {k: v for k, v in row.items() if k != "task_id"}
         task.meta.setdefault(ATTACHMENTS_META, []).append(kept)

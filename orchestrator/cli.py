@@ -52,10 +52,11 @@ def print_json(obj: Any) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     # commands register on import; kept here so `import orchestrator.cli` stays light for tests
-    from . import cli_run, cli_store, cli_template  # noqa: F401
+    from . import cli_analysis, cli_run, cli_store, cli_template  # noqa: F401
 
     try:
-        app(args=argv, standalone_mode=False)
+        # standalone_mode=False returns (not raises) the code of a command's `raise typer.Exit(n)`
+        rc = app(args=argv, standalone_mode=False)
     except OrchError as e:
         if _state["debug"]:
             raise
@@ -74,4 +75,4 @@ def main(argv: list[str] | None = None) -> None:
             raise
         print(f"orch: internal error: {type(e).__name__}: {e} (rerun with --debug for a traceback)", file=sys.stderr)
         sys.exit(1)
-    sys.exit(0)
+    sys.exit(rc if isinstance(rc, int) else 0)

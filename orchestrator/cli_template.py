@@ -1,1 +1,58 @@
-from orchestrator.cli import app
+"""`orch template lint` and `orch template show`: check a template, and describe its shape."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from coordstore.lint import lint_file, show_file
+
+from .cli import print_json, template_app
+
+
+@template_app.command("lint")
+def lint_cmd(
+    file: Path = typer.Argument(..., help="Template or snapshot file to check (any format orch reads; .gz ok)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the findings as JSON."),
+) -> None:
+    """Report errors and warnings in a template; exit 1 when there is an error, 0 otherwise."""
+    report = lint_file(file)
+    if json_out:
+        print_json(report.to_json())
+    else:
+        for f in report.findings:
+            typer.echo(f"{f.severity}: {f.code}: {f.message}")
+        fmt = f" ({report.format})" if report.format else ""
+        typer.echo(f"{file}{fmt}: {report.errors} errors, {report.warnings} warnings")
+    raise typer.Exit(1 if report.errors else 0)
+
+
+def _ms(ms: float) -> str:
+    return f"{ms / 60_000:.1f} min"
+
+
+@template_app.command("show")
+def show_cmd(
+    file: Path = typer.Argument(..., help="Template or snapshot file to describe (must be valid; see `orch template lint`)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the description as JSON."),
+) -> None:
+    """Counts, depth, ready-at-start tasks, total estimate, critical path and parallelism ceiling."""
+    info = show_file(file)
+    if json_out:
+        print_json(info)
+        return
+    by_type = ", ".join(f"{n} {t}" for t, n in info["by_type"].items())
+    cp = info["critical_path"]
+    ceiling = "n/a" if info["parallelism_ceiling"] is None else f"{info['parallelism_ceiling']:.2f}"
+    lines = [
+        f"{info['file']} ({info['format']})",
+        f"tasks            {info['tasks']} ({info['work_tasks']} work, {info['containers']} containers)",
+        f"dependencies     {info['dependencies']} ({by_type})",
+        f"depth            {info['depth']} work tasks on the longest chain; nesting {info['nesting']}",
+        f"ready at start   {info['ready_at_start']}",
+        f"total estimate   {_ms(info['total_estimate_ms'])} ({info['unestimated']} tasks unestimated, default used)",
+        f"critical path    {_ms(cp['length_ms'])}: {' -> '.join(cp['tasks'])}",
+        f"parallelism      {ceiling} (total estimate / critical path)",
+    ]
+    typer.echo("\n".join(lines))

@@ -1,0 +1,161 @@
+"""`orch report`: an experiment's report.md and report.html with PNG charts.
+
+Charts: an agent x time Gantt per run, the completion curve per variant, tasks and busy time per
+agent, and metric box plots. Success criteria from the frozen experiment file are evaluated per run.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import operator
+from pathlib import Path
+
+from coordstore.errors import OrchError
+
+from .compare import compare, markdown
+
+OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq, "!=": operator.ne}
+
+
+def _plt():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as e:
+        raise OrchError("reports need matplotlib: python -m pip install 'orch[analysis]'") from e
+    return plt
+
+
+def _periods(run_dir: Path) -> list[tuple[str, str, int, int, str]]:
+    rows = [json.loads(line) for line in (run_dir / "transitions.jsonl").read_text().splitlines() if line]
+    open_, out = {}, []
+    for r in rows:
+        if r["entity"] != "task":
+            continue
+        if r["to_state"] == "working":
+            open_[r["entity_id"]] = (r["agent"], r["ts_ms"])
+        elif r["from_state"] == "working" and r["entity_id"] in open_:
+            agent, t0 = open_.pop(r["entity_id"])
+            out.append((agent, r["entity_id"], t0, r["ts_ms"], r["to_state"]))
+    return out
+
+
+def gantt(run_dir: Path, out: Path) -> Path:
+    plt = _plt()
+    periods = _periods(run_dir)
+    agents = sorted({p[0] for p in periods})
+    t0 = min((p[2] for p in periods), default=0)
+    fig, ax = plt.subplots(figsize=(9, 0.5 + 0.45 * max(1, len(agents))))
+    colors = {"completed": "tab:green", "failed": "tab:red", "pending": "tab:orange"}
+    for agent, task, a, b, outcome in periods:
+        y = agents.index(agent)
+        ax.barh(y, (b - a) / 1000, left=(a - t0) / 1000, color=colors.get(outcome, "tab:gray"), edgecolor="black", linewidth=0.3)
+    ax.set_yticks(range(len(agents)), agents)
+    ax.set_xlabel("seconds since first start")
+    ax.set_title(run_dir.name, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return out
+
+
+def completion_curves(by_variant: dict[str, list[dict]], out: Path) -> Path:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for variant, runs in sorted(by_variant.items()):
+        for i, r in enumerate(runs):
+            ends = sorted(p[3] for p in _periods(Path(r["run_dir"])) if p[4] == "completed")
+            starts = [p[2] for p in _periods(Path(r["run_dir"]))]
+            if not ends:
+                continue
+            t0 = min(starts)
+            ax.step([(e - t0) / 1000 for e in ends], range(1, len(ends) + 1), where="post", alpha=0.7,
+                    label=variant if i == 0 else None)
+    ax.set_xlabel("seconds since first start")
+    ax.set_ylabel("tasks completed")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return out
+
+
+def per_agent(by_variant: dict[str, list[dict]], out: Path) -> Path:
+    plt = _plt()
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+    for variant, runs in sorted(by_variant.items()):
+        m = runs[0]["metrics"]
+        agents = sorted(m.get("tasks_per_agent", {}))
+        labels = [f"{variant}:{a}" for a in agents]
+        a1.bar(labels, [m["tasks_per_agent"][a] for a in agents])
+        a2.bar(labels, [m["busy_ms"][a] / 1000 for a in agents])
+    a1.set_title("tasks per agent (first run)")
+    a2.set_title("busy seconds per agent (first run)")
+    for ax in (a1, a2):
+        ax.tick_params(axis="x", rotation=70, labelsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return out
+
+
+def boxplots(by_variant: dict[str, list[dict]], metrics: tuple[str, ...], out: Path) -> Path:
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.5))
+    for ax, m in zip(axes if len(metrics) > 1 else [axes], metrics):
+        names = sorted(by_variant)
+        data = [[r["metrics"].get(m) or 0 for r in by_variant[v]] for v in names]
+        ax.boxplot(data)
+        ax.set_xticks(range(1, len(names) + 1), names, rotation=45, fontsize=7)
+        ax.set_title(m, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return out
+
+
+def criteria_results(run: dict, run_dir: Path) -> list[tuple[str, bool]]:
+    import yaml
+
+    exp_file = run_dir / "experiment.yaml"
+    if not exp_file.is_file():
+        return []
+    crits = (yaml.safe_load(exp_file.read_text()) or {}).get("success_criteria") or []
+    out = []
+    for c in crits:
+        v = run["metrics"].get(c["metric"])
+        ok = isinstance(v, (int, float)) and OPS[c["op"]](v, c["value"])
+        out.append((f"{c['metric']} {c['op']} {c['value']} (got {v})", ok))
+    return out
+
+
+def write_report(experiment_dir: Path) -> tuple[Path, Path]:
+    from .compare import find_runs
+
+    experiment_dir = Path(experiment_dir)
+    by_variant = find_runs([experiment_dir])
+    result = compare([experiment_dir])
+    charts = experiment_dir / "charts"
+    charts.mkdir(exist_ok=True)
+    images = [completion_curves(by_variant, charts / "completion.png"),
+              per_agent(by_variant, charts / "agents.png"),
+              boxplots(by_variant, ("wall_clock_ms", "efficiency", "claim_contention"), charts / "metrics.png")]
+    for runs in by_variant.values():
+        for r in runs:
+            images.append(gantt(Path(r["run_dir"]), charts / f"gantt-{Path(r['run_dir']).name}.png"))
+    md = [f"# Report: {experiment_dir.name}", "", markdown(result), "## Success criteria", ""]
+    for runs in by_variant.values():
+        for r in runs:
+            for text, ok in criteria_results(r, Path(r["run_dir"])):
+                md.append(f"- {'PASS' if ok else 'FAIL'} {Path(r['run_dir']).name}: {text}")
+    md += ["", "## Charts", ""] + [f"![{p.stem}](charts/{p.name})" for p in images]
+    md_path = experiment_dir / "report.md"
+    md_path.write_text("\n".join(md) + "\n")
+    body = "<pre>" + html.escape("\n".join(md[: md.index("## Charts")])) + "</pre>"
+    body += "".join(f'<h3>{p.stem}</h3><img src="charts/{p.name}">' for p in images)
+    html_path = experiment_dir / "report.html"
+    html_path.write_text(f"<!doctype html><meta charset=utf-8><title>orch report</title>{body}\n")
+    return md_path, html_path
