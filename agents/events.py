@@ -106,7 +106,8 @@ class EventWriter:
         with self._lock:
             while True:
                 seq = self._next
-                record = {"agent": self.agent, "seq": seq, "ts_ms": time.time_ns() // 1_000_000, "type": type, "task": task, "data": data}
+                ts_ms = time.time_ns() // 1_000_000
+                record = {"agent": self.agent, "seq": seq, "ts_ms": ts_ms, "type": type, "task": task, "data": data}
                 # serialise before touching the disk: a bad payload must not burn a seq
                 blob = json.dumps(record, separators=(",", ":")).encode()
                 if self._deliver(seq, blob):
@@ -156,9 +157,16 @@ class EventWriter:
         return self.emit("file_changed", task, path=path, change=change)
 
     def tokens(
-        self, task: str | None = None, tokens_in: int = 0, tokens_out: int = 0, cached: int = 0, thinking: int = 0, cost_usd: float = 0.0
+        self,
+        task: str | None = None,
+        tokens_in: int = 0,
+        tokens_out: int = 0,
+        cached: int = 0,
+        thinking: int = 0,
+        cost_usd: float = 0.0,
     ) -> int:
-        return self.emit("tokens", task, **{"in": tokens_in, "out": tokens_out, "cached": cached, "thinking": thinking, "cost_usd": cost_usd})
+        counts = {"in": tokens_in, "out": tokens_out, "cached": cached, "thinking": thinking, "cost_usd": cost_usd}
+        return self.emit("tokens", task, **counts)
 
     def log(self, msg: str, level: str = "info", task: str | None = None) -> int:
         return self.emit("log", task, msg=msg, level=level)

@@ -21,7 +21,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,6 +60,24 @@ def become_subreaper() -> bool:
     return _subreaper
 
 
+def reap_orphans(sessions: Collection[int]) -> list[int]:
+    """Reap zombie children of this process that belong to one of ``sessions`` (agents' session
+    ids = their leaders' pids): descendants of agents re-parented to us as their subreaper.
+    The leaders themselves and our other subprocesses (other sessions) are left to their owners.
+    Returns the reaped pids; cheap enough to call once per supervisor tick."""
+    reaped = []
+    for child in psutil.Process().children():
+        try:
+            if child.pid in sessions or child.status() != psutil.STATUS_ZOMBIE or os.getsid(child.pid) not in sessions:
+                continue
+            pid, _ = os.waitpid(child.pid, os.WNOHANG)
+        except (psutil.Error, OSError):
+            continue
+        if pid:
+            reaped.append(pid)
+    return reaped
+
+
 @dataclass(frozen=True)
 class ProcStats:
     """Counters summed over a runner's process tree (monotonic while the tree lives)."""
@@ -77,9 +95,9 @@ def _same(proc: psutil.Process, create_time: float) -> bool:
         return False
 
 
-def _gone(proc: psutil.Process) -> bool:
-    """True once ``proc`` (identified by pid + create_time) no longer runs; reaps it if it is a
-    zombie child of ours (we are its parent or its subreaper)."""
+def _gone(proc: psutil.Process, reap: bool = True) -> bool:
+    """True once ``proc`` (identified by pid + create_time) no longer runs; reaps it (``reap``)
+    if it is a zombie child of ours (we are its parent or its subreaper)."""
     try:
         if not proc.is_running():  # gone, or the pid now belongs to someone else
             return True
@@ -89,10 +107,11 @@ def _gone(proc: psutil.Process) -> bool:
         return True
     except psutil.Error:
         return False
-    try:
-        os.waitpid(proc.pid, os.WNOHANG)
-    except ChildProcessError:
-        pass  # not ours to reap; a zombie is dead all the same
+    if reap:
+        try:
+            os.waitpid(proc.pid, os.WNOHANG)
+        except ChildProcessError:
+            pass  # not ours to reap; a zombie is dead all the same
     return True
 
 
@@ -114,7 +133,14 @@ def _signal(proc: psutil.Process, sig: int) -> None:
 class AgentProcess:
     """One agent runner and everything it started."""
 
-    def __init__(self, agent: str, pid: int, create_time: float, popen: subprocess.Popen | None = None, log_paths: tuple[Path, Path] | None = None):
+    def __init__(
+        self,
+        agent: str,
+        pid: int,
+        create_time: float,
+        popen: subprocess.Popen | None = None,
+        log_paths: tuple[Path, Path] | None = None,
+    ):
         self.agent = agent
         self.pid = pid
         self.create_time = create_time
@@ -157,8 +183,8 @@ class AgentProcess:
             return self._popen.poll() is None
         if self._proc is None:
             return False
-        if _gone(self._proc):
-            self._reap_attached()
+        if _gone(self._proc, reap=False):
+            self._reap_attached()  # keeps its exit status if it is our child
             return False
         return True
 
@@ -173,7 +199,9 @@ class AgentProcess:
         for root in roots:
             try:
                 for child in root.children(recursive=True):
-                    self._seen.setdefault(child.pid, child)
+                    known = self._seen.get(child.pid)
+                    if known is None or not _exists(known):  # new, or its pid was reused
+                        self._seen[child.pid] = child
             except psutil.Error:
                 pass
         for pid, child in list(self._seen.items()):
@@ -217,6 +245,7 @@ class AgentProcess:
             self.survivors = [p.pid for p in left]
         self._tree()  # reap the descendants that died as zombies and were re-parented to us
         self._reap_attached()
+        reap_orphans({self.pid})  # and those of its session we never saw alive
         return self.returncode
 
     def _signal_all(self, procs: list[psutil.Process], sig: int) -> None:
@@ -249,10 +278,14 @@ class AgentProcess:
             time.sleep(POLL_S)
 
     def _done(self, proc: psutil.Process) -> bool:
-        if proc is self._proc and self._popen is not None:
-            # Popen must do the reaping, or it loses the return code
+        if proc is not self._proc:
+            return _gone(proc)
+        if self._popen is not None:  # Popen must do the reaping, or it loses the return code
             return self._popen.poll() is not None
-        return _gone(proc)
+        if _gone(proc, reap=False):
+            self._reap_attached()
+            return True
+        return False
 
     def _reap_attached(self) -> None:
         """An attached runner that is our child (same process, or we are its subreaper)."""
