@@ -145,7 +145,7 @@ class Event(_Model):
 
 
 class Transition(_Model):
-    """One row of the append-only history; ``seq`` is assigned by the store, gap-free per store."""
+    """One row of the append-only history; ``seq`` is assigned by the store, 1..N gap-free per run."""
 
     seq: int = 0
     run_id: str

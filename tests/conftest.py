@@ -1,0 +1,117 @@
+"""Shared fixtures: a store URL for every backend, an injectable clock, small graphs, git isolation.
+
+``store_url`` is parametrized over every key of ``coordstore.BACKENDS``: a backend that cannot be
+opened fails the suite (never skips), and a new backend without a URL builder here fails loudly.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from coordstore import BACKENDS, open_store
+from coordstore.models import Dependency, Run, Task, TaskGraph
+
+T0 = 1_700_000_000_000  # a fixed epoch-ms start, so timestamps in assertions are exact
+
+
+def _file_url(base: Path) -> str:
+    return f"file://{base / 'store'}"
+
+
+def _sqlite_url(base: Path) -> str:
+    return f"sqlite://{base / 'orch.db'}"
+
+
+# scheme -> how to build a fresh URL under a directory; every BACKENDS key must have one
+URL_BUILDERS = {"file": _file_url, "sqlite": _sqlite_url}
+
+
+def make_store_url(scheme: str, base: Path) -> str:
+    """A fresh URL for backend ``scheme`` rooted in directory ``base`` (created)."""
+    if scheme not in URL_BUILDERS:
+        pytest.fail(f"backend {scheme!r} is in coordstore.BACKENDS but tests/conftest.py has no URL builder for it")
+    base.mkdir(parents=True, exist_ok=True)
+    return URL_BUILDERS[scheme](base)
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def backend(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def store_url(backend, tmp_path) -> str:
+    return make_store_url(backend, tmp_path / f"{backend}-a")
+
+
+@pytest.fixture
+def other_store_url(backend, tmp_path) -> str:
+    """A second, empty store of the same backend (round trips)."""
+    return make_store_url(backend, tmp_path / f"{backend}-b")
+
+
+class FakeClock:
+    """An injectable store clock in integer ms; tests move it explicitly."""
+
+    def __init__(self, start: int = T0):
+        self.now = start
+
+    def __call__(self) -> int:
+        return self.now
+
+    def advance(self, ms: int = 1) -> int:
+        self.now += ms
+        return self.now
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def store(store_url, clock):
+    with open_store(store_url, clock=clock) as s:
+        yield s
+
+
+def make_graph(tasks, deps=()) -> TaskGraph:
+    """tasks: ids or dicts of Task fields; deps: (from, type, to) triples, e.g. ("a", "blocks", "b")."""
+    ts = [Task(id=t, title=t.upper()) if isinstance(t, str) else Task(**t) for t in tasks]
+    return TaskGraph(tasks=ts, dependencies=[Dependency(from_id=f, type=k, to_id=t) for f, k, t in deps])
+
+
+@pytest.fixture
+def new_run(store):
+    """Factory: create a run (default id ``r``) in ``store`` and add a graph to it."""
+
+    def make(tasks=(), deps=(), run_id: str = "r", on_blocker_failure: str = "cancel") -> str:
+        store.create_run(Run(id=run_id, experiment="exp", variant="v", on_blocker_failure=on_blocker_failure))
+        if tasks:
+            store.add_graph(run_id, make_graph(tasks, deps))
+        return run_id
+
+    return make
+
+
+@pytest.fixture
+def git_env(tmp_path, monkeypatch) -> dict[str, str]:
+    """Isolate git from the machine: fixed identity, no global/system config, a private HOME."""
+    home = tmp_path / "git-home"
+    home.mkdir(exist_ok=True)
+    env = {
+        "GIT_AUTHOR_NAME": "orch-test",
+        "GIT_AUTHOR_EMAIL": "orch-test@example.invalid",
+        "GIT_COMMITTER_NAME": "orch-test",
+        "GIT_COMMITTER_EMAIL": "orch-test@example.invalid",
+        "GIT_CONFIG_GLOBAL": os.devnull,
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "HOME": str(home),
+        "GIT_TERMINAL_PROMPT": "0",
+    }
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    return env

@@ -1,0 +1,669 @@
+"""The CoordStore contract (coordstore/base.py docstrings), run over every backend.
+
+Every refused call is checked to change nothing and write no transition (``refused``).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import pytest
+
+from coordstore import open_store
+from coordstore.errors import GraphError, InvalidTransition, NotFound, StaleAttempt
+from coordstore.models import Agent, Event, Run, Transition
+
+from conftest import T0, make_graph
+
+
+# ---------------------------------------------------------------------------- helpers
+def state(store, run):
+    return store.history(run), store.list_tasks(run), store.list_agents(run)
+
+
+@contextmanager
+def refused(store, run, exc):
+    before = state(store, run)
+    with pytest.raises(exc) as info:
+        yield info
+    assert state(store, run) == before, "a refused call changed the store"
+
+
+def ready(store, run, **kw) -> list[str]:
+    return [t.id for t in store.ready_tasks(run, **kw)]
+
+
+def rows(store, run, entity="task", entity_id=None):
+    return [(r.entity_id, r.from_state, r.to_state) for r in store.history(run, entity=entity, entity_id=entity_id)]
+
+
+def last(store, run, **filters) -> Transition:
+    return store.history(run, **filters)[-1]
+
+
+def done(store, run, task, agent="w"):
+    """Claim, start and complete one named task."""
+    t = store.claim(run, task, agent)
+    assert t is not None, f"{task} not claimable"
+    store.start(run, task, agent, t.attempt)
+    return store.complete(run, task, agent, t.attempt)
+
+
+def claimed(store, run, n, **kw) -> list[str]:
+    out = []
+    for _ in range(n):
+        t = store.claim_next(run, "w", **kw)
+        out.append(t.id if t else None)
+    return out
+
+
+# ---------------------------------------------------------------------------- runs
+def test_runs_create_get_list_finish(store, clock):
+    r1 = store.create_run(Run(id="r1", experiment="e", variant="v", seed=7, config={"k": [1, 2]}))
+    assert r1.status == "running" and r1.created_at == T0 and r1.seed == 7
+    clock.advance(5)
+    store.create_run(Run(id="r2"))
+    store.create_run(Run(id="r0", created_at=42))  # an explicit created_at is kept, and is the oldest
+    assert store.get_run("r0").created_at == 42
+    assert [r.id for r in store.list_runs()] == ["r0", "r1", "r2"]
+    assert store.get_run("r1") == r1
+    assert rows(store, "r1", entity="run") == [("r1", None, "running")]
+    clock.advance(10)
+    f = store.finish_run("r1", "finished", reason="all done")
+    assert (f.status, f.finished_at, f.reason) == ("finished", T0 + 15, "all done")
+    assert store.get_run("r1") == f
+    assert rows(store, "r1", entity="run")[-1] == ("r1", "running", "finished")
+    n = len(store.history("r1"))
+    store.finish_run("r1", "finished")  # same status: no-op
+    assert len(store.history("r1")) == n
+    assert store.get_run("r2").status == "running"
+
+
+def test_run_duplicate_and_missing(store, new_run):
+    run = new_run(["a"])
+    with refused(store, run, InvalidTransition):
+        store.create_run(Run(id=run))
+    with pytest.raises(NotFound):
+        store.get_run("nope")
+    with pytest.raises(NotFound):
+        store.finish_run("nope", "finished")
+    assert [r.id for r in store.list_runs()] == [run]
+
+
+# ---------------------------------------------------------------------------- add_graph
+INVALID = [
+    (["a", "b", "c"], [("a", "blocks", "b"), ("b", "blocks", "c"), ("c", "blocks", "a")], "cycle: a -> b -> c -> a"),
+    (["a", "b"], [("a", "blocks", "b"), ("a", "follows", "b")], "cycle: a -> b -> a"),
+    (["a"], [("a", "blocks", "ghost")], "'ghost'"),
+    (["a", "b", "a"], [], "'a' appears twice"),
+    (["p1", "p2", "c"], [("p1", "contains", "c"), ("p2", "contains", "c")], "two parents"),
+]
+
+
+@pytest.mark.parametrize("tasks,deps,needle", INVALID, ids=["cycle", "follows-cycle", "dangling", "dup-id", "two-parents"])
+def test_add_graph_invalid_leaves_store_unchanged(store, new_run, tasks, deps, needle):
+    run = new_run()
+    with refused(store, run, GraphError) as e:
+        store.add_graph(run, make_graph(tasks, deps))
+    assert needle in str(e.value)
+    assert store.list_tasks(run) == [] and store.dependencies(run) == [] and rows(store, run) == []
+
+
+def test_add_graph_rows_order_and_dependencies(store, new_run):
+    deps = [("b", "follows", "a"), ("p", "contains", "c"), ("a", "blocks", "c")]
+    run = new_run(["b", "a", "p", "c"], deps)
+    assert [t.id for t in store.list_tasks(run)] == ["b", "a", "p", "c"]
+    assert [(d.from_id, d.type, d.to_id) for d in store.dependencies(run)] == deps
+    hist = store.history(run, entity="task")
+    assert sorted((r.entity_id, r.from_state, r.to_state, r.reason) for r in hist) == [
+        (t, None, "pending", "import") for t in ["a", "b", "c", "p"]
+    ]
+    t = store.get_task(run, "a")
+    assert (t.status, t.attempt, t.owner, t.created_at, t.title) == ("pending", 0, None, T0, "A")
+
+
+def test_add_graph_existing_ids_refused_all_or_nothing(store, new_run):
+    run = new_run(["a", "b"])
+    with refused(store, run, InvalidTransition):
+        store.add_graph(run, make_graph(["c", "a"]))
+    with pytest.raises(NotFound):
+        store.add_graph("nope", make_graph(["x"]))
+
+
+def test_add_graph_keeps_imported_status(store, new_run):
+    run = new_run([{"id": "a", "status": "completed"}, "b"], [("a", "blocks", "b")])
+    assert store.get_task(run, "a").status == "completed"
+    assert ready(store, run) == ["b"]
+
+
+# ---------------------------------------------------------------------------- readiness
+def test_blocks_and_follows_direction(store, new_run):
+    # c follows d: d first
+    run = new_run(["a", "b", "c", "d"], [("a", "blocks", "b"), ("c", "follows", "d")])
+    assert ready(store, run) == ["a", "d"]
+    done(store, run, "d")
+    assert ready(store, run) == ["a", "c"]
+    done(store, run, "a")
+    assert ready(store, run) == ["b", "c"]
+
+
+def test_container_not_work_blocked_by_its_blockers_completes_with_children(store, new_run):
+    run = new_run(
+        ["x", "p", "c1", "q", "g", "after"],
+        [("p", "contains", "c1"), ("p", "contains", "q"), ("q", "contains", "g"), ("x", "blocks", "p"), ("p", "blocks", "after")],
+    )
+    assert ready(store, run) == ["x"]
+    assert store.claim(run, "p", "w") is None  # a container with children is not claimable
+    assert last(store, run, entity="claim").to_state == "lost"
+    assert store.get_task(run, "p").status == "pending"
+    done(store, run, "x")
+    assert ready(store, run) == ["c1", "g"]
+    done(store, run, "g")
+    assert store.get_task(run, "q").status == "completed"  # nested container completes first
+    assert store.get_task(run, "p").status == "pending"
+    assert ready(store, run) == ["c1"]
+    done(store, run, "c1")
+    p = store.get_task(run, "p")
+    assert p.status == "completed" and p.completed_at is not None
+    assert rows(store, run, entity_id="p")[-1] == ("p", "pending", "completed")
+    assert ready(store, run) == ["after"]
+
+
+def test_container_with_failed_child_fails(store, new_run):
+    run = new_run(["p", "c1", "c2"], [("p", "contains", "c1"), ("p", "contains", "c2")])
+    store.fail(run, "c2", None, None, "broken")
+    assert store.get_task(run, "p").status == "pending"
+    done(store, run, "c1")
+    p = store.get_task(run, "p")
+    assert p.status == "failed" and p.reason
+    assert rows(store, run, entity_id="p")[-1][2] == "failed"
+
+
+ORDER_TASKS = [  # template order c, a, b, d; a blocks e (long), so a leads the critical path
+    {"id": "c", "priority": 5, "time_estimate_ms": 100},
+    {"id": "a", "priority": 1, "time_estimate_ms": 1000},
+    {"id": "b", "priority": 9, "time_estimate_ms": 100},
+    {"id": "d", "priority": 5, "time_estimate_ms": 100},
+    {"id": "e", "priority": 1, "time_estimate_ms": 5000},
+]
+
+
+@pytest.mark.parametrize(
+    "order,expect",
+    [("priority", ["b", "c", "d", "a"]), ("critical-path", ["a", "c", "b", "d"]), ("fifo", ["c", "a", "b", "d"])],
+)
+def test_ready_and_claim_order(store, new_run, order, expect):
+    run = new_run(ORDER_TASKS, [("a", "blocks", "e")])
+    assert ready(store, run, order=order) == expect
+    assert claimed(store, run, 5, order=order) == expect + [None]
+
+
+def test_needed_tags_all_required(store, new_run):
+    run = new_run([{"id": "n1", "priority": 9, "needed_tags": ["py", "db"]}, {"id": "n2", "priority": 1, "needed_tags": ["py"]}, {"id": "free"}])
+    assert ready(store, run, agent_tags=["py"]) == ["free", "n2"]
+    assert ready(store, run, agent_tags=["db", "py", "x"]) == ["n1", "free", "n2"]
+    assert ready(store, run, agent_tags=[]) == ["free"]
+    assert ready(store, run) == ["n1", "free", "n2"]
+    assert claimed(store, run, 2, agent_tags=["js"]) == ["free", None]
+    assert last(store, run, entity="claim").to_state == "empty"
+    assert store.claim_next(run, "w", agent_tags=["py"]).id == "n2"
+
+
+def test_wanted_tags_preferred(store, new_run):
+    run = new_run([{"id": "ui", "priority": 9, "wanted_tags": ["ui"]}, {"id": "py", "priority": 1, "wanted_tags": ["py"]}, {"id": "plain", "priority": 5}])
+    assert ready(store, run, agent_tags=["py"]) == ["plain", "py", "ui"]
+    assert ready(store, run, agent_tags=["ui"]) == ["ui", "plain", "py"]
+    assert claimed(store, run, 3, agent_tags=["py"]) == ["plain", "py", "ui"]
+
+
+def test_claim_within_container(store, new_run):
+    run = new_run(
+        ["P", {"id": "p1", "priority": 1}, "p2", {"id": "g", "priority": 9}, "Q", "q1", "loose"],
+        [("P", "contains", "p1"), ("P", "contains", "p2"), ("p2", "contains", "g"), ("Q", "contains", "q1")],
+    )
+    assert claimed(store, run, 3, within="P") == ["g", "p1", None]
+    assert claimed(store, run, 1, within="Q") == ["q1"]
+    assert claimed(store, run, 2) == ["loose", None]
+
+
+def test_assign_container_owns_subtree(store, new_run):
+    run = new_run(["x", "P", "c1", "c2"], [("P", "contains", "c1"), ("P", "contains", "c2"), ("x", "blocks", "P")])
+    p = store.assign(run, "P", "lead", by="coord")  # allowed before its blocker x completed
+    assert (p.status, p.owner, p.assigned_by, p.attempt) == ("assigned", "lead", "coord", 1)
+    assert store.claim_next(run, "w", within="P") is None  # children still wait for x
+    done(store, run, "x")
+    for c in ("c1", "c2"):
+        t = store.claim_next(run, "w", within="P")
+        store.complete(run, t.id, "w", t.attempt)
+    assert store.get_task(run, "P").status == "completed"
+    assert rows(store, run, entity_id="P")[-1] == ("P", "assigned", "completed")
+
+
+# ---------------------------------------------------------------------------- claims and transitions
+def test_claim_next_won_and_empty_rows(store, new_run, clock):
+    run = new_run(["a"])
+    clock.advance(7)
+    t = store.claim_next(run, "w1")
+    assert (t.id, t.status, t.owner, t.assigned_by, t.attempt, t.claimed_at) == ("a", "assigned", "w1", "w1", 1, T0 + 7)
+    claim = store.history(run, entity="claim")
+    assert [(r.entity_id, r.to_state, r.agent) for r in claim] == [("a", "won", "w1")]
+    row = last(store, run, entity="task")
+    assert (row.entity_id, row.from_state, row.to_state, row.agent, row.data.get("by"), row.ts_ms) == ("a", "pending", "assigned", "w1", "w1", T0 + 7)
+    assert store.claim_next(run, "w2") is None
+    r = last(store, run, entity="claim")
+    assert (r.entity_id, r.to_state, r.agent) == ("", "empty", "w2")
+    assert store.get_task(run, "a") == t
+
+
+def test_claim_named_won_lost_notfound(store, new_run):
+    run = new_run(["a", "b"], [("a", "blocks", "b")])
+    assert store.claim(run, "b", "w1") is None  # blocked
+    assert store.claim(run, "a", "w1").owner == "w1"
+    assert store.claim(run, "a", "w2") is None  # taken
+    assert [(r.entity_id, r.to_state, r.agent) for r in store.history(run, entity="claim")] == [
+        ("b", "lost", "w1"), ("a", "won", "w1"), ("a", "lost", "w2")]
+    with refused(store, run, NotFound):
+        store.claim(run, "ghost", "w1")
+    with pytest.raises(NotFound):
+        store.claim_next("no-run", "w1")
+
+
+def test_assign_and_reassign(store, new_run):
+    run = new_run(["a", "b", "c"], [("b", "blocks", "c")])
+    t = store.assign(run, "a", "w1", by="coord")
+    assert (t.status, t.owner, t.assigned_by, t.attempt) == ("assigned", "w1", "coord", 1)
+    row = last(store, run, entity="task")
+    assert (row.from_state, row.to_state, row.agent, row.data.get("by")) == ("pending", "assigned", "w1", "coord")
+    t = store.assign(run, "a", "w2", by="coord")
+    assert (t.owner, t.attempt) == ("w2", 2)
+    row = last(store, run, entity="task")
+    assert (row.from_state, row.to_state, row.agent, row.data.get("previous")) == ("assigned", "assigned", "w2", "w1")
+    with refused(store, run, InvalidTransition):
+        store.assign(run, "c", "w1", by="coord")  # not ready
+    store.start(run, "a", "w2", 2)
+    with refused(store, run, InvalidTransition):
+        store.assign(run, "a", "w1", by="coord")  # already working
+    store.complete(run, "a", "w2", 2)
+    with refused(store, run, InvalidTransition):
+        store.assign(run, "a", "w1", by="coord")
+    with refused(store, run, NotFound):
+        store.assign(run, "ghost", "w1", by="coord")
+
+
+def test_start_complete(store, new_run, clock):
+    run = new_run(["a", "b"])
+    t = store.claim(run, "a", "w1")
+    with refused(store, run, StaleAttempt):
+        store.start(run, "a", "w2", t.attempt)
+    with refused(store, run, StaleAttempt):
+        store.start(run, "a", "w1", t.attempt + 1)
+    clock.advance(3)
+    s = store.start(run, "a", "w1", t.attempt)
+    assert (s.status, s.started_at) == ("working", T0 + 3)
+    assert rows(store, run, entity_id="a")[-1] == ("a", "assigned", "working")
+    assert last(store, run, entity="task").agent == "w1"
+    with refused(store, run, InvalidTransition):
+        store.start(run, "a", "w1", t.attempt)
+    with refused(store, run, StaleAttempt):
+        store.complete(run, "a", "w2", t.attempt)
+    clock.advance(4)
+    c = store.complete(run, "a", "w1", t.attempt, data={"sha": "abc123"})
+    assert (c.status, c.completed_by, c.completed_at, c.owner) == ("completed", "w1", T0 + 7, "w1")
+    row = last(store, run, entity="task")
+    assert (row.from_state, row.to_state, row.agent, row.data.get("sha")) == ("working", "completed", "w1", "abc123")
+    with refused(store, run, InvalidTransition):
+        store.complete(run, "a", "w1", t.attempt)
+    b = store.claim(run, "b", "w1")  # complete straight from assigned
+    assert store.complete(run, "b", "w1", b.attempt).status == "completed"
+    assert rows(store, run, entity_id="b")[-1] == ("b", "assigned", "completed")
+    with refused(store, run, (InvalidTransition, StaleAttempt)):
+        store.start(run, "b", "w1", b.attempt)
+
+
+def test_fail(store, new_run):
+    run = new_run(["a", "b", "c"])
+    t = store.claim(run, "a", "w1")
+    with refused(store, run, StaleAttempt):
+        store.fail(run, "a", "w2", t.attempt, "not mine")
+    f = store.fail(run, "a", "w1", t.attempt, "tests fail")
+    assert (f.status, f.reason) == ("failed", "tests fail")
+    row = last(store, run, entity="task")
+    assert (row.entity_id, row.from_state, row.to_state, row.reason) == ("a", "assigned", "failed", "tests fail")
+    t = store.claim(run, "b", "w1")
+    store.start(run, "b", "w1", t.attempt)
+    assert store.fail(run, "b", None, None, "supervisor: stalled").status == "failed"  # by the orchestrator
+    assert rows(store, run, entity_id="b")[-1] == ("b", "working", "failed")
+    assert store.fail(run, "c", None, None, "dropped").status == "failed"  # pending, by the orchestrator
+    with refused(store, run, InvalidTransition):
+        store.fail(run, "c", None, None, "again")
+
+
+def test_requeue(store, new_run):
+    run = new_run(["a", "b"])
+    t = store.claim(run, "a", "w1")
+    r = store.requeue(run, "a", "stalled", by="supervisor")
+    assert (r.status, r.owner, r.attempt, r.reason) == ("pending", None, 1, "stalled")
+    row = last(store, run, entity="task")
+    assert (row.from_state, row.to_state, row.reason, row.data.get("previous")) == ("assigned", "pending", "stalled", "w1")
+    t = store.claim(run, "a", "w2")
+    assert t.attempt == 2
+    store.start(run, "a", "w2", 2)
+    assert store.requeue(run, "a", "crash").status == "pending"
+    assert rows(store, run, entity_id="a")[-1] == ("a", "working", "pending")
+    store.fail(run, "a", None, None, "x")
+    assert store.requeue(run, "a", "retry").status == "pending"
+    with refused(store, run, InvalidTransition):
+        store.requeue(run, "b", "pending already")
+    done(store, run, "b")
+    with refused(store, run, InvalidTransition):
+        store.requeue(run, "b", "completed")
+
+
+def test_cancel(store, new_run):
+    run = new_run(["a", "b", "c"])
+    assert store.cancel(run, "a", "not needed").status == "cancelled"
+    assert last(store, run, entity="task").reason == "not needed"
+    store.claim(run, "b", "w1")
+    assert store.cancel(run, "b", "scope cut", by="coord").status == "cancelled"
+    assert rows(store, run, entity_id="b")[-1] == ("b", "assigned", "cancelled")
+    for tid in ("a", "b"):
+        with refused(store, run, InvalidTransition):
+            store.cancel(run, tid, "again")
+    done(store, run, "c")
+    with refused(store, run, InvalidTransition):
+        store.cancel(run, "c", "too late")
+
+
+def test_stale_attempt_late_write_refused(store, new_run):
+    run = new_run(["a"])
+    old = store.claim(run, "a", "w1")
+    store.start(run, "a", "w1", old.attempt)
+    store.requeue(run, "a", "stalled")
+    new = store.claim(run, "a", "w2")
+    assert new.attempt == old.attempt + 1
+    for call in (
+        lambda: store.complete(run, "a", "w1", old.attempt),
+        lambda: store.fail(run, "a", "w1", old.attempt, "late"),
+        lambda: store.start(run, "a", "w1", old.attempt),
+    ):
+        with refused(store, run, StaleAttempt):
+            call()
+    store.requeue(run, "a", "again")
+    same = store.claim(run, "a", "w1")  # the same agent, a newer attempt
+    with refused(store, run, StaleAttempt):
+        store.complete(run, "a", "w1", old.attempt)
+    assert store.complete(run, "a", "w1", same.attempt).status == "completed"
+
+
+def test_not_found(store, new_run):
+    run = new_run(["a"])
+    calls = [
+        lambda: store.get_task(run, "ghost"),
+        lambda: store.get_task("no-run", "a"),
+        lambda: store.start(run, "ghost", "w", 1),
+        lambda: store.complete(run, "ghost", "w", 1),
+        lambda: store.fail(run, "ghost", None, None, "x"),
+        lambda: store.requeue(run, "ghost", "x"),
+        lambda: store.cancel(run, "ghost", "x"),
+        lambda: store.get_agent(run, "ghost"),
+        lambda: store.heartbeat(run, "ghost", 1000),
+        lambda: store.set_agent_status(run, "ghost", "active"),
+    ]
+    for call in calls:
+        with refused(store, run, NotFound):
+            call()
+
+
+def test_list_tasks_filters_and_usage(store, new_run):
+    run = new_run(["P", "a", "b", "c"], [("P", "contains", "a"), ("P", "contains", "b")])
+    store.claim(run, "a", "w1")
+    store.claim(run, "c", "w2")
+    assert [t.id for t in store.list_tasks(run, status="assigned")] == ["a", "c"]
+    assert [t.id for t in store.list_tasks(run, status=["pending", "assigned"])] == ["P", "a", "b", "c"]
+    assert [t.id for t in store.list_tasks(run, owner="w2")] == ["c"]
+    assert [t.id for t in store.list_tasks(run, parent="P")] == ["a", "b"]
+    assert [t.id for t in store.list_tasks(run, status="pending", parent="P")] == ["b"]
+    n = len(store.history(run))
+    store.add_usage(run, "a", tokens_in=10, tokens_out=5, cost_usd=0.25)
+    store.add_usage(run, "a", tokens_in=1, tokens_cached=7, tokens_thinking=3, cost_usd=0.5)
+    a = store.get_task(run, "a")
+    assert (a.tokens_in, a.tokens_out, a.tokens_cached, a.tokens_thinking, a.cost_usd) == (11, 5, 7, 3, 0.75)
+    assert len(store.history(run)) == n
+
+
+# ---------------------------------------------------------------------------- failure cascades
+CASCADE = (["src", "b", "c", "d", "P", "p1", "e"],
+           [("src", "blocks", "b"), ("b", "blocks", "c"), ("d", "follows", "src"), ("src", "blocks", "P"), ("P", "contains", "p1")])
+
+
+def test_failed_blocker_cancels_transitive_dependents(store, new_run):
+    run = new_run(*CASCADE, on_blocker_failure="cancel")
+    t = store.claim(run, "src", "w1")
+    n = len(store.history(run))
+    store.fail(run, "src", "w1", t.attempt, "boom")
+    status = {x.id: x.status for x in store.list_tasks(run)}
+    assert status == {"src": "failed", "b": "cancelled", "c": "cancelled", "d": "cancelled", "P": "cancelled", "p1": "cancelled", "e": "pending"}
+    new = store.history(run, since_seq=n)
+    assert sorted((r.entity_id, r.from_state, r.to_state) for r in new) == sorted(
+        [("src", "assigned", "failed")] + [(x, "pending", "cancelled") for x in "bcdP"] + [("p1", "pending", "cancelled")])
+    for r in new:
+        if r.entity_id != "src":
+            assert "src" in (r.reason or ""), f"cascade row for {r.entity_id} does not name the blocker: {r.reason!r}"
+            assert "src" in store.get_task(run, r.entity_id).reason
+    store.requeue(run, "src", "retry")  # dependents cancelled because of src stay cancelled
+    assert store.get_task(run, "b").status == "cancelled"
+    assert ready(store, run) == ["src", "e"]
+
+
+def test_cancel_cascades_whatever_the_policy(store, new_run):
+    run = new_run(*CASCADE, on_blocker_failure="wait")
+    store.cancel(run, "src", "scope cut")
+    assert {x.id for x in store.list_tasks(run, status="cancelled")} == {"src", "b", "c", "d", "P", "p1"}
+
+
+def test_wait_policy_holds_dependents_until_retry_completes(store, new_run):
+    run = new_run(*CASCADE, on_blocker_failure="wait")
+    t = store.claim(run, "src", "w1")
+    store.fail(run, "src", "w1", t.attempt, "boom")
+    assert {x.id for x in store.list_tasks(run, status="pending")} == {"b", "c", "d", "P", "p1", "e"}
+    assert ready(store, run) == ["e"]
+    store.requeue(run, "src", "retry")
+    assert ready(store, run) == ["src", "e"]
+    t = store.claim(run, "src", "w2")
+    assert t.attempt == 2
+    store.start(run, "src", "w2", 2)
+    store.complete(run, "src", "w2", 2)
+    assert ready(store, run) == ["b", "d", "p1", "e"]
+
+
+# ---------------------------------------------------------------------------- agents
+def test_register_heartbeat_status(store, new_run, clock):
+    run = new_run(["a"])
+    a = store.register_agent(run, Agent(id="w1", kind="sim", tags=["py"], pid=4242), lease_ms=1000)
+    assert (a.status, a.registered_at, a.lease_expires, a.tags) == ("registered", T0, T0 + 1000, ["py"])
+    row = last(store, run, entity="agent")
+    assert (row.entity_id, row.from_state, row.to_state, row.data.get("pid"), row.data.get("kind")) == ("w1", None, "registered", 4242, "sim")
+    n = len(store.history(run))
+    clock.advance(500)
+    h = store.heartbeat(run, "w1", 1000, current_task="a")
+    assert (h.lease_expires, h.last_heartbeat, h.current_task) == (T0 + 1500, T0 + 500, "a")
+    assert len(store.history(run)) == n
+    s = store.set_agent_status(run, "w1", "active", reason="first event", data={"events": 3})
+    assert s.status == "active"
+    row = last(store, run, entity="agent")
+    assert (row.from_state, row.to_state, row.reason, row.data.get("events")) == ("registered", "active", "first event", 3)
+    n = len(store.history(run))
+    store.set_agent_status(run, "w1", "active", reason="still")
+    assert len(store.history(run)) == n
+    store.set_agent_status(run, "w1", "dead", reason="crashed")
+    clock.advance(100)
+    r = store.register_agent(run, Agent(id="w1", kind="sim", pid=4343), lease_ms=1000)  # respawn
+    assert (r.status, r.pid, r.lease_expires) == ("registered", 4343, T0 + 600 + 1000)
+    assert rows(store, run, entity="agent")[-1] == ("w1", "dead", "registered")
+    store.register_agent(run, Agent(id="w0"), lease_ms=1000)
+    assert [x.id for x in store.list_agents(run)] == ["w0", "w1"]
+    assert store.get_agent(run, "w1") == r
+
+
+def test_reap_expired_requeues_tasks(store, new_run, clock):
+    run = new_run(["a", "b", "c"])
+    store.register_agent(run, Agent(id="w1"), lease_ms=1000)
+    store.register_agent(run, Agent(id="w2"), lease_ms=5000)
+    store.register_agent(run, Agent(id="w3"), lease_ms=1000)
+    store.set_agent_status(run, "w3", "stopped")
+    ta = store.claim(run, "a", "w1")
+    tb = store.claim(run, "b", "w1")
+    store.start(run, "b", "w1", tb.attempt)
+    store.claim(run, "c", "w2")
+    assert store.reap_expired(run, now=T0 + 999) == []
+    n = len(store.history(run))
+    assert sorted(store.reap_expired(run, now=T0 + 2000)) == ["a", "b"]
+    new = store.history(run, since_seq=n)
+    assert sorted((r.entity, r.entity_id, r.from_state, r.to_state) for r in new) == [
+        ("agent", "w1", "registered", "dead"), ("task", "a", "assigned", "pending"), ("task", "b", "working", "pending")]
+    assert [r.reason for r in new if r.entity == "agent"] == ["lease expired"]
+    assert {(t.id, t.status, t.owner) for t in store.list_tasks(run)} == {("a", "pending", None), ("b", "pending", None), ("c", "assigned", "w2")}
+    assert {a.id: a.status for a in store.list_agents(run)} == {"w1": "dead", "w2": "registered", "w3": "stopped"}
+    assert store.reap_expired(run, now=T0 + 3000) == []
+    t = store.claim(run, "a", "w2")
+    assert t.attempt == ta.attempt + 1
+    with refused(store, run, StaleAttempt):
+        store.complete(run, "a", "w1", ta.attempt)
+
+
+# ---------------------------------------------------------------------------- events
+def ev(agent, seq, ts, type="step", **data):
+    return Event(agent=agent, seq=seq, ts_ms=ts, type=type, task="a", data=data)
+
+
+def test_events_append_dedup_read(store, new_run):
+    run = new_run(["a"])
+    n = len(store.history(run))
+    assert store.last_event_seq(run, "w1") == -1
+    assert store.append_events(run, [ev("w1", 0, 10, "started"), ev("w1", 1, 20, tool="edit"), ev("w1", 2, 30)]) == 3
+    assert store.append_events(run, [ev("w1", 1, 20), ev("w1", 2, 30), ev("w1", 3, 40, nested={"k": [1, 2]})]) == 1
+    assert store.append_events(run, [ev("w2", 0, 15), ev("w2", 1, 35)]) == 2
+    assert store.append_events(run, []) == 0
+    w1 = store.read_events(run, agent="w1")
+    assert [e.seq for e in w1] == [0, 1, 2, 3]
+    assert w1[1].data == {"tool": "edit"} and w1[3].data == {"nested": {"k": [1, 2]}} and w1[0].type == "started"
+    assert [e.seq for e in store.read_events(run, agent="w1", since_seq=1)] == [2, 3]
+    assert [e.seq for e in store.read_events(run, agent="w1", since_seq=0, limit=2)] == [1, 2]
+    assert [(e.agent, e.seq) for e in store.read_events(run)] == [
+        ("w1", 0), ("w2", 0), ("w1", 1), ("w1", 2), ("w2", 1), ("w1", 3)]
+    assert store.last_event_seq(run, "w1") == 3 and store.last_event_seq(run, "w2") == 1
+    assert len(store.history(run)) == n  # events are not transitions
+
+
+# ---------------------------------------------------------------------------- history
+def busy_run(store, new_run, clock):
+    run = new_run(["a", "b", "c"], [("a", "blocks", "b")])
+    store.register_agent(run, Agent(id="w1"), lease_ms=10_000)
+    for tid, agent in (("a", "w1"), ("c", "w2")):
+        clock.advance(10)
+        done(store, run, tid, agent)
+    store.claim(run, "b", "w1")
+    store.claim_next(run, "w2")
+    store.fail(run, "b", None, None, "x")
+    return run
+
+
+def test_history_seq_gap_free_per_run_and_filters(store, new_run, clock):
+    run = busy_run(store, new_run, clock)
+    store.create_run(Run(id="other"))
+    store.record(Transition(run_id="other", ts_ms=1, entity="merge", entity_id="m", to_state="merged"))
+    h = store.history(run)
+    assert [r.seq for r in h] == list(range(1, len(h) + 1)) and len(h) > 10
+    assert [r.seq for r in store.history("other")] == [1, 2]
+    assert all(r.run_id == run for r in h)
+    for kw in ({"entity": "task"}, {"entity": "claim"}, {"entity_id": "a"}, {"agent": "w2"}, {"entity": "task", "agent": "w1"}):
+        want = [r for r in h if all(getattr(r, k) == v for k, v in kw.items())]
+        assert want and store.history(run, **kw) == want, kw
+    assert store.history(run, since_seq=5) == h[5:]
+    assert store.history(run, since_seq=len(h)) == []
+
+
+def test_record_idempotent_by_key(store, new_run):
+    run = new_run(["a"])
+    n = len(store.history(run))
+    t = Transition(run_id=run, ts_ms=123, entity="merge", entity_id="orch/r/w1", from_state=None, to_state="merged",
+                   agent="w1", reason="ff", data={"sha": "abc"}, key="merge:a:1")
+    r = store.record(t)
+    assert r.seq == n + 1 and r.model_dump(exclude={"seq"}) == t.model_dump(exclude={"seq"})
+    assert store.record(t) is None
+    assert store.record(t.model_copy(update={"ts_ms": 999})) is None
+    plain = t.model_copy(update={"key": None})
+    assert store.record(plain).seq == n + 2 and store.record(plain).seq == n + 3
+    assert len(store.history(run, entity="merge")) == 3
+    assert store.history(run)[-3] == r
+
+
+# ---------------------------------------------------------------------------- snapshot
+def test_dump_load_round_trip(store, new_run, clock, other_store_url):
+    run = busy_run(store, new_run, clock)
+    store.add_usage(run, "a", tokens_in=5, cost_usd=0.1)
+    store.append_events(run, [ev("w1", 0, 5, "started"), ev("w1", 1, 6, x=[1, "y"]), ev("w2", 0, 4)])
+    store.record(Transition(run_id=run, ts_ms=77, entity="merge", entity_id="m", to_state="conflict", data={"paths": ["f"]}, key="k1"))
+    store.finish_run(run, "finished")
+    d = store.dump_run(run)
+    assert [t.id for t in d.tasks] == ["a", "b", "c"] and [r.seq for r in d.history] == list(range(1, len(d.history) + 1))
+    with refused(store, run, InvalidTransition):
+        store.load_run(d)
+    with open_store(other_store_url, clock=clock) as other:
+        other.load_run(d)
+        assert other.dump_run(run) == d
+        keyed = next(r for r in d.history if r.key == "k1")
+        assert other.record(keyed) is None  # idempotency keys survive the trip
+        # both stores go on identically
+        for s in (store, other):
+            s.record(Transition(run_id=run, ts_ms=88, entity="run", entity_id=run, to_state="note"))
+        assert other.dump_run(run) == store.dump_run(run)
+        assert other.history(run)[-1].seq == len(d.history) + 1
+
+
+def test_missing_run_is_not_found(store, new_run):
+    new_run(["a"])
+    calls = {
+        "list_tasks": lambda: store.list_tasks("nope"),
+        "ready_tasks": lambda: store.ready_tasks("nope"),
+        "dependencies": lambda: store.dependencies("nope"),
+        "register_agent": lambda: store.register_agent("nope", Agent(id="w1"), lease_ms=10),
+        "list_agents": lambda: store.list_agents("nope"),
+        "reap_expired": lambda: store.reap_expired("nope"),
+        "append_events": lambda: store.append_events("nope", [ev("w1", 0, 1)]),
+        "record": lambda: store.record(Transition(run_id="nope", ts_ms=1, entity="run", entity_id="nope", to_state="x")),
+        "dump_run": lambda: store.dump_run("nope"),
+    }
+    for name, call in calls.items():
+        with pytest.raises(NotFound):
+            call()
+            pytest.fail(f"{name} on a missing run did not raise NotFound")
+    assert [r.id for r in store.list_runs()] == ["r"]
+
+
+# ---------------------------------------------------------------------------- several instances
+def test_two_instances_see_each_other(store, new_run, store_url, clock):
+    run = new_run(["a", "b", "c"], [("a", "blocks", "c")])
+    with open_store(store_url, clock=clock) as other:
+        assert other.claim_next(run, "w2").id == "a"
+        assert store.claim_next(run, "w1").id == "b"  # not a: the other instance took it
+        assert store.claim(run, "a", "w1") is None
+        store.start(run, "b", "w1", 1)
+        other.start(run, "a", "w2", 1)
+        other.complete(run, "a", "w2", 1)
+        assert ready(store, run) == ["c"]
+        assert other.get_task(run, "b").status == "working"
+        assert store.history(run) == other.history(run)
+        assert [r.seq for r in store.history(run)] == list(range(1, len(store.history(run)) + 1))
+
+
+def test_state_survives_reopen(store, new_run, store_url, clock):
+    run = busy_run(store, new_run, clock)
+    store.append_events(run, [ev("w1", 0, 5)])
+    before = store.dump_run(run)
+    store.close()
+    store.close()  # idempotent
+    with open_store(store_url, clock=clock) as again:
+        assert again.dump_run(run) == before
+        assert again.claim_next(run, "w9") is None
+        assert again.history(run)[-1].seq == len(before.history) + 1
