@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         # standalone_mode=False returns (not raises) the code of a command's `raise typer.Exit(n)`
-        rc = app(args=argv, standalone_mode=False)
+        rc = app(args=argv, prog_name="orch", standalone_mode=False)
     except OrchError as e:
         if _state["debug"]:
             raise

@@ -1,5 +1,5 @@
 """Operator commands: `orch runs`, `status`, `watch`, `branches`, `diff`, `log`, `logs`, `clean`,
-`history`. Each parses, calls one function of ``inspect``/``inspect_git``/``watchview``, renders."""
+`history`. Each parses, calls one function of ``runinfo``/``runinfo_git``/``watchview``, renders."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 
 from .cli import app, print_json
-from .inspect import DEFAULT_RESULTS
+from .runinfo import DEFAULT_RESULTS
 
 RUN_DIR_HELP = "A run directory (or a run id, looked up below experiments/results)."
 JSON_HELP = "Print one JSON object (stable shape, \"version\": 1) instead of text."
@@ -31,7 +31,7 @@ def _secs(ms) -> str:
 
 
 def _open(run_dir: Path):
-    from .inspect import open_run
+    from .runinfo import open_run
 
     return open_run(run_dir)
 
@@ -44,7 +44,7 @@ def runs_cmd(
     """List the runs found below a results directory, newest first, with their status."""
     from rich.table import Table
 
-    from .inspect import list_runs
+    from .runinfo import list_runs
 
     view = list_runs(results)
     if as_json:
@@ -70,7 +70,7 @@ def status_cmd(
     """Tasks by status, each agent's verdict, current task and last event, and the merge state."""
     from rich.table import Table
 
-    from .inspect import status_view
+    from .runinfo import status_view
 
     v = status_view(_open(run_dir))
     if as_json:
@@ -127,7 +127,7 @@ def branches_cmd(
     """Each agent's branch: commits and tasks since the base, diffstat, merged or not, conflicts."""
     from rich.table import Table
 
-    from .inspect_git import branches_view
+    from .runinfo_git import branches_view
 
     v = branches_view(_open(run_dir))
     if as_json:
@@ -165,7 +165,7 @@ def diff_cmd(
     stat: bool = typer.Option(False, "--stat", help="Only the diffstat."),
 ) -> None:
     """An agent's changes: git diff from the run's base to the agent's branch."""
-    from .inspect_git import agent_diff
+    from .runinfo_git import agent_diff
 
     out = agent_diff(_open(run_dir), agent, stat)
     typer.echo(out, nl=bool(out) and not out.endswith("\n"))
@@ -178,7 +178,7 @@ def log_cmd(
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """An agent's commits since the base, newest first, with the task id of each."""
-    from .inspect_git import agent_log
+    from .runinfo_git import agent_log
 
     v = agent_log(_open(run_dir), agent)
     if as_json:
@@ -198,7 +198,7 @@ def logs_cmd(
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new output until the run ends (Ctrl-C stops)."),
 ) -> None:
     """An agent's process output (stdout and stderr logs of its runner)."""
-    from .inspect import is_running, log_files
+    from .runinfo import is_running, log_files
 
     ref = _open(run_dir)
     offsets: dict[Path, int] = {}
@@ -220,6 +220,8 @@ def logs_cmd(
     drain()
     if not offsets:
         typer.echo(f"no log files for {agent} in {ref.paths.logs}", err=True)
+    elif last[0] is None and not follow:
+        typer.echo(f"no output from {agent} ({', '.join(p.name for p in offsets)} are empty)", err=True)
     try:
         while follow and is_running(ref):
             time.sleep(FOLLOW_POLL_S)
@@ -237,7 +239,7 @@ def clean_cmd(
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Remove a run's worktrees (and with --branches its branches), never unmerged work; says what it keeps and why."""
-    from .inspect_git import clean_run
+    from .runinfo_git import clean_run
 
     ref = _open(run_dir)
     apply = yes
@@ -256,12 +258,22 @@ def clean_cmd(
         typer.echo("dry run: nothing removed; pass --yes to do it")
 
 
+def _short(name: str) -> str:
+    """A branch without ``refs/heads/``; a path relative to the current directory when inside it."""
+    import os
+
+    if name.startswith("refs/heads/"):
+        return name.removeprefix("refs/heads/")
+    rel = os.path.relpath(name)
+    return name if rel.startswith("..") else rel
+
+
 def _print_clean(v: dict) -> None:
     verb = "would remove" if v["dry_run"] else "removed"
     for i in v["removed"]:
-        typer.echo(f"{verb} {i['kind']} {i['name']} ({i['reason']})")
+        typer.echo(f"{verb} {i['kind']} {_short(i['name'])} ({i['reason'].replace('refs/heads/', '')})")
     for i in v["kept"]:
-        typer.echo(f"kept {i['kind']} {i['name']}: {i['reason']}")
+        typer.echo(f"kept {i['kind']} {_short(i['name'])}: {i['reason']}")
     if not v["removed"] and not v["kept"]:
         typer.echo("nothing to clean")
 
@@ -275,7 +287,7 @@ def history_cmd(
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """The run's transitions, readable: time offset, entity, id, from -> to, agent, reason."""
-    from .inspect import history_view
+    from .runinfo import history_view
 
     v = history_view(_open(run_dir), task=task, agent=agent, entity=entity)
     if as_json:

@@ -37,11 +37,17 @@ class Orchestrator:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
+        from .runinfo import write_pidfile
+
+        write_pidfile(self.paths)  # lets `orch runs`/`status` tell a live run from an interrupted one
         self.watcher.start()
         self.controller.spawn_all()
 
     def reattach(self) -> None:
         """Resume: re-attach live runners, respawn dead ones after requeueing their tasks."""
+        from .runinfo import write_pidfile
+
+        write_pidfile(self.paths)
         self.watcher.start()
         for agent_id in self.controller.attach_all():
             for t in self.store.list_tasks(self.spec.run_id, status=("assigned", "working"), owner=agent_id):

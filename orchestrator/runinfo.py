@@ -65,7 +65,7 @@ class RunRef:
     def open_store(self) -> CoordStore:
         missing = _missing_local_store(self.spec.store_url)
         if missing is not None:
-            raise InputError(f"{self.paths.root}: the run's store {missing} is gone")
+            raise InputError(f"{self.paths.root}: the run's store {missing} does not exist (still starting, or deleted)")
         return open_store(self.spec.store_url)
 
     def agent_ids(self) -> list[str]:
@@ -75,8 +75,8 @@ class RunRef:
         """``InputError`` naming the run's agents unless ``agent`` is one (a worker if ``working``)."""
         ids = [a.id for a in self.spec.agents if a.works or not working]
         if agent not in ids:
-            what = "working agent" if working else "agent"
-            raise InputError(f"{agent!r} is not a {what} of run {self.run_id} (agents: {', '.join(ids) or 'none'})")
+            what = "a working agent" if working else "an agent"
+            raise InputError(f"{agent!r} is not {what} of run {self.run_id} (agents: {', '.join(ids) or 'none'})")
 
 
 def _missing_local_store(url: str) -> Path | None:

@@ -15,7 +15,7 @@ from typing import Any
 from coordstore.errors import GitError
 
 from .gitrepo import dirty_paths, full_ref, git_out, list_worktrees, ref_exists, resolve_commit, run_git
-from .inspect import SCHEMA_VERSION, RunRef, merge_summary
+from .runinfo import SCHEMA_VERSION, RunRef, merge_summary
 from .worktrees import CleanItem, CleanReport, _not_merged_count, clean
 
 TASK_SUBJECT = re.compile(r"^task (?P<id>\S+?): ")
@@ -63,7 +63,9 @@ def _branch_view(ref: RunRef, repo: Path, base: str, agent: str, merged_sha: str
         return {**view, "sha": None, "commits": 0, "tasks": done, "diffstat": None, "merged": None,
                 "unmerged_commits": None, "conflicts": conflicts}
     sha = resolve_commit(repo, full_ref(branch))
-    own = [c for c in commits(repo, base, sha) if not c["merge"] and c["author"] == agent]
+    # its own commits: not merges, and not other agents' work brought in by catching up
+    others = {a.id for a in ref.spec.agents} - {agent}
+    own = [c for c in commits(repo, base, sha) if not c["merge"] and c["author"] not in others]
     tasks = sorted({*done, *(c["task"] for c in own if c["task"])})
     unmerged = None
     if merged_sha is not None:
@@ -193,7 +195,7 @@ def clean_run(ref: RunRef, delete_branches: bool, apply: bool) -> dict[str, Any]
     that holds unmerged work; ``apply=False`` only reports what would happen."""
     from coordstore.errors import InputError
 
-    from .inspect import is_running
+    from .runinfo import is_running
 
     if is_running(ref):
         raise InputError(f"run {ref.run_id} is still running; clean it once it has ended")
