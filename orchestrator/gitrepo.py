@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-import git
 
 from coordstore.errors import GitError, InputError
 
@@ -61,7 +60,9 @@ def run_git(
     directory, and git's first stderr line. GitPython silently falls back to the process's own
     cwd when ``cwd`` is missing, so a missing directory is refused here, and ``-C`` pins it too.
     """
-    path = Path(cwd)
+    import git  # lazily: runners use this module and must start without GitPython's import cost
+
+    path = Path(cwd).resolve()  # GitPython applies cwd and -C both: a relative path would count twice
     if not path.is_dir():
         raise GitError(f"{what or 'git ' + ' '.join(args[:2])}: directory {path} does not exist")
     try:

@@ -1,0 +1,142 @@
+"""The dispatching roles: the push coordinator and the hybrid lead. They execute no task.
+
+Each ``next()`` makes one round of decisions and returns ``WAIT`` or ``OVER``, like a worker's
+policy, so the runner loop is the same for every role. The coordinator's thinking time is part
+of the model: each assignment decision costs ``dispatch_latency_ms`` (default 0).
+
+Agents that can receive work: role ``worker``, status not in ``UNAVAILABLE``. An agent with no
+tags takes any task (the orchestrator stores "takes anything" as an empty tag list).
+"""
+
+from __future__ import annotations
+
+from coordstore.errors import InvalidTransition, NotFound, StaleAttempt
+from coordstore.graph import GraphIndex, estimate_ms, tags_fit, wanted_score
+from coordstore.models import ACTIVE, TERMINAL, Task
+
+from .policies import AGAIN, OVER, WAIT, Policy, PolicyEnv, _ms, _order
+
+UNAVAILABLE = frozenset({"dead", "stalled", "looping", "stopped"})
+_MOVED_ON = (InvalidTransition, StaleAttempt, NotFound)  # the task changed under us: skip it
+SETTLE_MS = 100  # the lead waits until the worker set has not changed for this long (they
+# are registered at spawn, well before the lead has imported anything, so this is a safety net)
+
+
+def _workers(env: PolicyEnv) -> list:
+    return [a for a in env.store.list_agents(env.run_id) if a.role == "worker" and a.status not in UNAVAILABLE]
+
+
+def hybrid_units(ix: GraphIndex) -> list[str]:
+    """The subtrees a hybrid lead hands out: the top-level containers. A graph under a single
+    root container is split one level lower (repeatedly), or one worker would get everything."""
+    units = [t for t in ix.order if t not in ix.parent and ix.is_container(t)]
+    while len(units) == 1:
+        inner = [c for c in ix.children.get(units[0], ()) if ix.is_container(c)]
+        if not inner:
+            break
+        units = inner
+    return units
+
+
+class PushCoordinator(Policy):
+    """Assigns every task: ready tasks best first, each to an idle worker whose tags fit."""
+
+    name = "push"
+
+    def __init__(self, env: PolicyEnv):
+        super().__init__(env)
+        self.order = _order(env, "push", "priority")
+        self.latency_s = _ms(env, "push", "dispatch_latency_ms", 0) / 1000.0
+        self.last_given: dict[str, int] = {}  # worker -> round it last got a task (fairness)
+        self.round = 0
+
+    def next(self) -> str:
+        e = self.env
+        tasks = e.tasks()
+        if e.run_over(tasks):
+            return OVER
+        self.round += 1
+        busy = {t.owner for t in tasks.values() if t.status in ACTIVE and not e.index().is_container(t.id)}
+        idle = [w for w in _workers(e) if w.id not in busy]
+        if not idle:
+            return WAIT
+        made = 0
+        for task in e.store.ready_tasks(e.run_id, order=self.order):
+            fit = [w for w in idle if tags_fit(task, w.tags or None)]
+            if not fit:
+                continue
+            # wanted-tag match first, then whoever waited longest, then by id
+            w = max(fit, key=lambda a: (wanted_score(task, a.tags or None), -self.last_given.get(a.id, 0)))
+            if self.latency_s:
+                e.pulse.sleep(self.latency_s)  # the coordinator deciding
+            try:
+                e.store.assign(e.run_id, task.id, w.id, by=e.agent_id)
+            except _MOVED_ON:
+                continue
+            e.events.step("assign", args={"task": task.id, "to": w.id})
+            self.last_given[w.id] = self.round
+            idle.remove(w)
+            made += 1
+            if not idle:
+                break
+        return WAIT if made == 0 else AGAIN
+
+
+class HybridLead(Policy):
+    """Hands top-level containers to workers, balanced by estimated work (longest first to the
+    least loaded); reassigns a container that came back (its worker died)."""
+
+    name = "hybrid"
+
+    def __init__(self, env: PolicyEnv):
+        super().__init__(env)
+        self.latency_s = _ms(env, "hybrid", "dispatch_latency_ms", 0) / 1000.0
+        self.settle_s = _ms(env, "hybrid", "settle_ms", SETTLE_MS) / 1000.0
+        self.settled = False
+        self._seen: tuple[frozenset, float] | None = None
+
+    def _settle(self, workers: list) -> bool:
+        """True once the set of workers stopped changing (they register as they start)."""
+        import time
+
+        ids = frozenset(w.id for w in workers)
+        now = time.monotonic()
+        if self._seen is None or self._seen[0] != ids:
+            self._seen = (ids, now)
+        self.settled = bool(ids) and now - self._seen[1] >= self.settle_s
+        return self.settled
+
+    def work_of(self, ix: GraphIndex, tasks: dict[str, Task], container: str) -> int:
+        """Estimated work left in a container: its unfinished leaves."""
+        return sum(estimate_ms(tasks[d]) for d in ix.descendants(container)
+                   if not ix.is_container(d) and tasks[d].status not in TERMINAL)
+
+    def next(self) -> str:
+        e = self.env
+        tasks = e.tasks()
+        if e.run_over(tasks):
+            return OVER
+        ix = e.index()
+        workers = _workers(e)
+        if not workers or (not self.settled and not self._settle(workers)):
+            return WAIT
+        units = hybrid_units(ix)
+        pending = sorted((u for u in units if tasks[u].status == "pending"),
+                         key=lambda u: (-self.work_of(ix, tasks, u), ix.order.index(u)))
+        if not pending:
+            return WAIT
+        load = {w.id: 0 for w in workers}
+        for u in units:
+            if tasks[u].status in ACTIVE and tasks[u].owner in load:
+                load[tasks[u].owner] += self.work_of(ix, tasks, u)
+        for u in pending:
+            w = min(load, key=lambda a: (load[a], a))
+            if self.latency_s:
+                e.pulse.sleep(self.latency_s)
+            try:
+                e.store.assign(e.run_id, u, w, by=e.agent_id)
+            except _MOVED_ON:
+                continue
+            e.events.step("assign", args={"task": u, "to": w})
+            load[w] += self.work_of(ix, tasks, u)
+        return WAIT

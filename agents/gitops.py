@@ -1,0 +1,97 @@
+"""Git in the agent's own worktree, with plain ``subprocess`` (the runner must start fast).
+
+Merges into the run's merged ref and catch-up use the shared ``orchestrator.merging`` (imported
+lazily, only once a merge is due); everything a runner does to its own worktree is here.
+Failures raise ``GitError`` with one line naming the worktree and git's message.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+
+from coordstore.errors import GitError, InputError
+
+_QUIET_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_EDITOR": "true", "GIT_MERGE_AUTOEDIT": "no"}
+
+
+def identity(agent_id: str) -> dict[str, str]:
+    """The agent's commit identity (author and committer), from the one shared definition."""
+    from orchestrator.gitrepo import identity_env  # lazily: it loads GitPython
+
+    return identity_env(agent_id)
+
+
+def git(wt: str | os.PathLike, *args: str, env: Mapping[str, str] | None = None, ok: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess:
+    try:
+        p = subprocess.run(["git", "-C", str(wt), *args], capture_output=True, text=True,
+                           env={**os.environ, **_QUIET_ENV, **(env or {})})
+    except FileNotFoundError as e:
+        raise GitError("git is not installed or not on PATH") from e
+    if p.returncode not in ok:
+        msg = next((ln.strip() for ln in (p.stderr or p.stdout).splitlines() if ln.strip()), f"exit {p.returncode}")
+        raise GitError(f"git {args[0]} failed in {wt}: {msg.removeprefix('fatal: ').removeprefix('error: ')}")
+    return p
+
+
+def head(wt: str | os.PathLike) -> str:
+    return git(wt, "rev-parse", "HEAD").stdout.strip()
+
+
+def is_dirty(wt: str | os.PathLike) -> bool:
+    return bool(git(wt, "status", "--porcelain", "--untracked-files=normal").stdout.strip())
+
+
+def commit_all(wt: str | os.PathLike, message: str, ident: Mapping[str, str]) -> str | None:
+    """Commit every change in the worktree (additions, edits, deletions) as ``ident``.
+
+    Returns the new commit, or None when there was nothing to commit.
+    """
+    git(wt, "add", "-A")
+    if git(wt, "diff", "--cached", "--quiet", ok=(0, 1)).returncode == 0:
+        return None
+    git(wt, "commit", "-q", "--no-gpg-sign", "-m", message, env=ident)
+    return head(wt)
+
+
+def changed_files(wt: str | os.PathLike, a: str, b: str) -> list[tuple[str, str]]:
+    """(change, path) between two commits; change is added | modified | deleted."""
+    if a == b:
+        return []
+    out = git(wt, "diff", "--name-status", "--no-renames", "-z", a, b).stdout.split("\0")
+    kinds = {"A": "added", "D": "deleted"}
+    return [(kinds.get(out[i][:1], "modified"), out[i + 1]) for i in range(0, len(out) - 1, 2) if out[i]]
+
+
+def discard(wt: str | os.PathLike, to: str | None = None) -> None:
+    """Drop uncommitted changes and untracked files, and move the branch back to ``to`` if given."""
+    git(wt, "reset", "-q", "--hard", *([to] if to else []))
+    git(wt, "clean", "-q", "-f", "-d")
+
+
+def is_ancestor(wt: str | os.PathLike, a: str, b: str) -> bool:
+    return git(wt, "merge-base", "--is-ancestor", a, b, ok=(0, 1)).returncode == 0
+
+
+def merge_into_worktree(wt: str | os.PathLike, commit: str, message: str, ident: Mapping[str, str]) -> list[str]:
+    """Merge ``commit`` into the worktree's branch; on a conflict abort and return the paths."""
+    p = git(wt, "merge", "-q", "--no-ff", "--no-edit", "--no-gpg-sign", "-m", message, commit, env=ident, ok=(0, 1, 128))
+    if p.returncode == 0:
+        return []
+    conflicts = [f for f in git(wt, "diff", "--name-only", "--diff-filter=U", "-z").stdout.split("\0") if f]
+    git(wt, "merge", "--abort", ok=(0, 128))
+    if not conflicts:  # a failure that is not a conflict (unknown commit, dirty tree, ...)
+        msg = next((ln for ln in (p.stderr or p.stdout).splitlines() if ln.strip()), "no message")
+        raise GitError(f"git merge {commit[:12]} failed in {wt}: {msg.strip()}")
+    return conflicts
+
+
+def in_worktree(wt: str | os.PathLike, rel: str) -> Path:
+    """``wt/rel``, refusing absolute paths and paths that leave the worktree."""
+    root = Path(wt).resolve()
+    p = (root / rel).resolve()
+    if Path(rel).is_absolute() or (p != root and root not in p.parents):
+        raise InputError(f"path {rel!r} leaves the worktree {wt}")
+    return p

@@ -1,0 +1,89 @@
+"""Agent kinds: how one task is executed. A kind is a class with ``run(task, ctx) -> Result``.
+
+Kinds are resolved by name (``sim``, ``script``) or by a dotted path ``package.module:Class``
+for user kinds. A kind is built once per runner with its options (``kind_options``) and then
+runs task after task; it works only inside ``ctx.worktree`` and reports through ``ctx.events``.
+The runner commits what the kind left in the worktree (unless the kind committed itself), runs
+the task's ``verify`` command, merges and reports to the store.
+
+A kind that blocks for long must call ``ctx.pulse.beat()`` now and then (or wait with
+``ctx.sleep``), or the supervisor will rightly judge the agent stalled.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from coordstore.errors import AgentError
+
+# name -> "module:Class"; kinds load only when chosen, so the runner imports what it uses
+KINDS: dict[str, str] = {
+    "sim": "agents.kinds.sim:SimKind",
+    "script": "agents.kinds.script:ScriptKind",
+}
+
+
+@dataclass
+class Result:
+    """Outcome of one task. ``ok`` False: the task fails with ``reason``. ``data`` lands on the
+    task's ``complete`` transition (e.g. the sim's planned duration)."""
+
+    ok: bool
+    reason: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    tokens: dict[str, float] = field(default_factory=dict)  # in/out/cached/thinking/cost_usd totals
+
+
+@dataclass
+class KindContext:
+    """What a kind may use while running one task."""
+
+    run_id: str
+    agent_id: str
+    worktree: Path
+    seed: int
+    time_scale: float
+    attempt: int
+    events: Any  # agents.events.EventWriter
+    pulse: Any  # agents.pulse.Pulse
+    identity: dict[str, str]  # git author/committer variables of the agent
+
+    def sleep(self, seconds: float) -> None:
+        self.pulse.sleep(seconds)
+
+
+class Kind(Protocol):
+    name: str
+
+    def __init__(self, options: dict[str, Any]) -> None: ...
+
+    def run(self, task, ctx: KindContext) -> Result: ...
+
+
+def resolve_kind(ref: str) -> type:
+    """The kind class for a registered name or a ``package.module:Class`` path (``AgentError`` if
+    neither)."""
+    target = KINDS.get(ref)
+    if target is None:
+        if ":" not in ref:
+            raise AgentError(f"agent kind {ref!r} is unknown; known: {', '.join(sorted(KINDS))} (or package.module:Class)")
+        target = ref
+    module, _, cls = target.partition(":")
+    try:
+        obj = getattr(importlib.import_module(module), cls)
+    except ImportError as e:
+        raise AgentError(f"agent kind {ref!r}: cannot import module {module!r} ({e})") from e
+    except AttributeError as e:
+        raise AgentError(f"agent kind {ref!r}: module {module!r} has no {cls!r}") from e
+    if not callable(getattr(obj, "run", None)):
+        raise AgentError(f"agent kind {ref!r}: {cls} has no run(task, ctx) method")
+    return obj
+
+
+def output_tail(text: str, lines: int = 20, chars: int = 2000) -> str:
+    """The end of a command's output, short enough for a failure reason."""
+    tail = "\n".join(text.rstrip().splitlines()[-lines:])
+    return tail[-chars:]

@@ -1,0 +1,87 @@
+"""The ``script`` kind: run the task's commands in the worktree, one after the other.
+
+``task.meta["commands"]``: a list of argv lists, run without a shell. With ``meta["shell"]:
+true`` each command is a string run through ``/bin/sh -c``. ``meta["timeout_s"]`` bounds each
+command. The first non-zero exit fails the task with the command and the tail of its output.
+Commands see ``ORCH_RUN_ID``, ``ORCH_AGENT_ID``, ``ORCH_TASK_ID``, ``ORCH_ATTEMPT`` and the
+agent's git identity, so a command that commits does so as the agent.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import time
+from typing import Any
+
+from . import KindContext, Result, output_tail
+
+# how often a running command is checked on, so heartbeats keep flowing during long commands
+POLL_S = 0.05
+
+
+def run_command(cmd: list[str] | str, ctx: KindContext, task_id: str, shell: bool = False,
+                timeout_s: float | None = None) -> tuple[int, str]:
+    """Run one command in the worktree, beating while it runs. Returns (exit status, output);
+    127 for a program that does not exist, 124 for a timeout (the shell's conventions)."""
+    env = {**os.environ, **ctx.identity, "ORCH_RUN_ID": ctx.run_id, "ORCH_AGENT_ID": ctx.agent_id,
+           "ORCH_TASK_ID": task_id, "ORCH_ATTEMPT": str(ctx.attempt)}
+    with tempfile.TemporaryFile() as out:
+        try:
+            proc = subprocess.Popen(cmd, cwd=ctx.worktree, stdout=out, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, env=env, shell=shell)
+        except (FileNotFoundError, PermissionError) as e:
+            return 127, f"cannot run {cmd[0] if isinstance(cmd, list) else cmd!r}: {e.strerror or e}"
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        try:
+            while proc.poll() is None:
+                if deadline is not None and time.monotonic() > deadline:
+                    proc.kill()
+                    proc.wait()
+                    out.seek(0)
+                    return 124, out.read().decode(errors="replace") + f"\n(timed out after {timeout_s}s)"
+                ctx.pulse.sleep(POLL_S)
+        finally:
+            if proc.poll() is None:  # interrupted (SIGTERM): leave no orphan behind
+                proc.kill()
+                proc.wait()
+        out.seek(0)
+        return proc.returncode, out.read().decode(errors="replace")
+
+
+def _commands(meta: dict[str, Any], task_id: str) -> tuple[list, bool]:
+    """The task's commands, checked; ValueError naming the key otherwise."""
+    cmds = meta.get("commands")
+    shell = bool(meta.get("shell", False))
+    if not isinstance(cmds, list) or not cmds:
+        raise ValueError(f"task {task_id}: meta.commands must be a non-empty list")
+    for i, c in enumerate(cmds):
+        if shell and not isinstance(c, str):
+            raise ValueError(f"task {task_id}: meta.commands[{i}] must be a string when meta.shell is true")
+        if not shell and not (isinstance(c, list) and c and all(isinstance(a, str) for a in c)):
+            raise ValueError(f"task {task_id}: meta.commands[{i}] must be a non-empty argv list of strings")
+    return cmds, shell
+
+
+class ScriptKind:
+    name = "script"
+
+    def __init__(self, options: dict[str, Any] | None = None) -> None:
+        self.options = dict(options or {})
+
+    def run(self, task, ctx: KindContext) -> Result:
+        try:
+            cmds, shell = _commands(task.meta, task.id)
+        except ValueError as e:
+            return Result(ok=False, reason=str(e))
+        timeout = task.meta.get("timeout_s", self.options.get("timeout_s"))
+        for i, cmd in enumerate(cmds):
+            ctx.events.step("shell" if shell else "exec", args=cmd, task=task.id, index=i)
+            rc, output = run_command(cmd, ctx, task.id, shell=shell, timeout_s=timeout)
+            if output.strip():
+                ctx.events.log(output_tail(output, lines=5, chars=500), level="debug", task=task.id)
+            if rc != 0:
+                shown = cmd if isinstance(cmd, str) else " ".join(cmd)
+                return Result(ok=False, reason=f"command {i + 1} ({shown}) exited {rc}: {output_tail(output)}")
+        return Result(ok=True, data={"commands": len(cmds)})

@@ -1,0 +1,96 @@
+"""The ``sim`` kind: a seeded simulated coding agent that makes real edits in its worktree.
+
+It follows its plan (``simplan.make_plan``): ``step`` and ``tokens`` events spread over the
+task's duration, one real edit per file of the task's scope, and the injected faults. Every
+fault is announced by a ``log`` event with ``data.fault`` BEFORE it happens, so the history
+shows what was injected even when the process then dies or goes silent.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Any
+
+from . import KindContext, Result
+from .simplan import SimOptions, SimPlan, edit_text, make_plan
+
+CRASH_EXIT = 3  # exit status of a simulated crash: non-zero, and not a signal's
+LOOP_MIN_S = 0.05  # a looping agent repeats at least this far apart (bounds the event volume)
+
+
+class SimKind:
+    name = "sim"
+
+    def __init__(self, options: dict[str, Any] | None = None) -> None:
+        self.raw = dict(options or {})
+        self.options, self.unknown = SimOptions.build(self.raw)
+
+    def run(self, task, ctx: KindContext) -> Result:
+        from coordstore.errors import InputError
+
+        opts, _ = SimOptions.build(self.raw, task.meta.get("sim") or {})
+        plan = make_plan(task, ctx.seed, ctx.attempt, ctx.time_scale, opts)
+        ev, tid = ctx.events, task.id
+        totals = {"in": 0, "out": 0, "cached": 0, "thinking": 0, "cost_usd": 0.0}
+        t0 = time.monotonic()
+        for i, step in enumerate(plan.steps):
+            ctx.sleep(t0 + step.at_s - time.monotonic())
+            if i == plan.rate_limit_step:
+                self._announce(ctx, tid, "rate_limited", i, retry_after=plan.retry_after_s)
+                ev.rate_limited(plan.retry_after_s, task=tid)
+                ctx.sleep(plan.retry_after_s)
+                t0 += plan.retry_after_s  # the rest of the work shifts by the pause
+            if i == plan.fault_step:
+                failed = self._fault(plan, i, task, ctx)
+                if failed is not None:
+                    return failed
+            ev.step(step.name, args=step.args, task=tid)
+            tin, tout, cached, think = step.tokens
+            ev.tokens(task=tid, tokens_in=tin, tokens_out=tout, cached=cached, thinking=think, cost_usd=step.cost_usd)
+            for k, v in zip(("in", "out", "cached", "thinking", "cost_usd"), (tin, tout, cached, think, step.cost_usd)):
+                totals[k] += v
+            for rel in plan.edits.get(i, ()):
+                try:
+                    self._edit(ctx, rel, task, plan.digest)
+                except (InputError, OSError) as e:
+                    return Result(ok=False, reason=f"sim: cannot edit {rel}: {e}", tokens=totals)
+        ctx.sleep(t0 + plan.duration_s - time.monotonic())
+        return Result(ok=True, data={"sim": plan.summary()}, tokens=totals)
+
+    @staticmethod
+    def _edit(ctx: KindContext, rel: str, task, digest: str) -> None:
+        from agents.gitops import in_worktree
+
+        path = in_worktree(ctx.worktree, rel)
+        old = path.read_text() if path.exists() else None
+        new, _ = edit_text(old, rel, task, digest)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(new)
+
+    @staticmethod
+    def _announce(ctx: KindContext, tid: str, fault: str, step: int, **data: Any) -> None:
+        ctx.events.emit("log", tid, msg=f"sim: injecting {fault} at step {step}", level="warning", fault=fault, step=step, **data)
+
+    def _fault(self, plan: SimPlan, i: int, task, ctx: KindContext) -> Result | None:
+        tid = task.id
+        self._announce(ctx, tid, plan.fault, i)
+        if plan.fault == "fail":
+            return Result(ok=False, reason=f"sim: injected failure at step {i + 1} of {len(plan.steps)}",
+                          data={"sim": plan.summary()})
+        if plan.fault == "crash":
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(CRASH_EXIT)
+        if plan.fault == "stall":
+            ctx.pulse.go_silent()
+            while True:  # alive, silent, no heartbeat: only a signal ends this
+                time.sleep(3600)
+        if plan.fault == "loop":
+            step = plan.steps[i]
+            every = max(LOOP_MIN_S, plan.duration_s / max(1, len(plan.steps)))
+            while True:  # the same tool call with the same arguments, forever
+                ctx.events.step(step.name, args=step.args, task=tid)
+                ctx.sleep(every)
+        return None

@@ -1,0 +1,347 @@
+"""One agent's process: ``python -m agents.runner --config FILE``.
+
+Loop: ask the policy for the next task (or wait, or stop when the run is over) -> bring the
+worktree up to date when the task has start-blockers -> ``store.start`` -> run the agent kind in
+the worktree -> commit on the agent's branch as ``task <id>: <title>`` (agent identity) -> the
+task's ``verify`` command -> in ``immediate`` merge mode, merge the branch into the merged ref
+BEFORE ``store.complete``, so dependents that become ready see the work -> complete or fail.
+
+A ``StaleAttempt`` (the supervisor took the task away) drops the task and the loop goes on.
+SIGTERM (how the orchestrator stops runners) emits a ``log`` event and exits 143 at once.
+Start-up is kept cheap: no typer, watchdog or GitPython until a merge is due.
+
+Exit status: 0 run over, 1 error (one line on stderr), 2 bad configuration, 143 SIGTERM.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+
+from coordstore.errors import InvalidTransition, NotFound, OrchError, StaleAttempt, StoreError
+
+from .config import RunnerConfig
+from .policies import AGAIN, OVER, WAIT
+
+EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_TERMINATED = 0, 1, 2, 143
+MAX_LOOP_ERRORS = 20  # consecutive store errors before giving up: the store is gone, not busy
+_TAKEN_AWAY = (StaleAttempt, InvalidTransition, NotFound)
+
+
+class Terminated(BaseException):
+    """Raised by the SIGTERM/SIGINT handler; a BaseException so no ``except Exception`` eats it."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+class Runner:
+    def __init__(self, cfg: RunnerConfig, store=None):
+        from coordstore import open_store
+
+        from .events import EventWriter
+        from .policies import PolicyEnv, make_policy
+        from .pulse import Pulse
+
+        self.cfg = cfg
+        self.events = EventWriter(cfg.events_dir, cfg.agent_id)
+        self.store = store if store is not None else open_store(cfg.store_url)
+        self.pulse = Pulse(self.store, cfg.run_id, cfg.agent_id, self.events, cfg.heartbeat_ms, cfg.lease_ms)
+        self.env = PolicyEnv(self.store, cfg.run_id, cfg.agent_id, cfg.role, cfg.tags, cfg.policy_options, self.pulse, self.events)
+        self.policy = make_policy(cfg.policy, self.env)
+        self.kind = None
+        if cfg.works:
+            from .kinds import resolve_kind
+
+            self.kind = resolve_kind(cfg.kind)(dict(cfg.kind_options))
+        self.worktree = Path(cfg.worktree) if cfg.worktree else None
+        self._identity: dict[str, str] | None = None
+        self._merger = None
+        self.errors = 0
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        from coordstore.models import Agent
+
+        c = self.cfg
+        self.events.started(kind=c.kind, role=c.role, policy=c.policy)
+        try:
+            self.store.get_agent(c.run_id, c.agent_id)
+        except NotFound:  # started by hand or by a test: the orchestrator did not register us
+            import os
+
+            self.store.register_agent(c.run_id, Agent(id=c.agent_id, kind=c.kind, role=c.role, tags=c.tags or [], pid=os.getpid()),
+                                      lease_ms=c.lease_ms)
+        for key in getattr(self.kind, "unknown", ()) or ():
+            self.events.log(f"kind {c.kind}: option {key!r} is not one of its options; ignored", level="warning")
+        if self.worktree is not None:
+            from . import gitops
+
+            if gitops.is_dirty(self.worktree):  # a crashed predecessor's half-done task
+                gitops.discard(self.worktree)
+                self.events.log("discarded uncommitted changes left in the worktree by a previous process", level="warning")
+        self.pulse.beat(force=True)
+
+    def step(self) -> bool:
+        """One decision of the policy and what follows from it. False once the run is over."""
+        decision = self.policy.next()
+        if decision == OVER:
+            return False
+        if decision == WAIT:
+            self.pulse.sleep(self.cfg.poll_ms / 1000.0)
+        elif decision == AGAIN:
+            self.pulse.beat()
+        else:
+            self.execute(decision)
+        return True
+
+    def run(self) -> int:
+        self.start()
+        while True:
+            try:
+                if not self.step():
+                    break
+                self.errors = 0
+            except StoreError as e:  # a busy store: retry after a pause, give up if it persists
+                self.errors += 1
+                self.events.error(f"store error: {e}", task=self.pulse.current_task)
+                if self.errors >= MAX_LOOP_ERRORS:
+                    raise
+                self.pulse.sleep(self.cfg.poll_ms / 1000.0)
+        self.finish("run over")
+        return EXIT_OK
+
+    def finish(self, reason: str) -> None:
+        try:
+            self.store.set_agent_status(self.cfg.run_id, self.cfg.agent_id, "stopped", reason=reason)
+        except StoreError as e:
+            self.events.error(f"could not mark the agent stopped: {e}")
+        self.events.done(reason)
+
+    # ------------------------------------------------------------------ one task
+    @property
+    def identity(self) -> dict[str, str]:
+        if self._identity is None:
+            from .gitops import identity
+
+            self._identity = identity(self.cfg.agent_id)
+        return self._identity
+
+    def execute(self, task) -> None:
+        from . import gitops
+        from .kinds import KindContext, Result
+
+        c, ev, tid, att = self.cfg, self.events, task.id, task.attempt
+        self.pulse.current_task = tid
+        try:
+            if self.env.index().effective_blockers(tid):
+                self.take_in_blockers(task)
+            try:
+                task = self.store.start(c.run_id, tid, c.agent_id, att)
+            except _TAKEN_AWAY as e:
+                ev.log(f"task {tid} was taken away before it started ({e})", level="warning", task=tid)
+                return
+            ev.log(f"task {tid} started (attempt {att})", task=tid)
+            base = gitops.head(self.worktree)
+            ctx = KindContext(c.run_id, c.agent_id, self.worktree, c.seed, c.time_scale, att, ev, self.pulse, self.identity)
+            try:
+                result = self.kind.run(task, ctx)
+            except OrchError as e:
+                result = Result(ok=False, reason=str(e))
+            except Exception as e:  # a kind's bug fails its task, not the agent
+                import traceback
+
+                traceback.print_exc()  # into the agent's log, for whoever debugs the kind
+                ev.error(f"kind {c.kind} raised {type(e).__name__}: {e}", task=tid)
+                result = Result(ok=False, reason=f"kind {c.kind} raised {type(e).__name__}: {e}")
+            self.add_usage(tid, result.tokens)
+            if not self.still_mine(tid, att):  # requeued meanwhile: another attempt will redo it
+                gitops.discard(self.worktree, base)
+                ev.log(f"task {tid} was taken away while running (attempt {att}); its work is dropped", level="warning", task=tid)
+                return
+            if result.ok:
+                result = self.commit_and_verify(task, base, result)
+            if not result.ok:
+                gitops.discard(self.worktree, base)
+                self.report(lambda: self.store.fail(c.run_id, tid, c.agent_id, att, reason=result.reason or "failed"), tid, "failed")
+                ev.log(f"task {tid} failed: {result.reason}", level="warning", task=tid)
+                return
+            head = gitops.head(self.worktree)
+            data = {"commit": head, **result.data}
+            if c.merge_mode == "immediate":
+                data["merge"] = self.merge(task, head)
+            if self.report(lambda: self.store.complete(c.run_id, tid, c.agent_id, att, data=data), tid, "completed"):
+                ev.log(f"task {tid} completed", task=tid)
+        finally:
+            self.pulse.current_task = None
+
+    def report(self, call, tid: str, what: str) -> bool:
+        try:
+            call()
+            return True
+        except _TAKEN_AWAY as e:
+            self.events.log(f"task {tid} could not be {what}: it was taken away ({e})", level="warning", task=tid)
+            return False
+
+    def still_mine(self, tid: str, attempt: int) -> bool:
+        t = self.store.get_task(self.cfg.run_id, tid)
+        return t.owner == self.cfg.agent_id and t.attempt == attempt and t.status == "working"
+
+    def add_usage(self, tid: str, tokens: dict) -> None:
+        if tokens:
+            self.store.add_usage(self.cfg.run_id, tid, tokens_in=int(tokens.get("in", 0)), tokens_out=int(tokens.get("out", 0)),
+                                 tokens_cached=int(tokens.get("cached", 0)), tokens_thinking=int(tokens.get("thinking", 0)),
+                                 cost_usd=float(tokens.get("cost_usd", 0.0)))
+
+    def commit_and_verify(self, task, base: str, result):
+        """Commit what the kind left (if it did not commit itself), announce the changed files,
+        run the task's verify command. A failure here fails the task."""
+        from . import gitops
+        from .kinds import Result, output_tail
+        from .kinds.script import run_command
+
+        tid = task.id
+        title = (task.title or "").strip().splitlines()[0] if (task.title or "").strip() else tid
+        try:
+            gitops.commit_all(self.worktree, f"task {tid}: {title}", self.identity)
+            head = gitops.head(self.worktree)
+            for change, path in gitops.changed_files(self.worktree, base, head):
+                self.events.file_changed(path, change, task=tid)
+        except OrchError as e:
+            return Result(ok=False, reason=f"commit failed: {e}", data=result.data)
+        verify = task.meta.get("verify")
+        if verify:
+            if not (isinstance(verify, str) or (isinstance(verify, list) and verify and all(isinstance(a, str) for a in verify))):
+                return Result(ok=False, reason=f"task {tid}: meta.verify must be an argv list (or a shell string)")
+            from .kinds import KindContext
+
+            c = self.cfg
+            ctx = KindContext(c.run_id, c.agent_id, self.worktree, c.seed, c.time_scale, task.attempt, self.events, self.pulse, self.identity)
+            self.events.step("verify", args=verify, task=tid)
+            rc, out = run_command(verify, ctx, tid, shell=isinstance(verify, str))
+            if rc != 0:
+                self.events.emit("log", tid, msg=f"verify failed (exit {rc}); dropping commit {head[:12]}", level="warning", verify_failed=head)
+                return Result(ok=False, reason=f"verify exited {rc}: {output_tail(out)}", data=result.data)
+        return result
+
+    # ------------------------------------------------------------------ git: taking in and handing out
+    def _record_merge(self, tid: str, key: str, ok: bool, data: dict, reason: str | None = None) -> None:
+        from coordstore.models import Transition
+
+        self.store.record(Transition(
+            run_id=self.cfg.run_id, ts_ms=self.store.clock(), entity="merge", entity_id=tid, from_state="pending",
+            to_state="merged" if ok else ("conflict" if data.get("conflicts") else "error"), agent=self.cfg.agent_id,
+            reason=reason, data=data, key=key,
+        ))
+
+    def merge(self, task, head: str) -> dict:
+        """Merge the branch head into the merged ref; record the outcome as a ``merge`` transition."""
+        from coordstore.errors import GitError
+
+        c, tid = self.cfg, task.id
+        try:
+            if self._merger is None:
+                from orchestrator.merging import Merger
+
+                self._merger = Merger(c.repo, c.merged_ref)
+            res = self._merger.merge(head, f"merge task {tid}: {task.title or tid} ({c.agent_id})", self.identity)
+            out = {"ok": res.ok, "sha": res.sha, "source": res.source, "conflicts": list(res.conflicts), "already_merged": res.already_merged}
+            reason = None if res.ok else f"conflict in {', '.join(res.conflicts)}"
+        except GitError as e:
+            out, reason = {"ok": False, "error": str(e), "source": head, "conflicts": []}, str(e)
+        self._record_merge(tid, f"merge:{tid}:{task.attempt}", out["ok"], {**out, "attempt": task.attempt}, reason)
+        if not out["ok"]:
+            self.events.error(f"merge of task {tid} into {c.merged_ref} failed: {reason}", task=tid)
+        return out
+
+    def take_in_blockers(self, task) -> None:
+        """Bring the worktree up to date before a task with start-blockers: catch up with the
+        merged ref (immediate) or merge each completed blocker's commit (deferred). A conflict is
+        recorded and the task runs on the base it has (the merge metrics show the cost)."""
+        from coordstore.errors import GitError
+
+        from . import gitops
+
+        c, tid, att = self.cfg, task.id, task.attempt
+        try:
+            if c.merge_mode == "immediate":
+                from orchestrator.merging import catch_up
+
+                res = catch_up(self.worktree, c.merged_ref, self.identity)
+                if not res.ok:
+                    self._record_merge(tid, f"catch-up:{tid}:{att}", False, {"kind": "catch-up", "conflicts": list(res.conflicts), "attempt": att},
+                                       f"catch-up conflict in {', '.join(res.conflicts)}")
+                    self.events.error(f"catching up with {c.merged_ref} conflicts in {', '.join(res.conflicts)}", task=tid)
+                return
+            for b, commit in self.blocker_commits(tid):
+                if gitops.is_ancestor(self.worktree, commit, "HEAD"):
+                    continue
+                conflicts = gitops.merge_into_worktree(self.worktree, commit, f"orch: take in task {b} before task {tid}", self.identity)
+                if conflicts:
+                    self._record_merge(tid, f"take-in:{tid}:{att}:{b}", False,
+                                       {"kind": "take-in", "blocker": b, "commit": commit, "conflicts": conflicts, "attempt": att},
+                                       f"taking in {b} conflicts in {', '.join(conflicts)}")
+                    self.events.error(f"taking in blocker {b} conflicts in {', '.join(conflicts)}", task=tid)
+        except GitError as e:
+            self.events.error(f"could not bring the worktree up to date before {tid}: {e}", task=tid)
+
+    def blocker_commits(self, tid: str) -> list[tuple[str, str]]:
+        """(blocker, commit) for each completed work task among ``tid``'s effective blockers,
+        the commit as recorded on its ``complete`` transition."""
+        ix = self.env.index()
+        leaves: list[str] = []
+        for b in sorted(ix.effective_blockers(tid)):
+            leaves += [b] if not ix.is_container(b) else sorted(d for d in ix.descendants(b) if not ix.is_container(d))
+        out = []
+        for b in leaves:
+            done = [r for r in self.store.history(self.cfg.run_id, entity="task", entity_id=b) if r.to_state == "completed"]
+            commit = done[-1].data.get("commit") if done else None
+            if commit:
+                out.append((b, commit))
+        return out
+
+
+def _on_signal(signum, frame):
+    raise Terminated(signum)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m agents.runner", description="Run one orch agent until its run is over.")
+    ap.add_argument("--config", required=True, help="the runner's JSON config file")
+    args = ap.parse_args(argv)
+    try:
+        cfg = RunnerConfig.load(args.config)
+    except OrchError as e:
+        print(f"orch runner: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    runner = None
+    try:
+        runner = Runner(cfg)
+        return runner.run()
+    except Terminated as t:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM during the goodbye ends it
+        if runner is not None:
+            name = signal.Signals(t.signum).name
+            runner.events.emit("log", runner.pulse.current_task, msg=f"{name} received: exiting", level="warning", signal=name)
+        return EXIT_TERMINATED
+    except OrchError as e:
+        print(f"orch runner {cfg.agent_id}: {e}", file=sys.stderr)
+        if runner is not None:
+            runner.events.error(str(e), task=runner.pulse.current_task)
+        return EXIT_ERROR
+    finally:
+        if runner is not None:
+            try:
+                runner.store.close()
+            except Exception:  # closing after a signal mid-transaction: the process ends anyway
+                pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())

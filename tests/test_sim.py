@@ -1,0 +1,256 @@
+"""The sim kind: its seeded plan (pure), and real runs -- determinism across runs and agents,
+and every injected fault visible in the history and the events."""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+
+import pytest
+
+from agents.harness import IDENTITY_VARS, LocalRun, no_git_identity_env
+from agents.kinds import resolve_kind
+from agents.kinds.sim import CRASH_EXIT, SimKind
+from agents.kinds.simplan import SimOptions, edit_targets, edit_text, make_plan, own_file
+from coordstore.errors import AgentError
+from coordstore.models import Dependency, Task, TaskGraph
+
+SCALE = 0.003
+
+
+@pytest.fixture(autouse=True)
+def no_git_identity(tmp_path_factory, monkeypatch):
+    for k, v in no_git_identity_env(tmp_path_factory.mktemp("home")).items():
+        monkeypatch.setenv(k, v)
+    for var in IDENTITY_VARS:
+        monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture
+def local(tmp_path):
+    runs: list[LocalRun] = []
+
+    def make(g: TaskGraph, name: str = "run", **kw) -> LocalRun:
+        r = LocalRun(tmp_path / name, g, time_scale=kw.pop("time_scale", SCALE), **kw)
+        runs.append(r)
+        return r
+
+    yield make
+    for r in runs:
+        r.close()
+
+
+def wait_for(cond, timeout: float = 20.0, every: float = 0.05):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = cond()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+# ---------------------------------------------------------------------- the plan (pure)
+T = Task(id="feat-1", title="Feature one", time_estimate_ms=600_000, file_scope=["src/a.py", "src/b.py"])
+
+
+def test_plan_is_a_function_of_seed_task_and_attempt_only():
+    opts = SimOptions()
+    a, b = make_plan(T, 7, 1, 0.01, opts), make_plan(T.model_copy(), 7, 1, 0.01, opts)
+    assert (a.agent_ms, a.duration_s, a.steps, a.fault, a.edits, a.digest) == (b.agent_ms, b.duration_s, b.steps, b.fault, b.edits, b.digest)
+    assert make_plan(T, 8, 1, 0.01, opts).agent_ms != a.agent_ms
+    assert make_plan(T, 7, 2, 0.01, opts).agent_ms != a.agent_ms  # a retry is a new draw
+    assert make_plan(T, 7, 1, 0.01, opts).duration_s == pytest.approx(a.agent_ms * 0.01 / 1000)
+    # knobs draw from their own streams: turning on faults does not move durations or tokens
+    faulty = make_plan(T, 7, 1, 0.01, SimOptions(p_fail=1.0))
+    assert faulty.fault == "fail" and (faulty.agent_ms, faulty.steps) == (a.agent_ms, a.steps)
+    assert all(0 <= s.at_s < a.duration_s for s in a.steps)
+    assert [s.at_s for s in a.steps] == sorted(s.at_s for s in a.steps)
+    assert len({(s.name, str(s.args)) for s in a.steps}) == len(a.steps)  # normal steps never look like a loop
+
+
+def test_durations_are_lognormal_around_the_estimate():
+    sigma = 0.4
+    logs = [math.log(make_plan(Task(id=f"t{i}", time_estimate_ms=100_000), 3, 1, 1.0, SimOptions(sigma=sigma)).agent_ms / 100_000)
+            for i in range(3000)]
+    assert abs(statistics.fmean(logs)) < 0.03
+    assert statistics.stdev(logs) == pytest.approx(sigma, rel=0.06)
+    assert make_plan(Task(id="t", time_estimate_ms=100_000), 3, 1, 1.0, SimOptions(sigma=0)).agent_ms == 100_000
+
+
+def test_fault_probabilities_fire_at_their_rates():
+    n = 2000
+    plans = [make_plan(Task(id=f"t{i}"), 1, 1, 1.0, SimOptions(p_crash=0.1, p_fail=0.2, p_rate_limit=0.3)) for i in range(n)]
+    crash = sum(p.fault == "crash" for p in plans) / n
+    fail = sum(p.fault == "fail" for p in plans) / n
+    rl = sum(p.rate_limit_step is not None for p in plans) / n
+    assert crash == pytest.approx(0.1, abs=0.025)
+    assert fail == pytest.approx(0.9 * 0.2, abs=0.03)  # crash is drawn first and wins
+    assert rl == pytest.approx(0.3, abs=0.035)
+    assert {p.fault for p in plans} == {None, "crash", "fail"}
+
+
+def test_edits_fill_the_tasks_slot_or_append():
+    text = "# src/a.py\n\n# orch-slot: feat-1\n\n# orch-slot: feat-10\n"
+    new, change = edit_text(text, "src/a.py", T, "abc")
+    assert change == "modified"
+    assert new == "# src/a.py\n\n# task feat-1: Feature one [sim abc]\n\n# orch-slot: feat-10\n"
+    appended, _ = edit_text("x = 1", "src/c.js", T, "abc")
+    assert appended == "x = 1\n\n// task feat-1: Feature one [sim abc]\n"
+    assert edit_text(None, "docs/n.md", T, "abc") == ("# task feat-1: Feature one [sim abc]\n", "added")
+    assert edit_targets(Task(id="a/b c")) == [own_file("a/b c")] == ["orch-sim/a_b_c.md"]
+    assert edit_targets(Task(id="t", file_scope=["src/", "lib/*.py", "x.py"])) == ["lib/t.md", "src/t.md", "x.py"]  # scope is kept sorted
+
+
+def test_sim_options_are_checked():
+    with pytest.raises(AgentError, match=r"p_fail=1.5: must be a number in \[0, 1\]"):
+        SimKind({"p_fail": 1.5})
+    with pytest.raises(AgentError, match="model='gpt'"):
+        SimKind({"model": "gpt"})
+    assert SimKind({"p_fial": 0.1}).unknown == ["p_fial"]  # reported by the runner as a warning
+    assert resolve_kind("sim") is SimKind
+    with pytest.raises(AgentError, match="agent kind 'simm' is unknown; known: script, sim"):
+        resolve_kind("simm")
+    with pytest.raises(AgentError, match="cannot import module 'no_such_mod'"):
+        resolve_kind("no_such_mod:Kind")
+
+
+# ---------------------------------------------------------------------- real runs
+GRAPH = TaskGraph(
+    tasks=[Task(id=f"t{i}", title=f"Task {i}", time_estimate_ms=25_000, file_scope=[f"src/m{i % 3}.py"]) for i in range(7)]
+    + [Task(id="loose", title="No scope", time_estimate_ms=20_000)],
+    dependencies=[Dependency(from_id=a, type="blocks", to_id=b) for a, b in [("t0", "t3"), ("t1", "t4"), ("t3", "t6")]],
+)
+P_FAIL = 0.25
+
+
+def outcome(run: LocalRun) -> tuple[dict, dict, dict]:
+    durations = {r.entity_id: r.data["sim"] for r in run.history(entity="task") if r.to_state == "completed"}
+    statuses = {t.id: t.status for t in run.tasks().values()}
+    files = {}
+    for rel in ("src/m0.py", "src/m1.py", "src/m2.py", own_file("loose")):
+        try:
+            files[rel] = run.merged_text(rel)
+        except RuntimeError:  # not in the merged tree (its task failed)
+            files[rel] = None
+    return durations, statuses, files
+
+
+def test_same_seed_same_durations_outcomes_and_edits_whoever_runs_it(local):
+    # a seed under which some, not all, tasks fail -- found from the model, not hard-coded
+    seed = next(s for s in range(100)
+                if 1 <= sum(make_plan(t, s, 1, SCALE, SimOptions(p_fail=P_FAIL)).fault == "fail" for t in GRAPH.tasks) <= 2)
+    expect_fail = {t.id for t in GRAPH.tasks if make_plan(t, seed, 1, SCALE, SimOptions(p_fail=P_FAIL)).fault == "fail"}
+    a = local(GRAPH, name="a", seed=seed)
+    for w in ("w1", "w2"):
+        a.add_agent(w, kind_options={"p_fail": P_FAIL})
+    b = local(GRAPH, name="b", seed=seed)  # other agents, another policy
+    b.add_agent("coordinator", role="coordinator", policy="push")
+    b.add_agent("x1", kind_options={"p_fail": P_FAIL}, policy="push")
+    c = local(GRAPH, name="c", seed=seed + 1)
+    c.add_agent("w1", kind_options={"p_fail": P_FAIL})
+    for r in (a, b, c):
+        r.start_all()
+    for r in (a, b, c):
+        assert set(r.wait(40).values()) == {0}, [r.log(x) for x in r.procs]
+    da, sa, fa = outcome(a)
+    db, sb, fb = outcome(b)
+    dc, sc, fc = outcome(c)
+    assert {t for t, s in sa.items() if s == "failed"} == expect_fail
+    assert "cancelled" in sa.values() or not ({"t0", "t1", "t3"} & expect_fail)
+    assert (da, sa, fa) == (db, sb, fb)
+    assert {a.store.get_task(a.run_id, t).completed_by for t in da} - {"w1", "w2"} == set()
+    assert {b.store.get_task(b.run_id, t).completed_by for t in db} == {"x1"}
+    assert sum(1 for text in fa.values() if text and "[sim " in text) >= 2  # real edits landed
+    common = set(da) & set(dc)
+    assert common and all(da[t]["agent_ms"] != dc[t]["agent_ms"] for t in common)
+    assert fa != fc
+
+
+def single(local, name: str, **kind_options) -> LocalRun:
+    g = TaskGraph(tasks=[Task(id="job", title="The job", time_estimate_ms=100_000, file_scope=["src/m.py"])])
+    run = local(g, name=name, heartbeat_ms=100)
+    run.add_agent("w1", kind_options={"step_every_s": 10, **kind_options})
+    run.start_all()
+    return run
+
+
+def fault_events(run: LocalRun, fault: str) -> list[dict]:
+    return [e for e in run.events("w1") if e["type"] == "log" and e["data"].get("fault") == fault]
+
+
+def test_fault_fail_fails_the_task_with_its_reason_and_drops_the_edits(local):
+    run = single(local, "fail", p_fail=1.0)
+    assert run.wait(30) == {"w1": 0}
+    t = run.tasks()["job"]
+    assert t.status == "failed" and t.reason.startswith("sim: injected failure at step")
+    evs = run.events("w1")
+    announced = fault_events(run, "fail")[0]["seq"]
+    failed_log = next(e["seq"] for e in evs if e["type"] == "log" and e["data"]["msg"].startswith("task job failed"))
+    assert announced < failed_log
+    row = [r for r in run.history(entity="task", entity_id="job") if r.to_state == "failed"]
+    assert row and row[0].reason == t.reason
+    assert run.git("rev-parse", "orch/r1/w1").strip() == run.base  # nothing of the failed task was kept
+
+
+def test_fault_crash_exits_nonzero_mid_task(local):
+    run = single(local, "crash", p_crash=1.0)
+    assert run.wait(30) == {"w1": CRASH_EXIT}
+    t = run.tasks()["job"]
+    assert (t.status, t.owner) == ("working", "w1")  # left for the supervisor to requeue
+    evs = run.events("w1")
+    assert evs[-1]["type"] == "log" and evs[-1]["data"]["fault"] == "crash"  # announced, then gone
+    assert not any(e["type"] == "done" for e in evs)
+
+
+def test_fault_loop_repeats_the_same_step_until_killed(local):
+    run = single(local, "loop", p_loop=1.0)
+    wait_for(lambda: fault_events(run, "loop"))
+
+    def repeats():
+        evs = run.events("w1")
+        start = fault_events(run, "loop")[0]["seq"]
+        return [(e["data"]["name"], e["data"]["digest"]) for e in evs if e["type"] == "step" and e["seq"] > start]
+
+    wait_for(lambda: len(repeats()) >= 6)
+    assert len(set(repeats())) == 1
+    assert run.terminate("w1") == 143
+    assert run.events("w1")[-1]["data"].get("signal") == "SIGTERM"
+    assert run.tasks()["job"].status == "working"
+
+
+def test_fault_stall_stays_alive_and_silent(local):
+    run = single(local, "stall", p_stall=1.0)
+    wait_for(lambda: fault_events(run, "stall"))
+    time.sleep(0.2)  # let an event that was being written land
+    seen = len(run.events("w1"))
+    beat = run.store.get_agent(run.run_id, "w1").last_heartbeat
+    time.sleep(1.0)  # ten heartbeat periods (heartbeat_ms=100)
+    assert run.procs["w1"].poll() is None  # alive ...
+    assert len(run.events("w1")) == seen  # ... silent ...
+    assert run.store.get_agent(run.run_id, "w1").last_heartbeat == beat  # ... and no lease renewal
+    assert run.terminate("w1") == 143  # SIGTERM still ends it promptly
+
+
+def test_fault_rate_limit_pauses_then_goes_on(local):
+    run = single(local, "rate", p_rate_limit=1.0, retry_after_s=60)
+    assert run.wait(30) == {"w1": 0}
+    assert run.tasks()["job"].status == "completed"
+    evs = run.events("w1")
+    announce = fault_events(run, "rate_limited")[0]
+    limited = next(e for e in evs if e["type"] == "rate_limited")
+    assert limited["data"]["retry_after"] == pytest.approx(60 * SCALE)
+    assert announce["seq"] < limited["seq"]
+    after = next(e for e in evs if e["seq"] > limited["seq"] and e["type"] == "step")
+    assert after["ts_ms"] - limited["ts_ms"] >= 60 * SCALE * 1000 - 5  # it did wait
+    # steps and tokens as planned, and the task row carries the same usage as the events
+    t = run.tasks()["job"]
+    plan = make_plan(t, run.seed, 1, SCALE, SimOptions(step_every_s=10, p_rate_limit=1.0, retry_after_s=60))
+    steps = [e for e in evs if e["type"] == "step"]
+    assert [e["data"]["name"] for e in steps] == [s.name for s in plan.steps] and len(steps) >= 2
+    tokens = [e["data"] for e in evs if e["type"] == "tokens"]
+    assert sum(d["in"] for d in tokens) == t.tokens_in == sum(s.tokens[0] for s in plan.steps)
+    assert sum(d["cost_usd"] for d in tokens) == pytest.approx(t.cost_usd) and t.cost_usd > 0
+    started = next(e for e in evs if e["type"] == "log" and e["data"]["msg"].startswith("task job started"))
+    assert steps[-1]["ts_ms"] - started["ts_ms"] >= (plan.steps[-1].at_s + plan.retry_after_s) * 1000 - 5  # spread over the duration
