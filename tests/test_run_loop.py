@@ -29,16 +29,8 @@ FAST_SUPERVISION = {"stall_after_ms": 1500, "busy_grace_ms": 0, "kill_grace_s": 
 
 
 @pytest.fixture(autouse=True)
-def no_git_identity(tmp_path, monkeypatch):
-    """No user or machine git identity: everything orch commits must carry its own."""
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(home / "gitconfig"))
-    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
-    for k in ("GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL", "EMAIL"):
-        monkeypatch.delenv(k, raising=False)
-    (home / "gitconfig").write_text("[user]\n\tuseConfigOnly = true\n")
+def runner_kinds_on_path(no_git_identity, monkeypatch):
+    """No git identity (conftest), and tests/progs importable by runners (faulty_kinds)."""
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(PROGS), os.environ.get("PYTHONPATH", "")]))
 
 
