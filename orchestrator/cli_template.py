@@ -56,3 +56,41 @@ def show_cmd(
         f"parallelism      {ceiling} (total estimate / critical path)",
     ]
     typer.echo("\n".join(lines))
+
+
+@template_app.command("from-history")
+def from_history_cmd(
+    repo: Path = typer.Argument(..., help="The git repository whose history becomes the template."),
+    rev_range: str = typer.Argument(..., metavar="A..B", help="Commits reachable from B and not from A (A..: up to HEAD)."),
+    deps: str = typer.Option("files", "--deps", help="Dependencies: none | files (latest earlier commit on each path) | linear."),
+    output: Path | None = typer.Option(None, "-o", "--output", help="Write the template here (.gz ok); default: print it to stdout."),
+    json_out: bool = typer.Option(False, "--json", help="With -o: print the summary as JSON."),
+) -> None:
+    """One task per non-merge commit of A..B (task-graph-mcp format) for the replay kind; run it with --base A."""
+    import sys
+
+    from coordstore import snapshot
+    from coordstore.templates import TGMCP, encode_document, save_file
+
+    from .fromhistory import build, run_hint
+
+    made = build(repo, rev_range, deps)
+    info = made.summary
+    if output is None:  # stdout carries the template; the summary goes to stderr
+        sys.stdout.buffer.write(snapshot.canonical_json(encode_document(made.graph, TGMCP)))
+        sys.stdout.flush()
+        typer.echo(f"{info['tasks']} tasks, {info['dependencies']} dependencies ({deps}) from {rev_range}", err=True)
+        for w in info["warnings"]:
+            typer.echo(f"warning: {w}", err=True)
+        return
+    save_file(output, made.graph, fmt=TGMCP)
+    info = {**info, "file": str(output), "run": run_hint(info, str(output))}
+    if json_out:
+        print_json(info)
+        return
+    for w in info["warnings"]:
+        typer.echo(f"warning: {w}", err=True)
+    typer.echo(f"{output}: {info['tasks']} tasks, {info['dependencies']} dependencies ({deps}), "
+               f"{info['total_estimate_ms'] / 3_600_000:.1f} h estimated, from {rev_range} "
+               f"({info['base'][:12]}..{info['head'][:12]})")
+    typer.echo(f"replay it: {info['run']}")
