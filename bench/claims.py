@@ -15,6 +15,7 @@ from the store's history and tasks afterwards. With ``--json`` the last line is 
 from __future__ import annotations
 
 import argparse
+import statistics
 import cProfile
 import io
 import json
@@ -212,36 +213,53 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tasks", type=int, default=2000)
     ap.add_argument("--json", action="store_true", help="end with one JSON line")
     ap.add_argument("--profile", action="store_true", help="cProfile worker 0 of the orch run and print the top")
+    ap.add_argument("--rounds", type=int, default=5,
+                    help="alternating orch/raw rounds; rates are medians (16 processes on 2 cores swing a lot)")
     a = ap.parse_args(argv)
     if a.tasks < 1 or (a.procs is not None and a.procs < 1):
         ap.error("--tasks and --procs must be at least 1")
     procs = a.procs or DEFAULT_PROCS[a.backend]
 
     with tempfile.TemporaryDirectory(prefix="orch-bench-claims-") as tmp:
-        base = Path(tmp)
-        orch = measure_orch(a.backend, base, procs, a.tasks, a.profile)
-        raw = (measure_raw_sqlite if a.backend == "sqlite" else measure_raw_file)(base, procs, a.tasks)
-        orch_rate = orch["claims"] / orch["elapsed_s"]
-        raw_rate = raw["claims"] / raw["elapsed_s"]
+        orch_rates, raw_rates, double, raw_double, unclaimed = [], [], 0, 0, 0
+        measure_raw = measure_raw_sqlite if a.backend == "sqlite" else measure_raw_file
+        for r in range(max(1, a.rounds)):
+            base = Path(tmp) / f"round{r}"
+            (base / "orch").mkdir(parents=True)
+            (base / "raw").mkdir()
+            # alternate which goes first, so neither always meets a cold or a warm machine
+            if r % 2:
+                raw = measure_raw(base / "raw", procs, a.tasks)
+                orch = measure_orch(a.backend, base / "orch", procs, a.tasks, a.profile and r == 0)
+            else:
+                orch = measure_orch(a.backend, base / "orch", procs, a.tasks, a.profile and r == 0)
+                raw = measure_raw(base / "raw", procs, a.tasks)
+            orch_rates.append(orch["claims"] / orch["elapsed_s"])
+            raw_rates.append(raw["claims"] / raw["elapsed_s"])
+            double += orch["double_claims"]
+            raw_double += raw["double_claims"]
+            unclaimed += orch["unclaimed"]
+            print(f"round {r + 1}: orch {orch_rates[-1]:,.0f} claims/s, raw {raw_rates[-1]:,.0f} claims/s")
+            if r == 0 and orch["profile"]:
+                print_profile(orch["profile"])
+        orch_rate, raw_rate = statistics.median(orch_rates), statistics.median(raw_rates)
         result = {
-            "backend": a.backend, "procs": procs, "tasks": a.tasks,
+            "backend": a.backend, "procs": procs, "tasks": a.tasks, "rounds": len(orch_rates),
             "claims_per_s": round(orch_rate, 1), "raw_claims_per_s": round(raw_rate, 1),
-            "ratio": round(orch_rate / raw_rate, 3), "double_claims": orch["double_claims"],
-            "unclaimed": orch["unclaimed"], "raw_double_claims": raw["double_claims"],
+            "ratio": round(orch_rate / raw_rate, 3), "double_claims": double,
+            "unclaimed": unclaimed, "raw_double_claims": raw_double,
             "claim_rows": orch["rows"], "claim_calls": orch["calls"],
         }
         rows = ", ".join(f"{k} {v}" for k, v in sorted(orch["rows"].items()))
         print(f"claims bench: backend {a.backend}, {procs} processes, {a.tasks} ready tasks")
-        print(f"orch claim_next: {orch['claims']} claims in {orch['elapsed_s']:.3f} s = {orch_rate:,.0f} claims/s "
-              f"({orch['calls']} calls; claim rows: {rows})")
-        print(f"raw baseline:    {raw['claims']} claims in {raw['elapsed_s']:.3f} s = {raw_rate:,.0f} claims/s")
+        print(f"orch claim_next: median {orch_rate:,.0f} claims/s over {len(orch_rates)} rounds "
+              f"(last round: {orch['calls']} calls; claim rows: {rows})")
+        print(f"raw baseline:    median {raw_rate:,.0f} claims/s")
         key, want = TARGETS[a.backend]
         got = result[key]
         verdict = "meets" if got >= want else "MISSES"
         print(f"ratio orch/raw:  {result['ratio']:.3f}   target {key} >= {want}: {verdict} ({got})")
-        print(f"double claims:   {orch['double_claims']} (raw {raw['double_claims']}); unclaimed: {orch['unclaimed']}")
-        if orch["profile"]:
-            print_profile(orch["profile"])
+        print(f"double claims:   {double} (raw {raw_double}); unclaimed: {unclaimed}")
     if a.json:
         print(json.dumps(result, sort_keys=True))
     return 0

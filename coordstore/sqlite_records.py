@@ -1,0 +1,174 @@
+"""SQLite backend, part 3: the run's records around the task graph — agents, events, history, and
+whole-run dump/load — as a mixin of ``SQLiteStore`` (which provides ``_write``, ``_all``,
+``_policy_of``, ``_require_run``, ``_snapshot`` and ``_insert_graph``).
+"""
+
+from __future__ import annotations
+
+from typing import get_args
+
+from .errors import InvalidTransition, NotFound
+from .graph import validate
+from .models import Agent, AgentStatus, Dependency, Event, RunDump, TaskGraph, Transition
+from .sqlite_schema import (
+    AGENT_COLS, EVENT_COLS, HISTORY_COLS, INSERT_HISTORY, RUN_COLS, TASK_SELECT, agent_from_row, agent_row, dumps,
+    event_from_row, run_from_row, run_row, task_from_row, transition_from_row, transition_row,
+)
+
+AGENT_STATUSES: tuple[str, ...] = get_args(AgentStatus)
+
+
+class SQLiteRecords:
+    """Agents, events, history and snapshots of the SQLite store (mixin; see module docstring)."""
+
+    # ------------------------------------------------------------------ agents
+    def register_agent(self, run_id: str, agent: Agent, lease_ms: int | None = None, now: int | None = None) -> Agent:
+        now = self._now(now)
+        a = agent.model_copy(update={
+            "status": "registered", "registered_at": now, "last_heartbeat": now,
+            "lease_expires": now + lease_ms if lease_ms is not None else agent.lease_expires,
+        })
+        with self._write(now) as tx:
+            self._policy_of(run_id)
+            old = tx.c.execute("SELECT status FROM agents WHERE run_id=? AND id=?", (run_id, a.id)).fetchone()
+            tx.c.execute(f"INSERT OR REPLACE INTO agents (run_id, {AGENT_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                         agent_row(run_id, a))
+            tx.emit(run_id, "agent", a.id, old[0] if old else None, "registered", agent=a.id,
+                    reason="respawned" if old else None, data={"pid": a.pid, "kind": a.kind})
+        return a
+
+    def get_agent(self, run_id: str, agent_id: str) -> Agent:
+        rows = self._all(f"SELECT {AGENT_COLS} FROM agents WHERE run_id=? AND id=?", (run_id, agent_id))
+        if not rows:
+            raise NotFound(f"run {run_id!r}: no agent {agent_id!r}")
+        return agent_from_row(rows[0])
+
+    def list_agents(self, run_id: str) -> list[Agent]:
+        self._require_run(run_id)
+        return [agent_from_row(r) for r in self._all(f"SELECT {AGENT_COLS} FROM agents WHERE run_id=? ORDER BY id", (run_id,))]
+
+    def heartbeat(self, run_id: str, agent_id: str, lease_ms: int, current_task: str | None = None,
+                  now: int | None = None) -> Agent:
+        now = self._now(now)
+        with self._write(now) as tx:
+            rows = tx.c.execute(
+                f"UPDATE agents SET last_heartbeat=?, lease_expires=?, current_task=? WHERE run_id=? AND id=? "
+                f"RETURNING {AGENT_COLS}", (now, now + lease_ms, current_task, run_id, agent_id)).fetchall()
+            if not rows:
+                raise NotFound(f"run {run_id!r}: no agent {agent_id!r}")
+        return agent_from_row(rows[0])
+
+    def set_agent_status(self, run_id: str, agent_id: str, status: str, reason: str | None = None,
+                         data: dict | None = None, now: int | None = None) -> Agent:
+        if status not in AGENT_STATUSES:
+            raise InvalidTransition(f"agent {agent_id!r}: unknown status {status!r}; one of {', '.join(AGENT_STATUSES)}")
+        now = self._now(now)
+        with self._write(now) as tx:
+            old = tx.c.execute("SELECT status FROM agents WHERE run_id=? AND id=?", (run_id, agent_id)).fetchone()
+            if old is None:
+                raise NotFound(f"run {run_id!r}: no agent {agent_id!r}")
+            if old[0] != status:
+                tx.c.execute("UPDATE agents SET status=? WHERE run_id=? AND id=?", (status, run_id, agent_id))
+                tx.emit(run_id, "agent", agent_id, old[0], status, agent=agent_id, reason=reason, data=data)
+        return self.get_agent(run_id, agent_id)
+
+    def reap_expired(self, run_id: str, now: int | None = None) -> list[str]:
+        now = self._now(now)
+        requeued: list[str] = []
+        with self._write(now) as tx:
+            self._policy_of(run_id)
+            expired = tx.c.execute(
+                "SELECT id, status FROM agents WHERE run_id=? AND lease_expires IS NOT NULL AND lease_expires < ? "
+                "AND status NOT IN ('stopped', 'dead') ORDER BY id", (run_id, now)).fetchall()
+            for agent_id, old in expired:
+                tx.c.execute("UPDATE agents SET status='dead', current_task=NULL WHERE run_id=? AND id=?", (run_id, agent_id))
+                tx.emit(run_id, "agent", agent_id, old, "dead", agent=agent_id, reason="lease expired")
+                owned = tx.c.execute(
+                    "SELECT id FROM tasks WHERE run_id=? AND owner=? AND status IN ('assigned', 'working') ORDER BY ord",
+                    (run_id, agent_id)).fetchall()
+                for (tid,) in owned:
+                    tx.requeue(run_id, tid, tx.state(run_id, tid), f"lease expired: agent {agent_id}", None)
+                    requeued.append(tid)
+        return requeued
+
+    # ------------------------------------------------------------------ events
+    def append_events(self, run_id: str, events: list[Event]) -> int:
+        with self._write(self.clock()) as tx:
+            self._policy_of(run_id)
+            before = tx.c.total_changes
+            tx.c.executemany(
+                f"INSERT OR IGNORE INTO events (run_id, {EVENT_COLS}) VALUES (?,?,?,?,?,?,?)",
+                ((run_id, e.agent, e.seq, e.ts_ms, e.type, e.task, dumps(e.data)) for e in events))
+            return tx.c.total_changes - before
+
+    def read_events(self, run_id: str, agent: str | None = None, since_seq: int = -1,
+                    limit: int | None = None) -> list[Event]:
+        if agent is not None:
+            sql, params = "WHERE run_id=? AND agent=? AND seq>? ORDER BY seq", (run_id, agent, since_seq)
+        else:
+            sql, params = "WHERE run_id=? AND seq>? ORDER BY ts_ms, agent, seq", (run_id, since_seq)
+        if limit is not None:
+            sql, params = sql + " LIMIT ?", (*params, limit)
+        return [event_from_row(r) for r in self._all(f"SELECT {EVENT_COLS} FROM events {sql}", params)]
+
+    def last_event_seq(self, run_id: str, agent: str) -> int:
+        rows = self._all("SELECT MAX(seq) FROM events WHERE run_id=? AND agent=?", (run_id, agent))
+        return -1 if rows[0][0] is None else rows[0][0]
+
+    # ------------------------------------------------------------------ history
+    def record(self, transition: Transition) -> Transition | None:
+        t = transition
+        with self._write(t.ts_ms) as tx:
+            self._policy_of(t.run_id)
+            if t.key is not None and tx.c.execute(
+                    "SELECT 1 FROM history WHERE run_id=? AND key=?", (t.run_id, t.key)).fetchone():
+                return None
+            seq = tx.emit(t.run_id, t.entity, t.entity_id, t.from_state, t.to_state, agent=t.agent,
+                          reason=t.reason, data=t.data, key=t.key, ts_ms=t.ts_ms)
+        return t.model_copy(update={"seq": seq})
+
+    def history(self, run_id: str, since_seq: int = 0, entity: str | None = None, entity_id: str | None = None,
+                agent: str | None = None) -> list[Transition]:
+        where, params = ["run_id=?", "seq>?"], [run_id, since_seq]
+        for col, val in (("entity", entity), ("entity_id", entity_id), ("agent", agent)):
+            if val is not None:
+                where.append(f"{col}=?")
+                params.append(val)
+        sql = f"SELECT {HISTORY_COLS} FROM history WHERE {' AND '.join(where)} ORDER BY seq"
+        return [transition_from_row(r) for r in self._all(sql, tuple(params))]
+
+    # ------------------------------------------------------------------ snapshot
+    def dump_run(self, run_id: str) -> RunDump:
+        with self._snapshot() as c:
+            run = c.execute(f"SELECT {RUN_COLS} FROM runs WHERE id=?", (run_id,)).fetchone()
+            if run is None:
+                raise NotFound(f"no run {run_id!r}")
+            q = lambda sql: c.execute(sql, (run_id,)).fetchall()  # noqa: E731
+            return RunDump(
+                run=run_from_row(run),
+                tasks=[task_from_row(r) for r in q(f"{TASK_SELECT} WHERE t.run_id=? ORDER BY t.ord")],
+                dependencies=[Dependency(from_id=a, to_id=b, type=t) for a, b, t in
+                              q("SELECT from_id, to_id, type FROM deps WHERE run_id=? ORDER BY ord")],
+                agents=[agent_from_row(r) for r in q(f"SELECT {AGENT_COLS} FROM agents WHERE run_id=? ORDER BY id")],
+                events=[event_from_row(r) for r in
+                        q(f"SELECT {EVENT_COLS} FROM events WHERE run_id=? ORDER BY agent, seq")],
+                history=[transition_from_row(r) for r in
+                         q(f"SELECT {HISTORY_COLS} FROM history WHERE run_id=? ORDER BY seq")],
+            )
+
+    def load_run(self, dump: RunDump) -> None:
+        run_id = dump.run.id
+        ix = validate(TaskGraph(tasks=dump.tasks, dependencies=dump.dependencies))
+        bad = [t.seq for t in dump.history if t.run_id != run_id]
+        if bad:
+            raise InvalidTransition(f"run {run_id!r}: dump has history rows of another run (seq {bad[0]})")
+        with self._write(self.clock()) as tx:
+            if tx.c.execute("SELECT 1 FROM runs WHERE id=?", (run_id,)).fetchone():
+                raise InvalidTransition(f"run {run_id!r} already exists")
+            tx.c.execute(f"INSERT INTO runs ({RUN_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?)", run_row(dump.run))
+            self._insert_graph(tx, run_id, ix, dump.tasks, dump.dependencies, None)
+            tx.c.executemany(f"INSERT INTO agents (run_id, {AGENT_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                             (agent_row(run_id, a) for a in dump.agents))
+            tx.c.executemany(f"INSERT INTO events (run_id, {EVENT_COLS}) VALUES (?,?,?,?,?,?,?)",
+                             ((run_id, e.agent, e.seq, e.ts_ms, e.type, e.task, dumps(e.data)) for e in dump.events))
+            tx.c.executemany(INSERT_HISTORY, (transition_row(t) for t in dump.history))
