@@ -32,6 +32,10 @@ def _render_outcomes(outcomes, quiet: bool) -> None:
     console = Console()
     console.print(table)
     for o in outcomes:
+        failed = [c for c in o.criteria if not c["passed"]]
+        if o.criteria:
+            console.print(f"success criteria: {len(o.criteria) - len(failed)}/{len(o.criteria)} passed"
+                          + "".join(f"; FAIL {c['metric']} {c['op']} {c['value']} (got {c['got']})" for c in failed))
         console.print(f"results: {o.run_dir}")
         console.print(f"branches: {o.spec.merged_branch} (merged), {o.spec.branch_prefix}/<agent> in {o.spec.repo}")
 
@@ -77,7 +81,8 @@ def run_cmd(
             "experiment": plans[0][0].experiment_id,
             "runs": [{"run_id": o.run_id, "run_dir": str(o.run_dir), "status": o.status,
                       "merged_branch": o.spec.merged_branch, "repo": o.spec.repo,
-                      "metrics": {k: o.metrics.get(k) for k in HEADLINE}} for o in outcomes],
+                      "metrics": {k: o.metrics.get(k) for k in HEADLINE},
+                      "criteria": o.criteria} for o in outcomes],
         })
     else:
         _render_outcomes(outcomes, quiet)
@@ -127,3 +132,17 @@ def metrics_cmd(
         return
     for k, v in m.items():
         typer.echo(f"{k:26} {json.dumps(v, sort_keys=True)}")
+
+
+agent_app = typer.Typer(help="The agent side: run one agent's runner loop by hand.", no_args_is_help=True)
+app.add_typer(agent_app, name="agent")
+
+
+@agent_app.command("run")
+def agent_run_cmd(
+    config: Path = typer.Option(..., "--config", help="The runner config JSON (orch writes one per agent under <run>/agents/)."),
+) -> None:
+    """Run one agent's loop (the same as `python -m agents.runner --config FILE`)."""
+    from agents.runner import main as runner_main
+
+    raise typer.Exit(runner_main(["--config", str(config)]))

@@ -24,11 +24,15 @@ def export_run(spec: RunSpec, paths: RunPaths, store) -> dict:
     _atomic_write(paths.transitions, "".join(t.model_dump_json() + "\n" for t in dump.history))
     metrics = compute_metrics(dump)
     _atomic_write(paths.metrics, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-    _atomic_write(paths.summary, summary_markdown(spec, dump.run.status, metrics))
+    from .criteria import from_experiment_file
+
+    criteria = from_experiment_file(paths.experiment, metrics)
+    _atomic_write(paths.criteria, json.dumps(criteria, indent=2, sort_keys=True) + "\n")
+    _atomic_write(paths.summary, summary_markdown(spec, dump.run.status, metrics, criteria))
     return metrics
 
 
-def summary_markdown(spec: RunSpec, status: str, m: dict) -> str:
+def summary_markdown(spec: RunSpec, status: str, m: dict, criteria: list[dict] = ()) -> str:
     rows = [
         ("status", status),
         ("tasks completed", f"{m['tasks_completed']}/{m['tasks_total']}"),
@@ -43,5 +47,8 @@ def summary_markdown(spec: RunSpec, status: str, m: dict) -> str:
     ]
     lines = [f"# Run {spec.run_id}", "", f"Experiment `{spec.experiment_id}`, variant `{spec.variant}` ({spec.policy}), seed {spec.seed}.", ""]
     lines += ["| metric | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
+    if criteria:
+        lines += ["", "Success criteria:", ""]
+        lines += [f"- {'PASS' if c['passed'] else 'FAIL'}: {c['metric']} {c['op']} {c['value']} (got {c['got']})" for c in criteria]
     lines += ["", f"Branches: `{spec.merged_branch}` (merged) and `{spec.branch_prefix}/<agent>` in `{spec.repo}`.", ""]
     return "\n".join(lines)

@@ -44,11 +44,26 @@ class RunOutcome:
     status: str
     metrics: dict
     spec: RunSpec
+    criteria: list = field(default_factory=list)
 
 
 def _run_id(variant: str, i: int) -> str:
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     return f"{variant}-{stamp}-r{i}-{secrets.token_hex(2)}"
+
+
+def _preflight(variant, agents) -> None:
+    """Every working agent's kind can run (CLI present, credentials set, options valid), checked
+    before any run directory or worktree exists."""
+    from agents.kinds.command import preflight
+    from coordstore.errors import AgentError
+
+    for a in agents:
+        if a.works:
+            try:
+                preflight(a.kind, {**variant.kind_options, **a.options})
+            except AgentError as e:
+                raise AgentError(f"variant {variant.name!r}, agent {a.id}: {e}") from e
 
 
 def plan_runs(req: RunRequest) -> list[tuple[RunSpec, RunPaths, object, str | None, bool]]:
@@ -72,6 +87,7 @@ def plan_runs(req: RunRequest) -> list[tuple[RunSpec, RunPaths, object, str | No
     if time_scale <= 0:
         raise InputError(f"--time-scale {time_scale}: must be positive")
     agents = agents_for(variant.policy, variant.worker_defs(), variant.kind)
+    _preflight(variant, agents)
     exp_text = exp_file.read_text()
     out = []
     for i in range(1, runs + 1):
@@ -119,4 +135,5 @@ def run_one(spec: RunSpec, paths: RunPaths, graph, exp_text: str | None, demo: b
     import json
 
     metrics = json.loads(paths.metrics.read_text())
-    return RunOutcome(spec.run_id, paths.root, status, metrics, spec)
+    criteria = json.loads(paths.criteria.read_text()) if paths.criteria.is_file() else []
+    return RunOutcome(spec.run_id, paths.root, status, metrics, spec, criteria)

@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import html
 import json
-import operator
 from pathlib import Path
 
 from coordstore.errors import OrchError
 
 from .compare import compare, markdown
-
-OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq, "!=": operator.ne}
 
 
 def _plt():
@@ -118,18 +115,10 @@ def boxplots(by_variant: dict[str, list[dict]], metrics: tuple[str, ...], out: P
 
 
 def criteria_results(run: dict, run_dir: Path) -> list[tuple[str, bool]]:
-    import yaml
+    from .criteria import from_experiment_file
 
-    exp_file = run_dir / "experiment.yaml"
-    if not exp_file.is_file():
-        return []
-    crits = (yaml.safe_load(exp_file.read_text()) or {}).get("success_criteria") or []
-    out = []
-    for c in crits:
-        v = run["metrics"].get(c["metric"])
-        ok = isinstance(v, (int, float)) and OPS[c["op"]](v, c["value"])
-        out.append((f"{c['metric']} {c['op']} {c['value']} (got {v})", ok))
-    return out
+    return [(f"{c['metric']} {c['op']} {c['value']} (got {c['got']})", c["passed"])
+            for c in from_experiment_file(run_dir / "experiment.yaml", run["metrics"])]
 
 
 def write_report(experiment_dir: Path) -> tuple[Path, Path]:

@@ -10,7 +10,7 @@ Layout (DESIGN §2)::
     <run dir>/agents/<agent>.json  each runner's config
     <run dir>/worktrees/<agent> each agent's worktree
     <run dir>/repo/             the demo repository, when no --repo was given
-    <run dir>/snapshot.json.gz, transitions.jsonl, metrics.json, summary.md   the exports
+    <run dir>/snapshot.json.gz, transitions.jsonl, metrics.json, criteria.json, summary.md   the exports
 """
 
 from __future__ import annotations
@@ -88,6 +88,7 @@ class RunPaths:
     snapshot = property(lambda self: self.root / "snapshot.json.gz")
     transitions = property(lambda self: self.root / "transitions.jsonl")
     metrics = property(lambda self: self.root / "metrics.json")
+    criteria = property(lambda self: self.root / "criteria.json")
     summary = property(lambda self: self.root / "summary.md")
 
     def events_of(self, agent: str) -> Path:

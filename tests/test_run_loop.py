@@ -104,6 +104,24 @@ def test_four_agents_finish_a_graph_one_commit_per_task(tmp_path):
     assert [r.seq for r in dump.history] == list(range(1, len(dump.history) + 1))
 
 
+def test_deferred_merge_mode_merges_every_branch_at_the_end(tmp_path):
+    repo = make_repo(tmp_path / "repo", {"README": "x\n"})
+    tasks = [task(f"d{i}", [f"d{i}.txt"]) for i in range(4)]
+    exp = write_experiment(tmp_path, tasks, [("d0", "d1", "blocks")], {"policy": "pull", "agents": 2, "kind": "faulty_kinds:Faulty"},
+                           merge_mode="deferred")
+    out, dump = run(tmp_path, exp, repo)
+    assert out.status == "finished"
+    merges = [r for r in dump.history if r.entity == "merge"]
+    final = [r for r in merges if (r.key or "").startswith("final-merge:")]
+    owners = {t.completed_by for t in dump.tasks}
+    assert {r.agent for r in final} == owners and all(r.to_state == "merged" for r in final)
+    # nothing merged into the merged branch before the end: every final merge comes after the last completion
+    last_done = max(r.seq for r in transitions(dump) if r.to_state == "completed")
+    assert all(r.seq > last_done for r in final)
+    for t in dump.tasks:
+        assert f"{t.id} by {t.completed_by}" in git(repo, "show", f"{out.spec.merged_branch}:{t.id}.txt")
+
+
 def test_chain_of_three_agents_each_sees_its_predecessor(tmp_path):
     repo = make_repo(tmp_path / "repo", {"chain.txt": "start\n"})
     tasks = [task("a", ["chain.txt"], needed_tags=["x"]), task("b", ["chain.txt"], needed_tags=["y"]),

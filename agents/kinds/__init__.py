@@ -23,6 +23,13 @@ from coordstore.errors import AgentError
 KINDS: dict[str, str] = {
     "sim": "agents.kinds.sim:SimKind",
     "script": "agents.kinds.script:ScriptKind",
+    "replay": "agents.kinds.replay:ReplayKind",
+    "command": "agents.kinds.command:CommandKind",
+    "claude": "agents.kinds.command:ClaudeKind",
+    "codex": "agents.kinds.command:CodexKind",
+    "aider": "agents.kinds.command:AiderKind",
+    "gemini": "agents.kinds.command:GeminiKind",
+    "opencode": "agents.kinds.command:OpencodeKind",
 }
 
 

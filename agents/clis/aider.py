@@ -1,0 +1,127 @@
+"""aider: ``aider --message-file PROMPT --yes-always --no-pretty --no-stream ... --file F ...``.
+
+aider has no structured output mode, so this parser reads its plain text (``--no-pretty``):
+
+- ``Applied edit to PATH`` -- a ``step`` (``edit``, the path)
+- ``Tokens: 2.1k sent, 1.2k cache write, 3.4k cache hit, 143 received.`` and
+  ``Cost: $0.0067 message, $0.02 session.`` (same line or the next) -- one ``tokens`` event per
+  model message. aider rounds counts above 1000 (``2.1k``, ``12k``): the totals are approximate.
+- a ``litellm.RateLimitError`` / "rate limited you" message followed by ``Retrying in 0.5
+  seconds...`` -- ``rate_limited``; another error followed by ``Retrying`` is logged
+- an error line with no retry after it and no edit applied later fails the run: aider itself
+  exits 0 after giving up on an API error
+
+File scope entries that name files become ``--file`` arguments (aider only edits files added to
+the chat). Its histories go to the scratch directory, auto-commits are off (orch commits), and
+``.gitignore`` is left alone; the repo-map cache it leaves in the worktree root is removed.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from .base import CliEvent, Invocation, Parser, Preset, error, log, step, tokens
+
+_TOKENS = re.compile(r"Tokens: (?P<sent>[\d.]+k?) sent(?:, (?P<write>[\d.]+k?) cache write)?"
+                     r"(?:, (?P<hit>[\d.]+k?) cache hit)?, (?P<recv>[\d.]+k?) received\.")
+_COST = re.compile(r"Cost: \$(?P<msg>[\d.]+) message, \$(?P<session>[\d.]+) session\.")
+_APPLIED = re.compile(r"^Applied edit to (?P<path>.+?)\s*$")
+_RETRY = re.compile(r"^Retrying in (?P<s>[\d.]+) seconds")
+_ERROR = re.compile(r"(litellm\.\w+Error|\w+Error:|The API provider)")
+_RATE = re.compile(r"RateLimitError|rate limited you", re.I)
+_GLOB = re.compile(r"[*?\[]")
+
+
+def _count(text: str | None) -> int:
+    if not text:
+        return 0
+    return int(round(float(text[:-1]) * 1000)) if text.endswith("k") else int(float(text))
+
+
+def build(inv: Invocation) -> list[str]:
+    argv = ["--message-file", inv.prompt_file, "--yes-always", "--no-pretty", "--no-stream", "--no-auto-commits",
+            "--no-dirty-commits", "--no-gitignore", "--no-check-update", "--no-analytics", "--no-show-model-warnings",
+            "--no-fancy-input", "--input-history-file", str(Path(inv.scratch) / "input.history"),
+            "--chat-history-file", str(Path(inv.scratch) / "chat.history.md")]
+    if inv.model:
+        argv += ["--model", inv.model]
+    for rel in inv.file_scope:  # files only: aider's --file takes no directories or globs
+        if rel.endswith("/") or _GLOB.search(rel) or (Path(inv.worktree) / rel).is_dir():
+            continue
+        argv += ["--file", rel]
+    return argv + list(inv.extra_args)
+
+
+class AiderParser(Parser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending: dict | None = None  # a Tokens line waiting for its Cost line
+        self.last_error: str | None = None  # an error not (yet) followed by a retry
+        self.rate_error = False
+
+    def feed(self, line: str) -> list[CliEvent]:
+        text = line.rstrip("\n")
+        out: list[CliEvent] = []
+        m = _TOKENS.search(text)
+        if m:
+            out += self._flush()
+            write, hit = _count(m["write"]), _count(m["hit"])
+            # "sent" already holds the cache writes; cache hits are reported apart
+            self.pending = {"in": _count(m["sent"]), "cached": hit, "out": _count(m["recv"]), "write": write}
+        c = _COST.search(text)
+        if c and self.pending is not None:
+            p, self.pending = self.pending, None
+            return out + [tokens(p["in"], p["out"], p["cached"], 0, float(c["msg"]))]
+        if m:
+            return out
+        out += self._flush()
+        a = _APPLIED.match(text)
+        if a:
+            self.last_error = None
+            return out + [step("edit", a["path"])]
+        r = _RETRY.match(text)
+        if r:
+            seconds = float(r["s"])
+            was_rate = self.rate_error
+            self.last_error, self.rate_error = None, False
+            if was_rate:
+                return out + [self._rate_limited(seconds)]
+            return out + [log(f"aider retries in {seconds:g}s", "warning")]
+        if _ERROR.search(text):
+            self.last_error = text.strip()[:500]
+            self.rate_error = self.rate_error or bool(_RATE.search(text))
+            return out + [log(f"aider: {self.last_error}", "warning")]
+        return out
+
+    def _flush(self) -> list[CliEvent]:
+        """A Tokens line with no Cost line after it (models without prices): tokens, no cost."""
+        if self.pending is None:
+            return []
+        p, self.pending = self.pending, None
+        return [tokens(p["in"], p["out"], p["cached"], 0, None)]
+
+    def finish(self, returncode: int) -> list[CliEvent]:
+        out = self._flush()
+        if self.last_error and self.failure is None:
+            self.failure = f"aider: {self.last_error}"
+            if self.rate_error:
+                self.gave_up_rate_limited = self.last_retry_after or 60.0
+            out.append(error(self.failure))
+        return out
+
+
+PRESET = Preset(
+    name="aider",
+    binary="aider",
+    install="pip install aider-chat (best in its own virtualenv, with its bin/ on PATH)",
+    key_env=("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "OPENROUTER_API_KEY", "DEEPSEEK_API_KEY",
+             "GROQ_API_KEY", "XAI_API_KEY", "AIDER_OPENAI_API_KEY", "AIDER_ANTHROPIC_API_KEY"),
+    key_files=(),
+    settings={},
+    build=build,
+    parser=AiderParser,
+    help_argv=("--help",),
+    scratch_paths=(".aider.tags.cache.v4", ".aider.chat.history.md", ".aider.input.history"),
+    doc="aider, plain-text output read line by line",
+)

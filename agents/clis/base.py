@@ -1,0 +1,159 @@
+"""What every CLI preset is made of: how to call the CLI, and a parser from its output to orch events.
+
+A ``Preset`` names the executable, how to install it, which credentials it needs, the settings
+it accepts (with defaults) and two functions: ``build(inv) -> argv`` and a ``Parser`` class.
+A parser is fed the CLI's stdout (and stderr) line by line and returns ``CliEvent``s -- the orch event types
+``step``, ``tokens``, ``log``, ``error``, ``rate_limited`` -- which the ``command`` kind writes
+with the agent's ``EventWriter``. When the stream ends, ``finish(returncode)`` lets the parser
+decide whether the run failed (``failure``) and whether it gave up on a rate limit
+(``gave_up_rate_limited``: seconds to wait before the kind may try again).
+
+Token accounting is the same for every preset: ``in`` = input tokens NOT served from a cache
+(cache writes included), ``cached`` = input tokens read from a cache, ``out`` = output tokens
+(reasoning included unless the CLI reports it apart, then it goes to ``thinking``), ``cost_usd``
+as the CLI reports it, or None when it reports none.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+DEFAULT_RETRY_AFTER_S = 30.0  # back-off when a CLI says "rate limited" but not for how long
+LINE_SHOWN = 300  # characters of an unparsed output line kept in a log event
+
+
+@dataclass
+class CliEvent:
+    type: str  # step | tokens | log | error | rate_limited
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+def step(name: str, args: Any = None) -> CliEvent:
+    return CliEvent("step", {"name": name, "args": args})
+
+
+def tokens(tin: int = 0, tout: int = 0, cached: int = 0, thinking: int = 0, cost_usd: float | None = None) -> CliEvent:
+    return CliEvent("tokens", {"in": int(tin or 0), "out": int(tout or 0), "cached": int(cached or 0),
+                               "thinking": int(thinking or 0), "cost_usd": None if cost_usd is None else float(cost_usd)})
+
+
+def log(msg: str, level: str = "info") -> CliEvent:
+    return CliEvent("log", {"msg": msg, "level": level})
+
+
+def error(msg: str) -> CliEvent:
+    return CliEvent("error", {"msg": msg})
+
+
+def rate_limited(retry_after: float) -> CliEvent:
+    return CliEvent("rate_limited", {"retry_after": round(max(0.0, float(retry_after)), 3)})
+
+
+_RETRY_IN = re.compile(r"(?:retry|try again)[^0-9]{0,20}?(\d+(?:\.\d+)?)\s*(ms|milliseconds?|s|secs?|seconds?|m|mins?|minutes?)\b", re.I)
+_RATE_WORDS = re.compile(r"\b429\b|rate.?limit|too many requests|resource.?exhausted|quota", re.I)
+
+
+def looks_rate_limited(text: str) -> bool:
+    """Whether an error message from a CLI or its provider is about a rate limit or quota."""
+    return bool(_RATE_WORDS.search(text or ""))
+
+
+def retry_after_in(text: str, default: float = DEFAULT_RETRY_AFTER_S) -> float:
+    """Seconds to wait, read from phrases like "try again in 20s" / "retry after 1500 ms"."""
+    m = _RETRY_IN.search(text or "")
+    if not m:
+        return default
+    value, unit = float(m.group(1)), m.group(2).lower()
+    if unit.startswith("ms") or unit.startswith("milli"):
+        return value / 1000.0
+    if unit.startswith("m"):
+        return value * 60.0
+    return value
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """What a preset needs to build its argv for one task."""
+
+    prompt: str
+    prompt_file: str  # the same prompt, written to a file outside the worktree
+    worktree: str
+    scratch: str  # a private directory outside the worktree, removed after the run
+    file_scope: tuple[str, ...] = ()
+    model: str | None = None
+    settings: dict[str, Any] = field(default_factory=dict)  # the preset's settings, defaults applied
+    extra_args: tuple[str, ...] = ()
+
+
+class Parser:
+    """Base parser: plain text output, nothing structured. Subclasses override ``feed``."""
+
+    def __init__(self) -> None:
+        self.failure: str | None = None  # set when the CLI reported that the task failed
+        self.gave_up_rate_limited: float | None = None  # set when it failed because of a rate limit
+        self.info: dict[str, Any] = {}  # session id, model, turns... (lands on the task's complete)
+        self.last_retry_after: float | None = None
+
+    def feed(self, line: str) -> list[CliEvent]:
+        return []
+
+    def feed_stderr(self, line: str) -> list[CliEvent]:
+        """One line of the CLI's stderr (some CLIs report retries only there)."""
+        return []
+
+    def finish(self, returncode: int) -> list[CliEvent]:
+        return []
+
+    def _rate_limited(self, seconds: float) -> CliEvent:
+        self.last_retry_after = seconds
+        return rate_limited(seconds)
+
+
+class JsonLinesParser(Parser):
+    """A parser for JSONL output: each line one JSON object, handed to ``on_object``. A line that
+    is not JSON (a warning printed by the CLI or a library) becomes a debug ``log``."""
+
+    def feed(self, line: str) -> list[CliEvent]:
+        text = line.strip()
+        if not text:
+            return []
+        try:
+            obj = json.loads(text)
+        except ValueError:
+            return [log(text[:LINE_SHOWN], "debug")]
+        if not isinstance(obj, dict):
+            return [log(text[:LINE_SHOWN], "debug")]
+        return self.on_object(obj)
+
+    def on_object(self, obj: dict[str, Any]) -> list[CliEvent]:
+        raise NotImplementedError
+
+
+def num(value: Any) -> int:
+    """An integer count from a JSON value that may be missing, null or a float."""
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+@dataclass(frozen=True)
+class Preset:
+    """One real CLI agent: how to call it headless and how to read what it prints."""
+
+    name: str
+    binary: str  # executable name looked up on PATH (the ``binary`` option overrides it)
+    install: str  # the command that installs it, for the error when it is missing
+    key_env: tuple[str, ...]  # credentials: any one of these variables, non-empty ...
+    key_files: tuple[str, ...]  # ... or one of these files (``~`` and ``$VAR`` expanded) counts
+    settings: dict[str, Any]  # preset-specific options and their defaults
+    build: Callable[[Invocation], list[str]]  # argv after the executable
+    parser: type[Parser]
+    help_argv: tuple[str, ...]  # prints the help that lists every flag ``build`` may pass
+    prompt_on_stdin: bool = False  # the prompt goes to stdin instead of argv
+    scratch_paths: tuple[str, ...] = ()  # files the CLI leaves in the worktree root (removed after)
+    doc: str = ""

@@ -1,0 +1,104 @@
+"""Gemini CLI: ``gemini -p PROMPT --output-format stream-json --approval-mode yolo``.
+
+Headless stream-json prints one event per line, each with ``type`` and ``timestamp``:
+
+- ``init {session_id, model}``
+- ``message {role, content, delta?}``
+- ``tool_use {tool_name, tool_id, parameters}`` -- a ``step``
+- ``tool_result {tool_id, status: success|error, output?, error?:{type, message}}``
+- ``error {severity: warning|error, message}`` -- quota exhaustion (RESOURCE_EXHAUSTED, 429)
+  is back-pressure
+- ``result {status: success|error, error?, stats:{input_tokens, output_tokens, cached, input,
+  total_tokens, duration_ms, tool_calls}}`` -- ``stats.input`` is the uncached part of
+  ``input_tokens``; Gemini CLI reports no cost.
+
+API retries (``Attempt 2 failed with status 429. Retrying with backoff...``) appear only on stderr.
+Exit codes: 0 success, 1 general/API error, 41 authentication, 42 bad input, 53 turn limit.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from .base import CliEvent, Invocation, JsonLinesParser, Preset, error, log, looks_rate_limited, num, retry_after_in, step, tokens
+
+EXIT_REASONS = {
+    # with GOOGLE_GEMINI_BASE_URL set, gemini picks its "gateway" auth unless settings choose one
+    41: "authentication failed; with GOOGLE_GEMINI_BASE_URL set, also set security.auth.selectedType "
+        "(e.g. gemini-api-key) in ~/.gemini/settings.json",
+    42: "invalid input",
+    53: "turn limit exceeded",
+}
+_ATTEMPT = re.compile(r"Attempt (?P<n>\d+) failed with status (?P<status>\d+)\. Retrying")
+
+
+def build(inv: Invocation) -> list[str]:
+    s = inv.settings
+    argv = ["--prompt", inv.prompt, "--output-format", "stream-json", "--approval-mode", s["approval_mode"]]
+    if s["skip_trust"]:
+        argv.append("--skip-trust")
+    if inv.model:
+        argv += ["--model", inv.model]
+    return argv + list(inv.extra_args)
+
+
+class GeminiParser(JsonLinesParser):
+    def feed_stderr(self, line: str) -> list[CliEvent]:
+        # API retries show only on stderr: "Attempt 2 failed with status 429. Retrying with backoff..."
+        m = _ATTEMPT.search(line)
+        if not m:
+            return []
+        if m["status"] == "429":
+            return [self._rate_limited(retry_after_in(line))]
+        return [log(f"gemini retries the API after status {m['status']} (attempt {m['n']})", "warning")]
+
+    def on_object(self, obj: dict[str, Any]) -> list[CliEvent]:
+        kind = obj.get("type")
+        if kind == "init":
+            self.info.update({k: obj[k] for k in ("session_id", "model") if obj.get(k)})
+            return []
+        if kind == "tool_use":
+            return [step(str(obj.get("tool_name") or "tool"), obj.get("parameters"))]
+        if kind == "tool_result" and obj.get("status") == "error":
+            err = obj.get("error") or {}
+            return [log(f"tool error ({err.get('type')}): {str(err.get('message'))[:200]}", "warning")]
+        if kind == "error":
+            msg = str(obj.get("message") or "")
+            if looks_rate_limited(msg):
+                return [self._rate_limited(retry_after_in(msg))]
+            return [log(f"gemini: {msg[:500]}", "warning" if obj.get("severity") == "warning" else "error")]
+        if kind == "result":
+            stats = obj.get("stats") or {}
+            cached = num(stats.get("cached"))
+            uncached = num(stats["input"]) if "input" in stats else max(0, num(stats.get("input_tokens")) - cached)
+            out = [tokens(uncached, num(stats.get("output_tokens")), cached, 0, None)]
+            self.info["tool_calls"] = num(stats.get("tool_calls"))
+            if obj.get("status") == "error":
+                err = obj.get("error") or {}
+                msg = str(err.get("message") or "error")
+                self.failure = f"gemini: {err.get('type') or 'error'}: {msg[:500]}"
+                if looks_rate_limited(msg):
+                    self.gave_up_rate_limited = retry_after_in(msg)
+                out.append(error(self.failure))
+            return out
+        return []
+
+    def finish(self, returncode: int) -> list[CliEvent]:
+        if returncode in EXIT_REASONS and self.failure is None:
+            self.failure = f"gemini: exit {returncode} ({EXIT_REASONS[returncode]})"
+        return []
+
+
+PRESET = Preset(
+    name="gemini",
+    binary="gemini",
+    install="npm install -g @google/gemini-cli",
+    key_env=("GEMINI_API_KEY", "GOOGLE_API_KEY", "GOOGLE_GENAI_USE_VERTEXAI", "GOOGLE_GENAI_USE_GCA"),
+    key_files=("~/.gemini/oauth_creds.json",),
+    settings={"approval_mode": "yolo", "skip_trust": True},
+    build=build,
+    parser=GeminiParser,
+    help_argv=("--help",),
+    doc="Gemini CLI headless (-p) with stream-json output",
+)

@@ -1,0 +1,28 @@
+"""Success criteria of an experiment (``metric op value``), evaluated on one run's metrics."""
+
+from __future__ import annotations
+
+import operator
+from pathlib import Path
+
+OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq, "!=": operator.ne}
+
+
+def evaluate(criteria: list[dict], metrics: dict) -> list[dict]:
+    """Each criterion with the metric's value and whether it held (a missing metric fails)."""
+    out = []
+    for c in criteria:
+        value = metrics.get(c["metric"])
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and OPS[c["op"]](value, c["value"])
+        out.append({"metric": c["metric"], "op": c["op"], "value": c["value"], "got": value, "passed": bool(ok)})
+    return out
+
+
+def from_experiment_file(path: Path, metrics: dict) -> list[dict]:
+    """Evaluate the criteria of a (frozen) experiment file; none when the file is absent."""
+    import yaml
+
+    if not Path(path).is_file():
+        return []
+    crits = (yaml.safe_load(Path(path).read_text()) or {}).get("success_criteria") or []
+    return evaluate(crits, metrics)

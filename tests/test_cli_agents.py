@@ -1,0 +1,545 @@
+"""Real CLI agent kinds: the ``command`` kind and its presets claude, codex, aider, gemini, opencode.
+
+- argv snapshots per preset, and every flag orch passes checked against the INSTALLED CLI's own
+  ``--help`` (a CLI that is not installed fails that test, it does not skip)
+- parsers on streams recorded from the real CLIs (``tests/fixtures/cli/``): tool steps, tokens,
+  cost, errors, rate limits
+- the kind running fake CLIs (``tests/progs/fakecli/``, which replay those recordings and perform
+  their tool calls) as real processes in a real git worktree, with a real store behind the pulse
+- preflight: missing executable, missing credentials, bad options -- before any worktree exists
+- ``orch run`` end to end with a fake ``claude`` on PATH: pull, two agents, a tiny graph
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from agents.clis import PRESETS, get_preset, parser_class
+from agents.clis.base import Invocation
+from agents.events import EventWriter
+from agents.kinds import KindContext, resolve_kind
+from agents.kinds.command import preflight
+from agents.pulse import Pulse
+from coordstore import open_store
+from coordstore.errors import AgentError
+from coordstore.models import Agent, Run, Task
+
+FIXTURES = Path(__file__).parent / "fixtures" / "cli"
+FAKECLI = Path(__file__).parent / "progs" / "fakecli"
+KEYS = ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "CODEX_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY", "OPENROUTER_API_KEY",
+        "GOOGLE_GENAI_USE_VERTEXAI", "GOOGLE_GENAI_USE_GCA", "CLAUDE_CODE_USE_BEDROCK", "CLAUDE_CODE_USE_VERTEX",
+        "CLAUDE_CODE_USE_FOUNDRY", "GOOGLE_GENERATIVE_AI_API_KEY", "GROQ_API_KEY", "XAI_API_KEY", "DEEPSEEK_API_KEY",
+        "OPENCODE_API_KEY", "AIDER_OPENAI_API_KEY", "AIDER_ANTHROPIC_API_KEY", "CODEX_HOME", "XDG_DATA_HOME")
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    """No credentials or login files of the machine, no git identity: each test sets what it needs."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(home / "gitconfig"))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    (home / "gitconfig").write_text("[user]\n\tuseConfigOnly = true\n")
+    for k in (*KEYS, "GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL", "EMAIL"):
+        monkeypatch.delenv(k, raising=False)
+
+
+def fake_path(monkeypatch) -> None:
+    monkeypatch.setenv("PATH", os.pathsep.join([str(FAKECLI), os.environ["PATH"]]))
+
+
+def git(repo: Path, *args: str) -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@x"}
+    return subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True, text=True).stdout
+
+
+def make_repo(path: Path) -> Path:
+    path.mkdir(parents=True)
+    git(path, "init", "-q", "-b", "main")
+    (path / "README").write_text("x\n")
+    git(path, "add", "-A")
+    git(path, "commit", "-q", "-m", "base")
+    return path
+
+
+def inv(**kw) -> Invocation:
+    base = dict(prompt="PROMPT", prompt_file="scratch/prompt.md", worktree="wt", scratch="scratch",
+                file_scope=("src/a.py", "docs/", "lib/*.py"), model=None, settings={}, extra_args=())
+    return Invocation(**{**base, **kw})
+
+
+def parse(cli: str, name: str, rc: int = 0, cwd: str = "WT"):
+    """Feed a fixture through the preset's parser: (parser, events)."""
+    parser = parser_class(cli)()
+    events = []
+    path = next(p for p in (FIXTURES / f"{name}.jsonl", FIXTURES / f"{name}.txt") if p.exists())
+    for line in path.read_text().splitlines(keepends=True):
+        events += parser.feed(line.replace("{{cwd}}", cwd).replace("{{file}}", "hello.txt"))
+    err = FIXTURES / f"{name}.stderr.txt"
+    if err.exists():
+        for line in err.read_text().splitlines(keepends=True):
+            events += parser.feed_stderr(line)
+    events += parser.finish(rc)
+    return parser, events
+
+
+def of(events, type_):
+    return [e.data for e in events if e.type == type_]
+
+
+# ---------------------------------------------------------------------------------------- argv
+ARGV = {
+    "claude": ["-p", "PROMPT", "--output-format", "stream-json", "--verbose", "--permission-mode", "acceptEdits",
+               "--allowedTools", "Bash", "--bare", "--model", "m1"],
+    "codex": ["exec", "--json", "--color", "never", "--sandbox", "workspace-write", "--skip-git-repo-check", "--cd", "wt",
+              "--model", "m1", "PROMPT"],
+    "gemini": ["--prompt", "PROMPT", "--output-format", "stream-json", "--approval-mode", "yolo", "--skip-trust", "--model", "m1"],
+    "opencode": ["run", "--format", "json", "--auto", "--model", "m1"],
+    "aider": ["--message-file", "scratch/prompt.md", "--yes-always", "--no-pretty", "--no-stream", "--no-auto-commits",
+              "--no-dirty-commits", "--no-gitignore", "--no-check-update", "--no-analytics", "--no-show-model-warnings",
+              "--no-fancy-input", "--input-history-file", "scratch/input.history", "--chat-history-file",
+              "scratch/chat.history.md", "--model", "m1", "--file", "src/a.py"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_argv_snapshot(name):
+    p = get_preset(name)
+    assert p.build(inv(model="m1", settings=dict(p.settings))) == ARGV[name]
+    # no model, extra args last (or just before codex's prompt)
+    argv = p.build(inv(settings=dict(p.settings), extra_args=("--x", "1")))
+    assert "m1" not in argv and "--model" not in argv
+    if name == "codex":
+        assert argv[-3:] == ["--x", "1", "PROMPT"]
+    else:
+        assert argv[-2:] == ["--x", "1"]
+
+
+def test_preset_settings_change_the_argv():
+    claude = get_preset("claude")
+    argv = claude.build(inv(settings={"permission_mode": "bypassPermissions", "allowed_tools": ["Bash", "Edit"], "bare": False}))
+    assert argv[argv.index("--permission-mode") + 1] == "bypassPermissions"
+    assert argv[argv.index("--allowedTools") + 1] == "Bash,Edit" and "--bare" not in argv
+    assert argv[:2] == ["-p", "PROMPT"]  # before the variadic --allowedTools, which would eat it
+    assert "--auto" not in get_preset("opencode").build(inv(settings={"auto": False}))
+    gem = get_preset("gemini").build(inv(settings={"approval_mode": "auto_edit", "skip_trust": False}))
+    assert gem[gem.index("--approval-mode") + 1] == "auto_edit" and "--skip-trust" not in gem
+    codex = get_preset("codex").build(inv(settings={"sandbox": "danger-full-access"}))
+    assert codex[codex.index("--sandbox") + 1] == "danger-full-access"
+
+
+def _flags(argv: list[str]) -> list[str]:
+    return sorted({a for a in argv if a.startswith("-") and a not in ("--", "-")})
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_flag_is_in_the_installed_clis_help(name):
+    """The argv orch builds is checked against the real CLI's --help (FAILS when not installed:
+    CI must install every CLI, see the preset's ``install``)."""
+    p = get_preset(name)
+    exe = shutil.which(p.binary)
+    if exe is None or Path(exe).parent == FAKECLI:
+        pytest.fail(f"the {name} CLI is not installed ({p.binary!r} not on PATH): install it with: {p.install}", pytrace=False)
+    r = subprocess.run([exe, *p.help_argv], capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    text = r.stdout + r.stderr
+    assert r.returncode == 0, f"{name} {' '.join(p.help_argv)} exited {r.returncode}: {text[-500:]}"
+    argv = p.build(inv(model="m1", settings=dict(p.settings)))
+    missing = [f for f in _flags(argv) if not re.search(rf"(?<![\w-]){re.escape(f)}(?![\w-])", text)]
+    assert not missing, f"{name} --help does not list {missing}"
+
+
+# ---------------------------------------------------------------------------------------- parsers
+def test_claude_edit_stream():
+    parser, events = parse("claude", "claude-edit")
+    assert [(s["name"], s["args"]["command"]) for s in of(events, "step")] == [("Bash", "printf 'hello from claude\\n' > WT/hello.txt")]
+    [t] = of(events, "tokens")  # one, from the result line: the session's totals
+    assert (t["in"], t["out"], t["cached"], t["thinking"]) == (2403 + 600, 83, 1000, 0)
+    assert t["cost_usd"] == pytest.approx(0.027465)
+    assert parser.failure is None and not of(events, "error") and not of(events, "rate_limited")
+    assert parser.info["session_id"] == "df5eb2f5-0f30-4f88-ba13-86da3457f9f7" and parser.info["num_turns"] == 2
+
+
+def test_claude_retried_rate_limit_is_back_pressure():
+    parser, events = parse("claude", "claude-ratelimit")
+    assert of(events, "rate_limited") == [{"retry_after": 1.0}]
+    assert parser.failure is None and len(of(events, "step")) == 1
+
+
+def test_claude_gives_up_on_rate_limit():
+    parser, events = parse("claude", "claude-ratelimit-giveup", rc=1)
+    assert [r["retry_after"] for r in of(events, "rate_limited")] == [1.0, pytest.approx(1.005, abs=1e-3)]
+    assert "429" in parser.failure and "rate limit" in parser.failure
+    assert parser.gave_up_rate_limited == pytest.approx(1.005, abs=1e-3)
+    assert of(events, "error")[0]["msg"] == parser.failure
+
+
+def test_claude_auth_error_fails_and_is_not_a_rate_limit():
+    parser, events = parse("claude", "claude-autherror", rc=1)
+    assert parser.failure == "claude: success: Invalid API key · Fix external API key"  # subtype says success, is_error says no
+    assert parser.gave_up_rate_limited is None and not of(events, "rate_limited")
+    assert any("authentication_failed" in log["msg"] for log in of(events, "log"))
+
+
+def test_claude_subscription_limit_event():
+    parser = parser_class("claude")()
+    line = json.dumps({"type": "rate_limit_event", "rate_limit_info": {"status": "rejected", "resetsAt": time.time() + 90},
+                       "uuid": "u", "session_id": "s"})
+    [ev] = parser.feed(line)
+    assert ev.type == "rate_limited" and 85 <= ev.data["retry_after"] <= 90
+    assert parser.feed(json.dumps({"type": "rate_limit_event", "rate_limit_info": {"status": "allowed"}})) == []
+
+
+def test_codex_edit_stream():
+    parser, events = parse("codex", "codex-edit")
+    [s] = of(events, "step")  # started and completed: one step
+    assert s["name"] == "exec" and "hello from codex" in s["args"]
+    [t] = of(events, "tokens")
+    assert (t["in"], t["cached"], t["out"], t["thinking"], t["cost_usd"]) == (3001 - 1200, 1200, 101 - 24, 24, None)
+    assert any("Model metadata" in log["msg"] for log in of(events, "log"))
+    assert parser.failure is None and parser.info["session_id"] == "01a20a6e-1b49-7b22-a525-38245680102b"
+
+
+def test_codex_turn_totals_become_deltas():
+    parser = parser_class("codex")()
+    first = parser.feed('{"type":"turn.completed","usage":{"input_tokens":100,"cached_input_tokens":40,"output_tokens":10}}')
+    second = parser.feed('{"type":"turn.completed","usage":{"input_tokens":250,"cached_input_tokens":90,"output_tokens":30}}')
+    assert (first[0].data["in"], first[0].data["cached"], first[0].data["out"]) == (60, 40, 10)
+    assert (second[0].data["in"], second[0].data["cached"], second[0].data["out"]) == (100, 50, 20)
+
+
+def test_codex_gives_up_on_rate_limit():
+    parser, events = parse("codex", "codex-ratelimit-giveup", rc=1)
+    assert len(of(events, "rate_limited")) == 2  # "Reconnecting... 429" and the final error
+    assert parser.failure == "codex: turn failed: exceeded retry limit, last status: 429 Too Many Requests"
+    assert parser.gave_up_rate_limited is not None
+
+
+def test_gemini_edit_stream():
+    parser, events = parse("gemini", "gemini-edit")
+    [s] = of(events, "step")
+    assert s["name"] == "run_shell_command" and s["args"]["command"].endswith("> WT/hello.txt")
+    [t] = of(events, "tokens")
+    assert (t["in"], t["out"], t["cached"], t["cost_usd"]) == (2403, 93, 300, None)
+    assert parser.failure is None and parser.info["tool_calls"] == 1
+
+
+def test_gemini_rate_limit_from_stderr_and_result_error():
+    parser, events = parse("gemini", "gemini-ratelimit", rc=1)
+    assert len(of(events, "rate_limited")) == 3  # two retries on stderr, one error event
+    assert parser.failure.startswith("gemini: Error: Resource has been exhausted")
+    assert parser.gave_up_rate_limited is not None
+    p = parser_class("gemini")()
+    p.finish(53)
+    assert p.failure == "gemini: exit 53 (turn limit exceeded)"
+
+
+def test_opencode_edit_stream():
+    parser, events = parse("opencode", "opencode-edit")
+    [s] = of(events, "step")
+    assert s["name"] == "bash" and "hello from claude" in s["args"]["command"]
+    t1, t2 = of(events, "tokens")  # one per model step, each with opencode's own cost
+    assert (t1["in"], t1["out"], t1["cached"], t1["cost_usd"]) == (1201 + 300, 41, 500, 0.005493)
+    assert (t2["in"], t2["out"], t2["cost_usd"]) == (1202 + 300, 42, 0.005511)
+    assert parser.failure is None and parser.info["session_id"].startswith("ses_")
+
+
+def test_opencode_errors():
+    parser, events = parse("opencode", "opencode-autherror", rc=1)
+    assert parser.failure == "opencode: APIError: invalid x-api-key" and not of(events, "rate_limited")
+    p = parser_class("opencode")()
+    out = p.feed(json.dumps({"type": "error", "error": {"name": "APIError", "data": {
+        "message": "Too Many Requests", "statusCode": 429, "responseHeaders": {"retry-after": "7"}}}}))
+    assert [e.type for e in out] == ["rate_limited", "error"] and out[0].data["retry_after"] == 7.0
+    assert p.gave_up_rate_limited == 7.0
+
+
+def test_aider_edit_text():
+    parser, events = parse("aider", "aider-edit")
+    assert of(events, "step") == [{"name": "edit", "args": "hello.txt"}]
+    [t] = of(events, "tokens")
+    assert (t["in"], t["out"], t["cached"], t["cost_usd"]) == (2300, 57, 0, 0.0064)
+    assert parser.failure is None and not of(events, "error")  # the price-list fetch noise is no error
+
+
+def test_aider_rate_limit_retries_then_gives_up():
+    parser, events = parse("aider", "aider-ratelimit")
+    waits = [r["retry_after"] for r in of(events, "rate_limited")]
+    assert waits[:4] == [0.2, 0.5, 1.0, 2.0] and len(waits) >= 6
+    assert parser.failure and "rate limited" in parser.failure and parser.gave_up_rate_limited == waits[-1]
+
+
+def test_aider_tokens_without_cost_and_with_cache():
+    p = parser_class("aider")()
+    out = p.feed("Tokens: 12k sent, 1.5k cache write, 3.4k cache hit, 143 received.\n")
+    out += p.feed("Applied edit to a.py\n")
+    kinds = [e.type for e in out]
+    assert kinds == ["tokens", "step"]
+    assert (out[0].data["in"], out[0].data["cached"], out[0].data["out"], out[0].data["cost_usd"]) == (12000, 3400, 143, None)
+
+
+def test_non_json_lines_are_kept_as_debug_logs():
+    p = parser_class("codex")()
+    [ev] = p.feed("Reading additional input from stdin...\n")
+    assert ev.type == "log" and ev.data["level"] == "debug"
+
+
+# ---------------------------------------------------------------------------------------- the kind
+@pytest.fixture
+def world(tmp_path, monkeypatch):
+    """A git worktree, a real store with a registered agent, an event writer and a pulse."""
+    fake_path(monkeypatch)
+    log = tmp_path / "fakecli.jsonl"
+    state = tmp_path / "fakestate"
+    state.mkdir()
+    monkeypatch.setenv("FAKECLI_LOG", str(log))
+    monkeypatch.setenv("FAKECLI_STATE", str(state))
+    repo = make_repo(tmp_path / "repo")
+    store = open_store(f"sqlite://{tmp_path / 'orch.db'}")
+    store.create_run(Run(id="r", experiment="e", variant="v"))
+    store.register_agent("r", Agent(id="w1"), lease_ms=30_000)
+    events = EventWriter(tmp_path / "events" / "w1", "w1")
+    pulse = Pulse(store, "r", "w1", events, heartbeat_ms=100, lease_ms=30_000)
+    pulse.current_task = "t1"  # as the runner sets it while a task runs
+    identity = {"GIT_AUTHOR_NAME": "w1", "GIT_AUTHOR_EMAIL": "w1@orch", "GIT_COMMITTER_NAME": "w1", "GIT_COMMITTER_EMAIL": "w1@orch"}
+    ctx = KindContext("r", "w1", repo, 0, 1.0, 1, events, pulse, identity)
+
+    class World:
+        pass
+
+    w = World()
+    w.repo, w.ctx, w.store, w.log, w.events_dir = repo, ctx, store, log, tmp_path / "events" / "w1"
+    w.calls = lambda: [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []
+    w.events = lambda: [json.loads(p.read_text()) for p in sorted(w.events_dir.glob("*.json"))]
+    yield w
+    store.close()
+
+
+TASK = Task(id="t1", title="Add a greeting", description="Write hello into a file.", file_scope=["hello-t1.txt"],
+            needed_tags=["backend"])
+EXPECTED = {  # preset -> (text written by the tool call, step names, tokens in/out/cached, cost)
+    "claude": ("hello from claude", ["Bash"], (3003, 83, 1000), 0.027465),
+    "codex": ("hello from codex", ["exec"], (1801, 77, 1200), 0.0),
+    "gemini": ("hello from gemini", ["run_shell_command"], (2403, 93, 300), 0.0),
+    "opencode": ("hello from claude", ["bash"], (3003, 83, 1000), 0.011004),
+    "aider": ("hello from aider", ["edit"], (2300, 57, 0), 0.0064),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_kind_runs_the_cli_in_the_worktree(world, name):
+    kind = resolve_kind(name)({"check_key": False, "model": "m1"})
+    result = kind.run(TASK, world.ctx)
+    text, steps, (tin, tout, cached), cost = EXPECTED[name]
+    assert result.ok, result.reason
+    assert (world.repo / "hello-t1.txt").read_text() == text + "\n"
+    evs = world.events()
+    assert [e["data"]["name"] for e in evs if e["type"] == "step"] == steps
+    tok = [e["data"] for e in evs if e["type"] == "tokens"]
+    assert (sum(t["in"] for t in tok), sum(t["out"] for t in tok), sum(t["cached"] for t in tok)) == (tin, tout, cached)
+    assert all(e["task"] == "t1" for e in evs)
+    assert (result.tokens["in"], result.tokens["out"], result.tokens["cached"]) == (tin, tout, cached)
+    assert result.tokens["cost_usd"] == pytest.approx(cost)
+    assert result.data["cli"] == name and result.data["exit"] == 0
+    [call] = world.calls()
+    assert call["cwd"] == str(world.repo) and call["env"]["ORCH_TASK_ID"] == "t1" and call["env"]["ORCH_AGENT_ID"] == "w1"
+    # the prompt: on stdin (opencode), in a file (aider), or an argument
+    prompt = {"opencode": call["stdin"], "aider": call["message_file"]}.get(name) or next(a for a in call["argv"] if "Add a greeting" in a)
+    for part in ("Task t1: Add a greeting", "Write hello into a file.", "- hello-t1.txt", "backend", "w1", "Do not commit"):
+        assert part in prompt, (part, prompt)
+    assert not list(world.repo.glob(".aider*"))  # the CLI's own caches are not left for the commit
+
+
+def test_aider_gets_the_file_scope_and_a_scratch_dir_outside_the_worktree(world):
+    resolve_kind("aider")({"check_key": False, "prompt_template": "Do {task_id}: {title} [{files}] as {role}"}).run(TASK, world.ctx)
+    [call] = world.calls()
+    argv = call["argv"]
+    assert argv[argv.index("--file") + 1] == "hello-t1.txt"
+    assert call["message_file"] == "Do t1: Add a greeting [hello-t1.txt] as worker"
+    scratch = Path(argv[argv.index("--message-file") + 1]).parent
+    assert Path(argv[argv.index("--chat-history-file") + 1]).parent == scratch
+    assert world.repo not in scratch.parents and not scratch.exists()  # private, and removed afterwards
+
+
+def test_prompt_template_fields(world):
+    resolve_kind("claude")({"check_key": False, "prompt_template": "Do {task_id}: {title} [{files}] as {role}"}).run(TASK, world.ctx)
+    [call] = world.calls()
+    assert call["argv"][1] == "Do t1: Add a greeting [hello-t1.txt] as worker"
+
+
+def test_auth_error_fails_the_task_with_the_clis_words(world, monkeypatch):
+    monkeypatch.setenv("FAKECLI_SCENARIO", "autherror")
+    result = resolve_kind("claude")({"check_key": False}).run(TASK, world.ctx)
+    assert not result.ok and result.reason == "claude: success: Invalid API key · Fix external API key"
+    assert [e["data"]["msg"] for e in world.events() if e["type"] == "error"] == [result.reason]
+
+
+def test_rate_limit_give_up_is_waited_out_and_run_again(world, monkeypatch):
+    monkeypatch.setenv("FAKECLI_SCENARIO", "ratelimit-giveup,edit")
+    result = resolve_kind("claude")({"check_key": False, "rate_limit_max_wait_s": 0.2}).run(TASK, world.ctx)
+    assert result.ok, result.reason
+    assert result.data["rate_limit_reruns"] == 1 and len(world.calls()) == 2
+    waits = [e["data"]["retry_after"] for e in world.events() if e["type"] == "rate_limited"]
+    assert len(waits) == 3 and waits[-1] == 0.2  # two retried by claude, then orch's own wait (capped)
+    assert (world.repo / "hello-t1.txt").exists()
+
+
+def test_rate_limit_reruns_are_bounded(world, monkeypatch):
+    monkeypatch.setenv("FAKECLI_SCENARIO", "ratelimit-giveup")
+    result = resolve_kind("codex")({"check_key": False, "rate_limit_max_wait_s": 0.05, "rate_limit_retries": 1}).run(TASK, world.ctx)
+    assert not result.ok and "429" in result.reason and len(world.calls()) == 2
+
+
+def test_generic_command_kind_with_placeholders(world):
+    kind = resolve_kind("command")({"argv": ["sh", "-c", 'printf "%s|%s" "$1" "$2" > out.txt', "sh", "{task_id}", "{model}"],
+                                    "model": "mX"})
+    result = kind.run(TASK, world.ctx)
+    assert result.ok and (world.repo / "out.txt").read_text() == "t1|mX"
+    assert result.data["cli"] == "sh" and result.tokens["in"] == 0
+
+
+def test_generic_command_kind_can_reuse_a_parser(world):
+    fake = str(FAKECLI / "claude")
+    result = resolve_kind("command")({"argv": [fake, "-p", "{prompt}"], "parser": "claude"}).run(TASK, world.ctx)
+    assert result.ok and result.tokens["cost_usd"] == pytest.approx(0.027465)
+
+
+def test_failing_command_reports_exit_and_stderr(world):
+    result = resolve_kind("command")({"argv": ["sh", "-c", "echo broken tool >&2; exit 3"]}).run(TASK, world.ctx)
+    assert not result.ok and result.reason == "sh exited 3: broken tool"
+
+
+def test_timeout_kills_the_cli_and_its_children(world):
+    import psutil
+
+    pidfile = world.repo / "child.pid"
+    kind = resolve_kind("command")({"argv": ["sh", "-c", f"sleep 60 & echo $! > {pidfile}; wait"], "timeout_s": 0.5})
+    t0 = time.monotonic()
+    result = kind.run(TASK, world.ctx)
+    assert not result.ok and result.reason == "sh timed out after 0.5s"
+    assert time.monotonic() - t0 < 10
+    child = int(pidfile.read_text())
+    assert not psutil.pid_exists(child) or psutil.Process(child).status() == psutil.STATUS_ZOMBIE
+    assert any("did not finish" in e["data"]["msg"] for e in world.events() if e["type"] == "error")
+
+
+def test_usd_per_mtok_prices_tokens_of_clis_without_cost(world):
+    result = resolve_kind("codex")({"check_key": False, "usd_per_mtok": {"in": 2.0, "out": 8.0, "cached": 0.5}}).run(TASK, world.ctx)
+    assert result.tokens["cost_usd"] == pytest.approx((1801 * 2.0 + 77 * 8.0 + 1200 * 0.5) / 1e6)
+
+
+# ---------------------------------------------------------------------------------------- preflight
+def test_preflight_missing_cli(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))  # nothing there
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "k")
+    expected = "agent kind 'claude': the 'claude' executable is not on PATH; install it with: npm install -g @anthropic-ai/claude-code"
+    with pytest.raises(AgentError, match=re.escape(expected)):
+        preflight("claude", {})
+
+
+def test_preflight_missing_key_and_where_it_may_come_from(monkeypatch, tmp_path):
+    fake_path(monkeypatch)
+    with pytest.raises(AgentError, match=r"no credentials for claude: set one of ANTHROPIC_API_KEY"):
+        preflight("claude", {})
+    preflight("claude", {"env": {"ANTHROPIC_API_KEY": "k", "ANTHROPIC_BASE_URL": "http://127.0.0.1:9"}})
+    preflight("claude", {"check_key": False})
+    monkeypatch.setenv("OPENAI_API_KEY", "k")
+    preflight("codex", {})
+    monkeypatch.delenv("OPENAI_API_KEY")
+    login = Path(os.environ["HOME"]) / ".codex" / "auth.json"  # a `codex login` counts too
+    login.parent.mkdir()
+    login.write_text("{}")
+    preflight("codex", {})
+
+
+@pytest.mark.parametrize("kind,options,message", [
+    ("claude", {"permision_mode": "x"}, "kind_options.permision_mode: is not an option of this kind"),
+    ("claude", {"bare": "yes"}, "kind_options.bare: 'yes' must be true or false"),
+    ("codex", {"timeout_s": 0}, "kind_options.timeout_s: 0 must be a positive number"),
+    ("command", {}, "kind_options.argv: the command kind needs argv"),
+    ("command", {"argv": ["x"], "parser": "json"}, "kind_options.parser: output parser 'json' is unknown"),
+    ("command", {"argv": ["x"], "preset": "cursor"}, "kind_options.preset: 'cursor' is not one of"),
+    ("command", {"argv": ["x"], "preset": "claude"}, "kind_options.argv: give either argv or preset, not both"),
+    ("gemini", {"prompt_template": "{nope}"}, "kind_options.prompt_template: unknown field {nope}"),
+    ("aider", {"usd_per_mtok": {"input": 1}}, "kind_options.usd_per_mtok: must map some of in, out, cached, thinking"),
+    ("nosuch", {}, "agent kind 'nosuch' is unknown"),
+])
+def test_preflight_bad_options(monkeypatch, kind, options, message):
+    fake_path(monkeypatch)
+    with pytest.raises(AgentError, match=re.escape(message)):
+        preflight(kind, {"check_key": False, **options} if kind in PRESETS else options)
+
+
+def test_preflight_leaves_other_kinds_alone():
+    preflight("sim", {"anything": 1})  # sim reports its unknown options itself
+    preflight("some_module:SomeKind", {})  # importable only where the runner runs
+
+
+def test_plan_runs_refuses_before_anything_is_made(tmp_path, monkeypatch):
+    from orchestrator.launch import RunRequest, plan_runs
+
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))  # no claude anywhere
+    exp = write_experiment(tmp_path, [{"id": "a", "title": "A"}], [], agents=1)
+    with pytest.raises(AgentError, match=r"variant 'v', agent w1: agent kind 'claude': the 'claude' executable is not on PATH"):
+        plan_runs(RunRequest(variant="v", experiment=exp, results=tmp_path / "results"))
+    assert not (tmp_path / "results").exists()
+
+
+# ---------------------------------------------------------------------------------------- end to end
+def write_experiment(tmp_path: Path, tasks, deps, agents: int) -> Path:
+    tpl = tmp_path / "graph.json"
+    tpl.write_text(json.dumps({"format": "orch-graph", "version": 1, "tasks": tasks,
+                               "dependencies": [{"from_id": a, "to_id": b, "type": k} for a, b, k in deps]}))
+    exp = {"experiment": {"id": "cli"}, "template": str(tpl),
+           "execution": {"runs": 1, "seed": 1, "timeout_s": 90},
+           "variants": [{"name": "v", "policy": "pull", "agents": agents, "kind": "claude",
+                         "kind_options": {"env": {"ANTHROPIC_BASE_URL": "http://127.0.0.1:9"}}}]}
+    f = tmp_path / "exp.yaml"
+    f.write_text(yaml.safe_dump(exp))
+    return f
+
+
+def test_orch_run_with_a_fake_claude_end_to_end(tmp_path, monkeypatch):
+    fake_path(monkeypatch)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-fake")
+    monkeypatch.setenv("FAKECLI_LOG", str(tmp_path / "calls.jsonl"))
+    monkeypatch.setenv("FAKECLI_DELAY", "0.05")
+    repo = make_repo(tmp_path / "repo")
+    tasks = [{"id": f"t{i}", "title": f"greet {i}", "description": "say hello", "file_scope": [f"hello-t{i}.txt"]} for i in (1, 2, 3)]
+    exp = write_experiment(tmp_path, tasks, [("t1", "t3", "blocks")], agents=2)
+    r = subprocess.run([sys.executable, "-m", "orchestrator", "run", "--variant", "v", "--experiment", str(exp), "--repo", str(repo),
+                        "--results", str(tmp_path / "results"), "--json"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)["runs"][0]
+    assert out["status"] == "finished"
+    spec = json.loads((Path(out["run_dir"]) / "run.json").read_text())
+    with open_store(spec["store_url"]) as s:
+        dump = s.dump_run(spec["run_id"])
+    assert sorted((t.id, t.status) for t in dump.tasks) == [("t1", "completed"), ("t2", "completed"), ("t3", "completed")]
+    merged = out["merged_branch"]
+    for t in dump.tasks:
+        assert git(repo, "show", f"{merged}:hello-{t.id}.txt") == "hello from claude\n"
+        assert t.tokens_in == 3003 and t.tokens_out == 83 and t.tokens_cached == 1000
+        assert t.cost_usd == pytest.approx(0.027465)
+        # one commit per task on its agent's branch, authored by the agent
+        log = git(repo, "log", "--format=%an|%s", f"{spec['base']}..orch/{spec['run_id']}/{t.completed_by}")
+        assert f"{t.completed_by}|task {t.id}: greet {t.id[1:]}" in log.splitlines()
+    tokens = [e for e in dump.events if e.type == "tokens"]
+    assert sorted(e.task for e in tokens) == ["t1", "t2", "t3"]
+    assert all(e.data["cost_usd"] == pytest.approx(0.027465) for e in tokens)
+    steps = [e for e in dump.events if e.type == "step" and e.data["name"] == "Bash"]
+    assert sorted(e.task for e in steps) == ["t1", "t2", "t3"]
+    calls = [json.loads(x) for x in (tmp_path / "calls.jsonl").read_text().splitlines()]
+    assert len(calls) == 3 and all(c["argv"][:1] == ["-p"] and "--bare" in c["argv"] for c in calls)
+    assert all(Path(c["cwd"]).parent.name == "worktrees" for c in calls)  # each ran in its agent's worktree
+    assert git(repo, "status", "--porcelain") == ""  # the user's checkout untouched
