@@ -7,20 +7,22 @@ map onto the top-level ``templates/`` and ``experiments/`` folders). A local ``.
 
 from __future__ import annotations
 
-import importlib.resources
 from pathlib import Path
 
 from coordstore.errors import InputError
 
 
 def _shipped(package: str, folder: str) -> Path | None:
+    """The installed data package's directory, else the source checkout's folder."""
+    import importlib.util
+
     try:
-        root = importlib.resources.files(package)
-        path = Path(str(root))
-        if path.is_dir():
-            return path
-    except (ModuleNotFoundError, TypeError):
-        pass
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        spec = None
+    for loc in (spec.submodule_search_locations or []) if spec else []:
+        if Path(loc).is_dir():  # an editable install may list mapped paths that do not exist
+            return Path(loc)
     fallback = Path(__file__).resolve().parent.parent / folder  # a source checkout
     return fallback if fallback.is_dir() else None
 
