@@ -34,18 +34,28 @@ class Pulse:
         self._last_beat = float("-inf")
         self._seq_at_beat = events.next_seq  # events said since then prove life: no heartbeat needed
 
-    def beat(self, force: bool = False) -> None:
-        """Renew the lease and prove liveness, if a beat is due (or ``force``)."""
+    def renew(self, force: bool = False) -> bool:
+        """Renew the lease if due (or ``force``), writing no event; True when it renewed.
+
+        For waits on an outside process (a CLI agent) whose own output is the proof of life: a
+        heartbeat event there would hide a hung model stream from the supervisor.
+        """
         if self.silent:
-            return
+            return False
         now = self.clock()
         if not force and now - self._last_beat < self.heartbeat_s:
-            return
+            return False
         self._last_beat = now
         try:
             self.store.heartbeat(self.run_id, self.agent_id, self.lease_ms, current_task=self.current_task)
         except StoreError as e:  # a busy or briefly unreachable store: the next beat retries
             self.events.error(f"heartbeat failed: {e}", task=self.current_task)
+        return True
+
+    def beat(self, force: bool = False) -> None:
+        """Renew the lease and prove liveness, if a beat is due (or ``force``)."""
+        if not self.renew(force):
+            return
         # a heartbeat event only when nothing else was said since the last beat: any event proves life
         if self.events.next_seq == self._seq_at_beat:
             self.events.heartbeat(task=self.current_task)

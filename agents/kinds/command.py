@@ -164,7 +164,7 @@ class CommandKind:
                     tail.append(line)
                     del tail[:-TAIL_LINES]
                     self._emit(parser.feed_stderr(line) if is_err else parser.feed(line), tid, ctx, totals)
-                ctx.pulse.beat()
+                ctx.pulse.renew()  # the lease only: the CLI's own output is its proof of life
                 now = time.monotonic()
                 if not timed_out and now > deadline:
                     timed_out = True

@@ -1,0 +1,180 @@
+"""Real-agent overhead: what orch adds around a real ``claude`` process, against the bare CLI.
+
+Same run, same scripted model server (the ``sim`` script: one edit turn, then a closing turn per
+task), same prompt and argv:
+
+- bare: ``claude -p ...`` run directly in a scratch worktree, per task: spawn -> first stdout
+  line, spawn -> last line (the result), spawn -> exit (after one untimed warm-up run);
+- orch: ``orch run`` of the same tasks with the ``claude`` kind, per task from the recorded
+  history and events: task start -> CLI spawn (the kind's argv log), spawn -> first event parsed
+  from claude, spawn -> last event (claude's result line), last event -> task completed (commit,
+  merge, store), and task start -> completed in all.
+
+Prints a per-task table, then a JSON line with the medians and ``ratio`` = orch task time /
+bare CLI time (1.0 would be no overhead at all).
+
+    python bench/real_agent_overhead.py [--tasks 4] [--agents 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+IDENT = {"GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "b@x", "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "b@x"}
+API_KEY = "orch-bench-key"  # the scripted server takes any key
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=repo, env={**os.environ, **IDENT}, check=True, capture_output=True, text=True).stdout
+
+
+def build(work: Path, n: int) -> tuple[Path, Path, list[dict]]:
+    repo = work / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    for i in range(n):
+        (repo / f"m{i}.py").write_text(f"# module {i}\n# orch-slot: t{i}\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "base")
+    # an estimate under 45 agent-seconds makes the sim plan one step: one edit turn, then the end
+    tasks = [{"id": f"t{i}", "title": f"change module {i}", "file_scope": [f"m{i}.py"], "time_estimate_ms": 20_000}
+             for i in range(n)]
+    tpl = work / "graph.json"
+    tpl.write_text(json.dumps({"format": "orch-graph", "version": 1, "tasks": tasks, "dependencies": []}))
+    return repo, tpl, tasks
+
+
+def bare_argv(binary: str, task, worktree: Path, scratch: Path) -> list[str]:
+    """The argv the claude kind builds for this task (its prompt, its flags)."""
+    from agents.clis.base import Invocation
+    from agents.clis.config import CliConfig
+    from agents.clis.prompt import build_prompt
+
+    cfg = CliConfig.build("claude", {}, "claude")
+    prompt = build_prompt(task, "w1", "worker", 1, cfg.prompt_template)
+    (scratch / "prompt.md").write_text(prompt)
+    inv = Invocation(prompt=prompt, prompt_file=str(scratch / "prompt.md"), worktree=str(worktree), scratch=str(scratch),
+                     file_scope=tuple(task.file_scope), settings=dict(cfg.settings))
+    return [binary, *cfg.preset.build(inv)]
+
+
+def bare_run(binary: str, srv_url: str, repo: Path, work: Path, task) -> dict[str, float]:
+    from orchestrator.modelserver import agent_env
+
+    wt = work / f"bare-{task.id}"
+    git(repo, "worktree", "add", "-q", "--detach", str(wt), "HEAD")
+    scratch = Path(tempfile.mkdtemp(dir=work))
+    env = {**os.environ, **IDENT, **agent_env(f"{srv_url}/s/bare-{task.id}")}
+    argv = bare_argv(binary, task, wt, scratch)
+    t0 = time.perf_counter()
+    p = subprocess.Popen(argv, cwd=wt, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    stamps, out = [], b""
+    for line in iter(p.stdout.readline, b""):
+        stamps.append(time.perf_counter())
+        out += line
+    rc = p.wait()
+    t_end = time.perf_counter()
+    if rc != 0 or not stamps:
+        raise SystemExit(f"bare claude run of {task.id} failed (exit {rc}): {out[-500:]!r}")
+    changed = git(wt, "status", "--porcelain").strip()
+    if not changed:
+        raise SystemExit(f"bare claude run of {task.id} changed nothing: the scripted turn did not run")
+    return {"first_ms": (stamps[0] - t0) * 1000, "last_ms": (stamps[-1] - t0) * 1000, "cli_ms": (t_end - t0) * 1000}
+
+
+def orch_run(srv, work: Path, repo: Path, tpl: Path, agents: int):
+    import yaml
+
+    from coordstore import open_store
+    from orchestrator.launch import RunRequest, plan_runs, run_one
+
+    exp = {"experiment": {"id": "overhead"}, "template": str(tpl),
+           "execution": {"runs": 1, "seed": 1, "time_scale": 0.001, "timeout_s": 600},
+           "variants": [{"name": f"pull-{agents}", "policy": "pull", "agents": agents, "kind": "claude",
+                         "kind_options": {"env": {"ANTHROPIC_BASE_URL": srv.url, "ANTHROPIC_API_KEY": API_KEY}, "timeout_s": 120}}]}
+    f = work / "exp.yaml"
+    f.write_text(yaml.safe_dump(exp))
+    [plan] = plan_runs(RunRequest(variant=f"pull-{agents}", experiment=f, repo=repo, results=work / "results"))
+    srv.attach_run(plan[0].store_url, plan[0].run_id)
+    out = run_one(*plan)
+    with open_store(out.spec.store_url) as s:
+        tasks = s.list_tasks(out.spec.run_id)
+        history = s.history(out.spec.run_id, entity="task")
+        events = s.read_events(out.spec.run_id)
+    bad = {t.id: t.reason for t in tasks if t.status != "completed"}
+    if out.status != "finished" or bad:
+        raise SystemExit(f"orch run {out.status}: {bad}")
+    per: dict[str, dict[str, float]] = {}
+    for t in tasks:
+        start = max(r.ts_ms for r in history if r.entity_id == t.id and r.to_state == "working")
+        done = max(r.ts_ms for r in history if r.entity_id == t.id and r.to_state == "completed")
+        mine = sorted((e for e in events if e.task == t.id and start <= e.ts_ms <= done), key=lambda e: (e.ts_ms, e.seq))
+        spawn = next(e.ts_ms for e in mine if e.type == "log" and str(e.data.get("msg", "")).startswith("claude: "))
+        cli = [e for e in mine if e.ts_ms >= spawn and e.type in ("step", "tokens", "rate_limited", "error")
+               or (e.type == "log" and "claude session" in str(e.data.get("msg", "")))]
+        per[t.id] = {"start_to_spawn_ms": spawn - start, "first_ms": cli[0].ts_ms - spawn, "cli_ms": cli[-1].ts_ms - spawn,
+                     "last_to_done_ms": done - cli[-1].ts_ms, "task_ms": done - start}
+    return per
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tasks", type=int, default=4)
+    ap.add_argument("--agents", type=int, default=1, help="orch agents (1: no contention for the 2 cores with the bare runs' numbers)")
+    args = ap.parse_args()
+    binary = shutil.which("claude")
+    if binary is None:
+        raise SystemExit("the real claude CLI is not installed: npm install -g @anthropic-ai/claude-code")
+    from coordstore.models import Task
+    from orchestrator.modelserver import ModelServer
+
+    with tempfile.TemporaryDirectory(prefix="orch-overhead-") as tmp, ModelServer("sim") as srv:
+        work = Path(tmp)
+        os.environ["HOME"] = str(work)  # claude writes its config under HOME: keep it in the scratch tree
+        repo, tpl, raw_tasks = build(work, args.tasks)
+        from orchestrator.modelserver.tasksource import GraphTasks
+
+        srv.tasks = GraphTasks(tpl)  # the bare runs: the task comes from the prompt
+        bare_run(binary, srv.url, repo, work, Task(**{**raw_tasks[0], "id": "warmup"}))  # claude's first start in a new HOME sets up its config
+        bare = {t["id"]: bare_run(binary, srv.url, repo, work, Task(**t)) for t in raw_tasks}
+        orch = orch_run(srv, work, repo, tpl, args.agents)
+    print(f"claude {subprocess.run([binary, '--version'], capture_output=True, text=True).stdout.strip()}, "
+          f"{args.tasks} tasks, orch pull-{args.agents}; all times in ms")
+    print(f"{'':<5} {'bare CLI':^26} | {'orch':^45}")
+    print(f"{'task':<5} {'first':>6} {'last':>6} {'exit':>6}  | {'start>spawn':>11} {'first':>6} {'last':>6} {'last>done':>9} "
+          f"{'task':>6} {'ratio':>6}")
+    for tid in sorted(bare):
+        b, o = bare[tid], orch[tid]
+        print(f"{tid:<5} {b['first_ms']:>6.0f} {b['last_ms']:>6.0f} {b['cli_ms']:>6.0f}  | {o['start_to_spawn_ms']:>11.0f} "
+              f"{o['first_ms']:>6.0f} {o['cli_ms']:>6.0f} {o['last_to_done_ms']:>9.0f} {o['task_ms']:>6.0f} "
+              f"{o['task_ms'] / b['cli_ms']:>6.2f}")
+    med = lambda xs: round(statistics.median(xs), 1)  # noqa: E731
+    summary = {
+        "tasks": args.tasks, "agents": args.agents,
+        "bare_first_ms": med([b["first_ms"] for b in bare.values()]), "bare_last_ms": med([b["last_ms"] for b in bare.values()]),
+        "bare_cli_ms": med([b["cli_ms"] for b in bare.values()]),
+        "orch_start_to_spawn_ms": med([o["start_to_spawn_ms"] for o in orch.values()]),
+        "orch_spawn_to_first_event_ms": med([o["first_ms"] for o in orch.values()]),
+        "orch_cli_ms": med([o["cli_ms"] for o in orch.values()]),
+        "orch_last_event_to_commit_ms": med([o["last_to_done_ms"] for o in orch.values()]),
+        "orch_task_ms": med([o["task_ms"] for o in orch.values()]),
+    }
+    summary["overhead_ms"] = round(summary["orch_task_ms"] - summary["bare_cli_ms"], 1)
+    summary["ratio"] = round(summary["orch_task_ms"] / summary["bare_cli_ms"], 3)
+    print(json.dumps(summary, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()

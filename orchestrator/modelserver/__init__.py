@@ -1,0 +1,27 @@
+"""``orch model-server``: a scripted model that real agent CLIs talk to, offline and deterministic.
+
+It serves the Anthropic Messages API and OpenAI's Chat Completions and Responses APIs on
+127.0.0.1, streaming (SSE) and not, and answers every request from a **script**:
+
+    context.py        which session / task a request belongs to (carried in the base URL)
+    turns.py          a Turn (text, tool calls, usage, fault) and its YAML/JSON form
+    scripts.py        the scripts: ``file``, ``sim``, ``replay``
+    tools.py          portable tool calls (``bash``) resolved onto each client's own tools
+    apicommon.py      ids, token counts, SSE helpers shared by the APIs
+    anthropic_api.py  /v1/messages
+    openai_api.py     /v1/chat/completions and /v1/responses
+    server.py         the HTTP server, faults on demand, the request record
+
+    with ModelServer("path/to/script.yaml") as srv:
+        env = agent_env(srv.url)          # ANTHROPIC_BASE_URL, OPENAI_BASE_URL, dummy keys
+        ...run a client...
+        srv.requests, srv.usage()
+"""
+
+from __future__ import annotations
+
+from .context import SessionContext, agent_env, session_url
+from .server import ModelServer
+from .turns import FAULTS, Fault, ToolCall, Turn, Usage
+
+__all__ = ["ModelServer", "SessionContext", "agent_env", "session_url", "Turn", "ToolCall", "Usage", "Fault", "FAULTS"]

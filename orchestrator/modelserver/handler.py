@@ -1,0 +1,243 @@
+"""The HTTP side of the model server: routes, JSON and chunked SSE responses, and how each fault
+looks on the wire (``server.py`` decides what to serve; this module only serves it).
+"""
+
+from __future__ import annotations
+
+import json
+import select
+import socket
+import time
+from http.server import BaseHTTPRequestHandler
+from typing import Any
+
+from coordstore.errors import OrchError
+
+from . import anthropic_api, openai_api
+from .apicommon import estimate_tokens, render
+from .context import split_path
+from .scripts import RequestView
+from .tasksource import fill
+from .turns import Fault, Turn
+
+HANG_MAX_S = 3600.0  # a "never-ending" stream still ends after this, so a forgotten client cannot pin a thread forever
+HANG_POLL_S = 0.1  # how often a hanging stream checks whether its client left or the server stops
+MAX_BODY = 64 * 1024 * 1024  # a request larger than this is refused (413): no agent sends that much
+MODELS = ("claude-scripted", "gpt-scripted")  # what GET /v1/models lists
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive and chunked streams, as the clients expect
+    server_version = "orch-model-server"
+
+    def log_message(self, format: str, *args: Any) -> None:  # requests are recorded, not logged
+        pass
+
+    @property
+    def model(self):  # -> server.ModelServer
+        return self.server.model  # type: ignore[attr-defined]
+
+    # ------------------------------------------------------------------ plumbing
+    def _json(self, status: int, obj: Any, headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(obj).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _start_stream(self) -> None:
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream; charset=utf-8")
+        self.send_header("cache-control", "no-cache")
+        self.send_header("transfer-encoding", "chunked")
+        self.end_headers()
+
+    def _chunk(self, frame: bytes) -> None:
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(frame), frame))
+
+    def _drop(self) -> None:
+        """End the connection abruptly: no closing chunk, no more requests on it."""
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def _body(self) -> bytes | None:
+        """The request body (``content-length`` or chunked), None when it is too large."""
+        if "chunked" in (self.headers.get("transfer-encoding") or "").lower():
+            data = b""
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline().strip():  # trailers, up to the blank line
+                        pass
+                    return data
+                data += self.rfile.read(size)
+                self.rfile.readline()  # the CRLF after each chunk
+                if len(data) > MAX_BODY:
+                    return None
+        n = int(self.headers.get("content-length") or 0)
+        return None if n > MAX_BODY else self.rfile.read(n)
+
+    def _client_gone(self) -> bool:
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+        except (OSError, ValueError):
+            return True
+
+    def _hang(self) -> None:
+        end = time.monotonic() + HANG_MAX_S
+        while time.monotonic() < end and not self.model.stopping.wait(HANG_POLL_S):
+            if self._client_gone():
+                break
+        self._drop()
+
+    # ------------------------------------------------------------------ routes
+    def do_HEAD(self) -> None:
+        self.send_response(200)
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def do_GET(self) -> None:
+        ctx, path = split_path(self.path.split("?", 1)[0])
+        m = self.model
+        if path in ("/", "/_orch/health"):
+            self._json(200, {"ok": True, "server": "orch model-server", "script": getattr(m.script, "name", "?")})
+        elif path == "/_orch/requests":
+            self._json(200, m.requests)
+        elif path == "/_orch/usage":
+            self._json(200, m.usage())
+        elif path.rstrip("/") in ("/v1/models", "/models"):
+            self._json(200, {"object": "list", "data": [{"id": n, "object": "model", "type": "model", "created": 0,
+                                                         "owned_by": "orch", "display_name": n} for n in MODELS]})
+        else:
+            self._json(404, {"error": {"type": "not_found_error", "message": f"no route GET {path}"}})
+
+    def do_POST(self) -> None:
+        try:
+            ctx, path = split_path(self.path.split("?", 1)[0])
+        except ValueError as e:
+            return self._json(400, anthropic_api.error(400, str(e)))
+        path = path.rstrip("/")
+        if not path.startswith("/v1/"):
+            path = "/v1" + path  # OpenAI clients may be given a base URL without /v1
+        try:
+            raw = self._body()
+            if raw is None:
+                self.close_connection = True
+                return self._json(413, anthropic_api.error(400, f"request body over {MAX_BODY} bytes"))
+            body = json.loads(raw or b"{}")
+            if not isinstance(body, dict):
+                raise ValueError("the body is not a JSON object")
+        except ValueError as e:
+            return self._json(400, anthropic_api.error(400, f"invalid JSON body: {e}"))
+        if path == "/v1/messages/count_tokens":
+            return self._json(200, anthropic_api.count_tokens(body))
+        if path == "/v1/messages":
+            view, api = anthropic_api.view(body, ctx), "anthropic"
+        elif path == "/v1/chat/completions":
+            view, api = openai_api.chat_view(body, ctx), "chat"
+        elif path == "/v1/responses":
+            view = openai_api.responses_view(body, ctx, self.model.previous_turn(body.get("previous_response_id")))
+            api = "responses"
+        else:
+            return self._json(404, anthropic_api.error(404, f"no route POST {path}"))
+        self._serve(api, path, view)
+
+    def _error_body(self, api: str, status: int, message: str) -> dict[str, Any]:
+        return anthropic_api.error(status, message) if api == "anthropic" else openai_api.error(status, message)
+
+    def _serve(self, api: str, path: str, view: RequestView) -> None:
+        m = self.model
+        seq = m.next_seq()
+        try:
+            view.ctx = fill(view.ctx, view.prompt, m.tasks)
+        except OrchError as e:  # the task source cannot be read (a store gone, ...)
+            return self._json(500, self._error_body(api, 500, f"task lookup: {e}"))
+        entry: dict[str, Any] = {"seq": seq, "ts_ms": int(time.time() * 1000), "api": api, "path": path,
+                                 "session": view.ctx.session, "task": (view.ctx.task or {}).get("id"),
+                                 "script": view.ctx.script or getattr(m.script, "name", "?"), "model": view.model,
+                                 "stream": view.stream, "messages": view.messages, "tools": view.tools, "turn": view.turn,
+                                 "status": 200, "fault": None, "side": False, "tool_calls": [], "text": "",
+                                 "usage": {"in": estimate_tokens(view.prompt_chars), "out": 0, "cached": 0, "thinking": 0}}
+        try:
+            turn, fault, side = m.decide(view)
+        except OrchError as e:  # the script cannot answer this session (no task, bad commit, ...)
+            entry.update(status=400, error=str(e))
+            m.record(entry)
+            return self._json(400, self._error_body(api, 400, str(e)))
+        except Exception as e:  # a script's bug: the client sees a 500 naming it, the server goes on
+            import traceback
+
+            traceback.print_exc()
+            entry.update(status=500, error=f"{type(e).__name__}: {e}")
+            m.record(entry)
+            return self._json(500, self._error_body(api, 500, f"script error: {type(e).__name__}: {e}"))
+        entry["side"] = side
+        if fault is not None and fault.kind in ("rate_limit", "overloaded", "error"):
+            status = {"rate_limit": 429, "overloaded": 529 if api == "anthropic" else 503}.get(fault.kind, fault.status)
+            msg = fault.message or {"rate_limit": "Rate limited by the orch model server (scripted)",
+                                    "overloaded": "Overloaded (scripted)"}.get(fault.kind, "Scripted error")
+            entry.update(status=status, fault=fault.kind, retry_after=fault.retry_after_s)
+            m.record(entry)
+            headers = {}
+            if fault.kind != "error":
+                ra = fault.retry_after_s
+                headers = {"retry-after": str(int(ra)) if float(ra).is_integer() else f"{ra:g}",
+                           "retry-after-ms": str(int(ra * 1000)), "x-should-retry": "true"}
+            return self._json(status, self._error_body(api, status, msg), headers)
+        if turn.delay_s and m.stopping.wait(turn.delay_s):
+            return self._drop()
+        r = render(turn, view, seq)
+        if api == "responses":
+            m.remember_response(r.id, view.turn)
+        entry.update(fault=fault.kind if fault else None, tool_calls=[c.name for c in r.calls], text=r.text[:200],
+                     usage=r.usage(), id=r.id)
+        m.record(entry)
+        try:
+            if view.stream:
+                self._stream(api, turn, r, view, fault)
+            elif fault is not None:  # cut or hang of a plain response
+                data = json.dumps(self._plain(api, turn, r)).encode()
+                if fault.kind == "hang":
+                    return self._hang()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data[: len(data) // 2])
+                self._drop()
+            else:
+                self._json(200, self._plain(api, turn, r))
+        except (BrokenPipeError, ConnectionResetError):  # the client left; nothing to tell it
+            self.close_connection = True
+
+    @staticmethod
+    def _plain(api: str, turn: Turn, r) -> dict[str, Any]:
+        if api == "anthropic":
+            return anthropic_api.body(turn, r)
+        return openai_api.chat_body(turn, r) if api == "chat" else openai_api.responses_body(turn, r)
+
+    def _stream(self, api: str, turn: Turn, r, view: RequestView, fault: Fault | None) -> None:
+        if api == "anthropic":
+            frames = anthropic_api.events(turn, r)
+        elif api == "chat":
+            frames = openai_api.chat_events(turn, r, view.extra.get("include_usage", False))
+        else:
+            frames = openai_api.responses_events(turn, r)
+        self._start_stream()
+        if fault is not None and fault.kind == "hang":
+            self._chunk(frames[0])  # the response has begun ... and says nothing more
+            return self._hang()
+        if fault is not None and fault.kind == "cut":
+            for frame in frames[: max(2, len(frames) // 2)]:
+                self._chunk(frame)
+            return self._drop()
+        for frame in frames:
+            self._chunk(frame)
+        self.wfile.write(b"0\r\n\r\n")

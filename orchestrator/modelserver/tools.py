@@ -1,0 +1,87 @@
+"""Portable tool calls: a script says ``bash``/``read``/``write``, each client calls its tools differently.
+
+claude offers ``Bash``/``Read``/``Edit``/``Write``, codex ``shell`` or ``exec_command``, opencode
+``bash``/``read``/``write``, gemini ``run_shell_command``/``read_file``/``write_file``. ``resolve``
+picks the first tool of an action's candidate list that the request offers and builds that
+tool's input; a concrete name (anything not an action) passes through unchanged. A request that
+offers no candidate gets the first candidate's shape (a client without tools cannot call any).
+"""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any, Callable
+
+from .turns import ToolCall
+
+Builder = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+def _bash_claude(a: dict) -> dict:
+    return {"command": a["command"], "description": a.get("description") or "Run a scripted shell command"}
+
+
+def _shell_argv(a: dict) -> dict:
+    return {"command": ["bash", "-lc", a["command"]]}
+
+
+def heredoc(text: str, into: str) -> str:
+    """A shell command feeding ``text`` exactly to the command ``into`` on its stdin: a quoted
+    here-document when the text allows it (readable in logs), else base64."""
+    tag = "ORCH_EOF"
+    while tag in text:
+        tag += "_"
+    if text.endswith("\n") and "\r" not in text and "\0" not in text:
+        return f"{into} <<'{tag}'\n{text}{tag}"
+    import base64
+
+    b64 = base64.b64encode(text.encode("utf-8", "surrogateescape")).decode()
+    return f"base64 -d <<'{tag}' | {into}\n{b64}\n{tag}"
+
+
+def write_command(path: str, content: str) -> str:
+    """A shell command that writes ``content`` to ``path`` (parents created), byte for byte."""
+    q = shlex.quote(path)
+    return f"mkdir -p \"$(dirname {q})\" && " + heredoc(content, f"cat > {q}")
+
+
+def _write_as_bash(a: dict) -> dict:
+    return {"command": write_command(a["path"], a["content"])}
+
+
+# action -> [(tool name, how its input is built from the action's arguments)], in preference order
+ACTIONS: dict[str, list[tuple[str, Builder]]] = {
+    "bash": [
+        ("Bash", _bash_claude),
+        ("bash", lambda a: {"command": a["command"], "description": a.get("description") or "scripted command"}),
+        ("shell", _shell_argv),
+        ("exec_command", lambda a: {"cmd": a["command"]}),
+        ("run_shell_command", lambda a: {"command": a["command"]}),
+        ("shell_command", lambda a: {"command": a["command"]}),
+    ],
+    "read": [
+        ("Read", lambda a: {"file_path": a["path"]}),
+        ("read", lambda a: {"filePath": a["path"]}),
+        ("read_file", lambda a: {"absolute_path": a["path"]} if a["path"].startswith("/") else {"path": a["path"]}),
+        ("Bash", lambda a: _bash_claude({"command": f"cat {shlex.quote(a['path'])}"})),
+        ("shell", lambda a: _shell_argv({"command": f"cat {shlex.quote(a['path'])}"})),
+    ],
+    "write": [
+        ("Write", lambda a: {"file_path": a["path"], "content": a["content"]}),
+        ("write", lambda a: {"filePath": a["path"], "content": a["content"]}),
+        ("write_file", lambda a: {"file_path": a["path"], "content": a["content"]}),
+        ("Bash", lambda a: _bash_claude(_write_as_bash(a))),
+        ("bash", lambda a: _write_as_bash(a)),
+        ("shell", lambda a: _shell_argv(_write_as_bash(a))),
+    ],
+}
+
+
+def resolve(call: ToolCall, offered: list[str]) -> ToolCall:
+    """The concrete call for ``call`` given the tool names the request offered."""
+    candidates = ACTIONS.get(call.name)
+    if candidates is None:
+        return call
+    have = set(offered)
+    name, build = next(((n, b) for n, b in candidates if n in have), candidates[0])
+    return ToolCall(name, build(call.input))

@@ -1,0 +1,196 @@
+"""Real agent CLIs end to end and offline: ``orch run`` -> the real ``claude`` process in each
+worktree -> real tool calls -> stream-json -> events -> commits -> merges, against orch's
+scripted model server on 127.0.0.1.
+
+These tests need the real CLI. Where it is not installed they FAIL (never skip) and say how to
+install it: CI must install it (``npm install -g @anthropic-ai/claude-code``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from coordstore import open_store
+from coordstore.templates import save_file
+from orchestrator.launch import RunRequest, plan_runs, run_one
+from orchestrator.modelserver import ModelServer
+from orchestrator.modelserver.tasksource import GraphTasks
+
+INSTALL = {"claude": "npm install -g @anthropic-ai/claude-code"}
+SUPERVISION = {"stall_after_ms": 8000, "busy_grace_ms": 0, "kill_grace_s": 1.0, "respawn_backoff_ms": 200,
+               "respawn_backoff_max_ms": 1000, "max_retries": 3}
+T0 = 1_700_000_000
+IDENTITY_VARS = ("GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL", "EMAIL")
+
+
+def need(cli: str) -> str:
+    path = shutil.which(cli)
+    if path is None:
+        pytest.fail(f"the real {cli!r} CLI is not installed (these tests run it for real): {INSTALL[cli]}")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def no_git_identity(tmp_path, monkeypatch):
+    """A machine where git has no user configured; claude gets a private HOME too."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(home / "gitconfig"))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    for k in IDENTITY_VARS:
+        monkeypatch.delenv(k, raising=False)
+    (home / "gitconfig").write_text("[user]\n\tuseConfigOnly = true\n")
+
+
+def git(repo: Path, *args: str, n: int = 0) -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "Hist Orian", "GIT_AUTHOR_EMAIL": "h@example.org", "GIT_COMMITTER_NAME": "Hist Orian",
+           "GIT_COMMITTER_EMAIL": "h@example.org", "GIT_AUTHOR_DATE": f"{T0 + 60 * n} +0000", "GIT_COMMITTER_DATE": f"{T0 + 60 * n} +0000"}
+    return subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def build_history(root: Path) -> Path:
+    """Tag A, then five commits up to tag B: new files, an edit of a shared file by two commits
+    (the second on the first), a deletion, a file without a final newline."""
+    root.mkdir()
+    git(root, "init", "-q", "-b", "main")
+    steps: list[tuple[str, dict[str, str | None]]] = [
+        ("base", {"README.md": "# demo\n\nintro\n", "src/util.py": "def f():\n    return 1\n", "old.txt": "remove me\n"}),
+        ("Add the parser", {"src/parser.py": "def parse(s):\n    return s.split()\n"}),
+        ("Document usage", {"README.md": "# demo\n\nintro\n\n## Usage\n\nrun it\n"}),
+        ("Make f return 2", {"src/util.py": "def f():\n    return 2\n", "old.txt": None}),
+        ("Parser strips", {"src/parser.py": "def parse(s):\n    return s.strip().split()\n"}),
+        ("Add notes", {"notes/todo.txt": "no final newline"}),
+    ]
+    for n, (msg, files) in enumerate(steps):
+        for rel, text in files.items():
+            p = root / rel
+            if text is None:
+                p.unlink()
+            else:
+                p.parent.mkdir(parents=True, exist_ok=True)
+                p.write_text(text)
+        git(root, "add", "-A")
+        git(root, "commit", "-q", "-m", msg, n=n)
+        if n == 0:
+            git(root, "tag", "A")
+    git(root, "tag", "B")
+    return root
+
+
+def experiment(tmp_path: Path, template: Path, server_url: str, cli_timeout_s: float = 120, **execution) -> Path:
+    exp = {"experiment": {"id": "real"}, "template": str(template),
+           "execution": {"runs": 1, "seed": 3, "time_scale": 0.001, "timeout_s": 300, "supervision": SUPERVISION, **execution},
+           "variants": [{"name": "pull-2", "policy": "pull", "agents": 2, "kind": "claude",
+                         "kind_options": {"env": {"ANTHROPIC_BASE_URL": server_url, "ANTHROPIC_API_KEY": "orch-test-key"},
+                                          "timeout_s": cli_timeout_s}}]}
+    f = tmp_path / "exp.yaml"
+    f.write_text(yaml.safe_dump(exp))
+    return f
+
+
+def patch_id(repo: Path, commit: str) -> str:
+    diff = subprocess.run(["git", "diff", "--full-index", f"{commit}^", commit], cwd=repo, capture_output=True, check=True).stdout
+    out = subprocess.run(["git", "patch-id", "--stable"], cwd=repo, input=diff, capture_output=True, check=True).stdout
+    return out.decode().split()[0]
+
+
+def test_claude_replays_a_history_pull_2(tmp_path):
+    need("claude")
+    from orchestrator.fromhistory import build
+
+    repo = build_history(tmp_path / "repo")
+    tpl = tmp_path / "replay.json"
+    save_file(tpl, build(repo, "A..B", "files").graph)
+    with ModelServer("replay", tasks=GraphTasks(tpl)) as srv:
+        [plan] = plan_runs(RunRequest(variant="pull-2", experiment=experiment(tmp_path, tpl, srv.url), repo=repo, base="A",
+                                      results=tmp_path / "results"))
+        out = run_one(*plan)
+        requests = srv.requests
+    with open_store(out.spec.store_url) as s:
+        dump = s.dump_run(out.spec.run_id)
+        events = s.read_events(out.spec.run_id)
+    failed = {t.id: t.reason for t in dump.tasks if t.status != "completed"}
+    assert out.status == "finished" and not failed, failed
+    # the merged branch is the original history's tree
+    assert git(repo, "rev-parse", f"{out.spec.merged_branch}^{{tree}}") == git(repo, "rev-parse", "B^{tree}")
+    # each task's commit on its agent's branch carries exactly the original commit's change
+    by_agent: dict[str, list[str]] = {}
+    for t in dump.tasks:
+        done = next(r for r in dump.history if r.entity == "task" and r.entity_id == t.id and r.to_state == "completed")
+        commit = done.data["commit"]
+        branch = out.spec.agent_branch(t.completed_by)
+        assert subprocess.run(["git", "merge-base", "--is-ancestor", commit, branch], cwd=repo).returncode == 0
+        assert patch_id(repo, commit) == patch_id(repo, t.meta["commit"]), t.id
+        by_agent.setdefault(t.completed_by, []).append(t.id)
+    assert len(by_agent) == 2, by_agent  # both agents worked
+    # tokens and cost came from claude's own result line, through the parser, into the store
+    assert all(t.tokens_in > 0 and t.tokens_out > 0 and t.cost_usd > 0 for t in dump.tasks), \
+        [(t.id, t.tokens_in, t.tokens_out, t.cost_usd) for t in dump.tasks]
+    assert out.metrics.get("cost_usd", 0) > 0
+    # the server saw every task's conversation: the patch as a Bash call, then the closing turn
+    main = [r for r in requests if not r["side"]]
+    assert {r["task"] for r in main} == {t.id for t in dump.tasks}
+    assert all(r["status"] == 200 for r in main), [r for r in main if r["status"] != 200]
+    assert {r["task"] for r in main if r["tool_calls"] == ["Bash"]} == {t.id for t in dump.tasks}
+    # claude's tool calls became orch step events, one per task at least, from both agents
+    bash_steps = [e for e in events if e.type == "step" and e.data.get("name") == "Bash"]
+    assert {e.task for e in bash_steps} == {t.id for t in dump.tasks} and {e.agent for e in bash_steps} == set(by_agent)
+
+
+def write_graph(tmp_path: Path, tasks: list[dict]) -> Path:
+    tpl = tmp_path / "graph.json"
+    tpl.write_text(json.dumps({"format": "orch-graph", "version": 1, "tasks": tasks, "dependencies": []}))
+    return tpl
+
+
+def test_claude_sim_with_a_429_and_a_stalled_stream(tmp_path):
+    """One task meets a 429 (claude retries; orch records back-pressure), another a stream that
+    never ends (orch judges the agent stalled, kills it, requeues the task; the retry completes)."""
+    need("claude")
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    for i in range(4):
+        (repo / f"m{i}.py").write_text(f"# module {i}\n# orch-slot: t{i}\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "base")
+    tasks = [{"id": f"t{i}", "title": f"change module {i}", "file_scope": [f"m{i}.py"], "time_estimate_ms": 60_000} for i in range(4)]
+    tasks[1]["meta"] = {"model_faults": [{"turn": 0, "kind": "rate_limit", "retry_after": 2}]}
+    tasks[2]["meta"] = {"model_faults": [{"turn": 1, "kind": "hang"}]}
+    tpl = write_graph(tmp_path, tasks)
+    with ModelServer("sim") as srv:
+        # the CLI's own timeout is far above the stall threshold: the stall must be orch's verdict
+        exp = experiment(tmp_path, tpl, srv.url, cli_timeout_s=40)
+        [plan] = plan_runs(RunRequest(variant="pull-2", experiment=exp, repo=repo, results=tmp_path / "results"))
+        srv.attach_run(plan[0].store_url, plan[0].run_id)
+        out = run_one(*plan)
+        requests = srv.requests
+    with open_store(out.spec.store_url) as s:
+        dump = s.dump_run(out.spec.run_id)
+        events = s.read_events(out.spec.run_id)
+    failed = {t.id: t.reason for t in dump.tasks if t.status != "completed"}
+    assert out.status == "finished" and not failed, failed
+    # every task's sim edit landed in the merged branch
+    for i in range(4):
+        text = git(repo, "show", f"{out.spec.merged_branch}:m{i}.py")
+        assert f"task t{i}: change module {i} [sim " in text and "orch-slot" not in text
+    # the 429: served once, retried by claude, recorded by orch as back-pressure for t1
+    limited = [r for r in requests if r["status"] == 429]
+    assert [(r["task"], r["turn"]) for r in limited] == [("t1", 0)]
+    assert any(e.type == "rate_limited" and e.task == "t1" for e in events)
+    # the stall: one hanging stream for t2; orch judged its agent stalled and t2 ran again
+    hung = [r for r in requests if r["fault"] == "hang"]
+    assert [(r["task"], r["turn"]) for r in hung] == [("t2", 1)]
+    t2 = next(t for t in dump.tasks if t.id == "t2")
+    assert t2.attempt >= 2
+    verdicts = [r for r in dump.history if r.entity == "agent" and r.to_state == "stalled"]
+    assert verdicts, [(r.entity, r.entity_id, r.to_state, r.reason) for r in dump.history if r.entity == "agent"]
+    assert any(r.entity == "task" and r.entity_id == "t2" and r.to_state == "pending" for r in dump.history)
