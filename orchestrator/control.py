@@ -28,6 +28,7 @@ class RunController:
         self.disabled: set[str] = set()  # agents stopped for good (degraded mode)
         self.avoid_hints: dict[str, set[str]] = {}
         self.event_states: dict = {}  # observe.EventState per agent
+        self.extra_env: dict[str, str] = {}  # e.g. the run's model server URL, given to every runner
         from .verdicts import SupervisionConfig
 
         self.supervision = SupervisionConfig.load(spec.supervision, where="execution.supervision")
@@ -75,6 +76,7 @@ class RunController:
         self.paths.events_of(a.id).mkdir(parents=True, exist_ok=True)
         env = {
             **os.environ,
+            **self.extra_env,
             "ORCH_RUN_ID": self.spec.run_id,
             "ORCH_AGENT_ID": a.id,
             "ORCH_STORE_URL": self.spec.store_url,

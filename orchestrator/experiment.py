@@ -41,6 +41,8 @@ class Variant(_Strict):
     kind_options: dict[str, Any] = Field(default_factory=dict)
     policy_options: dict[str, Any] = Field(default_factory=dict)
     template: str | None = None  # overrides the experiment's template
+    # sim | replay | a script file: orch runs `orch model-server` with it and points every agent at it
+    model_server: str | None = None
     execution: dict[str, Any] = Field(default_factory=dict)  # per-variant execution overrides
 
     @model_validator(mode="after")

@@ -58,10 +58,20 @@ def _preflight(variant, agents) -> None:
     from agents.kinds.command import preflight
     from coordstore.errors import AgentError
 
+    served = {}
+    if variant.model_server:  # the run's own server will provide base URLs and keys
+        from .modelserver.context import agent_env
+        from .modelserver.scripts import make_script
+
+        make_script(variant.model_server, None)  # an unknown script or missing file fails now
+        served = agent_env("http://127.0.0.1:1")
     for a in agents:
         if a.works:
+            opts = {**variant.kind_options, **a.options}
+            if served:
+                opts["env"] = {**served, **opts.get("env", {})}
             try:
-                preflight(a.kind, {**variant.kind_options, **a.options})
+                preflight(a.kind, opts)
             except AgentError as e:
                 raise AgentError(f"variant {variant.name!r}, agent {a.id}: {e}") from e
 
@@ -112,6 +122,7 @@ def plan_runs(req: RunRequest) -> list[tuple[RunSpec, RunPaths, object, str | No
             merge_mode=execu.merge_mode,
             on_blocker_failure=execu.on_blocker_failure,
             supervision=execu.supervision,
+            model_server=variant.model_server,
         )
         out.append((spec, paths, graph, exp_text, demo))
     return out

@@ -34,12 +34,29 @@ class Orchestrator:
         self.supervisor = Supervisor(self.store, spec.run_id, self.controller.supervision, self.controller)
         self.deadline = self.clock() + spec.timeout_s
         self.progress = None  # optional callback(done, total)
+        self.model_server = None
+
+    def _start_model_server(self) -> None:
+        """The variant's scripted model server; runners (re)spawned from now on point at it."""
+        if not self.spec.model_server:
+            return
+        from .modelserver import ModelServer
+        from .modelserver.context import agent_env
+        from .modelserver.tasksource import StoreTasks
+
+        options = {"repo": self.spec.repo} if self.spec.model_server == "replay" else None
+        self.model_server = ModelServer(self.spec.model_server, script_options=options,
+                                        tasks=StoreTasks(self.spec.store_url, self.spec.run_id),
+                                        record=self.paths.root / "model-requests.jsonl")
+        self.model_server.start()
+        self.controller.extra_env = agent_env(self.model_server.url)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
         from .runinfo import write_pidfile
 
         write_pidfile(self.paths)  # lets `orch runs`/`status` tell a live run from an interrupted one
+        self._start_model_server()
         self.watcher.start()
         self.controller.spawn_all()
 
@@ -48,6 +65,7 @@ class Orchestrator:
         from .runinfo import write_pidfile
 
         write_pidfile(self.paths)
+        self._start_model_server()  # a new port: re-attached runners keep the old URL and get requeued if they fail
         self.watcher.start()
         for agent_id in self.controller.attach_all():
             for t in self.store.list_tasks(self.spec.run_id, status=("assigned", "working"), owner=agent_id):
@@ -101,6 +119,9 @@ class Orchestrator:
         export_run(self.spec, self.paths, self.store)
 
     def close(self) -> None:
+        if self.model_server is not None:
+            self.model_server.stop()
+            self.model_server = None
         self.store.close()
 
     @classmethod

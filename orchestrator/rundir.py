@@ -59,6 +59,7 @@ class RunSpec(BaseModel):
     merge_mode: str = "immediate"
     on_blocker_failure: str = "cancel"
     supervision: dict[str, Any] = Field(default_factory=dict)
+    model_server: str | None = None  # script of the run's own model server (None: agents use their own)
 
     @property
     def branch_prefix(self) -> str:

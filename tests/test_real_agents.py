@@ -194,3 +194,30 @@ def test_claude_sim_with_a_429_and_a_stalled_stream(tmp_path):
     verdicts = [r for r in dump.history if r.entity == "agent" and r.to_state == "stalled"]
     assert verdicts, [(r.entity, r.entity_id, r.to_state, r.reason) for r in dump.history if r.entity == "agent"]
     assert any(r.entity == "task" and r.entity_id == "t2" and r.to_state == "pending" for r in dump.history)
+
+
+def test_variant_model_server_key_runs_claude_through_orch_run(tmp_path):
+    """`model_server: sim` in a variant: orch starts the server and points every agent at it."""
+    need("claude")
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    for i in range(3):
+        (repo / f"m{i}.py").write_text(f"# module {i}\n# orch-slot: t{i}\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "base")
+    tpl = write_graph(tmp_path, [{"id": f"t{i}", "title": f"change module {i}", "file_scope": [f"m{i}.py"],
+                                  "time_estimate_ms": 60_000} for i in range(3)])
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(yaml.safe_dump({
+        "experiment": {"id": "served"}, "template": str(tpl),
+        "execution": {"runs": 1, "seed": 5, "time_scale": 0.001, "timeout_s": 300, "supervision": SUPERVISION},
+        "variants": [{"name": "claude-2", "policy": "pull", "agents": 2, "kind": "claude", "model_server": "sim"}]}))
+    [plan] = plan_runs(RunRequest(variant="claude-2", experiment=exp, repo=repo, results=tmp_path / "results"))
+    out = run_one(*plan)
+    assert out.status == "finished"
+    assert out.metrics["tasks_completed"] == 3 and out.metrics["tokens"]["total"] > 0
+    recorded = (out.run_dir / "model-requests.jsonl").read_text().splitlines()
+    assert {json.loads(r)["task"] for r in recorded} >= {"t0", "t1", "t2"}
+    for i in range(3):
+        assert f"task t{i}: change module {i} [sim " in git(repo, "show", f"{out.spec.merged_branch}:m{i}.py")
