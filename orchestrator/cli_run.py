@@ -29,15 +29,14 @@ def _render_outcomes(outcomes, quiet: bool) -> None:
             _fmt_s(m["lower_bound_ms"]), f"{m['efficiency']:.3f}", f"{m['claim_contention']:.3f}",
             "-" if m["dispatch_latency_ms"] is None else f"{m['dispatch_latency_ms']:.0f}ms", str(m["merge_conflicts"]),
         )
-    console = Console()
-    console.print(table)
-    for o in outcomes:
+    Console().print(table)
+    for o in outcomes:  # plain lines: paths must stay copyable, never wrapped
         failed = [c for c in o.criteria if not c["passed"]]
         if o.criteria:
-            console.print(f"success criteria: {len(o.criteria) - len(failed)}/{len(o.criteria)} passed"
-                          + "".join(f"; FAIL {c['metric']} {c['op']} {c['value']} (got {c['got']})" for c in failed))
-        console.print(f"results: {o.run_dir}")
-        console.print(f"branches: {o.spec.merged_branch} (merged), {o.spec.branch_prefix}/<agent> in {o.spec.repo}")
+            typer.echo(f"success criteria: {len(o.criteria) - len(failed)}/{len(o.criteria)} passed"
+                       + "".join(f"; FAIL {c['metric']} {c['op']} {c['value']} (got {c['got']})" for c in failed))
+        typer.echo(f"results: {o.run_dir}")
+        typer.echo(f"branches: {o.spec.merged_branch} (merged), {o.spec.branch_prefix}/<agent> in {o.spec.repo}")
 
 
 @app.command("run")

@@ -100,6 +100,7 @@ def _values(runs: list[dict], metric: str) -> list[float]:
 
 
 def compare(dirs: list[Path], metrics: tuple[str, ...] = COMPARED) -> dict:
+    metrics = tuple(dict.fromkeys(metrics))
     by_variant = find_runs(dirs)
     variants = sorted(by_variant)
     table = {v: {m: summarize(_values(by_variant[v], m)) for m in metrics} for v in variants}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from coordstore.errors import OrchError
 
-from .compare import compare, markdown
+from .compare import COMPARED, compare, markdown
 
 
 def _plt():
@@ -121,21 +121,38 @@ def criteria_results(run: dict, run_dir: Path) -> list[tuple[str, bool]]:
             for c in from_experiment_file(run_dir / "experiment.yaml", run["metrics"])]
 
 
+DEFAULT_REPORTED = ("wall_clock_ms", "efficiency", "claim_contention", "dispatch_latency_ms")
+
+
+def _reported_metrics(by_variant: dict[str, list[dict]]) -> tuple[str, ...]:
+    """The experiment's own `metrics:` list (from a frozen experiment file), else the defaults."""
+    import yaml
+
+    for runs in by_variant.values():
+        exp_file = Path(runs[0]["run_dir"]) / "experiment.yaml"
+        if exp_file.is_file():
+            names = [m["name"] for m in (yaml.safe_load(exp_file.read_text()) or {}).get("metrics") or []]
+            if names:
+                return tuple(names)
+    return DEFAULT_REPORTED
+
+
 def write_report(experiment_dir: Path) -> tuple[Path, Path]:
     from .compare import find_runs
 
     experiment_dir = Path(experiment_dir)
     by_variant = find_runs([experiment_dir])
-    result = compare([experiment_dir])
+    chosen = _reported_metrics(by_variant)
+    result = compare([experiment_dir], metrics=COMPARED + chosen)
     charts = experiment_dir / "charts"
     charts.mkdir(exist_ok=True)
     images = [completion_curves(by_variant, charts / "completion.png"),
               per_agent(by_variant, charts / "agents.png"),
-              boxplots(by_variant, ("wall_clock_ms", "efficiency", "claim_contention"), charts / "metrics.png")]
+              boxplots(by_variant, chosen, charts / "metrics.png")]
     for runs in by_variant.values():
         for r in runs:
             images.append(gantt(Path(r["run_dir"]), charts / f"gantt-{Path(r['run_dir']).name}.png"))
-    md = [f"# Report: {experiment_dir.name}", "", markdown(result), "## Success criteria", ""]
+    md = [f"# Report: {experiment_dir.name}", "", markdown(result, chosen), "## Success criteria", ""]
     for runs in by_variant.values():
         for r in runs:
             for text, ok in criteria_results(r, Path(r["run_dir"])):
