@@ -29,7 +29,8 @@ BlockerFailurePolicy = Literal["cancel", "wait"]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=False)
+    # defer_build: schemas are built on first use, so a runner pays only for the models it touches
+    model_config = ConfigDict(extra="forbid", validate_assignment=False, defer_build=True)
 
 
 class Task(_Model):
