@@ -121,12 +121,42 @@ def git_env(tmp_path, monkeypatch) -> dict[str, str]:
 def no_git_identity(tmp_path_factory, monkeypatch):
     """A HOME and global config with no user, and git told never to guess one: anything orch
     commits must carry its own identity (as on a CI machine where git has no user configured)."""
-    home = tmp_path_factory.mktemp("home")
-    cfg = home / ".gitconfig"
-    cfg.write_text("[user]\n\tuseConfigOnly = true\n[init]\n\tdefaultBranch = main\n")
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(cfg))
-    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
-    for var in ("EMAIL", "GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL",
-                "GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE"):
+    from agents.harness import IDENTITY_VARS, no_git_identity_env
+
+    for k, v in no_git_identity_env(tmp_path_factory.mktemp("home")).items():
+        monkeypatch.setenv(k, v)
+    for var in IDENTITY_VARS:
         monkeypatch.delenv(var, raising=False)
+
+
+LOCAL_SCALE = 0.003  # agent-run tests: one estimated minute runs in 180 ms
+
+
+@pytest.fixture
+def local(tmp_path):
+    """Factory of agents.harness.LocalRun (runners without an orchestrator), all closed afterwards."""
+    from agents.harness import LocalRun
+
+    runs = []
+
+    def make(g, name: str = "run", **kw):
+        r = LocalRun(tmp_path / name, g, time_scale=kw.pop("time_scale", LOCAL_SCALE), **kw)
+        runs.append(r)
+        return r
+
+    yield make
+    for r in runs:
+        r.close()
+
+
+def wait_for(cond, timeout: float = 20.0, every: float = 0.02):
+    """Poll ``cond`` until it returns something truthy (returned), or fail after ``timeout`` s."""
+    import time
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = cond()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"condition not met within {timeout}s")

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from agents.harness import IDENTITY_VARS, LocalRun, no_git_identity_env
+from agents.harness import LocalRun
 from agents.policies import PolicyEnv, make_policy
 from coordstore import BACKENDS
 from coordstore.errors import InputError
@@ -16,12 +16,7 @@ from coordstore.models import Dependency, Task, TaskGraph
 SCALE = 0.003  # one estimated minute runs in 180 ms
 
 
-@pytest.fixture(autouse=True)
-def no_git_identity(tmp_path_factory, monkeypatch):
-    for k, v in no_git_identity_env(tmp_path_factory.mktemp("home")).items():
-        monkeypatch.setenv(k, v)
-    for var in IDENTITY_VARS:
-        monkeypatch.delenv(var, raising=False)
+pytestmark = pytest.mark.usefixtures("no_git_identity")
 
 
 def graph(tasks: list[dict], deps: list[tuple[str, str, str]] = ()) -> TaskGraph:
@@ -34,20 +29,6 @@ def finished(run: LocalRun, timeout: float = 40.0) -> dict:
     logs = {a: run.log(a)[-800:] for a in rcs}
     assert all(rc == 0 for rc in rcs.values()), (rcs, logs)
     return rcs
-
-
-@pytest.fixture
-def local(tmp_path):
-    runs: list[LocalRun] = []
-
-    def make(g: TaskGraph, name: str = "run", **kw) -> LocalRun:
-        r = LocalRun(tmp_path / name, g, time_scale=kw.pop("time_scale", SCALE), **kw)
-        runs.append(r)
-        return r
-
-    yield make
-    for r in runs:
-        r.close()
 
 
 SIX = graph([{"id": f"t{i}", "file_scope": [f"src/m{i % 2}.py"]} for i in range(6)],

@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from agents.harness import IDENTITY_VARS, LocalRun, no_git_identity_env
+from conftest import wait_for
+from agents.harness import LocalRun
 from agents.kinds import resolve_kind
 from agents.kinds.sim import CRASH_EXIT, SimKind
 from agents.kinds.simplan import SimOptions, edit_targets, edit_text, make_plan, own_file
@@ -19,36 +20,7 @@ from coordstore.models import Dependency, Task, TaskGraph
 SCALE = 0.003
 
 
-@pytest.fixture(autouse=True)
-def no_git_identity(tmp_path_factory, monkeypatch):
-    for k, v in no_git_identity_env(tmp_path_factory.mktemp("home")).items():
-        monkeypatch.setenv(k, v)
-    for var in IDENTITY_VARS:
-        monkeypatch.delenv(var, raising=False)
-
-
-@pytest.fixture
-def local(tmp_path):
-    runs: list[LocalRun] = []
-
-    def make(g: TaskGraph, name: str = "run", **kw) -> LocalRun:
-        r = LocalRun(tmp_path / name, g, time_scale=kw.pop("time_scale", SCALE), **kw)
-        runs.append(r)
-        return r
-
-    yield make
-    for r in runs:
-        r.close()
-
-
-def wait_for(cond, timeout: float = 20.0, every: float = 0.05):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = cond()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"condition not met within {timeout}s")
+pytestmark = pytest.mark.usefixtures("no_git_identity")
 
 
 # ---------------------------------------------------------------------- the plan (pure)
