@@ -221,3 +221,36 @@ def test_variant_model_server_key_runs_claude_through_orch_run(tmp_path):
     assert {json.loads(r)["task"] for r in recorded} >= {"t0", "t1", "t2"}
     for i in range(3):
         assert f"task t{i}: change module {i} [sim " in git(repo, "show", f"{out.spec.merged_branch}:m{i}.py")
+
+
+def test_claude_tool_call_loop_is_judged_looping(tmp_path):
+    """The server answers one task's turn with the same tool call forever: claude repeats it, orch
+    sees identical steps, judges the agent looping, kills it and the task's next attempt completes."""
+    need("claude")
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    for i in range(2):
+        (repo / f"m{i}.py").write_text(f"# module {i}\n# orch-slot: t{i}\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "base")
+    tasks = [{"id": f"t{i}", "title": f"change module {i}", "file_scope": [f"m{i}.py"], "time_estimate_ms": 60_000} for i in range(2)]
+    tasks[1]["meta"] = {"model_faults": [{"turn": 0, "kind": "loop"}]}
+    tpl = write_graph(tmp_path, tasks)
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(yaml.safe_dump({
+        "experiment": {"id": "loop"}, "template": str(tpl),
+        "execution": {"runs": 1, "seed": 9, "time_scale": 0.001, "timeout_s": 300,
+                      "supervision": {**SUPERVISION, "loop_repeats": 4}},
+        "variants": [{"name": "claude-1", "policy": "pull", "agents": 1, "kind": "claude", "model_server": "sim",
+                      "kind_options": {"timeout_s": 120}}]}))
+    [plan] = plan_runs(RunRequest(variant="claude-1", experiment=exp, repo=repo, results=tmp_path / "results"))
+    out = run_one(*plan)
+    with open_store(out.spec.store_url) as s:
+        dump = s.dump_run(out.spec.run_id)
+    assert out.status == "finished", [(t.id, t.status, t.reason) for t in dump.tasks]
+    assert all(t.status == "completed" for t in dump.tasks)
+    looping = [r for r in dump.history if r.entity == "agent" and r.to_state == "looping"]
+    assert looping and looping[0].data.get("step"), [(r.entity_id, r.to_state) for r in dump.history if r.entity == "agent"]
+    t1 = next(t for t in dump.tasks if t.id == "t1")
+    assert t1.attempt >= 2

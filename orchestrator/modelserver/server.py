@@ -194,13 +194,17 @@ class ModelServer:
         fault = turn.fault
         if fault is None:
             return turn, None, False
-        if fault.kind == "loop":
+        key = (fault.scope or session, view.turn, fault.kind)
+        if fault.kind == "loop":  # counted like the others, so a task's loop can be a one-off
             served = copy.copy(turn)
             served.fault = None
             with self._lock:
+                hits = self._hits.get(key, 0)
+                if fault.times is not None and hits >= fault.times:
+                    return served, None, False
+                self._hits[key] = hits + 1
                 self._loops.setdefault(session, (view.turn, served))
             return served, None, False
-        key = (fault.scope or session, view.turn, fault.kind)
         with self._lock:
             hits = self._hits.get(key, 0)
             if fault.times is None or hits < fault.times:
