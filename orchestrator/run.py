@@ -49,7 +49,7 @@ class Orchestrator:
                                         tasks=StoreTasks(self.spec.store_url, self.spec.run_id),
                                         record=self.paths.root / "model-requests.jsonl")
         self.model_server.start()
-        self.controller.extra_env = agent_env(self.model_server.url)
+        self.controller.extra_env = {**agent_env(self.model_server.url), "ORCH_MODEL_SERVER_URL": self.model_server.url}
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:

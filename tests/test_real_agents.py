@@ -254,3 +254,30 @@ def test_claude_tool_call_loop_is_judged_looping(tmp_path):
     assert looping and looping[0].data.get("step"), [(r.entity_id, r.to_state) for r in dump.history if r.entity == "agent"]
     t1 = next(t for t in dump.tasks if t.id == "t1")
     assert t1.attempt >= 2
+
+
+def test_variant_model_server_key_runs_codex_through_orch_run(tmp_path):
+    """The same with the real codex CLI over the Responses API (declared as a model provider)."""
+    need("codex")
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    for i in range(2):
+        (repo / f"m{i}.py").write_text(f"# module {i}\n# orch-slot: t{i}\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "base")
+    tpl = write_graph(tmp_path, [{"id": f"t{i}", "title": f"change module {i}", "file_scope": [f"m{i}.py"],
+                                  "time_estimate_ms": 60_000} for i in range(2)])
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(yaml.safe_dump({
+        "experiment": {"id": "served"}, "template": str(tpl),
+        "execution": {"runs": 1, "seed": 5, "time_scale": 0.001, "timeout_s": 300, "supervision": SUPERVISION},
+        "variants": [{"name": "codex-2", "policy": "pull", "agents": 2, "kind": "codex", "model_server": "sim"}]}))
+    [plan] = plan_runs(RunRequest(variant="codex-2", experiment=exp, repo=repo, results=tmp_path / "results"))
+    out = run_one(*plan)
+    with open_store(out.spec.store_url) as s:
+        dump = s.dump_run(out.spec.run_id)
+    assert out.status == "finished", [(t.id, t.status, t.reason) for t in dump.tasks]
+    assert out.metrics["tasks_completed"] == 2 and out.metrics["tokens"]["total"] > 0
+    for i in range(2):
+        assert f"task t{i}: change module {i} [sim " in git(repo, "show", f"{out.spec.merged_branch}:m{i}.py")

@@ -20,16 +20,25 @@ Codex reports no cost. A 429 / "rate limit" / "usage limit" message is back-pres
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from .base import CliEvent, Invocation, JsonLinesParser, Preset, error, log, looks_rate_limited, num, retry_after_in, step, tokens
 
+MODEL_SERVER_ENV = "ORCH_MODEL_SERVER_URL"  # set by orch for runs with a `model_server:` variant
+SERVED_MODEL = "gpt-5-codex"  # a model family codex knows (it sends tools for it) when talking to orch's server
 TOOL_ITEMS = ("command_execution", "file_change", "mcp_tool_call", "web_search")
 
 
 def build(inv: Invocation) -> list[str]:
     s = inv.settings
     argv = ["exec", "--json", "--color", "never", "--sandbox", s["sandbox"], "--skip-git-repo-check", "--cd", inv.worktree]
+    served = os.environ.get(MODEL_SERVER_ENV)
+    if served:  # codex ignores OPENAI_BASE_URL: the run's model server is declared as a provider
+        argv += ["-c", f'model_providers.orch={{name="orch",base_url="{served}/v1",env_key="OPENAI_API_KEY",wire_api="responses"}}',
+                 "-c", "model_provider=orch"]
+        if not inv.model:  # codex offers tools only to model families it knows; its default is not one here
+            argv += ["--model", SERVED_MODEL]
     if inv.model:
         argv += ["--model", inv.model]
     return argv + list(inv.extra_args) + [inv.prompt]
