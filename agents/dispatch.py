@@ -65,6 +65,9 @@ class PushCoordinator(Policy):
             fit = [w for w in idle if tags_fit(task, w.tags or None)]
             if not fit:
                 continue
+            if task.attempt:  # requeued: give it to another worker than the one it failed on, if any fits
+                failed_on = self._previous_owner(task.id)
+                fit = [w for w in fit if w.id != failed_on] or fit
             # wanted-tag match first, then whoever waited longest, then by id
             w = max(fit, key=lambda a: (wanted_score(task, a.tags or None), -self.last_given.get(a.id, 0)))
             if self.latency_s:
@@ -80,6 +83,12 @@ class PushCoordinator(Policy):
             if not idle:
                 break
         return WAIT if made == 0 else AGAIN
+
+    def _previous_owner(self, task_id: str) -> str | None:
+        """Who held the task when it was last taken back (the requeue row's ``data.previous``)."""
+        rows = [r for r in self.env.store.history(self.env.run_id, entity="task", entity_id=task_id)
+                if r.to_state == "pending" and r.from_state in ("assigned", "working")]
+        return (rows[-1].data or {}).get("previous") if rows else None
 
 
 class HybridLead(Policy):

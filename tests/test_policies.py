@@ -11,7 +11,7 @@ from agents.harness import LocalRun
 from agents.policies import PolicyEnv, make_policy
 from coordstore import BACKENDS
 from coordstore.errors import InputError
-from coordstore.models import Dependency, Task, TaskGraph
+from coordstore.models import Dependency, Run, Task, TaskGraph
 
 SCALE = 0.003  # one estimated minute runs in 180 ms
 
@@ -227,3 +227,29 @@ def test_hybrid_units_split_a_single_root_container():
     assert hybrid_units(validate(g)) == ["A", "B"]
     assert hybrid_units(validate(HYBRID)) == ["A", "B"]
     assert hybrid_units(validate(SIX)) == []  # no containers: workers just pull
+
+
+def test_push_coordinator_avoids_the_worker_a_task_was_taken_from(tmp_path):
+    """A requeued task goes to another idle worker that fits, not back to the one it failed on."""
+    from agents.dispatch import PushCoordinator
+    from agents.events import EventWriter
+    from agents.policies import PolicyEnv
+    from agents.pulse import Pulse
+    from coordstore import open_store
+    from coordstore.models import Agent as AgentRec
+
+    with open_store(f"sqlite://{tmp_path / 'o.db'}") as store:
+        store.create_run(Run(id="r"))
+        store.add_graph("r", TaskGraph(tasks=[Task(id="t", time_estimate_ms=1)]))
+        for w in ("w1", "w2"):
+            store.register_agent("r", AgentRec(id=w, role="worker"), lease_ms=60_000)
+        store.register_agent("r", AgentRec(id="coordinator", role="coordinator"), lease_ms=60_000)
+        t = store.assign("r", "t", "w1", by="coordinator")
+        store.start("r", "t", "w1", t.attempt)
+        store.requeue("r", "t", reason="dead", by="supervisor")
+        events = EventWriter(tmp_path / "ev", "coordinator")
+        env = PolicyEnv(store, "r", "coordinator", "coordinator", None, {}, Pulse(store, "r", "coordinator", events, 1000, 60_000), events)
+        coord = PushCoordinator(env)
+        coord.last_given = {"w1": 0, "w2": 5}  # w1 waited longest: fairness alone would pick it again
+        coord.next()
+        assert store.get_task("r", "t").owner == "w2"

@@ -249,3 +249,4 @@ def test_bad_inputs_are_refused_and_leave_nothing(tmp_path):
         run_one(*plan)
     assert git(clean, "branch", "--list", "orch/*") == ""
     assert git(clean, "worktree", "list").count("\n") == 1
+
