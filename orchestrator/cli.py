@@ -52,7 +52,8 @@ def print_json(obj: Any) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     # commands register on import; kept here so `import orchestrator.cli` stays light for tests
-    from . import cli_analysis, cli_model, cli_ops, cli_run, cli_store, cli_template  # noqa: F401
+    # import order is the order of `orch --help`: running first, then reading, then the store layer
+    from . import cli_run, cli_analysis, cli_ops, cli_store, cli_template, cli_model  # noqa: F401, I001
 
     try:
         # standalone_mode=False returns (not raises) the code of a command's `raise typer.Exit(n)`
