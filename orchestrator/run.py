@@ -40,6 +40,8 @@ class Orchestrator:
         """The variant's scripted model server; runners (re)spawned from now on point at it."""
         if not self.spec.model_server:
             return
+        from agents.clis.base import MODEL_SERVER_ENV
+
         from .modelserver import ModelServer
         from .modelserver.context import agent_env
         from .modelserver.tasksource import StoreTasks
@@ -49,7 +51,7 @@ class Orchestrator:
                                         tasks=StoreTasks(self.spec.store_url, self.spec.run_id),
                                         record=self.paths.root / "model-requests.jsonl")
         self.model_server.start()
-        self.controller.extra_env = {**agent_env(self.model_server.url), "ORCH_MODEL_SERVER_URL": self.model_server.url}
+        self.controller.extra_env = {**agent_env(self.model_server.url), MODEL_SERVER_ENV: self.model_server.url}
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:

@@ -256,9 +256,12 @@ def test_claude_tool_call_loop_is_judged_looping(tmp_path):
     assert t1.attempt >= 2
 
 
-def test_variant_model_server_key_runs_codex_through_orch_run(tmp_path):
-    """The same with the real codex CLI over the Responses API (declared as a model provider)."""
-    need("codex")
+@pytest.mark.parametrize("cli", ["codex"])
+def test_variant_model_server_key_runs_openai_clis_through_orch_run(tmp_path, cli):
+    """The same with real codex (Responses API), told about the server as a provider of its own.
+    (opencode reaches the server the same way and runs the tool calls, but its edits do not land in
+    orch's worktrees yet: it keys projects on the root commit, which all worktrees share.)"""
+    need(cli)
     repo = tmp_path / "repo"
     repo.mkdir()
     git(repo, "init", "-q", "-b", "main")
@@ -272,8 +275,8 @@ def test_variant_model_server_key_runs_codex_through_orch_run(tmp_path):
     exp.write_text(yaml.safe_dump({
         "experiment": {"id": "served"}, "template": str(tpl),
         "execution": {"runs": 1, "seed": 5, "time_scale": 0.001, "timeout_s": 300, "supervision": SUPERVISION},
-        "variants": [{"name": "codex-2", "policy": "pull", "agents": 2, "kind": "codex", "model_server": "sim"}]}))
-    [plan] = plan_runs(RunRequest(variant="codex-2", experiment=exp, repo=repo, results=tmp_path / "results"))
+        "variants": [{"name": f"{cli}-2", "policy": "pull", "agents": 2, "kind": cli, "model_server": "sim"}]}))
+    [plan] = plan_runs(RunRequest(variant=f"{cli}-2", experiment=exp, repo=repo, results=tmp_path / "results"))
     out = run_one(*plan)
     with open_store(out.spec.store_url) as s:
         dump = s.dump_run(out.spec.run_id)

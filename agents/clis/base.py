@@ -26,6 +26,10 @@ DEFAULT_RETRY_AFTER_S = 30.0  # back-off when a CLI says "rate limited" but not 
 LINE_SHOWN = 300  # characters of an unparsed output line kept in a log event
 
 
+# set by orch for runs with a `model_server:` variant: presets that need more than base-URL
+# variables (a provider declaration, a known model) read it
+MODEL_SERVER_ENV = "ORCH_MODEL_SERVER_URL"
+
 @dataclass
 class CliEvent:
     type: str  # step | tokens | log | error | rate_limited

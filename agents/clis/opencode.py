@@ -18,9 +18,10 @@ The prompt goes on stdin: opencode re-quotes a message argument that contains sp
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-from .base import CliEvent, Invocation, JsonLinesParser, Preset, error, log, looks_rate_limited, num, retry_after_in, step, tokens
+from .base import MODEL_SERVER_ENV, CliEvent, Invocation, JsonLinesParser, Preset, error, log, looks_rate_limited, num, retry_after_in, step, tokens
 
 
 def build(inv: Invocation) -> list[str]:
@@ -29,6 +30,8 @@ def build(inv: Invocation) -> list[str]:
         argv.append("--auto")
     if inv.model:
         argv += ["--model", inv.model]
+    elif os.environ.get(MODEL_SERVER_ENV):  # the run's model server, declared as provider "orch" in its env
+        argv += ["--model", "orch/orch"]
     return argv + list(inv.extra_args)
 
 

@@ -105,9 +105,14 @@ def agent_env(base_url: str) -> dict[str, str]:
 
     Anthropic clients append ``/v1/messages`` to their base URL; OpenAI clients expect the
     ``/v1`` in it. Keys are dummies: the server accepts any."""
+    # opencode takes providers only from its config: declare the server as provider "orch"
+    opencode = {"provider": {"orch": {"npm": "@ai-sdk/openai-compatible", "name": "orch",
+                                      "options": {"baseURL": f"{base_url}/v1", "apiKey": API_KEY},
+                                      "models": {"orch": {"name": "orch", "tool_call": True}}}}}
     return {
         "ANTHROPIC_BASE_URL": base_url,
         "ANTHROPIC_API_KEY": API_KEY,
         "OPENAI_BASE_URL": f"{base_url}/v1",
         "OPENAI_API_KEY": API_KEY,
+        "OPENCODE_CONFIG_CONTENT": json.dumps(opencode),
     }
