@@ -240,9 +240,9 @@ def test_bad_inputs_are_refused_and_leave_nothing(tmp_path):
     with pytest.raises(InputError, match="--runs 0"):
         plan_runs(RunRequest(variant="v", experiment=exp, repo=clean, runs=0, results=results))
     assert not results.exists()
-    # a worktree path that already exists: setup refuses, and removes what it made
+    # a worktree path that already exists: refused before anything is made in the repository
     [plan] = plan_runs(RunRequest(variant="v", experiment=exp, repo=clean, results=results))
-    spec, paths = plan[0], plan[1]
+    paths = plan[1]
     paths.worktree_of("w1").mkdir(parents=True)
     (paths.worktree_of("w1") / "keep").write_text("x")
     with pytest.raises((GitError, InputError)):
