@@ -256,11 +256,13 @@ def test_claude_tool_call_loop_is_judged_looping(tmp_path):
     assert t1.attempt >= 2
 
 
-@pytest.mark.parametrize("cli", ["codex"])
-def test_variant_model_server_key_runs_openai_clis_through_orch_run(tmp_path, cli):
-    """The same with real codex (Responses API), told about the server as a provider of its own.
-    (opencode reaches the server the same way and runs the tool calls, but its edits do not land in
-    orch's worktrees yet: it keys projects on the root commit, which all worktrees share.)"""
+@pytest.mark.parametrize("cli", ["codex", "opencode"])
+def test_variant_model_server_key_runs_openai_clis_through_orch_run(tmp_path, cli, monkeypatch):
+    """The same with real codex (Responses API) and opencode (Chat Completions), each told about
+    the server as a provider of its own. PWD points elsewhere on purpose: opencode once took its
+    project directory from it and edited the wrong tree."""
+    monkeypatch.setenv("PWD", str(tmp_path))
+    decoy = tmp_path / "m0.py"
     need(cli)
     repo = tmp_path / "repo"
     repo.mkdir()
@@ -274,8 +276,12 @@ def test_variant_model_server_key_runs_openai_clis_through_orch_run(tmp_path, cl
     exp = tmp_path / "exp.yaml"
     exp.write_text(yaml.safe_dump({
         "experiment": {"id": "served"}, "template": str(tpl),
-        "execution": {"runs": 1, "seed": 5, "time_scale": 0.001, "timeout_s": 300, "supervision": SUPERVISION},
-        "variants": [{"name": f"{cli}-2", "policy": "pull", "agents": 2, "kind": cli, "model_server": "sim"}]}))
+        # opencode sits silent ~10 s on its first start in a fresh HOME (its database): not a stall
+        "execution": {"runs": 1, "seed": 5, "time_scale": 0.001, "timeout_s": 300,
+                      "supervision": {**SUPERVISION, "stall_after_ms": 30_000}},
+        # one opencode agent: two first starts in one fresh HOME race on opencode's own database
+        "variants": [{"name": f"{cli}-2", "policy": "pull", "agents": 1 if cli == "opencode" else 2, "kind": cli,
+                      "model_server": "sim"}]}))
     [plan] = plan_runs(RunRequest(variant=f"{cli}-2", experiment=exp, repo=repo, results=tmp_path / "results"))
     out = run_one(*plan)
     with open_store(out.spec.store_url) as s:
@@ -284,3 +290,4 @@ def test_variant_model_server_key_runs_openai_clis_through_orch_run(tmp_path, cl
     assert out.metrics["tasks_completed"] == 2 and out.metrics["tokens"]["total"] > 0
     for i in range(2):
         assert f"task t{i}: change module {i} [sim " in git(repo, "show", f"{out.spec.merged_branch}:m{i}.py")
+    assert not decoy.exists() and git(repo, "status", "--porcelain") == ""  # nothing edited outside the worktrees

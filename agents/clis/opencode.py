@@ -25,7 +25,7 @@ from .base import MODEL_SERVER_ENV, CliEvent, Invocation, JsonLinesParser, Prese
 
 
 def build(inv: Invocation) -> list[str]:
-    argv = ["run", "--format", "json"]
+    argv = ["run", "--format", "json", "--dir", inv.worktree]  # never a project found elsewhere
     if inv.settings["auto"]:
         argv.append("--auto")
     if inv.model:

@@ -136,7 +136,8 @@ class CommandKind:
 
         cfg, tid = self.cfg, task.id
         parser = parser_class(cfg.parser)()
-        env = {**cfg.environment(), **ctx.identity, "ORCH_RUN_ID": ctx.run_id, "ORCH_AGENT_ID": ctx.agent_id,
+        # PWD too: some CLIs (opencode) take their project directory from it, not from the real cwd
+        env = {**cfg.environment(), **ctx.identity, "PWD": str(ctx.worktree), "ORCH_RUN_ID": ctx.run_id, "ORCH_AGENT_ID": ctx.agent_id,
                "ORCH_TASK_ID": tid, "ORCH_ATTEMPT": str(ctx.attempt)}
         name = Path(argv[0]).name
         tails: dict[bool, list[str]] = {False: [], True: []}  # stdout / stderr lines kept for a reason
