@@ -105,7 +105,7 @@ ARGV = {
     "codex": ["exec", "--json", "--color", "never", "--sandbox", "workspace-write", "--skip-git-repo-check", "--cd", "wt",
               "--model", "m1", "PROMPT"],
     "gemini": ["--prompt", "PROMPT", "--output-format", "stream-json", "--approval-mode", "yolo", "--skip-trust", "--model", "m1"],
-    "opencode": ["run", "--format", "json", "--auto", "--model", "m1"],
+    "opencode": ["run", "--format", "json", "--dir", "wt", "--auto", "--model", "m1"],
     "aider": ["--message-file", "scratch/prompt.md", "--yes-always", "--no-pretty", "--no-stream", "--no-auto-commits",
               "--no-dirty-commits", "--no-gitignore", "--no-check-update", "--no-analytics", "--no-show-model-warnings",
               "--no-fancy-input", "--input-history-file", "scratch/input.history", "--chat-history-file",
