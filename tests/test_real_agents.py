@@ -27,7 +27,6 @@ INSTALL = {"claude": "npm install -g @anthropic-ai/claude-code"}
 SUPERVISION = {"stall_after_ms": 8000, "busy_grace_ms": 0, "kill_grace_s": 1.0, "respawn_backoff_ms": 200,
                "respawn_backoff_max_ms": 1000, "max_retries": 3}
 T0 = 1_700_000_000
-IDENTITY_VARS = ("GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL", "EMAIL")
 
 
 def need(cli: str) -> str:
@@ -37,17 +36,7 @@ def need(cli: str) -> str:
     return path
 
 
-@pytest.fixture(autouse=True)
-def no_git_identity(tmp_path, monkeypatch):
-    """A machine where git has no user configured; claude gets a private HOME too."""
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(home / "gitconfig"))
-    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
-    for k in IDENTITY_VARS:
-        monkeypatch.delenv(k, raising=False)
-    (home / "gitconfig").write_text("[user]\n\tuseConfigOnly = true\n")
+pytestmark = pytest.mark.usefixtures("no_git_identity")  # conftest: private HOME, no git identity
 
 
 def git(repo: Path, *args: str, n: int = 0) -> str:
@@ -196,23 +185,37 @@ def test_claude_sim_with_a_429_and_a_stalled_stream(tmp_path):
     assert any(r.entity == "task" and r.entity_id == "t2" and r.to_state == "pending" for r in dump.history)
 
 
-def test_variant_model_server_key_runs_claude_through_orch_run(tmp_path):
-    """`model_server: sim` in a variant: orch starts the server and points every agent at it."""
-    need("claude")
+def slot_repo(tmp_path: Path, n: int) -> Path:
+    """A repository with module files m0..m{n-1}, each holding its task's orch-slot line."""
     repo = tmp_path / "repo"
     repo.mkdir()
     git(repo, "init", "-q", "-b", "main")
-    for i in range(3):
+    for i in range(n):
         (repo / f"m{i}.py").write_text(f"# module {i}\n# orch-slot: t{i}\n")
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "base")
-    tpl = write_graph(tmp_path, [{"id": f"t{i}", "title": f"change module {i}", "file_scope": [f"m{i}.py"],
-                                  "time_estimate_ms": 60_000} for i in range(3)])
+    return repo
+
+
+def module_tasks(n: int) -> list[dict]:
+    return [{"id": f"t{i}", "title": f"change module {i}", "file_scope": [f"m{i}.py"], "time_estimate_ms": 60_000} for i in range(n)]
+
+
+def served_experiment(tmp_path: Path, tpl: Path, variant: dict, **supervision) -> Path:
+    """An experiment whose one variant runs with orch's own model server (``model_server`` key)."""
     exp = tmp_path / "exp.yaml"
     exp.write_text(yaml.safe_dump({
         "experiment": {"id": "served"}, "template": str(tpl),
-        "execution": {"runs": 1, "seed": 5, "time_scale": 0.001, "timeout_s": 300, "supervision": SUPERVISION},
-        "variants": [{"name": "claude-2", "policy": "pull", "agents": 2, "kind": "claude", "model_server": "sim"}]}))
+        "execution": {"runs": 1, "seed": 5, "time_scale": 0.001, "timeout_s": 300, "supervision": {**SUPERVISION, **supervision}},
+        "variants": [{"policy": "pull", "model_server": "sim", **variant}]}))
+    return exp
+
+
+def test_variant_model_server_key_runs_claude_through_orch_run(tmp_path):
+    """`model_server: sim` in a variant: orch starts the server and points every agent at it."""
+    need("claude")
+    repo = slot_repo(tmp_path, 3)
+    exp = served_experiment(tmp_path, write_graph(tmp_path, module_tasks(3)), {"name": "claude-2", "agents": 2, "kind": "claude"})
     [plan] = plan_runs(RunRequest(variant="claude-2", experiment=exp, repo=repo, results=tmp_path / "results"))
     out = run_one(*plan)
     assert out.status == "finished"
@@ -227,23 +230,11 @@ def test_claude_tool_call_loop_is_judged_looping(tmp_path):
     """The server answers one task's turn with the same tool call forever: claude repeats it, orch
     sees identical steps, judges the agent looping, kills it and the task's next attempt completes."""
     need("claude")
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    git(repo, "init", "-q", "-b", "main")
-    for i in range(2):
-        (repo / f"m{i}.py").write_text(f"# module {i}\n# orch-slot: t{i}\n")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "base")
-    tasks = [{"id": f"t{i}", "title": f"change module {i}", "file_scope": [f"m{i}.py"], "time_estimate_ms": 60_000} for i in range(2)]
+    repo = slot_repo(tmp_path, 2)
+    tasks = module_tasks(2)
     tasks[1]["meta"] = {"model_faults": [{"turn": 0, "kind": "loop"}]}
-    tpl = write_graph(tmp_path, tasks)
-    exp = tmp_path / "exp.yaml"
-    exp.write_text(yaml.safe_dump({
-        "experiment": {"id": "loop"}, "template": str(tpl),
-        "execution": {"runs": 1, "seed": 9, "time_scale": 0.001, "timeout_s": 300,
-                      "supervision": {**SUPERVISION, "loop_repeats": 4}},
-        "variants": [{"name": "claude-1", "policy": "pull", "agents": 1, "kind": "claude", "model_server": "sim",
-                      "kind_options": {"timeout_s": 120}}]}))
+    exp = served_experiment(tmp_path, write_graph(tmp_path, tasks),
+                            {"name": "claude-1", "agents": 1, "kind": "claude", "kind_options": {"timeout_s": 120}}, loop_repeats=4)
     [plan] = plan_runs(RunRequest(variant="claude-1", experiment=exp, repo=repo, results=tmp_path / "results"))
     out = run_one(*plan)
     with open_store(out.spec.store_url) as s:
@@ -261,27 +252,14 @@ def test_variant_model_server_key_runs_openai_clis_through_orch_run(tmp_path, cl
     """The same with real codex (Responses API) and opencode (Chat Completions), each told about
     the server as a provider of its own. PWD points elsewhere on purpose: opencode once took its
     project directory from it and edited the wrong tree."""
+    need(cli)
     monkeypatch.setenv("PWD", str(tmp_path))
     decoy = tmp_path / "m0.py"
-    need(cli)
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    git(repo, "init", "-q", "-b", "main")
-    for i in range(2):
-        (repo / f"m{i}.py").write_text(f"# module {i}\n# orch-slot: t{i}\n")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "base")
-    tpl = write_graph(tmp_path, [{"id": f"t{i}", "title": f"change module {i}", "file_scope": [f"m{i}.py"],
-                                  "time_estimate_ms": 60_000} for i in range(2)])
-    exp = tmp_path / "exp.yaml"
-    exp.write_text(yaml.safe_dump({
-        "experiment": {"id": "served"}, "template": str(tpl),
-        # opencode sits silent ~10 s on its first start in a fresh HOME (its database): not a stall
-        "execution": {"runs": 1, "seed": 5, "time_scale": 0.001, "timeout_s": 300,
-                      "supervision": {**SUPERVISION, "stall_after_ms": 30_000}},
-        # one opencode agent: two first starts in one fresh HOME race on opencode's own database
-        "variants": [{"name": f"{cli}-2", "policy": "pull", "agents": 1 if cli == "opencode" else 2, "kind": cli,
-                      "model_server": "sim"}]}))
+    repo = slot_repo(tmp_path, 2)
+    # one opencode agent: two first starts in one fresh HOME race on opencode's own database, and
+    # opencode sits silent ~10 s on that first start: not a stall
+    exp = served_experiment(tmp_path, write_graph(tmp_path, module_tasks(2)),
+                            {"name": f"{cli}-2", "agents": 1 if cli == "opencode" else 2, "kind": cli}, stall_after_ms=30_000)
     [plan] = plan_runs(RunRequest(variant=f"{cli}-2", experiment=exp, repo=repo, results=tmp_path / "results"))
     out = run_one(*plan)
     with open_store(out.spec.store_url) as s:

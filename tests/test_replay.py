@@ -226,19 +226,6 @@ def test_stdout_template_and_one_line_errors(history, tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------ the kind alone
-@pytest.fixture
-def no_git_identity(tmp_path, monkeypatch):
-    """No user or machine git identity: everything orch commits must carry its own."""
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(home / "gitconfig"))
-    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
-    for k in GIT_IDENTITY_VARS:
-        monkeypatch.delenv(k, raising=False)
-    (home / "gitconfig").write_text("[user]\n\tuseConfigOnly = true\n")
-
-
 def _ctx(tmp_path: Path, wt: Path, agent: str = "w1") -> KindContext:
     from orchestrator.gitrepo import identity_env
 
