@@ -100,7 +100,9 @@ def load_graph(path: str | os.PathLike) -> TaskGraph:
 def encode_document(obj: TaskGraph | RunDump, fmt: str = "orch") -> dict[str, Any]:
     """The document to write: ``orch`` gives a snapshot for a run, an orch-graph for a graph."""
     if fmt == TGMCP:
-        return tgmcp.to_doc(obj)
+        from .tgmcp_export import to_doc
+
+        return to_doc(obj)
     if fmt != "orch":
         raise InputError(f"unknown export format {fmt!r} (known: {', '.join(EXPORT_FORMATS)})")
     if isinstance(obj, RunDump):

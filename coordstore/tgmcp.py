@@ -20,23 +20,20 @@ Reading (``parse`` collects every problem as an ``Issue``; ``to_graph`` raises t
 * ``attachments`` rows are kept in ``Task.meta["tgmcp_attachments"]`` and written back on export;
   ``task_sequence`` (that tool's own status history) is not imported.
 
-Writing (``to_doc``) follows what task-graph-mcp's importer reads, so files load in both tools:
-priority as a numeric string, tag lists as JSON strings, both ``metrics`` and ``metric_N``,
-integer ``created_at``/``updated_at`` (0 when unknown), the tag tables filled from the task lists.
+Writing is ``tgmcp_export.to_doc``.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
 from pydantic import ValidationError
 
 from . import graph
 from .errors import GraphError, InputError
-from .models import DEP_TYPES, Dependency, RunDump, Task, TaskGraph
+from .models import DEP_TYPES, Dependency, Task, TaskGraph
 
 SCHEMA_VERSION = 3
 EXPORT_VERSION = "1.0.0"
@@ -372,69 +369,3 @@ def to_graph(doc: Any, source: str) -> TaskGraph:
     except GraphError as e:
         raise GraphError(f"{source}: {e}") from e
     return g
-
-
-# ---------------------------------------------------------------------------- writing
-def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat()
-
-
-def _points(p: float | None) -> int | float | None:
-    return int(p) if p is not None and float(p).is_integer() else p
-
-
-def _task_row(t: Task) -> dict[str, Any]:
-    metrics = [t.tokens_in, t.tokens_out, t.tokens_cached, t.tokens_thinking, 0, 0, 0, 0]
-    actual = t.completed_at - t.started_at if t.completed_at is not None and t.started_at is not None else None
-    row: dict[str, Any] = {
-        "id": t.id, "title": t.title, "description": t.description, "status": STATUS_OUT[t.status],
-        "priority": str(t.priority), "phase": t.phase, "worker_id": t.owner, "claimed_at": t.claimed_at,
-        "needed_tags": json.dumps(t.needed_tags), "wanted_tags": json.dumps(t.wanted_tags), "tags": json.dumps(t.tags),
-        "points": _points(t.points), "time_estimate_ms": t.time_estimate_ms, "time_actual_ms": actual,
-        "started_at": t.started_at, "completed_at": t.completed_at, "current_thought": None,
-        "cost_usd": t.cost_usd, "metrics": metrics,
-        "created_at": t.created_at or 0, "updated_at": t.updated_at or t.created_at or 0,
-    }
-    row.update({f"metric_{i}": v for i, v in enumerate(metrics)})
-    if t.file_scope:
-        row[EXT_FILE_SCOPE] = list(t.file_scope)
-    meta = {k: v for k, v in t.meta.items() if k != ATTACHMENTS_META}
-    if meta:
-        row[EXT_META] = meta
-    return row
-
-
-def _task_sequence(dump: RunDump) -> list[dict[str, Any]]:
-    rows = [h for h in dump.history if h.entity == "task"]
-    out = []
-    for i, h in enumerate(rows):
-        end = next((n.ts_ms for n in rows[i + 1:] if n.entity_id == h.entity_id), None)
-        out.append({
-            "id": h.seq, "task_id": h.entity_id, "worker_id": h.agent,
-            "status": STATUS_OUT.get(h.to_state, h.to_state), "phase": None, "reason": h.reason,
-            "timestamp": h.ts_ms, "end_timestamp": end,
-        })
-    return out
-
-
-def to_doc(obj: TaskGraph | RunDump, exported_by: str = "orch") -> dict[str, Any]:
-    """A schema_version 3 document of a graph or a whole run (task_sequence from its history)."""
-    tasks, deps = obj.tasks, obj.dependencies
-    stamps = [s for t in tasks for s in (t.created_at, t.updated_at) if s is not None]
-    if isinstance(obj, RunDump) and obj.run.created_at is not None:
-        stamps.append(obj.run.created_at)
-    tables: dict[str, list] = {
-        "tasks": [_task_row(t) for t in tasks],
-        "dependencies": [{"from_task_id": d.from_id, "to_task_id": d.to_id, "dep_type": d.type} for d in deps],
-        "attachments": [{"task_id": t.id, **a} for t in tasks for a in t.meta.get(ATTACHMENTS_META, [])],
-        "task_sequence": _task_sequence(obj) if isinstance(obj, RunDump) else [],
-    }
-    for kind, table in TAG_TABLES.items():
-        tables[table] = [{"task_id": t.id, "tag": tag} for t in tasks for tag in getattr(t, kind)]
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "export_version": EXPORT_VERSION,
-        "exported_at": _iso(max(stamps, default=0)),
-        "exported_by": exported_by,
-        "tables": tables,
-    }

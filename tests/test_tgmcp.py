@@ -9,6 +9,7 @@ import pytest
 from fixtures_path import tgmcp_fixture
 
 from coordstore import graph, snapshot, tgmcp
+from coordstore.tgmcp_export import to_doc
 from coordstore.errors import GraphError, InputError
 from coordstore.models import Dependency, Task, TaskGraph
 from coordstore.templates import load_file, load_graph, save_file
@@ -90,9 +91,9 @@ def test_tag_lists_as_json_strings_metrics_and_extensions(tmp_path):
     assert (t2.tokens_in, t2.tokens_out, t2.tokens_cached, t2.tokens_thinking) == (1, 2, 3, 4)
     assert t2.file_scope == ["src/conn.py", "src/http.py"]
     # attachments survive an export and a re-import
-    again = tgmcp.to_graph(tgmcp.to_doc(g), "re")
+    again = tgmcp.to_graph(to_doc(g), "re")
     assert again.tasks[2].meta == t2.meta
-    assert tgmcp.to_doc(again)["tables"]["attachments"] == doc["tables"]["attachments"]
+    assert to_doc(again)["tables"]["attachments"] == doc["tables"]["attachments"]
 
 
 def _mutations():
@@ -161,7 +162,7 @@ def test_malformed_json_file(tmp_path):
 
 def test_export_writes_what_task_graph_mcps_importer_reads():
     g = load_graph(tgmcp_fixture("browser-project.json"))
-    doc = tgmcp.to_doc(g)
+    doc = to_doc(g)
     assert doc["schema_version"] == 3 and set(doc["tables"]) == set(tgmcp.TABLES)
     for row in doc["tables"]["tasks"]:
         assert isinstance(row["priority"], str) and row["priority"].isdigit()
@@ -200,7 +201,7 @@ def test_orch_graph_exports_to_tgmcp_and_back(tmp_path):
         ],
         dependencies=[Dependency(from_id="p", to_id="a", type="contains"), Dependency(from_id="a", to_id="b", type="blocks")],
     )
-    doc = tgmcp.to_doc(g)
+    doc = to_doc(g)
     assert doc["tables"]["tasks"][2]["time_actual_ms"] == 20
     back = tgmcp.to_graph(json.loads(snapshot.canonical_json(doc)), "mem")
     for orig, new in zip(g.tasks, back.tasks):
