@@ -41,13 +41,18 @@ class _Periods:
         self.assigned: list[tuple[str, str, int, str]] = []  # (task, agent, ts, by)
         self.started_at: dict[str, list[int]] = defaultdict(list)
         self.completed_at: dict[str, int] = {}
+        self.pickups: list[int] = []  # assignment -> working, per working period
+        last_assigned: dict[str, int] = {}
         open_: dict[str, tuple[str, int]] = {}
         for r in rows:
             if r.entity != "task":
                 continue
             if r.to_state == "assigned":
                 self.assigned.append((r.entity_id, r.agent or "", r.ts_ms, (r.data or {}).get("by") or ""))
+                last_assigned[r.entity_id] = r.ts_ms
             if r.to_state == "working":
+                if r.entity_id in last_assigned:
+                    self.pickups.append(r.ts_ms - last_assigned[r.entity_id])
                 open_[r.entity_id] = (r.agent or "", r.ts_ms)
                 self.started_at[r.entity_id].append(r.ts_ms)
             elif r.from_state == "working" and r.entity_id in open_:
@@ -127,13 +132,6 @@ def compute_metrics(dump: RunDump) -> dict[str, Any]:
         if r is not None:
             dispatch.append(max(0, ts - max(r, free, requeued)))
 
-    pickups = []
-    for r in rows:
-        if r.entity == "task" and r.to_state == "working":
-            prev = [a for a in p.assigned if a[0] == r.entity_id and a[2] <= r.ts_ms]
-            if prev:
-                pickups.append(r.ts_ms - prev[-1][2])
-
     claims = [r for r in rows if r.entity == "claim"]
     lost = sum(r.to_state == "lost" for r in claims)
     requeues = [r for r in rows if r.entity == "task" and r.to_state == "pending" and r.from_state in ("assigned", "working", "failed")]
@@ -164,7 +162,7 @@ def compute_metrics(dump: RunDump) -> dict[str, Any]:
         "blocking_ratio": round(sum(b for b, _ in blocked_parts) / sum(s for _, s in blocked_parts), 4) if blocked_parts else 0.0,
         "queue_wait_ms": round(mean(waits), 3) if waits else 0.0,
         "dispatch_latency_ms": round(mean(dispatch), 3) if dispatch else None,
-        "pickup_latency_ms": round(mean(pickups), 3) if pickups else 0.0,
+        "pickup_latency_ms": round(mean(p.pickups), 3) if p.pickups else 0.0,
         "utilization": {"mean": round(mean(util.values()), 4) if util else 0.0, **{a: round(u, 4) for a, u in util.items()}},
         "idle_ms": {a: max(0, wall - busy[a]) for a in executing},
         "busy_ms": {a: busy[a] for a in executing},
