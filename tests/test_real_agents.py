@@ -140,18 +140,38 @@ def write_graph(tmp_path: Path, tasks: list[dict]) -> Path:
     return tpl
 
 
+def slot_repo(tmp_path: Path, n: int) -> Path:
+    """A repository with module files m0..m{n-1}, each holding its task's orch-slot line."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    for i in range(n):
+        (repo / f"m{i}.py").write_text(f"# module {i}\n# orch-slot: t{i}\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "base")
+    return repo
+
+
+def module_tasks(n: int) -> list[dict]:
+    return [{"id": f"t{i}", "title": f"change module {i}", "file_scope": [f"m{i}.py"], "time_estimate_ms": 60_000} for i in range(n)]
+
+
+def served_experiment(tmp_path: Path, tpl: Path, variant: dict, **supervision) -> Path:
+    """An experiment whose one variant runs with orch's own model server (``model_server`` key)."""
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(yaml.safe_dump({
+        "experiment": {"id": "served"}, "template": str(tpl),
+        "execution": {"runs": 1, "seed": 5, "time_scale": 0.001, "timeout_s": 300, "supervision": {**SUPERVISION, **supervision}},
+        "variants": [{"policy": "pull", "model_server": "sim", **variant}]}))
+    return exp
+
+
 def test_claude_sim_with_a_429_and_a_stalled_stream(tmp_path):
     """One task meets a 429 (claude retries; orch records back-pressure), another a stream that
     never ends (orch judges the agent stalled, kills it, requeues the task; the retry completes)."""
     need("claude")
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    git(repo, "init", "-q", "-b", "main")
-    for i in range(4):
-        (repo / f"m{i}.py").write_text(f"# module {i}\n# orch-slot: t{i}\n")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "base")
-    tasks = [{"id": f"t{i}", "title": f"change module {i}", "file_scope": [f"m{i}.py"], "time_estimate_ms": 60_000} for i in range(4)]
+    repo = slot_repo(tmp_path, 4)
+    tasks = module_tasks(4)
     tasks[1]["meta"] = {"model_faults": [{"turn": 0, "kind": "rate_limit", "retry_after": 2}]}
     tasks[2]["meta"] = {"model_faults": [{"turn": 1, "kind": "hang"}]}
     tpl = write_graph(tmp_path, tasks)
@@ -183,32 +203,6 @@ def test_claude_sim_with_a_429_and_a_stalled_stream(tmp_path):
     verdicts = [r for r in dump.history if r.entity == "agent" and r.to_state == "stalled"]
     assert verdicts, [(r.entity, r.entity_id, r.to_state, r.reason) for r in dump.history if r.entity == "agent"]
     assert any(r.entity == "task" and r.entity_id == "t2" and r.to_state == "pending" for r in dump.history)
-
-
-def slot_repo(tmp_path: Path, n: int) -> Path:
-    """A repository with module files m0..m{n-1}, each holding its task's orch-slot line."""
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    git(repo, "init", "-q", "-b", "main")
-    for i in range(n):
-        (repo / f"m{i}.py").write_text(f"# module {i}\n# orch-slot: t{i}\n")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "base")
-    return repo
-
-
-def module_tasks(n: int) -> list[dict]:
-    return [{"id": f"t{i}", "title": f"change module {i}", "file_scope": [f"m{i}.py"], "time_estimate_ms": 60_000} for i in range(n)]
-
-
-def served_experiment(tmp_path: Path, tpl: Path, variant: dict, **supervision) -> Path:
-    """An experiment whose one variant runs with orch's own model server (``model_server`` key)."""
-    exp = tmp_path / "exp.yaml"
-    exp.write_text(yaml.safe_dump({
-        "experiment": {"id": "served"}, "template": str(tpl),
-        "execution": {"runs": 1, "seed": 5, "time_scale": 0.001, "timeout_s": 300, "supervision": {**SUPERVISION, **supervision}},
-        "variants": [{"policy": "pull", "model_server": "sim", **variant}]}))
-    return exp
 
 
 def test_variant_model_server_key_runs_claude_through_orch_run(tmp_path):
