@@ -35,6 +35,7 @@ class Orchestrator:
         self.deadline = self.clock() + spec.timeout_s
         self.progress = None  # optional callback(done, total)
         self.model_server = None
+        self._last_tick_ms = -1 << 62  # the first step always judges
 
     def _start_model_server(self) -> None:
         """The variant's scripted model server; runners (re)spawned from now on point at it."""
@@ -82,7 +83,10 @@ class Orchestrator:
         """One turn: ingest events, judge agents, report progress. True when every task is terminal."""
         now_ms = int(self.clock() * 1000) if now_ms is None else now_ms
         self.watcher.poll()
-        self.supervisor.tick(now_ms)
+        # events wake the loop many times a second; judging agents (a few queries each) need not
+        if now_ms - self._last_tick_ms >= TICK_S * 1000:
+            self._last_tick_ms = now_ms
+            self.supervisor.tick(now_ms)
         done, total = self.counts()
         if self.progress:
             self.progress(done, total)
