@@ -19,6 +19,7 @@ import psutil
 import pytest
 
 from coordstore import open_store
+from coordstore.errors import NotFound
 from coordstore.models import TERMINAL
 from orchestrator.cli import main
 from orchestrator.rundir import RunPaths
@@ -66,9 +67,13 @@ def start_run(results: Path, scale: str, env: dict[str, str], cwd: Path) -> tupl
 
 
 def completed(run_dir: Path) -> tuple[int, int]:
+    """(completed, total) tasks; (0, 0) while setup has written run.json but not yet the run's row."""
     spec = RunPaths(run_dir).read_spec()
     with open_store(spec.store_url) as s:
-        tasks = s.list_tasks(spec.run_id)
+        try:
+            tasks = s.list_tasks(spec.run_id)
+        except NotFound:
+            return 0, 0
     return sum(t.status == "completed" for t in tasks), len(tasks)
 
 
