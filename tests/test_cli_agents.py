@@ -238,6 +238,17 @@ def test_gemini_rate_limit_from_stderr_and_result_error():
     assert p.failure == "gemini: exit 53 (turn limit exceeded)"
 
 
+def test_gemini_quota_retry_with_a_suggested_delay():
+    """gemini 0.61's stderr for a 429 carrying RetryInfo: the wait it announces is the retry_after."""
+    p = parser_class("gemini")()
+    lines = ["Attempt 1 failed: Rate limited by the orch model server (scripted)",
+             "Suggested retry after 2s.. Retrying after 5892ms...",
+             "Attempt 2 failed with status 503. Retrying with backoff... ApiError: overloaded"]
+    events = [e for line in lines for e in p.feed_stderr(line)]
+    assert [(e.type, e.data.get("retry_after")) for e in events] == [("rate_limited", 5.892), ("log", None)]
+    assert p.last_retry_after == 5.892
+
+
 def test_opencode_edit_stream():
     parser, events = parse("opencode", "opencode-edit")
     [s] = of(events, "step")

@@ -222,6 +222,66 @@ def test_responses_plain_stream_and_previous_response_id(serve):
     assert [q["turn"] for q in srv.requests] == [0, 0, 1, 1]
 
 
+# ---------------------------------------------------------------- Gemini
+GEMINI_TOOLS = [{"function_declarations": [{"name": "run_shell_command", "description": "run a command",
+                                            "parameters": {"type": "OBJECT", "properties": {"command": {"type": "STRING"}}}}]}]
+
+
+def gem(srv: ModelServer, base: str | None = None):
+    from google import genai
+    from google.genai import types
+
+    return genai.Client(api_key="k", http_options=types.HttpOptions(base_url=base or srv.url,
+                                                                   retry_options=types.HttpRetryOptions(attempts=1)))
+
+
+def test_gemini_plain_stream_tool_calls_and_usage(serve):
+    from google.genai import types
+
+    srv = serve(TWO_TURNS)
+    c = gem(srv)
+    cfg = types.GenerateContentConfig(tools=GEMINI_TOOLS, automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True))
+    r = c.models.generate_content(model="gemini-x", contents="go", config=cfg)
+    assert r.text == "Looking." and r.candidates[0].finish_reason == types.FinishReason.STOP
+    [call] = r.function_calls
+    assert call.name == "run_shell_command" and call.args == {"command": "echo hi > a.txt"}
+    u = r.usage_metadata
+    assert (u.prompt_token_count, u.cached_content_token_count, u.candidates_token_count, u.thoughts_token_count) == (1200, 500, 80, 30)
+
+    pieces = list(c.models.generate_content_stream(model="gemini-x", contents="go", config=cfg))
+    assert "".join(p.text or "" for p in pieces if p.candidates and any(pt.text for pt in p.candidates[0].content.parts or [])) == "Looking."
+    assert [fc.name for p in pieces for fc in p.function_calls or []] == ["run_shell_command"]
+    assert pieces[-1].candidates[0].finish_reason == types.FinishReason.STOP and pieces[-1].usage_metadata.total_token_count == 1310
+
+    history = [types.Content(role="user", parts=[types.Part(text="go")]), r.candidates[0].content,
+               types.Content(role="user", parts=[types.Part.from_function_response(name=call.name, response={"output": "ok"})])]
+    r2 = c.models.generate_content(model="gemini-x", contents=history, config=cfg)
+    assert r2.text == "All done." and not r2.function_calls
+    # the SDK's API version (v1 or v1beta) is its own choice; the server takes either
+    assert [(q["api"], q["path"].split("/models/")[1], q["turn"], q["stream"]) for q in srv.requests] == [
+        ("gemini", "gemini-x:generateContent", 0, False), ("gemini", "gemini-x:streamGenerateContent", 0, True),
+        ("gemini", "gemini-x:generateContent", 1, False)]
+
+
+def test_gemini_side_request_rate_limit_and_count_tokens(serve):
+    from google.genai import errors, types
+
+    srv = serve([{"fault": {"kind": "rate_limit", "retry_after": 2}}, "ok"])
+    c = gem(srv)
+    schema = {"type": "OBJECT", "properties": {"complexity_reasoning": {"type": "STRING"}, "complexity_score": {"type": "INTEGER"}},
+              "required": ["complexity_reasoning", "complexity_score"]}
+    side = c.models.generate_content(model="gemini-x", contents="route this", config=types.GenerateContentConfig(
+        response_mime_type="application/json", response_schema=schema))
+    assert json.loads(side.text) == {"complexity_reasoning": "scripted", "complexity_score": 0}
+    with pytest.raises(errors.ClientError) as e:
+        c.models.generate_content(model="gemini-x", contents="go")
+    assert e.value.code == 429 and e.value.status == "RESOURCE_EXHAUSTED"
+    assert e.value.details["error"]["details"][0]["retryDelay"] == "2s"
+    assert c.models.generate_content(model="gemini-x", contents="go").text == "ok"
+    assert c.models.count_tokens(model="gemini-x", contents="hello there").total_tokens > 0
+    assert [(q["status"], q["side"]) for q in srv.requests] == [(200, True), (429, False), (200, False)]
+
+
 # ---------------------------------------------------------------- faults
 def test_rate_limit_once_with_retry_after_then_the_turn(serve):
     srv = serve([{"fault": {"kind": "rate_limit", "retry_after": 2}}, {"bash": "true"}])

@@ -23,7 +23,9 @@ from orchestrator.launch import RunRequest, plan_runs, run_one
 from orchestrator.modelserver import ModelServer
 from orchestrator.modelserver.tasksource import GraphTasks
 
-INSTALL = {"claude": "npm install -g @anthropic-ai/claude-code"}
+INSTALL = {"claude": "npm install -g @anthropic-ai/claude-code", "codex": "npm install -g @openai/codex",
+           "opencode": "npm install -g opencode-ai", "gemini": "npm install -g @google/gemini-cli",
+           "aider": "pip install aider-chat"}
 SUPERVISION = {"stall_after_ms": 8000, "busy_grace_ms": 0, "kill_grace_s": 1.0, "respawn_backoff_ms": 200,
                "respawn_backoff_max_ms": 1000, "max_retries": 3}
 T0 = 1_700_000_000
@@ -241,11 +243,12 @@ def test_claude_tool_call_loop_is_judged_looping(tmp_path):
     assert t1.attempt >= 2
 
 
-@pytest.mark.parametrize("cli", ["codex", "opencode"])
-def test_variant_model_server_key_runs_openai_clis_through_orch_run(tmp_path, cli, monkeypatch):
-    """The same with real codex (Responses API) and opencode (Chat Completions), each told about
-    the server as a provider of its own. PWD points elsewhere on purpose: opencode once took its
-    project directory from it and edited the wrong tree."""
+@pytest.mark.parametrize("cli", ["codex", "opencode", "gemini"])
+def test_variant_model_server_key_runs_other_clis_through_orch_run(tmp_path, cli, monkeypatch):
+    """The same with real codex (Responses API; the server declared as a provider), opencode (Chat
+    Completions; a provider in its config) and gemini (Gemini API; GOOGLE_GEMINI_BASE_URL). PWD
+    points elsewhere on purpose: opencode once took its project directory from it and edited the
+    wrong tree."""
     need(cli)
     monkeypatch.setenv("PWD", str(tmp_path))
     decoy = tmp_path / "m0.py"
@@ -260,6 +263,30 @@ def test_variant_model_server_key_runs_openai_clis_through_orch_run(tmp_path, cl
         dump = s.dump_run(out.spec.run_id)
     assert out.status == "finished", [(t.id, t.status, t.reason) for t in dump.tasks]
     assert out.metrics["tasks_completed"] == 2 and out.metrics["tokens"]["total"] > 0
+    for i in range(2):  # the slot line replaced, not appended to: the server knew the worktree
+        text = git(repo, "show", f"{out.spec.merged_branch}:m{i}.py")
+        assert f"task t{i}: change module {i} [sim " in text and "orch-slot" not in text, text
+    assert not decoy.exists() and git(repo, "status", "--porcelain") == ""  # nothing edited outside the worktrees
+
+
+def test_gemini_429_through_orch_run_is_back_pressure(tmp_path):
+    """A 429 with a suggested delay from the Gemini API: gemini waits and retries by itself, its
+    stderr says so, orch records a rate_limited event for the task, and the run completes."""
+    need("gemini")
+    repo = slot_repo(tmp_path, 2)
+    tasks = module_tasks(2)
+    tasks[0]["meta"] = {"model_faults": [{"turn": 1, "kind": "rate_limit", "retry_after": 1}]}
+    exp = served_experiment(tmp_path, write_graph(tmp_path, tasks), {"name": "gemini-1", "agents": 1, "kind": "gemini"},
+                            stall_after_ms=30_000)
+    [plan] = plan_runs(RunRequest(variant="gemini-1", experiment=exp, repo=repo, results=tmp_path / "results"))
+    out = run_one(*plan)
+    with open_store(out.spec.store_url) as s:
+        dump = s.dump_run(out.spec.run_id)
+        events = s.read_events(out.spec.run_id)
+    assert out.status == "finished", [(t.id, t.status, t.reason) for t in dump.tasks]
+    recorded = [json.loads(r) for r in (out.run_dir / "model-requests.jsonl").read_text().splitlines()]
+    assert [(r["task"], r["turn"]) for r in recorded if r["status"] == 429] == [("t0", 1)]
+    limited = [e for e in events if e.type == "rate_limited"]
+    assert [e.task for e in limited] == ["t0"] and limited[0].data["retry_after"] >= 1.0
     for i in range(2):
         assert f"task t{i}: change module {i} [sim " in git(repo, "show", f"{out.spec.merged_branch}:m{i}.py")
-    assert not decoy.exists() and git(repo, "status", "--porcelain") == ""  # nothing edited outside the worktrees

@@ -160,4 +160,5 @@ class Preset:
     help_argv: tuple[str, ...]  # prints the help that lists every flag ``build`` may pass
     prompt_on_stdin: bool = False  # the prompt goes to stdin instead of argv
     scratch_paths: tuple[str, ...] = ()  # files the CLI leaves in the worktree root (removed after)
+    env: Callable[[Invocation], dict[str, str]] | None = None  # extra environment for one invocation
     doc: str = ""

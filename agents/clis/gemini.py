@@ -12,16 +12,20 @@ Headless stream-json prints one event per line, each with ``type`` and ``timesta
   total_tokens, duration_ms, tool_calls}}`` -- ``stats.input`` is the uncached part of
   ``input_tokens``; Gemini CLI reports no cost.
 
-API retries (``Attempt 2 failed with status 429. Retrying with backoff...``) appear only on stderr.
+API retries appear only on stderr: ``Attempt 2 failed with status 429. Retrying with backoff...``,
+or, for a 429 that suggests a delay, ``Attempt 1 failed: MESSAGE`` and ``... Retrying after 2312ms...``.
 Exit codes: 0 success, 1 general/API error, 41 authentication, 42 bad input, 53 turn limit.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import re
+from pathlib import Path
 from typing import Any
 
-from .base import CliEvent, Invocation, JsonLinesParser, Preset, error, log, looks_rate_limited, num, retry_after_in, step, tokens
+from .base import MODEL_SERVER_ENV, CliEvent, Invocation, JsonLinesParser, Preset, error, log, looks_rate_limited, num, retry_after_in, step, tokens
 
 EXIT_REASONS = {
     # with GOOGLE_GEMINI_BASE_URL set, gemini picks its "gateway" auth unless settings choose one
@@ -30,7 +34,10 @@ EXIT_REASONS = {
     42: "invalid input",
     53: "turn limit exceeded",
 }
+SERVED_MODEL = "gemini-2.5-pro"  # the model named to orch's model server when the variant names none
 _ATTEMPT = re.compile(r"Attempt (?P<n>\d+) failed with status (?P<status>\d+)\. Retrying")
+# a quota error with a suggested delay: "Attempt 1 failed: <message>\nSuggested retry after 2s.. Retrying after 2312ms..."
+_QUOTA_RETRY = re.compile(r"\. Retrying after (?P<ms>\d+)ms")
 
 
 def build(inv: Invocation) -> list[str]:
@@ -40,12 +47,29 @@ def build(inv: Invocation) -> list[str]:
         argv.append("--skip-trust")
     if inv.model:
         argv += ["--model", inv.model]
+    elif os.environ.get(MODEL_SERVER_ENV):  # a named model: "auto" asks the server to route every turn first
+        argv += ["--model", SERVED_MODEL]
     return argv + list(inv.extra_args)
+
+
+def served_env(inv: Invocation) -> dict[str, str]:
+    """With the run's model server: a private gemini home (in the scratch directory) whose settings
+    pick API-key auth. With ``GOOGLE_GEMINI_BASE_URL`` set, gemini otherwise picks its "gateway"
+    auth, which it then refuses in headless mode (exit 41)."""
+    if not os.environ.get(MODEL_SERVER_ENV):
+        return {}
+    home = Path(inv.scratch) / "gemini-home"
+    (home / ".gemini").mkdir(parents=True, exist_ok=True)
+    (home / ".gemini" / "settings.json").write_text(json.dumps({"security": {"auth": {"selectedType": "gemini-api-key"}}}))
+    return {"GEMINI_CLI_HOME": str(home)}
 
 
 class GeminiParser(JsonLinesParser):
     def feed_stderr(self, line: str) -> list[CliEvent]:
         # API retries show only on stderr: "Attempt 2 failed with status 429. Retrying with backoff..."
+        q = _QUOTA_RETRY.search(line)
+        if q:  # gemini prints this only for errors it classified as a retryable quota error
+            return [self._rate_limited(int(q["ms"]) / 1000.0)]
         m = _ATTEMPT.search(line)
         if not m:
             return []
@@ -100,5 +124,6 @@ PRESET = Preset(
     build=build,
     parser=GeminiParser,
     help_argv=("--help",),
+    env=served_env,
     doc="Gemini CLI headless (-p) with stream-json output",
 )

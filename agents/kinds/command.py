@@ -89,13 +89,14 @@ class CommandKind:
                              file_scope=tuple(task.file_scope or ()), model=cfg.model, settings=dict(cfg.settings),
                              extra_args=tuple(cfg.extra_args))
             argv = [binary, *self._args(inv, tid)]
+            extra_env = cfg.preset.env(inv) if cfg.preset and cfg.preset.env else {}
             stdin = prompt_file if (cfg.preset and cfg.preset.prompt_on_stdin) else None
             shown = shlex.join("<prompt>" if a == prompt else a for a in argv)
             ctx.events.log(f"{self.name}: {shown}", level="debug", task=tid)
             tries = 0
             try:
                 while True:
-                    outcome = self._run_once(argv, stdin, task, ctx, totals)
+                    outcome = self._run_once(argv, stdin, task, ctx, totals, extra_env)
                     if outcome.ok or outcome.retry_after is None or tries >= cfg.rate_limit_retries:
                         break
                     tries += 1
@@ -131,13 +132,14 @@ class CommandKind:
             out.append(arg)
         return out + list(inv.extra_args)
 
-    def _run_once(self, argv: list[str], stdin_file: Path | None, task, ctx: KindContext, totals: dict) -> _Outcome:
+    def _run_once(self, argv: list[str], stdin_file: Path | None, task, ctx: KindContext, totals: dict,
+                  extra_env: dict[str, str]) -> _Outcome:
         from agents.clis import parser_class
 
         cfg, tid = self.cfg, task.id
         parser = parser_class(cfg.parser)()
         # PWD too: some CLIs (opencode) take their project directory from it, not from the real cwd
-        env = {**cfg.environment(), **ctx.identity, "PWD": str(ctx.worktree), "ORCH_RUN_ID": ctx.run_id, "ORCH_AGENT_ID": ctx.agent_id,
+        env = {**cfg.environment(), **extra_env, **ctx.identity, "PWD": str(ctx.worktree), "ORCH_RUN_ID": ctx.run_id, "ORCH_AGENT_ID": ctx.agent_id,
                "ORCH_TASK_ID": tid, "ORCH_ATTEMPT": str(ctx.attempt)}
         name = Path(argv[0]).name
         tails: dict[bool, list[str]] = {False: [], True: []}  # stdout / stderr lines kept for a reason

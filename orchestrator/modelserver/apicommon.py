@@ -13,6 +13,7 @@ from .turns import Turn
 
 CHUNK_CHARS = 48  # size of one streamed delta: several per block, like the real APIs
 CHARS_PER_TOKEN = 4  # the usual rule of thumb, for token counts a script did not give
+ID_PREFIX = {"anthropic": "msg", "chat": "chatcmpl", "responses": "resp", "gemini": "gen"}
 
 
 def estimate_tokens(chars: int) -> int:
@@ -44,17 +45,25 @@ class Rendered:
 def render(turn: Turn, view: RequestView, seq: int) -> Rendered:
     """Resolve portable tool calls against the offered tools, give ids, settle the token counts."""
     calls = [resolve(c, view.tools) for c in turn.tool_calls]
-    prefix = {"anthropic": "toolu_orch", "chat": "call_orch", "responses": "call_orch"}[view.api]
+    prefix = {"anthropic": "toolu_orch"}.get(view.api, "call_orch")
     rcalls = [RenderedCall(f"{prefix}_{seq:06d}_{k}", c.name, c.input) for k, c in enumerate(calls)]
     u = turn.usage
     out_chars = len(turn.text) + sum(len(json.dumps(c.input)) for c in calls)
     tokens_in = u.input if u.input is not None else estimate_tokens(view.prompt_chars)
     return Rendered(
-        id=f"{'msg' if view.api == 'anthropic' else 'resp' if view.api == 'responses' else 'chatcmpl'}_orch_{seq:06d}",
+        id=f"{ID_PREFIX[view.api]}_orch_{seq:06d}",
         model=view.model, text=turn.text, calls=rcalls, tokens_in=tokens_in,
         tokens_out=u.output if u.output is not None else estimate_tokens(out_chars),
         cached=min(u.cached, tokens_in), thinking=u.thinking,
     )
+
+
+def task_prompt(user_texts: list[str]) -> str:
+    """The user message that names the task (``Task <id>: ...``): the last one that does, since a
+    client may send canned examples or file contents before it (aider), else the first one."""
+    from .tasksource import TASK_LINE
+
+    return next((t for t in reversed(user_texts) if TASK_LINE.search(t)), user_texts[0] if user_texts else "")
 
 
 def sse(event: str | None, data: Any) -> bytes:

@@ -104,7 +104,8 @@ def agent_env(base_url: str) -> dict[str, str]:
     """Environment variables that point the common agent CLIs and SDKs at ``base_url``.
 
     Anthropic clients append ``/v1/messages`` to their base URL; OpenAI clients expect the
-    ``/v1`` in it. Keys are dummies: the server accepts any."""
+    ``/v1`` in it; Gemini clients (``GOOGLE_GEMINI_BASE_URL``) add ``/v1beta``. Keys are dummies:
+    the server accepts any."""
     # opencode takes providers only from its config: declare the server as provider "orch"
     opencode = {"provider": {"orch": {"npm": "@ai-sdk/openai-compatible", "name": "orch",
                                       "options": {"baseURL": f"{base_url}/v1", "apiKey": API_KEY},
@@ -115,4 +116,6 @@ def agent_env(base_url: str) -> dict[str, str]:
         "OPENAI_BASE_URL": f"{base_url}/v1",
         "OPENAI_API_KEY": API_KEY,
         "OPENCODE_CONFIG_CONTENT": json.dumps(opencode),
+        "GOOGLE_GEMINI_BASE_URL": base_url,  # the Gemini SDKs append /v1beta/models/...
+        "GEMINI_API_KEY": API_KEY,
     }

@@ -13,7 +13,7 @@ from typing import Any
 
 from coordstore.errors import OrchError
 
-from . import anthropic_api, openai_api
+from . import anthropic_api, gemini_api, openai_api
 from .apicommon import estimate_tokens, render
 from .context import split_path
 from .scripts import RequestView
@@ -24,6 +24,7 @@ HANG_MAX_S = 3600.0  # a "never-ending" stream still ends after this, so a forgo
 HANG_POLL_S = 0.1  # how often a hanging stream checks whether its client left or the server stops
 MAX_BODY = 64 * 1024 * 1024  # a request larger than this is refused (413): no agent sends that much
 MODELS = ("claude-scripted", "gpt-scripted")  # what GET /v1/models lists
+GEMINI_MODELS = ("gemini-scripted",)  # what GET /v1beta/models lists
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -48,9 +49,9 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def _start_stream(self) -> None:
+    def _start_stream(self, content_type: str = "text/event-stream; charset=utf-8") -> None:
         self.send_response(200)
-        self.send_header("content-type", "text/event-stream; charset=utf-8")
+        self.send_header("content-type", content_type)
         self.send_header("cache-control", "no-cache")
         self.send_header("transfer-encoding", "chunked")
         self.end_headers()
@@ -115,6 +116,9 @@ class Handler(BaseHTTPRequestHandler):
         elif path.rstrip("/") in ("/v1/models", "/models"):
             self._json(200, {"object": "list", "data": [{"id": n, "object": "model", "type": "model", "created": 0,
                                                          "owned_by": "orch", "display_name": n} for n in MODELS]})
+        elif path.rstrip("/") in ("/v1beta/models", "/v1alpha/models"):
+            self._json(200, {"models": [{"name": f"models/{n}", "displayName": n, "supportedGenerationMethods": [
+                "generateContent", "streamGenerateContent", "countTokens"]} for n in GEMINI_MODELS]})
         else:
             self._json(404, {"error": {"type": "not_found_error", "message": f"no route GET {path}"}})
 
@@ -124,7 +128,9 @@ class Handler(BaseHTTPRequestHandler):
         except ValueError as e:
             return self._json(400, anthropic_api.error(400, str(e)))
         path = path.rstrip("/")
-        if not path.startswith("/v1/"):
+        query = self.path.split("?", 1)[1] if "?" in self.path else ""
+        gemini = gemini_api.route(path)
+        if gemini is None and not path.startswith("/v1/"):
             path = "/v1" + path  # OpenAI clients may be given a base URL without /v1
         try:
             raw = self._body()
@@ -136,6 +142,16 @@ class Handler(BaseHTTPRequestHandler):
                 raise ValueError("the body is not a JSON object")
         except ValueError as e:
             return self._json(400, anthropic_api.error(400, f"invalid JSON body: {e}"))
+        if gemini is not None:
+            model, method = gemini
+            if method == "countTokens":
+                return self._json(200, gemini_api.count_tokens(body))
+            if method not in ("generateContent", "streamGenerateContent"):
+                return self._json(404, gemini_api.error(404, f"no method {method!r} (generateContent, streamGenerateContent)"))
+            stream = method == "streamGenerateContent"
+            view, api = gemini_api.view(body, ctx, model, stream), "gemini"
+            view.extra["sse"] = "alt=sse" in query.split("&")
+            return self._serve(api, path, view)
         if path == "/v1/messages/count_tokens":
             return self._json(200, anthropic_api.count_tokens(body))
         if path == "/v1/messages":
@@ -149,7 +165,9 @@ class Handler(BaseHTTPRequestHandler):
             return self._json(404, anthropic_api.error(404, f"no route POST {path}"))
         self._serve(api, path, view)
 
-    def _error_body(self, api: str, status: int, message: str) -> dict[str, Any]:
+    def _error_body(self, api: str, status: int, message: str, retry_after_s: float | None = None) -> dict[str, Any]:
+        if api == "gemini":
+            return gemini_api.error(status, message, retry_after_s)
         return anthropic_api.error(status, message) if api == "anthropic" else openai_api.error(status, message)
 
     def _serve(self, api: str, path: str, view: RequestView) -> None:
@@ -181,6 +199,7 @@ class Handler(BaseHTTPRequestHandler):
         entry["side"] = side
         if fault is not None and fault.kind in ("rate_limit", "overloaded", "error"):
             status = {"rate_limit": 429, "overloaded": 529 if api == "anthropic" else 503}.get(fault.kind, fault.status)
+            retry_after = fault.retry_after_s if fault.kind != "error" else None
             msg = fault.message or {"rate_limit": "Rate limited by the orch model server (scripted)",
                                     "overloaded": "Overloaded (scripted)"}.get(fault.kind, "Scripted error")
             entry.update(status=status, fault=fault.kind, retry_after=fault.retry_after_s)
@@ -190,7 +209,7 @@ class Handler(BaseHTTPRequestHandler):
                 ra = fault.retry_after_s
                 headers = {"retry-after": str(int(ra)) if float(ra).is_integer() else f"{ra:g}",
                            "retry-after-ms": str(int(ra * 1000)), "x-should-retry": "true"}
-            return self._json(status, self._error_body(api, status, msg), headers)
+            return self._json(status, self._error_body(api, status, msg, retry_after), headers)
         if turn.delay_s and m.stopping.wait(turn.delay_s):
             return self._drop()
         r = render(turn, view, seq)
@@ -221,21 +240,26 @@ class Handler(BaseHTTPRequestHandler):
     def _plain(api: str, turn: Turn, r) -> dict[str, Any]:
         if api == "anthropic":
             return anthropic_api.body(turn, r)
+        if api == "gemini":
+            return gemini_api.body(turn, r)
         return openai_api.chat_body(turn, r) if api == "chat" else openai_api.responses_body(turn, r)
 
     def _stream(self, api: str, turn: Turn, r, view: RequestView, fault: Fault | None) -> None:
         if api == "anthropic":
             frames = anthropic_api.events(turn, r)
+        elif api == "gemini":
+            frames = gemini_api.events(turn, r, view.extra.get("sse", True))
         elif api == "chat":
             frames = openai_api.chat_events(turn, r, view.extra.get("include_usage", False))
         else:
             frames = openai_api.responses_events(turn, r)
-        self._start_stream()
+        self._start_stream("application/json" if api == "gemini" and not view.extra.get("sse", True) else
+                           "text/event-stream; charset=utf-8")
         if fault is not None and fault.kind == "hang":
             self._chunk(frames[0])  # the response has begun ... and says nothing more
             return self._hang()
         if fault is not None and fault.kind == "cut":
-            for frame in frames[: max(2, len(frames) // 2)]:
+            for frame in frames[: min(len(frames) - 1, max(2, len(frames) // 2))]:  # never the closing frame
                 self._chunk(frame)
             return self._drop()
         for frame in frames:

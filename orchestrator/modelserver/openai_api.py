@@ -14,7 +14,7 @@ import json
 import time
 from typing import Any
 
-from .apicommon import Rendered, chunks, sse, text_of
+from .apicommon import Rendered, chunks, sse, task_prompt, text_of
 from .scripts import RequestView
 from .turns import Turn
 
@@ -49,7 +49,7 @@ def chat_view(body: dict[str, Any], ctx) -> RequestView:
         last_result="\n".join(reversed(tail)) if tail else None,
         json_schema=(fmt.get("json_schema") or {}).get("schema") if fmt.get("type") == "json_schema" else None,
         prompt_chars=len(json.dumps(body)),
-        prompt=next((text_of(m.get("content")) for m in msgs if m.get("role") == "user"), ""),
+        prompt=task_prompt([text_of(m.get("content")) for m in msgs if m.get("role") == "user"]),
         extra={"include_usage": bool((body.get("stream_options") or {}).get("include_usage"))},
     )
 

@@ -30,14 +30,17 @@ from .turns import DONE, Fault, ToolCall, Turn, Usage, done_turn, parse_fault, p
 
 SCRIPT_NAMES = ("sim", "replay", "file")
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"  # git's well-known empty tree: diff base of a root commit
-_CWD = re.compile(r"(?:^|\n)\s*(?:CWD|Working directory|cwd):\s*(\S[^\n]*)|<cwd>([^<]+)</cwd>")
+# how clients state their working directory: claude, opencode ("Working directory: ..."), codex
+# (<cwd>...</cwd>), gemini ("Workspace Directories:" then "  - PATH")
+_CWD = re.compile(r"(?:^|\n)\s*(?:CWD|Working directory|cwd):\s*(\S[^\n]*)|<cwd>([^<]+)</cwd>"
+                  r"|Workspace Directories:\**\s*\n\s*- (\S[^\n]*)")
 
 
 @dataclass
 class RequestView:
     """What a script may know about one request, whatever its API."""
 
-    api: str  # anthropic | chat | responses
+    api: str  # anthropic | chat | responses | gemini
     model: str
     ctx: SessionContext
     tools: list[str]  # tool names the client offered
@@ -58,7 +61,7 @@ class RequestView:
         if self.ctx.worktree:
             return self.ctx.worktree
         m = _CWD.search(self.system)
-        return (m.group(1) or m.group(2)).strip() if m else None
+        return next(g for g in m.groups() if g).strip() if m else None
 
 
 class Script(Protocol):
@@ -224,9 +227,9 @@ class SimScript:
             old = path.read_text() if path.is_file() else None
             new, _ = edit_text(old, rel, task, digest)
             return write_command(rel, new)
-        q = shlex.quote(rel)
+        q, parent = shlex.quote(rel), str(Path(rel).parent)
         line = shlex.quote(f"{comment_marker(rel)} {task_line(task, digest)}")
-        return f"mkdir -p \"$(dirname {q})\" && printf '\\n%s\\n' {line} >> {q}"
+        return (f"mkdir -p {shlex.quote(parent)} && " if parent != "." else "") + f"printf '\\n%s\\n' {line} >> {q}"
 
 
 # ---------------------------------------------------------------- replay

@@ -44,6 +44,7 @@ def schema_stub(schema: Any) -> Any:
     kind = schema.get("type")
     if isinstance(kind, list):
         kind = next((k for k in kind if k != "null"), "null")
+    kind = kind.lower() if isinstance(kind, str) else kind  # Gemini's schemas say OBJECT, INTEGER, ...
     if kind == "object" or "properties" in schema:
         props = schema.get("properties") or {}
         return {k: schema_stub(props.get(k)) for k in schema.get("required", list(props))}

@@ -40,9 +40,13 @@ def heredoc(text: str, into: str) -> str:
 
 
 def write_command(path: str, content: str) -> str:
-    """A shell command that writes ``content`` to ``path`` (parents created), byte for byte."""
-    q = shlex.quote(path)
-    return f"mkdir -p \"$(dirname {q})\" && " + heredoc(content, f"cat > {q}")
+    """A shell command that writes ``content`` to ``path`` (parents created), byte for byte. No
+    command substitution: gemini's shell tool refuses any ``$(...)``."""
+    import posixpath
+
+    q, parent = shlex.quote(path), posixpath.dirname(path)
+    mkdir = f"mkdir -p {shlex.quote(parent)} && " if parent else ""
+    return mkdir + heredoc(content, f"cat > {q}")
 
 
 def _write_as_bash(a: dict) -> dict:
