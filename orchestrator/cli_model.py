@@ -95,7 +95,8 @@ def model_server(
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops it as cleanly as Ctrl-C
     typer.echo(srv.url)
     print(f"orch model-server: script {getattr(srv.script, 'name', script)}, "
-          f"ANTHROPIC_BASE_URL={srv.url} OPENAI_BASE_URL={srv.url}/v1 (any API key); Ctrl-C stops", file=sys.stderr, flush=True)
+          f"ANTHROPIC_BASE_URL={srv.url} OPENAI_BASE_URL={srv.url}/v1 GOOGLE_GEMINI_BASE_URL={srv.url} "
+          f"(any API key); Ctrl-C stops", file=sys.stderr, flush=True)
     sys.stdout.flush()
     try:
         srv.serve_forever()

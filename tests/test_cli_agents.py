@@ -107,6 +107,14 @@ ARGV = {
 }
 
 
+@pytest.fixture
+def wt_dir(tmp_path, monkeypatch):
+    """Run in a directory holding ``wt/src``: the worktree ``inv`` names, with a directory in scope."""
+    (tmp_path / "wt" / "src").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.mark.usefixtures("wt_dir")
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_argv_snapshot(name):
     p = get_preset(name)
@@ -137,10 +145,45 @@ def _flags(argv: list[str]) -> list[str]:
     return sorted({a for a in argv if a.startswith("-") and a not in ("--", "-")})
 
 
+def test_aider_with_the_model_server(wt_dir, monkeypatch):
+    """Served: aider is `openai/orch`, its base URL carries the worktree; a file in a directory
+    that does not exist yet is not given to --file (aider would take that directory for its root)."""
+    from agents.clis.base import MODEL_SERVER_ENV
+    from orchestrator.modelserver.context import split_path
+
+    aider = get_preset("aider")
+    assert aider.env(inv()) == {}
+    monkeypatch.setenv(MODEL_SERVER_ENV, "http://127.0.0.1:9")
+    argv = aider.build(inv(settings={"edit_format": "diff"}, file_scope=("src/a.py", "new/b.py")))
+    assert argv[argv.index("--model") + 1] == "openai/orch" and argv[argv.index("--edit-format") + 1] == "diff"
+    assert [argv[i + 1] for i, a in enumerate(argv) if a == "--file"] == ["src/a.py"]
+    env = aider.env(inv())
+    assert env["OPENAI_BASE_URL"] == env["OPENAI_API_BASE"] and env["OPENAI_BASE_URL"].startswith("http://127.0.0.1:9/ctx/")
+    ctx, path = split_path(env["OPENAI_BASE_URL"][len("http://127.0.0.1:9"):] + "/chat/completions")
+    assert ctx.worktree == "wt" and ctx.session == "default" and path == "/v1/chat/completions"
+
+
+def test_gemini_with_the_model_server(tmp_path, monkeypatch):
+    from agents.clis.base import MODEL_SERVER_ENV
+
+    gem = get_preset("gemini")
+    assert gem.env(inv(scratch=str(tmp_path))) == {}
+    monkeypatch.setenv(MODEL_SERVER_ENV, "http://127.0.0.1:9")
+    env = gem.env(inv(scratch=str(tmp_path)))
+    settings = json.loads((Path(env["GEMINI_CLI_HOME"]) / ".gemini" / "settings.json").read_text())
+    assert settings["security"]["auth"]["selectedType"] == "gemini-api-key" and env["GEMINI_CLI_HOME"].startswith(str(tmp_path))
+    argv = gem.build(inv(settings=dict(gem.settings)))
+    assert argv[argv.index("--model") + 1] == "gemini-2.5-pro"
+
+
+@pytest.mark.usefixtures("wt_dir")
 @pytest.mark.parametrize("name", sorted(PRESETS))
-def test_every_flag_is_in_the_installed_clis_help(name):
-    """The argv orch builds is checked against the real CLI's --help (FAILS when not installed:
-    CI must install every CLI, see the preset's ``install``)."""
+def test_every_flag_is_in_the_installed_clis_help(name, monkeypatch):
+    """The argv orch builds -- plain, and with a model server and every setting given -- is checked
+    against the real CLI's --help (FAILS when not installed: CI must install every CLI, see the
+    preset's ``install``)."""
+    from agents.clis.base import MODEL_SERVER_ENV
+
     p = get_preset(name)
     exe = shutil.which(p.binary)
     if exe is None or Path(exe).parent == FAKECLI:
@@ -149,6 +192,9 @@ def test_every_flag_is_in_the_installed_clis_help(name):
     text = r.stdout + r.stderr
     assert r.returncode == 0, f"{name} {' '.join(p.help_argv)} exited {r.returncode}: {text[-500:]}"
     argv = p.build(inv(model="m1", settings=dict(p.settings)))
+    monkeypatch.setenv(MODEL_SERVER_ENV, "http://127.0.0.1:9")
+    given = {k: ("diff" if k == "edit_format" else v) for k, v in p.settings.items()}
+    argv += p.build(inv(settings=given))
     missing = [f for f in _flags(argv) if not re.search(rf"(?<![\w-]){re.escape(f)}(?![\w-])", text)]
     assert not missing, f"{name} --help does not list {missing}"
 

@@ -23,6 +23,7 @@ import openai
 import pytest
 
 from coordstore.errors import InputError
+from gitfixtures import GIT_ID, git, make_repo, write
 from coordstore.models import Task
 from orchestrator.modelserver import ModelServer, session_url
 from orchestrator.modelserver.scripts import FileScript
@@ -32,7 +33,6 @@ BASH = [{"name": "Bash", "description": "run a command", "input_schema": {"type"
 CHAT_TOOLS = [{"type": "function", "function": {"name": "shell", "parameters": {
     "type": "object", "properties": {"command": {"type": "array", "items": {"type": "string"}}}}}}]
 RESP_TOOLS = [{"type": "function", "name": "exec_command", "parameters": {"type": "object", "properties": {"cmd": {"type": "string"}}}}]
-GIT_ID = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@x"}
 
 
 def script_file(tmp_path: Path, turns, name: str = "script.yaml") -> Path:
@@ -439,29 +439,6 @@ def test_fault_only_turn_attaches_to_the_next(tmp_path):
 
 
 # ---------------------------------------------------------------- sim and replay against real git
-def git(cwd: Path, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=cwd, env={**os.environ, **GIT_ID}, check=True, capture_output=True, text=True).stdout.strip()
-
-
-def make_repo(path: Path, files: dict[str, str | bytes]) -> Path:
-    path.mkdir(parents=True)
-    git(path, "init", "-q", "-b", "main")
-    write(path, files)
-    git(path, "add", "-A")
-    git(path, "commit", "-q", "-m", "base")
-    return path
-
-
-def write(root: Path, files: dict[str, str | bytes | None]) -> None:
-    for rel, content in files.items():
-        p = root / rel
-        if content is None:
-            p.unlink()
-            continue
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(content) if isinstance(content, bytes) else p.write_text(content)
-
-
 def run_conversation(c: anthropic.Anthropic, cwd: Path, limit: int = 30) -> list:
     """Drive a conversation the way an agent CLI does: run every Bash call in ``cwd``, send the results."""
     msgs: list[dict] = [{"role": "user", "content": "Do the task."}]

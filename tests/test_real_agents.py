@@ -47,19 +47,26 @@ def git(repo: Path, *args: str, n: int = 0) -> str:
     return subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True, text=True).stdout.strip()
 
 
-def build_history(root: Path) -> Path:
+HISTORY: list[tuple[str, dict[str, str | None]]] = [
+    ("base", {"README.md": "# demo\n\nintro\n", "src/util.py": "def f():\n    return 1\n", "old.txt": "remove me\n"}),
+    ("Add the parser", {"src/parser.py": "def parse(s):\n    return s.split()\n"}),
+    ("Document usage", {"README.md": "# demo\n\nintro\n\n## Usage\n\nrun it\n"}),
+    ("Make f return 2", {"src/util.py": "def f():\n    return 2\n", "old.txt": None}),
+    ("Parser strips", {"src/parser.py": "def parse(s):\n    return s.strip().split()\n"}),
+    ("Add notes", {"notes/todo.txt": "no final newline"}),
+]
+# what a text edit can express (aider): no deletion, every file ending in a newline
+TEXT_HISTORY = [("base", {"README.md": "# demo\n\nintro\n", "src/util.py": "def f():\n    return 1\n"}),
+                *((msg, files) for msg, files in HISTORY[1:3]),
+                ("Make f return 2", {"src/util.py": "def f():\n    return 2\n"}),
+                HISTORY[4], ("Add notes", {"notes/todo.txt": "with a final newline\n"})]
+
+
+def build_history(root: Path, steps: list[tuple[str, dict[str, str | None]]] = HISTORY) -> Path:
     """Tag A, then five commits up to tag B: new files, an edit of a shared file by two commits
     (the second on the first), a deletion, a file without a final newline."""
     root.mkdir()
     git(root, "init", "-q", "-b", "main")
-    steps: list[tuple[str, dict[str, str | None]]] = [
-        ("base", {"README.md": "# demo\n\nintro\n", "src/util.py": "def f():\n    return 1\n", "old.txt": "remove me\n"}),
-        ("Add the parser", {"src/parser.py": "def parse(s):\n    return s.split()\n"}),
-        ("Document usage", {"README.md": "# demo\n\nintro\n\n## Usage\n\nrun it\n"}),
-        ("Make f return 2", {"src/util.py": "def f():\n    return 2\n", "old.txt": None}),
-        ("Parser strips", {"src/parser.py": "def parse(s):\n    return s.strip().split()\n"}),
-        ("Add notes", {"notes/todo.txt": "no final newline"}),
-    ]
     for n, (msg, files) in enumerate(steps):
         for rel, text in files.items():
             p = root / rel
@@ -243,7 +250,7 @@ def test_claude_tool_call_loop_is_judged_looping(tmp_path):
     assert t1.attempt >= 2
 
 
-@pytest.mark.parametrize("cli", ["codex", "opencode", "gemini"])
+@pytest.mark.parametrize("cli", ["codex", "opencode", "gemini", "aider"])
 def test_variant_model_server_key_runs_other_clis_through_orch_run(tmp_path, cli, monkeypatch):
     """The same with real codex (Responses API; the server declared as a provider), opencode (Chat
     Completions; a provider in its config) and gemini (Gemini API; GOOGLE_GEMINI_BASE_URL). PWD
@@ -269,24 +276,58 @@ def test_variant_model_server_key_runs_other_clis_through_orch_run(tmp_path, cli
     assert not decoy.exists() and git(repo, "status", "--porcelain") == ""  # nothing edited outside the worktrees
 
 
-def test_gemini_429_through_orch_run_is_back_pressure(tmp_path):
-    """A 429 with a suggested delay from the Gemini API: gemini waits and retries by itself, its
-    stderr says so, orch records a rate_limited event for the task, and the run completes."""
-    need("gemini")
+# aider makes one request per task, and the OpenAI SDK inside litellm retries a 429 twice without
+# a word: only the third reaches aider, which then says so and retries itself
+@pytest.mark.parametrize("cli,turn,times", [("gemini", 1, 1), ("aider", 0, 3)])
+def test_429_through_orch_run_is_back_pressure(tmp_path, cli, turn, times):
+    """A 429 with a suggested delay: gemini (Gemini API) and aider (litellm) wait and retry by
+    themselves and say so in their output, orch records a rate_limited event for the task, and
+    the run completes."""
+    need(cli)
     repo = slot_repo(tmp_path, 2)
     tasks = module_tasks(2)
-    tasks[0]["meta"] = {"model_faults": [{"turn": 1, "kind": "rate_limit", "retry_after": 1}]}
-    exp = served_experiment(tmp_path, write_graph(tmp_path, tasks), {"name": "gemini-1", "agents": 1, "kind": "gemini"},
+    tasks[0]["meta"] = {"model_faults": [{"turn": turn, "kind": "rate_limit", "retry_after": 0.5, "times": times}]}
+    exp = served_experiment(tmp_path, write_graph(tmp_path, tasks), {"name": f"{cli}-1", "agents": 1, "kind": cli},
                             stall_after_ms=30_000)
-    [plan] = plan_runs(RunRequest(variant="gemini-1", experiment=exp, repo=repo, results=tmp_path / "results"))
+    [plan] = plan_runs(RunRequest(variant=f"{cli}-1", experiment=exp, repo=repo, results=tmp_path / "results"))
     out = run_one(*plan)
     with open_store(out.spec.store_url) as s:
         dump = s.dump_run(out.spec.run_id)
         events = s.read_events(out.spec.run_id)
     assert out.status == "finished", [(t.id, t.status, t.reason) for t in dump.tasks]
     recorded = [json.loads(r) for r in (out.run_dir / "model-requests.jsonl").read_text().splitlines()]
-    assert [(r["task"], r["turn"]) for r in recorded if r["status"] == 429] == [("t0", 1)]
+    assert [(r["task"], r["turn"]) for r in recorded if r["status"] == 429] == [("t0", turn)] * times
     limited = [e for e in events if e.type == "rate_limited"]
-    assert [e.task for e in limited] == ["t0"] and limited[0].data["retry_after"] >= 1.0
+    assert [e.task for e in limited] == ["t0"] and limited[0].data["retry_after"] > 0, [e.data for e in limited]
     for i in range(2):
         assert f"task t{i}: change module {i} [sim " in git(repo, "show", f"{out.spec.merged_branch}:m{i}.py")
+
+
+def test_aider_replays_a_history_through_search_replace_blocks(tmp_path):
+    """aider edits by text: the server turns each task's recorded commit into SEARCH/REPLACE blocks
+    against the worktree's files, aider applies them, orch commits. The merged branch is the
+    original history's tree; aider's token counts (and the variant's prices) reach the store."""
+    need("aider")
+    from orchestrator.fromhistory import build
+
+    repo = build_history(tmp_path / "repo", TEXT_HISTORY)
+    tpl = tmp_path / "replay.json"
+    save_file(tpl, build(repo, "A..B", "files").graph)
+    exp = served_experiment(tmp_path, tpl, {"name": "aider-2", "agents": 2, "kind": "aider", "model_server": "replay",
+                                            "kind_options": {"edit_format": "diff", "usd_per_mtok": {"in": 3, "out": 15}}},
+                            stall_after_ms=30_000)
+    [plan] = plan_runs(RunRequest(variant="aider-2", experiment=exp, repo=repo, base="A", results=tmp_path / "results"))
+    out = run_one(*plan)
+    with open_store(out.spec.store_url) as s:
+        dump = s.dump_run(out.spec.run_id)
+        events = s.read_events(out.spec.run_id)
+    assert out.status == "finished", [(t.id, t.status, t.reason) for t in dump.tasks]
+    assert git(repo, "rev-parse", f"{out.spec.merged_branch}^{{tree}}") == git(repo, "rev-parse", "B^{tree}")
+    for t in dump.tasks:  # each task's commit carries exactly the original change
+        done = next(r for r in dump.history if r.entity == "task" and r.entity_id == t.id and r.to_state == "completed")
+        assert patch_id(repo, done.data["commit"]) == patch_id(repo, t.meta["commit"]), t.id
+        assert t.tokens_in > 0 and t.tokens_out > 0 and t.cost_usd > 0, (t.id, t.tokens_in, t.tokens_out, t.cost_usd)
+    recorded = [json.loads(r) for r in (out.run_dir / "model-requests.jsonl").read_text().splitlines()]
+    assert {r["task"] for r in recorded if r["status"] == 200 and "<<<<<<< SEARCH" in r["text"]} == {t.id for t in dump.tasks}
+    edits = [e for e in events if e.type == "step" and e.data.get("name") == "edit"]
+    assert {e.task for e in edits} == {t.id for t in dump.tasks}  # aider's "Applied edit to" lines

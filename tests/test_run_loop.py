@@ -21,6 +21,7 @@ import yaml
 
 from coordstore import open_store
 from coordstore.errors import GitError, InputError
+from gitfixtures import make_repo
 from orchestrator.launch import RunRequest, plan_runs, run_one
 
 PROGS = Path(__file__).parent / "progs"
@@ -37,17 +38,6 @@ def runner_kinds_on_path(no_git_identity, monkeypatch):
 def git(repo: Path, *args: str, env: dict | None = None) -> str:
     e = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@x", **(env or {})}
     return subprocess.run(["git", *args], cwd=repo, env=e, check=True, capture_output=True, text=True).stdout
-
-
-def make_repo(path: Path, files: dict[str, str]) -> Path:
-    path.mkdir(parents=True)
-    git(path, "init", "-q", "-b", "main")
-    for rel, text in files.items():
-        (path / rel).parent.mkdir(parents=True, exist_ok=True)
-        (path / rel).write_text(text)
-    git(path, "add", "-A")
-    git(path, "commit", "-q", "-m", "base")
-    return path
 
 
 def task(tid, scope=(), est_ms=2000, **extra):

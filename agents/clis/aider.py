@@ -11,17 +11,26 @@ aider has no structured output mode, so this parser reads its plain text (``--no
 - an error line with no retry after it and no edit applied later fails the run: aider itself
   exits 0 after giving up on an API error
 
-File scope entries that name files become ``--file`` arguments (aider only edits files added to
-the chat). Its histories go to the scratch directory, auto-commits are off (orch commits), and
+With orch's model server (a ``model_server:`` variant) aider is pointed at it as ``openai/orch``
+through ``OPENAI_BASE_URL``, whose path carries the worktree (``context.session_url``): aider
+edits by text, so the server answers with the task's edits as file listings or SEARCH/REPLACE
+blocks (``orchestrator.modelserver.textedits``), computed from the worktree's files.
+
+File scope entries that name files become ``--file`` arguments (aider edits files added to the
+chat, and others only after asking), except files in a directory that does not exist yet: given
+one, aider takes that directory for its root and writes outside the repository. Its histories go to the scratch directory, auto-commits are off (orch commits), and
 ``.gitignore`` is left alone; the repo-map cache it leaves in the worktree root is removed.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
-from .base import CliEvent, Invocation, Parser, Preset, error, log, step, tokens
+from .base import MODEL_SERVER_ENV, CliEvent, Invocation, Parser, Preset, error, log, step, tokens
+
+SERVED_MODEL = "openai/orch"  # aider's name for orch's model server (an OpenAI-compatible endpoint)
 
 _TOKENS = re.compile(r"Tokens: (?P<sent>[\d.]+k?) sent(?:, (?P<write>[\d.]+k?) cache write)?"
                      r"(?:, (?P<hit>[\d.]+k?) cache hit)?, (?P<recv>[\d.]+k?) received\.")
@@ -44,13 +53,34 @@ def build(inv: Invocation) -> list[str]:
             "--no-dirty-commits", "--no-gitignore", "--no-check-update", "--no-analytics", "--no-show-model-warnings",
             "--no-fancy-input", "--input-history-file", str(Path(inv.scratch) / "input.history"),
             "--chat-history-file", str(Path(inv.scratch) / "chat.history.md")]
+    if inv.settings["edit_format"]:
+        argv += ["--edit-format", inv.settings["edit_format"]]
+    if os.environ.get(MODEL_SERVER_ENV) and not inv.model:
+        argv += ["--model", SERVED_MODEL]
     if inv.model:
         argv += ["--model", inv.model]
     for rel in inv.file_scope:  # files only: aider's --file takes no directories or globs
-        if rel.endswith("/") or _GLOB.search(rel) or (Path(inv.worktree) / rel).is_dir():
+        path = Path(inv.worktree) / rel
+        if rel.endswith("/") or _GLOB.search(rel) or path.is_dir():
+            continue
+        if not path.parent.is_dir():  # aider would take the missing directory for its root, outside the repo
             continue
         argv += ["--file", rel]
     return argv + list(inv.extra_args)
+
+
+def served_env(inv: Invocation) -> dict[str, str]:
+    """With the run's model server: its base URL with the worktree in the path, since the server
+    must read the worktree's files and aider's prompt never names it (litellm reads
+    ``OPENAI_BASE_URL`` before aider's ``--openai-api-base``, so both variables are set); and
+    litellm's price table from its package rather than the network."""
+    served = os.environ.get(MODEL_SERVER_ENV)
+    if not served:
+        return {}
+    from orchestrator.modelserver.context import session_url
+
+    base = f"{session_url(served, worktree=inv.worktree)}/v1"
+    return {"OPENAI_BASE_URL": base, "OPENAI_API_BASE": base, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
 
 
 class AiderParser(Parser):
@@ -118,10 +148,11 @@ PRESET = Preset(
     key_env=("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "OPENROUTER_API_KEY", "DEEPSEEK_API_KEY",
              "GROQ_API_KEY", "XAI_API_KEY", "AIDER_OPENAI_API_KEY", "AIDER_ANTHROPIC_API_KEY"),
     key_files=(),
-    settings={},
+    settings={"edit_format": ""},  # aider's --edit-format (whole, diff, ...); empty: the model's default
     build=build,
     parser=AiderParser,
     help_argv=("--help",),
+    env=served_env,
     scratch_paths=(".aider.tags.cache.v4", ".aider.chat.history.md", ".aider.input.history"),
     doc="aider, plain-text output read line by line",
 )

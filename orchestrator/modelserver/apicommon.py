@@ -58,12 +58,17 @@ def render(turn: Turn, view: RequestView, seq: int) -> Rendered:
     )
 
 
-def task_prompt(user_texts: list[str]) -> str:
-    """The user message that names the task (``Task <id>: ...``): the last one that does, since a
-    client may send canned examples or file contents before it (aider), else the first one."""
+def task_prompt(messages: list[tuple[str, str]]) -> tuple[str, int]:
+    """(text, number of assistant turns after it) of the user message that names the task
+    (``Task <id>: ...``) in a conversation of (role, text) pairs, ``role`` being ``user`` or
+    ``assistant``. The last such message counts: a client may send canned example exchanges or
+    file contents before it (aider). With none, the first user message and every assistant turn."""
     from .tasksource import TASK_LINE
 
-    return next((t for t in reversed(user_texts) if TASK_LINE.search(t)), user_texts[0] if user_texts else "")
+    users = [i for i, (role, _) in enumerate(messages) if role == "user"]
+    at = next((i for i in reversed(users) if TASK_LINE.search(messages[i][1])), users[0] if users else -1)
+    turns = sum(1 for role, _ in messages[at + 1:] if role == "assistant")
+    return (messages[at][1] if at >= 0 else ""), turns
 
 
 def sse(event: str | None, data: Any) -> bytes:

@@ -67,7 +67,7 @@ def split_path(path: str) -> tuple[SessionContext, str]:
     parts = path.split("/", 3)  # "", prefix, token, rest
     if len(parts) >= 3 and parts[1] == CTX_PREFIX:
         ctx = decode(parts[2])
-        if ctx.session == "default":
+        if ctx.session == "default" and ctx.task:  # without a task, the prompt's task names it (tasksource)
             ctx.session = f"ctx-{parts[2][-16:]}"
         return ctx, "/" + (parts[3] if len(parts) > 3 else "")
     if len(parts) >= 3 and parts[1] == NAME_PREFIX and _NAME.match(parts[2]):
@@ -91,7 +91,7 @@ def session_url(server_url: str, *, session: str | None = None, task: Any = None
     """The base URL that puts an agent's requests in their own session (with a context when a
     task is given)."""
     base = server_url.rstrip("/")
-    if task is None and script is None:
+    if task is None and script is None and worktree is None:
         return f"{base}/{NAME_PREFIX}/{session or 'default'}"
     tctx = task_context(task) if task is not None else {}
     name = session or (f"{tctx.get('id', 'task')}.{attempt}" if tctx else "default")

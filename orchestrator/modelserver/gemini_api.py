@@ -57,13 +57,14 @@ def view(body: dict[str, Any], ctx, model: str, stream: bool) -> RequestView:
     schema = config.get("responseJsonSchema") or config.get("responseSchema") or config.get("response_schema")
     if schema is None and config.get("responseMimeType") == "application/json":
         schema = {}
-    users = [_texts(c) for c in contents if c.get("role", "user") == "user"]
-    system = "\n".join([_texts(body.get("systemInstruction") or body.get("system_instruction")), *users])
+    said = [("assistant" if c.get("role") == "model" else "user", _texts(c)) for c in contents]
+    prompt, turn = task_prompt([(role, text) for role, text in said if role == "assistant" or text])
+    system = "\n".join([_texts(body.get("systemInstruction") or body.get("system_instruction")),
+                        *(text for role, text in said if role == "user")])
     return RequestView(
-        api=NAME, model=model, ctx=ctx, tools=[t for t in tools if t],
-        turn=sum(1 for c in contents if c.get("role") == "model"), messages=len(contents), stream=stream,
+        api=NAME, model=model, ctx=ctx, tools=[t for t in tools if t], turn=turn, messages=len(contents), stream=stream,
         system=system, last_result=last_result, last_error=last_error, json_schema=schema,
-        prompt_chars=len(json.dumps(body)), prompt=task_prompt([u for u in users if u]),
+        prompt_chars=len(json.dumps(body)), prompt=prompt,
     )
 
 

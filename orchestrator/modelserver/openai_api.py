@@ -42,14 +42,15 @@ def chat_view(body: dict[str, Any], ctx) -> RequestView:
             break
         tail.append(text_of(m.get("content")))
     fmt = body.get("response_format") or {}
+    prompt, turn = task_prompt([(m.get("role"), text_of(m.get("content"))) for m in msgs if m.get("role") in ("user", "assistant")])
     return RequestView(
         api="chat", model=str(body.get("model") or "gpt-scripted"), ctx=ctx, tools=[t for t in tools if t],
-        turn=sum(1 for m in msgs if m.get("role") == "assistant"), messages=len(msgs), stream=bool(body.get("stream")),
+        turn=turn, messages=len(msgs), stream=bool(body.get("stream")),
         system="\n".join(text_of(m.get("content")) for m in msgs if m.get("role") in ("system", "developer")),
         last_result="\n".join(reversed(tail)) if tail else None,
         json_schema=(fmt.get("json_schema") or {}).get("schema") if fmt.get("type") == "json_schema" else None,
         prompt_chars=len(json.dumps(body)),
-        prompt=task_prompt([text_of(m.get("content")) for m in msgs if m.get("role") == "user"]),
+        prompt=prompt,
         extra={"include_usage": bool((body.get("stream_options") or {}).get("include_usage"))},
     )
 

@@ -56,6 +56,14 @@ class RequestView:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def edit_format(self) -> str | None:
+        """``whole`` / ``diff`` when the client edits by text (aider: no tools, a format in its
+        system prompt), else None."""
+        from .textedits import edit_format
+
+        return None if self.tools else edit_format(self.system)
+
+    @property
     def cwd(self) -> str | None:
         """The client's working directory: the context's worktree, else what its prompt says."""
         if self.ctx.worktree:
@@ -204,14 +212,34 @@ class SimScript:
         if not edits:
             cmd = SIM_COMMANDS.get(step.name, "ls").format(path=shlex.quote(str(step.args.get("path", "."))), task=task.id)
             turn.tool_calls.append(ToolCall("bash", {"command": cmd, "description": step.name.replace("_", " ")}))
-        fault = demanded.get(index)
-        if fault is None and index == plan.rate_limit_step:
-            fault = Fault("rate_limit", times=1, retry_after_s=plan.retry_after_s)
-        if fault is None and index == plan.fault_step:
-            fault = {"stall": Fault("hang", times=1), "loop": Fault("loop"),
-                     "fail": Fault("error", times=None, status=400, message=f"sim: injected failure at step {index + 1}"),
-                     "crash": Fault("cut", times=None)}.get(plan.fault or "")
-        return _with_fault(turn, fault)
+        return _with_fault(turn, demanded.get(index) or self._plan_fault(plan, index))
+
+    @staticmethod
+    def _plan_fault(plan, index: int) -> Fault | None:
+        """The fault the sim plan puts at step ``index``, as the server serves it."""
+        if index == plan.rate_limit_step:
+            return Fault("rate_limit", times=1, retry_after_s=plan.retry_after_s)
+        if index == plan.fault_step:
+            return {"stall": Fault("hang", times=1), "loop": Fault("loop"),
+                    "fail": Fault("error", times=None, status=400, message=f"sim: injected failure at step {index + 1}"),
+                    "crash": Fault("cut", times=None)}.get(plan.fault or "")
+        return None
+
+    def changes(self, view: RequestView):
+        """(the plan's edits as whole files, the first of its faults, the plan's tokens summed) for a
+        client that edits by text (``textedits``): the whole task in one answer."""
+        from .changes import sim_changes
+
+        task, plan = self.plan(view)
+        cwd = view.cwd
+        if not cwd or not Path(cwd).is_dir():
+            raise InputError(f"script sim: task {task.id}: a text-edit client must say its worktree "
+                             "(a /ctx/... base URL with 'worktree', from context.session_url)")
+        fault = _faults_of(task).get(0)
+        for i in range(len(plan.steps)):
+            fault = fault or self._plan_fault(plan, i)
+        sums = [sum(s.tokens[k] for s in plan.steps) for k in range(4)]
+        return sim_changes(cwd, task, plan), fault, Usage(input=sums[0], output=sums[1], cached=sums[2], thinking=sums[3])
 
     @staticmethod
     def _edit_command(view: RequestView, task, rel: str, digest: str) -> str:
@@ -256,9 +284,9 @@ class ReplayScript:
                              f"{p.stderr.decode(errors='replace').strip().splitlines()[-1:] or p.returncode}")
         return p.stdout
 
-    def turn(self, index: int, view: RequestView) -> Turn:
+    def _commit(self, view: RequestView):
+        """(task, repository, commit sha, raw commit object, parent or the empty tree) of a request."""
         task = _task(view, "replay")
-        demanded = _faults_of(task)
         ref = (task.meta or {}).get("commit")
         if not isinstance(ref, str) or not ref:
             raise InputError(f"script replay: task {task.id} has no meta.commit")
@@ -268,7 +296,23 @@ class ReplayScript:
         sha = self._git(repo, "rev-parse", "--verify", f"{ref}^{{commit}}").decode().strip()
         raw = self._git(repo, "cat-file", "commit", sha)
         parents = [ln.split()[1].decode() for ln in raw.split(b"\n\n", 1)[0].split(b"\n") if ln.startswith(b"parent ")]
-        patch = self._git(repo, "diff", "--binary", "--full-index", parents[0] if parents else EMPTY_TREE, sha)
+        return task, repo, sha, raw, parents[0] if parents else EMPTY_TREE
+
+    def changes(self, view: RequestView):
+        """(the commit's change as whole files, the fault demanded at turn 0, no usage) for a client
+        that edits by text (``textedits``). Needs the worktree: the change is merged onto its files."""
+        from .changes import replay_changes
+
+        task, repo, sha, _, parent = self._commit(view)
+        if not view.cwd:
+            raise InputError(f"script replay: task {task.id}: a text-edit client must say its worktree "
+                             "(a /ctx/... base URL with 'worktree', from context.session_url)")
+        return replay_changes(view.cwd, sha, parent), _faults_of(task).get(0), None
+
+    def turn(self, index: int, view: RequestView) -> Turn:
+        task, repo, sha, raw, parent = self._commit(view)
+        demanded = _faults_of(task)
+        patch = self._git(repo, "diff", "--binary", "--full-index", parent, sha)
         steps: list[Turn] = []
         if patch.strip():
             steps.append(Turn(text=f"Applying the change of commit {sha[:12]}.", tool_calls=[ToolCall("bash", {

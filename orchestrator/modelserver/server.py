@@ -30,6 +30,7 @@ from .context import SessionContext
 from .handler import Handler
 from .scripts import RequestView, Script, make_script
 from .tasksource import StoreTasks, TaskSource
+from .textedits import text_edit_turn
 from .turns import Fault, Turn
 
 HOST = "127.0.0.1"  # loopback only: a scripted model is nobody's business outside this machine
@@ -181,12 +182,16 @@ class ModelServer:
         if not view.tools and view.json_schema is not None:
             # a client's side request (a title, a summary) made without tools: not part of the script
             return side, None, True
-        try:
-            turn = self.script_for(view.ctx).turn(view.turn, view)
-        except OrchError:
-            if not view.tools:  # a side request the script cannot place (no task, no worktree)
-                return side, None, True
-            raise
+        script, fmt = self.script_for(view.ctx), view.edit_format
+        if fmt is not None and hasattr(script, "changes"):  # a client that edits by text (aider)
+            turn = text_edit_turn(script, view, fmt)
+        else:
+            try:
+                turn = script.turn(view.turn, view)
+            except OrchError:
+                if not view.tools:  # a side request the script cannot place (no task, no worktree)
+                    return side, None, True
+                raise
         if not view.tools and turn.tool_calls:  # tool calls for a client that offered no tools: aside
             return side, None, True
         if turn.fault is None and view.turn in self.faults:

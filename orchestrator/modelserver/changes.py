@@ -1,0 +1,101 @@
+"""What a task does to the files of a worktree, as whole contents: for clients that cannot run tool
+calls and edit by text instead (aider), a script states its changes rather than its commands.
+
+``sim_changes``: the sim kind's edits, each applied to the file as the worktree has it (a file
+edited twice in a plan gets both). ``replay_changes``: a recorded commit, file by file; where the
+worktree's file is not the commit's parent version, the three-way merge ``git apply --3way``
+would have made (``git merge-file``), and a conflict is an error naming the file.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from coordstore.errors import InputError
+
+
+@dataclass
+class FileChange:
+    path: str  # relative to the worktree
+    old: str | None  # the worktree's content now; None: no such file
+    new: str | None  # None: the file is deleted
+    binary: bool = False  # content that is not UTF-8 text (a text edit cannot carry it)
+
+
+def _read(root: Path, rel: str) -> str | None:
+    p = root / rel
+    return p.read_text(encoding="utf-8", errors="surrogateescape") if p.is_file() else None
+
+
+def sim_changes(worktree: str, task, plan) -> list[FileChange]:
+    from agents.kinds.simplan import edit_text
+
+    root, now, first = Path(worktree), {}, {}
+    for index in sorted(plan.edits):
+        for rel in plan.edits[index]:
+            if rel not in now:
+                now[rel] = first[rel] = _read(root, rel)
+            now[rel], _ = edit_text(now[rel], rel, task, plan.digest)
+    return [FileChange(rel, first[rel], now[rel]) for rel in now]
+
+
+def _git(repo: str, *args: str, ok: tuple[int, ...] = (0,)) -> bytes:
+    p = subprocess.run(["git", "-C", repo, *args], capture_output=True)
+    if p.returncode not in ok:
+        raise InputError(f"script replay: git {' '.join(args[:2])}: "
+                         f"{(p.stderr.decode(errors='replace').strip().splitlines() or [p.returncode])[-1]}")
+    return p.stdout
+
+
+def _blob(repo: str, rev: str, rel: str) -> bytes:
+    return _git(repo, "cat-file", "blob", f"{rev}:{rel}")
+
+
+def _text(data: bytes) -> str | None:
+    """The bytes as text, None when they are not UTF-8 text."""
+    if b"\0" in data:
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def replay_changes(worktree: str, sha: str, parent: str) -> list[FileChange]:
+    """The commit ``parent..sha`` as whole-file changes against the worktree as it is now."""
+    root = Path(worktree)
+    listing = _git(worktree, "diff", "--name-status", "-z", "--no-renames", parent, sha).split(b"\0")
+    out: list[FileChange] = []
+    for status, raw in zip(listing[0::2], listing[1::2]):
+        rel = raw.decode("utf-8", "surrogateescape")
+        current = _read(root, rel)
+        if status == b"D":
+            out.append(FileChange(rel, current, None))
+            continue
+        theirs = _blob(worktree, sha, rel)
+        text = _text(theirs)
+        if text is None:
+            out.append(FileChange(rel, current, None, binary=True))
+            continue
+        base = _text(_blob(worktree, parent, rel)) if status != b"A" else None
+        if current is None or current == base or status == b"A" and current == text:
+            out.append(FileChange(rel, current, text))
+            continue
+        out.append(FileChange(rel, current, _merge(worktree, rel, current, base or "", text)))
+    return out
+
+
+def _merge(repo: str, rel: str, current: str, base: str, theirs: str) -> str:
+    with tempfile.TemporaryDirectory(prefix="orch-merge-") as d:
+        files = []
+        for name, text in (("current", current), ("base", base), ("theirs", theirs)):
+            f = Path(d) / name
+            f.write_text(text, encoding="utf-8", errors="surrogateescape")
+            files.append(str(f))
+        p = subprocess.run(["git", "merge-file", "-p", *files], capture_output=True)
+    if p.returncode != 0:
+        raise InputError(f"script replay: {rel}: the commit's change conflicts with the worktree's version")
+    return p.stdout.decode("utf-8", "surrogateescape")
