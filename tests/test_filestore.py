@@ -8,6 +8,7 @@ import json
 import multiprocessing as mp
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -284,44 +285,59 @@ def test_instance_inherited_through_fork_still_excludes(tmp_path):
 
 
 def _worker(url, conn, agent):
-    """Claim, start, complete until nothing is left; report each completion once it returned."""
+    """Claim, start, complete until nothing is left; report each completion once it returned. The
+    short pause keeps the workers busy long enough for the victim to be killed mid-loop even when
+    the reader is slow (a loaded machine)."""
     with FileStore(url) as s:
         while (t := s.claim_next("r", agent)) is not None:
             s.start("r", t.id, agent, t.attempt)
             s.complete("r", t.id, agent, t.attempt, data={"by": agent})
             conn.send(t.id)
+            time.sleep(0.002)
     conn.send(None)
+
+
+def _drain(conn, acked: set, limit: int | None = None) -> bool:
+    """Add what ``conn`` reports to ``acked`` (up to ``limit`` items): False once the worker is done."""
+    while limit is None or limit > 0:
+        try:
+            tid = conn.recv()
+        except EOFError:
+            return False
+        if tid is None:
+            return False
+        acked.add(tid)
+        if limit is not None:
+            limit -= 1
+    return True
 
 
 def test_sigkilled_writer_loses_nothing_acknowledged(tmp_path):
     url = url_of(tmp_path)
+    n = 600
     with FileStore(url) as s:
         s.create_run(Run(id="r"))
-        s.add_graph("r", flat_graph(400))
+        s.add_graph("r", flat_graph(n))
     pipes, procs = [], []
-    for i in range(3):
-        recv, send = FORK.Pipe(duplex=False)
-        p = FORK.Process(target=_worker, args=(url, send, f"w{i}"))
-        p.start()
-        send.close()
-        pipes.append(recv)
-        procs.append(p)
-    acked = set()
-    while len(acked) < 60:  # let them all run, then kill the first in the middle of its loop
-        for r in pipes:
-            if r.poll(0.01):
-                acked.add(r.recv())
-    os.kill(procs[0].pid, signal.SIGKILL)
-    for r, p in zip(pipes, procs):
-        while True:
-            try:
-                tid = r.recv()
-            except EOFError:
-                break
-            if tid is None:
-                break
-            acked.add(tid)
-        p.join(timeout=30)
+    try:
+        for i in range(3):
+            recv, send = FORK.Pipe(duplex=False)
+            p = FORK.Process(target=_worker, args=(url, send, f"w{i}"))
+            p.start()
+            send.close()
+            pipes.append(recv)
+            procs.append(p)
+        acked: set = set()
+        assert _drain(pipes[0], acked, 20), "the victim finished before it could be killed"
+        os.kill(procs[0].pid, signal.SIGKILL)  # in the middle of its loop
+        for r, p in zip(pipes, procs):
+            _drain(r, acked)
+            p.join(timeout=30)
+    finally:  # a failed assertion must not leave the workers behind as zombies for later tests
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+            p.join(timeout=30)
     assert procs[0].exitcode == -signal.SIGKILL
     with FileStore(url) as s:
         done = {t.id for t in s.list_tasks("r", status="completed")}
@@ -335,7 +351,7 @@ def test_sigkilled_writer_loses_nothing_acknowledged(tmp_path):
             s.requeue("r", t.id, "owner killed")
             c = s.claim("r", t.id, "w9")
             s.complete("r", c.id, "w9", c.attempt)
-        assert len(s.list_tasks("r", status="completed")) == 400
+        assert len(s.list_tasks("r", status="completed")) == n
 
 
 # ---------------------------------------------------------------- state machine details

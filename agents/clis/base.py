@@ -1,7 +1,8 @@
 """What every CLI preset is made of: how to call the CLI, and a parser from its output to orch events.
 
 A ``Preset`` names the executable, how to install it, which credentials it needs, the settings
-it accepts (with defaults) and two functions: ``build(inv) -> argv`` and a ``Parser`` class.
+it accepts (with defaults), ``build(inv) -> argv``, a ``Parser`` class and, optionally,
+``env(inv)``: environment variables of its own for one invocation.
 A parser is fed the CLI's stdout (and stderr) line by line and returns ``CliEvent``s -- the orch event types
 ``step``, ``tokens``, ``log``, ``error``, ``rate_limited`` -- which the ``command`` kind writes
 with the agent's ``EventWriter``. When the stream ends, ``finish(returncode)`` lets the parser
