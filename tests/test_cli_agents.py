@@ -152,7 +152,7 @@ def test_aider_with_the_model_server(wt_dir, monkeypatch):
     from orchestrator.modelserver.context import split_path
 
     aider = get_preset("aider")
-    assert aider.env(inv()) == {}
+    assert not any(k.startswith("OPENAI") for k in aider.env(inv()))
     monkeypatch.setenv(MODEL_SERVER_ENV, "http://127.0.0.1:9")
     argv = aider.build(inv(settings={"edit_format": "diff"}, file_scope=("src/a.py", "new/b.py")))
     assert argv[argv.index("--model") + 1] == "openai/orch" and argv[argv.index("--edit-format") + 1] == "diff"
@@ -161,6 +161,25 @@ def test_aider_with_the_model_server(wt_dir, monkeypatch):
     assert env["OPENAI_BASE_URL"] == env["OPENAI_API_BASE"] and env["OPENAI_BASE_URL"].startswith("http://127.0.0.1:9/ctx/")
     ctx, path = split_path(env["OPENAI_BASE_URL"][len("http://127.0.0.1:9"):] + "/chat/completions")
     assert ctx.worktree == "wt" and ctx.session == "default" and path == "/v1/chat/completions"
+
+
+@pytest.mark.usefixtures("no_git_identity")
+def test_aider_gets_a_git_identity_only_when_git_has_none(tmp_path, monkeypatch):
+    """Without one, aider would write "Your Name" into the repository's shared config."""
+    from agents.clis.aider import git_identity_env
+
+    repo = make_repo(tmp_path / "r")
+    monkeypatch.setenv("GIT_CONFIG_COUNT", "1")  # one the environment gives already is kept
+    monkeypatch.setenv("GIT_CONFIG_KEY_0", "core.autocrlf")
+    monkeypatch.setenv("GIT_CONFIG_VALUE_0", "false")
+    env = git_identity_env(str(repo))
+    assert env == {"GIT_CONFIG_COUNT": "3", "GIT_CONFIG_KEY_1": "user.name", "GIT_CONFIG_VALUE_1": "orch agent",
+                   "GIT_CONFIG_KEY_2": "user.email", "GIT_CONFIG_VALUE_2": "agent@orch.invalid"}
+    got = subprocess.run(["git", "config", "--get", "user.name"], cwd=repo, env={**os.environ, **env}, capture_output=True, text=True)
+    assert got.stdout.strip() == "orch agent"
+    subprocess.run(["git", "config", "user.name", "Real Person"], cwd=repo, check=True)
+    subprocess.run(["git", "config", "user.email", "real@x"], cwd=repo, check=True)
+    assert git_identity_env(str(repo)) == {}
 
 
 def test_gemini_with_the_model_server(tmp_path, monkeypatch):

@@ -274,6 +274,7 @@ def test_variant_model_server_key_runs_other_clis_through_orch_run(tmp_path, cli
         text = git(repo, "show", f"{out.spec.merged_branch}:m{i}.py")
         assert f"task t{i}: change module {i} [sim " in text and "orch-slot" not in text, text
     assert not decoy.exists() and git(repo, "status", "--porcelain") == ""  # nothing edited outside the worktrees
+    assert "[user]" not in (repo / ".git" / "config").read_text()  # no CLI wrote an identity into the repository
 
 
 # aider makes one request per task, and the OpenAI SDK inside litellm retries a 429 twice without

@@ -69,18 +69,39 @@ def build(inv: Invocation) -> list[str]:
     return argv + list(inv.extra_args)
 
 
-def served_env(inv: Invocation) -> dict[str, str]:
-    """With the run's model server: its base URL with the worktree in the path, since the server
-    must read the worktree's files and aider's prompt never names it (litellm reads
-    ``OPENAI_BASE_URL`` before aider's ``--openai-api-base``, so both variables are set); and
-    litellm's price table from its package rather than the network."""
-    served = os.environ.get(MODEL_SERVER_ENV)
-    if not served:
-        return {}
-    from orchestrator.modelserver.context import session_url
+def git_identity_env(worktree: str) -> dict[str, str]:
+    """When git has no ``user.name``/``user.email``, aider writes placeholders ("Your Name") into
+    the repository's config, which all worktrees share: a change to the user's repository, and a
+    lock race between aiders starting together. A stand-in identity for aider's process alone
+    (``GIT_CONFIG_COUNT``) prevents that; orch's commits carry the agent's identity anyway."""
+    import subprocess
 
-    base = f"{session_url(served, worktree=inv.worktree)}/v1"
-    return {"OPENAI_BASE_URL": base, "OPENAI_API_BASE": base, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    stand_in = {"user.name": "orch agent", "user.email": "agent@orch.invalid"}
+    missing = [k for k in stand_in if subprocess.run(["git", "-C", worktree, "config", "--get", k],
+                                                      capture_output=True).returncode != 0]
+    if not missing:
+        return {}
+    n = int(os.environ.get("GIT_CONFIG_COUNT") or 0)  # after any the environment already gives
+    env = {"GIT_CONFIG_COUNT": str(n + len(missing))}
+    for i, key in enumerate(missing, start=n):
+        env[f"GIT_CONFIG_KEY_{i}"], env[f"GIT_CONFIG_VALUE_{i}"] = key, stand_in[key]
+    return env
+
+
+def aider_env(inv: Invocation) -> dict[str, str]:
+    """A git identity if git has none (``git_identity_env``). With the run's model server, also its
+    base URL with the worktree in the path, since the server must read the worktree's files and
+    aider's prompt never names it (litellm reads ``OPENAI_BASE_URL`` before aider's
+    ``--openai-api-base``, so both variables are set), and litellm's price table from its package
+    rather than the network."""
+    env = git_identity_env(inv.worktree)
+    served = os.environ.get(MODEL_SERVER_ENV)
+    if served:
+        from orchestrator.modelserver.context import session_url
+
+        base = f"{session_url(served, worktree=inv.worktree)}/v1"
+        env.update({"OPENAI_BASE_URL": base, "OPENAI_API_BASE": base, "LITELLM_LOCAL_MODEL_COST_MAP": "True"})
+    return env
 
 
 class AiderParser(Parser):
@@ -152,7 +173,7 @@ PRESET = Preset(
     build=build,
     parser=AiderParser,
     help_argv=("--help",),
-    env=served_env,
+    env=aider_env,
     scratch_paths=(".aider.tags.cache.v4", ".aider.chat.history.md", ".aider.input.history"),
     doc="aider, plain-text output read line by line",
 )
