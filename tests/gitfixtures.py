@@ -9,10 +9,16 @@ from pathlib import Path
 GIT_ID = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@x"}
 
 
+def run_git(cwd: Path, *args: str, env: dict[str, str] | None = None, check: bool = True) -> str:
+    """``git ARGS`` in ``cwd`` with no identity of its own (tests that check orch brings one);
+    its stdout, stripped."""
+    return subprocess.run(["git", "-C", str(cwd), *args], capture_output=True, text=True, check=check,
+                          env={**os.environ, **(env or {})}).stdout.strip()
+
+
 def git(cwd: Path, *args: str) -> str:
     """``git ARGS`` in ``cwd`` with a test identity; its stdout, stripped."""
-    return subprocess.run(["git", *args], cwd=cwd, env={**os.environ, **GIT_ID}, check=True, capture_output=True,
-                          text=True).stdout.strip()
+    return run_git(cwd, *args, env=GIT_ID)
 
 
 def write(root: Path, files: dict[str, str | bytes | None]) -> None:

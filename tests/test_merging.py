@@ -3,7 +3,6 @@ under concurrent writers, and worktrees catching up with the merged ref."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from coordstore.errors import GitError
+from gitfixtures import run_git as git
 from orchestrator.gitrepo import identity_env
 from orchestrator.merging import Merger, catch_up
 from orchestrator.worktrees import Worktrees
@@ -23,12 +23,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 pytestmark = pytest.mark.usefixtures("no_git_identity")
-
-
-def git(cwd, *args, env=None, check=True) -> str:
-    p = subprocess.run(["git", "-C", str(cwd), *args], capture_output=True, text=True, check=check,
-                       env={**os.environ, **(env or {})})
-    return p.stdout.strip()
 
 
 @pytest.fixture

@@ -94,6 +94,17 @@ def experiment(tmp_path: Path, template: Path, server_url: str, cli_timeout_s: f
     return f
 
 
+def finished(out):
+    """(the run's store dump, its events) once the run is known to have finished with every task
+    completed; otherwise the assertion names the tasks that did not."""
+    with open_store(out.spec.store_url) as s:
+        dump = s.dump_run(out.spec.run_id)
+        events = s.read_events(out.spec.run_id)
+    unfinished = [(t.id, t.status, t.reason) for t in dump.tasks if t.status != "completed"]
+    assert out.status == "finished" and not unfinished, (out.status, unfinished)
+    return dump, events
+
+
 def patch_id(repo: Path, commit: str) -> str:
     diff = subprocess.run(["git", "diff", "--full-index", f"{commit}^", commit], cwd=repo, capture_output=True, check=True).stdout
     out = subprocess.run(["git", "patch-id", "--stable"], cwd=repo, input=diff, capture_output=True, check=True).stdout
@@ -112,11 +123,7 @@ def test_claude_replays_a_history_pull_2(tmp_path):
                                       results=tmp_path / "results"))
         out = run_one(*plan)
         requests = srv.requests
-    with open_store(out.spec.store_url) as s:
-        dump = s.dump_run(out.spec.run_id)
-        events = s.read_events(out.spec.run_id)
-    failed = {t.id: t.reason for t in dump.tasks if t.status != "completed"}
-    assert out.status == "finished" and not failed, failed
+    dump, events = finished(out)
     # the merged branch is the original history's tree
     assert git(repo, "rev-parse", f"{out.spec.merged_branch}^{{tree}}") == git(repo, "rev-parse", "B^{tree}")
     # each task's commit on its agent's branch carries exactly the original commit's change
@@ -191,11 +198,7 @@ def test_claude_sim_with_a_429_and_a_stalled_stream(tmp_path):
         srv.attach_run(plan[0].store_url, plan[0].run_id)
         out = run_one(*plan)
         requests = srv.requests
-    with open_store(out.spec.store_url) as s:
-        dump = s.dump_run(out.spec.run_id)
-        events = s.read_events(out.spec.run_id)
-    failed = {t.id: t.reason for t in dump.tasks if t.status != "completed"}
-    assert out.status == "finished" and not failed, failed
+    dump, events = finished(out)
     # every task's sim edit landed in the merged branch
     for i in range(4):
         text = git(repo, "show", f"{out.spec.merged_branch}:m{i}.py")
@@ -240,10 +243,7 @@ def test_claude_tool_call_loop_is_judged_looping(tmp_path):
                             {"name": "claude-1", "agents": 1, "kind": "claude", "kind_options": {"timeout_s": 120}}, loop_repeats=4)
     [plan] = plan_runs(RunRequest(variant="claude-1", experiment=exp, repo=repo, results=tmp_path / "results"))
     out = run_one(*plan)
-    with open_store(out.spec.store_url) as s:
-        dump = s.dump_run(out.spec.run_id)
-    assert out.status == "finished", [(t.id, t.status, t.reason) for t in dump.tasks]
-    assert all(t.status == "completed" for t in dump.tasks)
+    dump, _ = finished(out)
     looping = [r for r in dump.history if r.entity == "agent" and r.to_state == "looping"]
     assert looping and looping[0].data.get("step"), [(r.entity_id, r.to_state) for r in dump.history if r.entity == "agent"]
     t1 = next(t for t in dump.tasks if t.id == "t1")
@@ -266,9 +266,7 @@ def test_variant_model_server_key_runs_other_clis_through_orch_run(tmp_path, cli
                             {"name": f"{cli}-2", "agents": 1 if cli == "opencode" else 2, "kind": cli}, stall_after_ms=30_000)
     [plan] = plan_runs(RunRequest(variant=f"{cli}-2", experiment=exp, repo=repo, results=tmp_path / "results"))
     out = run_one(*plan)
-    with open_store(out.spec.store_url) as s:
-        dump = s.dump_run(out.spec.run_id)
-    assert out.status == "finished", [(t.id, t.status, t.reason) for t in dump.tasks]
+    dump, _ = finished(out)
     assert out.metrics["tasks_completed"] == 2 and out.metrics["tokens"]["total"] > 0
     for i in range(2):  # the slot line replaced, not appended to: the server knew the worktree
         text = git(repo, "show", f"{out.spec.merged_branch}:m{i}.py")
@@ -292,10 +290,7 @@ def test_429_through_orch_run_is_back_pressure(tmp_path, cli, turn, times):
                             stall_after_ms=30_000)
     [plan] = plan_runs(RunRequest(variant=f"{cli}-1", experiment=exp, repo=repo, results=tmp_path / "results"))
     out = run_one(*plan)
-    with open_store(out.spec.store_url) as s:
-        dump = s.dump_run(out.spec.run_id)
-        events = s.read_events(out.spec.run_id)
-    assert out.status == "finished", [(t.id, t.status, t.reason) for t in dump.tasks]
+    dump, events = finished(out)
     recorded = [json.loads(r) for r in (out.run_dir / "model-requests.jsonl").read_text().splitlines()]
     assert [(r["task"], r["turn"]) for r in recorded if r["status"] == 429] == [("t0", turn)] * times
     limited = [e for e in events if e.type == "rate_limited"]
@@ -319,10 +314,7 @@ def test_aider_replays_a_history_through_search_replace_blocks(tmp_path):
                             stall_after_ms=30_000)
     [plan] = plan_runs(RunRequest(variant="aider-2", experiment=exp, repo=repo, base="A", results=tmp_path / "results"))
     out = run_one(*plan)
-    with open_store(out.spec.store_url) as s:
-        dump = s.dump_run(out.spec.run_id)
-        events = s.read_events(out.spec.run_id)
-    assert out.status == "finished", [(t.id, t.status, t.reason) for t in dump.tasks]
+    dump, events = finished(out)
     assert git(repo, "rev-parse", f"{out.spec.merged_branch}^{{tree}}") == git(repo, "rev-parse", "B^{tree}")
     for t in dump.tasks:  # each task's commit carries exactly the original change
         done = next(r for r in dump.history if r.entity == "task" and r.entity_id == t.id and r.to_state == "completed")

@@ -4,7 +4,6 @@ removal, and a clean that keeps unmerged work."""
 from __future__ import annotations
 
 import hashlib
-import os
 import subprocess
 import sys
 import textwrap
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from coordstore.errors import GitError, InputError
+from gitfixtures import run_git as git
 from orchestrator.gitrepo import identity_env
 from orchestrator.merging import Merger
 from orchestrator.worktrees import Worktrees, clean, repo_lock
@@ -24,12 +24,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 pytestmark = pytest.mark.usefixtures("no_git_identity")
-
-
-def git(cwd, *args, env=None, check=True) -> str:
-    p = subprocess.run(["git", "-C", str(cwd), *args], capture_output=True, text=True, check=check,
-                       env={**os.environ, **(env or {})})
-    return p.stdout.strip()
 
 
 @pytest.fixture
