@@ -14,9 +14,9 @@ from typing import Any
 
 from coordstore.errors import GitError
 
-from .gitrepo import dirty_paths, full_ref, git_out, list_worktrees, ref_exists, resolve_commit, run_git
+from .gitrepo import full_ref, git_out, ref_exists, resolve_commit, run_git
 from .runinfo import SCHEMA_VERSION, RunRef, merge_summary
-from .worktrees import CleanItem, CleanReport, _not_merged_count, clean
+from .worktrees import CleanReport, clean
 
 TASK_SUBJECT = re.compile(r"^task (?P<id>\S+?): ")
 _SHORTSTAT = re.compile(r"(\d+) files? changed(?:, (\d+) insertions?\(\+\))?(?:, (\d+) deletions?\(-\))?")
@@ -132,55 +132,6 @@ def _clean_args(ref: RunRef) -> tuple[list[str], str, list[Path]]:
     return branches, ref.spec.merged_branch, [ref.paths.worktree_of(a) for a in workers]
 
 
-def _plan(repo: Path, branches: list[str], merged: str, worktrees: list[Path], delete_branches: bool) -> CleanReport:
-    """What ``worktrees.clean`` would do, by the same rules, changing nothing (the dry run)."""
-    report = CleanReport()
-    registered = list_worktrees(repo)
-    run_set = {full_ref(b) for b in branches}
-    all_refs = [r for r in git_out(repo, "for-each-ref", "--format=%(refname)").splitlines() if r]
-    outside = [r for r in all_refs if r not in run_set and r != "refs/stash"]
-    staying = {w.branch: w.path for w in registered if not any(w.path.resolve() == p.resolve() for p in worktrees)}
-    for path in worktrees:
-        info = next((w for w in registered if w.path.resolve() == path.resolve()), None)
-        if info is None:
-            if path.exists():
-                report.kept.append(CleanItem(kind="worktree", name=str(path), reason=f"not a worktree of {repo}"))
-            continue
-        if not path.exists():
-            report.removed.append(CleanItem(kind="worktree", name=str(path), reason="directory was gone; prune"))
-            continue
-        dirty = dirty_paths(path)
-        lost = _not_merged_count(repo, info.head, all_refs) if info.branch is None and info.head else 0
-        if dirty or lost:
-            why = f"{len(dirty)} uncommitted changes" if dirty else f"detached HEAD with {lost} commits on no branch"
-            report.kept.append(CleanItem(kind="worktree", name=str(path), reason=why))
-            if info.branch:
-                staying[info.branch] = info.path
-            continue
-        report.removed.append(CleanItem(kind="worktree", name=str(path), reason="clean"))
-    if not delete_branches:
-        return report
-    merged_full = full_ref(merged)
-    for b in branches:
-        name = full_ref(b)
-        if not ref_exists(repo, name):
-            continue
-        if name in staying:
-            report.kept.append(CleanItem(kind="branch", name=name, reason=f"checked out in worktree {staying[name]}"))
-            continue
-        elsewhere = [r for r in outside if r != name]
-        if name != merged_full and ref_exists(repo, merged_full):
-            elsewhere.append(merged_full)
-        n = _not_merged_count(repo, resolve_commit(repo, name), elsewhere)
-        if n:
-            report.kept.append(CleanItem(kind="branch", name=name, reason=f"{n} commits not merged anywhere"))
-        else:
-            in_merged = merged_full in elsewhere and _not_merged_count(repo, resolve_commit(repo, name), [merged_full]) == 0
-            why = f"merged into {merged_full}" if in_merged else "all its commits are on other refs"
-            report.removed.append(CleanItem(kind="branch", name=name, reason=why))
-    return report
-
-
 def _explain_merged(report: CleanReport, merged: str) -> CleanReport:
     """The merged branch is the run's result: say so when it is kept for its own commits."""
     name = full_ref(merged)
@@ -201,10 +152,6 @@ def clean_run(ref: RunRef, delete_branches: bool, apply: bool) -> dict[str, Any]
         raise InputError(f"run {ref.run_id} is still running; clean it once it has ended")
     repo = _repo(ref)
     branches, merged, trees = _clean_args(ref)
-    if apply:
-        report = clean(repo, branches, merged, trees, delete_branches)
-    else:
-        report = _plan(repo, branches, merged, trees, delete_branches)
-    report = _explain_merged(report, merged)
+    report = _explain_merged(clean(repo, branches, merged, trees, delete_branches, apply=apply), merged)
     return {"version": SCHEMA_VERSION, "run_id": ref.run_id, "repo": str(repo), "dry_run": not apply,
             "branches": delete_branches, **report.model_dump()}

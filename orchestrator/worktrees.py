@@ -169,6 +169,7 @@ def clean(
     merged_ref: str | None,
     worktree_paths: Iterable[str | os.PathLike],
     delete_branches: bool,
+    apply: bool = True,
 ) -> CleanReport:
     """Remove a run's worktrees and (if ``delete_branches``) its branches, keeping unmerged work.
 
@@ -177,6 +178,7 @@ def clean(
     is checked out in a remaining worktree, or holds commits reachable neither from
     ``merged_ref`` nor from any ref outside ``run_branches`` ("N commits not merged anywhere").
     Branches are deleted with a compare-and-swap, so one that moves meanwhile is kept.
+    ``apply=False`` is the dry run: the same decisions, nothing changed.
     """
     repo = Path(repo)
     report = CleanReport()
@@ -187,6 +189,7 @@ def clean(
         # a stash entry is not merged work, so it does not make a branch safe to delete
         outside = [r for r in all_refs if r not in run_set and r != "refs/stash"]
         registered = list_worktrees(repo)
+        gone: list[Path] = []  # worktrees removed (or, in a dry run, that would be)
 
         for raw in worktree_paths:
             path = Path(raw)
@@ -196,8 +199,11 @@ def clean(
                     report.kept.append(CleanItem(kind="worktree", name=str(path), reason=f"not a worktree of {repo}"))
                 continue
             if not path.exists():
-                run_git(repo, ["worktree", "prune"], what="git worktree prune")
-                report.removed.append(CleanItem(kind="worktree", name=str(path), reason="directory was gone; pruned"))
+                if apply:
+                    run_git(repo, ["worktree", "prune"], what="git worktree prune")
+                report.removed.append(CleanItem(kind="worktree", name=str(path),
+                                                reason="directory was gone; " + ("pruned" if apply else "prune")))
+                gone.append(path)
                 continue
             dirty = dirty_paths(path)
             if dirty:
@@ -210,12 +216,14 @@ def clean(
                         CleanItem(kind="worktree", name=str(path), reason=f"detached HEAD with {lost} commits on no branch")
                     )
                     continue
-            run_git(repo, ["worktree", "remove", str(path)], what=f"git worktree remove {path}")
+            if apply:
+                run_git(repo, ["worktree", "remove", str(path)], what=f"git worktree remove {path}")
             report.removed.append(CleanItem(kind="worktree", name=str(path), reason="clean"))
+            gone.append(path)
 
         if not delete_branches:
             return report
-        checked_out = {w.branch: w.path for w in list_worktrees(repo) if w.branch}
+        checked_out = {w.branch: w.path for w in registered if w.branch and not any(_same_path(w.path, g) for g in gone)}
         merged_full = full_ref(merged_ref) if merged_ref else None
         for ref in run_refs:
             if not ref_exists(repo, ref):
@@ -231,10 +239,11 @@ def clean(
             if n:
                 report.kept.append(CleanItem(kind="branch", name=ref, reason=f"{n} commits not merged anywhere"))
                 continue
-            status, _, err = run_git(repo, ["update-ref", "-d", ref, sha], ok=(0, 1, 128))
-            if status != 0:
-                report.kept.append(CleanItem(kind="branch", name=ref, reason=f"moved during clean: {first_line(err)}"))
-                continue
+            if apply:
+                status, _, err = run_git(repo, ["update-ref", "-d", ref, sha], ok=(0, 1, 128))
+                if status != 0:
+                    report.kept.append(CleanItem(kind="branch", name=ref, reason=f"moved during clean: {first_line(err)}"))
+                    continue
             in_merged = merged_full in elsewhere and _not_merged_count(repo, sha, [merged_full]) == 0
             where = f"merged into {merged_full}" if in_merged else "all its commits are on other refs"
             report.removed.append(CleanItem(kind="branch", name=ref, reason=where))
