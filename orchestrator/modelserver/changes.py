@@ -42,16 +42,17 @@ def sim_changes(worktree: str, task, plan) -> list[FileChange]:
     return [FileChange(rel, first[rel], now[rel]) for rel in now]
 
 
-def _git(repo: str, *args: str, ok: tuple[int, ...] = (0,)) -> bytes:
+def replay_git(repo: str, *args: str) -> bytes:
+    """``git ARGS`` in ``repo``, its stdout; an ``InputError`` naming the command and git's message."""
     p = subprocess.run(["git", "-C", repo, *args], capture_output=True)
-    if p.returncode not in ok:
-        raise InputError(f"script replay: git {' '.join(args[:2])}: "
+    if p.returncode != 0:
+        raise InputError(f"script replay: git {' '.join(args[:2])} in {repo}: "
                          f"{(p.stderr.decode(errors='replace').strip().splitlines() or [p.returncode])[-1]}")
     return p.stdout
 
 
 def _blob(repo: str, rev: str, rel: str) -> bytes:
-    return _git(repo, "cat-file", "blob", f"{rev}:{rel}")
+    return replay_git(repo, "cat-file", "blob", f"{rev}:{rel}")
 
 
 def _text(data: bytes) -> str | None:
@@ -67,7 +68,7 @@ def _text(data: bytes) -> str | None:
 def replay_changes(worktree: str, sha: str, parent: str) -> list[FileChange]:
     """The commit ``parent..sha`` as whole-file changes against the worktree as it is now."""
     root = Path(worktree)
-    listing = _git(worktree, "diff", "--name-status", "-z", "--no-renames", parent, sha).split(b"\0")
+    listing = replay_git(worktree, "diff", "--name-status", "-z", "--no-renames", parent, sha).split(b"\0")
     out: list[FileChange] = []
     for status, raw in zip(listing[0::2], listing[1::2]):
         rel = raw.decode("utf-8", "surrogateescape")
@@ -81,7 +82,7 @@ def replay_changes(worktree: str, sha: str, parent: str) -> list[FileChange]:
             out.append(FileChange(rel, current, None, binary=True))
             continue
         base = _text(_blob(worktree, parent, rel)) if status != b"A" else None
-        if current is None or current == base or status == b"A" and current == text:
+        if current is None or current == base or (status == b"A" and current == text):
             out.append(FileChange(rel, current, text))
             continue
         out.append(FileChange(rel, current, _merge(worktree, rel, current, base or "", text)))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .apicommon import Rendered, chunks, sse, task_prompt
+from .apicommon import Rendered, chunks, estimate_tokens, sse, task_prompt
 from .scripts import RequestView
 from .turns import Turn
 
@@ -50,8 +50,8 @@ def view(body: dict[str, Any], ctx, model: str, stream: bool) -> RequestView:
         answers = [a for a in answers if isinstance(a, dict)]
         if answers:
             responses = [a.get("response") if isinstance(a.get("response"), dict) else {} for a in answers]
-            said = [r.get("output", r.get("error", r)) for r in responses]
-            last_result = "\n".join(s if isinstance(s, str) else json.dumps(s) for s in said)
+            outputs = [r.get("output", r.get("error", r)) for r in responses]
+            last_result = "\n".join(o if isinstance(o, str) else json.dumps(o) for o in outputs)
             last_error = any("error" in r for r in responses)
     config = body.get("generationConfig") or body.get("generation_config") or {}
     schema = config.get("responseJsonSchema") or config.get("responseSchema") or config.get("response_schema")
@@ -113,6 +113,4 @@ def error(status: int, message: str, retry_after_s: float | None = None) -> dict
 
 
 def count_tokens(body: dict[str, Any]) -> dict[str, Any]:
-    from .apicommon import estimate_tokens
-
     return {"totalTokens": estimate_tokens(len(json.dumps(body)))}

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from coordstore.errors import InputError
 
+from .changes import replay_changes, replay_git, sim_changes
 from .context import SessionContext
 from .tools import heredoc, write_command
 from .turns import DONE, Fault, ToolCall, Turn, Usage, done_turn, parse_fault, parse_turn
@@ -228,8 +228,6 @@ class SimScript:
     def changes(self, view: RequestView):
         """(the plan's edits as whole files, the first of its faults, the plan's tokens summed) for a
         client that edits by text (``textedits``): the whole task in one answer."""
-        from .changes import sim_changes
-
         task, plan = self.plan(view)
         cwd = view.cwd
         if not cwd or not Path(cwd).is_dir():
@@ -277,13 +275,6 @@ class ReplayScript:
         self.repo = opts.get("repo")
         self.commit = bool(opts.get("commit", False))
 
-    def _git(self, repo: str, *args: str) -> bytes:
-        p = subprocess.run(["git", "-C", repo, *args], capture_output=True)
-        if p.returncode != 0:
-            raise InputError(f"script replay: git {' '.join(args[:2])} in {repo}: "
-                             f"{p.stderr.decode(errors='replace').strip().splitlines()[-1:] or p.returncode}")
-        return p.stdout
-
     def _commit(self, view: RequestView):
         """(task, repository, commit sha, raw commit object, parent or the empty tree) of a request."""
         task = _task(view, "replay")
@@ -293,16 +284,14 @@ class ReplayScript:
         repo = view.cwd or self.repo
         if not repo:
             raise InputError("script replay: no repository (no worktree in the session, no CWD in the prompt, no --repo)")
-        sha = self._git(repo, "rev-parse", "--verify", f"{ref}^{{commit}}").decode().strip()
-        raw = self._git(repo, "cat-file", "commit", sha)
+        sha = replay_git(repo, "rev-parse", "--verify", f"{ref}^{{commit}}").decode().strip()
+        raw = replay_git(repo, "cat-file", "commit", sha)
         parents = [ln.split()[1].decode() for ln in raw.split(b"\n\n", 1)[0].split(b"\n") if ln.startswith(b"parent ")]
         return task, repo, sha, raw, parents[0] if parents else EMPTY_TREE
 
     def changes(self, view: RequestView):
         """(the commit's change as whole files, the fault demanded at turn 0, no usage) for a client
         that edits by text (``textedits``). Needs the worktree: the change is merged onto its files."""
-        from .changes import replay_changes
-
         task, repo, sha, _, parent = self._commit(view)
         if not view.cwd:
             raise InputError(f"script replay: task {task.id}: a text-edit client must say its worktree "
@@ -312,7 +301,7 @@ class ReplayScript:
     def turn(self, index: int, view: RequestView) -> Turn:
         task, repo, sha, raw, parent = self._commit(view)
         demanded = _faults_of(task)
-        patch = self._git(repo, "diff", "--binary", "--full-index", parent, sha)
+        patch = replay_git(repo, "diff", "--binary", "--full-index", parent, sha)
         steps: list[Turn] = []
         if patch.strip():
             steps.append(Turn(text=f"Applying the change of commit {sha[:12]}.", tool_calls=[ToolCall("bash", {
@@ -332,7 +321,7 @@ class ReplayScript:
         import shlex
 
         fmt = "%an%x00%ae%x00%ad"
-        name, email, date = self._git(repo, "log", "-1", "--date=raw", f"--format={fmt}", sha).decode(
+        name, email, date = replay_git(repo, "log", "-1", "--date=raw", f"--format={fmt}", sha).decode(
             "utf-8", "surrogateescape").rstrip("\n").split("\0")
         message = raw.split(b"\n\n", 1)[1] if b"\n\n" in raw else b""
         env = " ".join(f"{k}={shlex.quote(v)}" for k, v in (("GIT_AUTHOR_NAME", name), ("GIT_AUTHOR_EMAIL", email),
