@@ -160,3 +160,24 @@ def wait_for(cond, timeout: float = 20.0, every: float = 0.02):
             return value
         time.sleep(every)
     raise AssertionError(f"condition not met within {timeout}s")
+
+
+@pytest.fixture
+def serve(tmp_path):
+    """``serve(script, **kw)`` -> a started model server (``script``: sim, replay, a path, or a
+    list of turns written to a file script); every one is stopped after the test."""
+    from modelserver_helpers import script_file
+    from orchestrator.modelserver import ModelServer
+
+    started: list = []
+
+    def start(script, **kw):
+        if isinstance(script, list):
+            script = str(script_file(tmp_path, script, f"s{len(started)}.yaml"))
+        srv = ModelServer(script, **kw).start()
+        started.append(srv)
+        return srv
+
+    yield start
+    for srv in started:
+        srv.stop()

@@ -33,19 +33,6 @@ def aider_like(system: str, prompt: str) -> list[dict]:
             {"role": "user", "content": prompt}]
 
 
-@pytest.fixture
-def server():
-    started: list[ModelServer] = []
-
-    def start(script: str) -> ModelServer:
-        started.append(ModelServer(script).start())
-        return started[-1]
-
-    yield start
-    for s in started:
-        s.stop()
-
-
 def ask(srv: ModelServer, worktree: Path | None, messages: list[dict]) -> str:
     base = session_url(srv.url, worktree=str(worktree)) if worktree else srv.url
     c = openai.OpenAI(base_url=f"{base}/v1", api_key="k", max_retries=0)
@@ -62,7 +49,7 @@ def test_format_and_fence_detection():
 
 
 @pytest.mark.parametrize("fmt", ["whole", "diff"])
-def test_sim_changes_as_one_text_answer(server, tmp_path, fmt):
+def test_sim_changes_as_one_text_answer(serve, tmp_path, fmt):
     """The whole task at the first turn (past aider's example exchanges), in the format its prompt
     asks for, with the fence it chose; a later turn closes; the tokens are the plan's."""
     wt = make_repo(tmp_path / "wt", {"m0.py": "# module\n# orch-slot: t0\n", "other.py": "x = 1\n"})
@@ -71,7 +58,7 @@ def test_sim_changes_as_one_text_answer(server, tmp_path, fmt):
                      '{"id": "t0", "title": "change t0", "file_scope": ["m0.py", "docs/new.md"], "time_estimate_ms": 60000}]}')
     from orchestrator.modelserver.tasksource import GraphTasks
 
-    srv = server("sim")
+    srv = serve("sim")
     srv.tasks = GraphTasks(graph)
     system = (WHOLE if fmt == "whole" else DIFF).format(fence="````")
     text = ask(srv, wt, aider_like(system, "Task t0: change t0\n\nFiles in scope: m0.py"))
@@ -91,13 +78,13 @@ def test_sim_changes_as_one_text_answer(server, tmp_path, fmt):
     assert srv.requests[-1]["turn"] == 1
 
 
-def test_a_text_edit_client_without_a_worktree_gets_a_clear_400(server, tmp_path):
-    srv = server("sim")
+def test_a_text_edit_client_without_a_worktree_gets_a_clear_400(serve, tmp_path):
+    srv = serve("sim")
     with pytest.raises(openai.BadRequestError, match="a text-edit client must say its worktree"):
         ask(srv, None, aider_like(WHOLE.format(fence="```"), "Task t0: x"))  # the context names no task graph
 
 
-def test_replay_changes_merge_onto_the_worktree_and_say_what_text_cannot(server, tmp_path):
+def test_replay_changes_merge_onto_the_worktree_and_say_what_text_cannot(serve, tmp_path):
     repo = make_repo(tmp_path / "repo", {"a.txt": "one\ntwo\nthree\n", "gone.txt": "bye\n", "c.txt": "c\n"})
     (repo / "a.txt").write_text("one\n2\nthree\n")
     (repo / "gone.txt").unlink()
@@ -114,7 +101,7 @@ def test_replay_changes_merge_onto_the_worktree_and_say_what_text_cannot(server,
     assert changes["gone.txt"].new is None and not changes["gone.txt"].binary
     assert changes["new/b.bin"].binary and "c.txt" not in changes
 
-    srv = server("replay")
+    srv = serve("replay")
     base = session_url(srv.url, task={"id": "r1", "title": "change", "meta": {"commit": sha}}, worktree=str(wt))
     c = openai.OpenAI(base_url=f"{base}/v1", api_key="k", max_retries=0)
     text = c.chat.completions.create(model="orch", messages=aider_like(WHOLE.format(fence="```"), "Task r1: change")
