@@ -240,13 +240,19 @@ def test_chain_of_three_agents_each_building_on_the_previous(repo, tmp_path):
     assert main_state(repo) == before
 
 
-def test_catch_up_conflict_leaves_the_worktree_as_it_was(repo, tmp_path):
+def a2_behind_a1_merged(repo: Path, tmp_path: Path) -> Path:
+    """Agents a1 and a2 from main; a1's change to shared.txt merged: a2's worktree is behind."""
     wts = Worktrees(repo, tmp_path / "wts")
     merger = Merger(repo, MERGED)
     merger.create("main")
     w1, w2 = wts.add("a1", "orch/r1/a1", "main"), wts.add("a2", "orch/r1/a2", "main")
     agent_commit(w1, "shared.txt", "a1 version\n", "a1")
     merger.merge("orch/r1/a1", "t1", ORCH)
+    return w2
+
+
+def test_catch_up_conflict_leaves_the_worktree_as_it_was(repo, tmp_path):
+    w2 = a2_behind_a1_merged(repo, tmp_path)
     mine = agent_commit(w2, "shared.txt", "a2 version\n", "a2")
     res = catch_up(w2, MERGED, identity_env("a2"))
     assert not res.ok and res.conflicts == ["shared.txt"] and res.sha == mine
@@ -257,12 +263,7 @@ def test_catch_up_conflict_leaves_the_worktree_as_it_was(repo, tmp_path):
 
 
 def test_catch_up_never_overwrites_uncommitted_changes(repo, tmp_path):
-    wts = Worktrees(repo, tmp_path / "wts")
-    merger = Merger(repo, MERGED)
-    merger.create("main")
-    w1, w2 = wts.add("a1", "orch/r1/a1", "main"), wts.add("a2", "orch/r1/a2", "main")
-    agent_commit(w1, "shared.txt", "a1 version\n", "a1")
-    merger.merge("orch/r1/a1", "t1", ORCH)
+    w2 = a2_behind_a1_merged(repo, tmp_path)
     (w2 / "shared.txt").write_text("unsaved edit\n")
     head = git(w2, "rev-parse", "HEAD")
     with pytest.raises(GitError) as exc:
