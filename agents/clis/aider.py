@@ -77,8 +77,10 @@ def git_identity_env(worktree: str) -> dict[str, str]:
     import subprocess
 
     stand_in = {"user.name": "orch agent", "user.email": "agent@orch.invalid"}
-    missing = [k for k in stand_in if subprocess.run(["git", "-C", worktree, "config", "--get", k],
-                                                      capture_output=True).returncode != 0]
+    got = subprocess.run(["git", "-C", worktree, "config", "--get-regexp", r"^user\.(name|email)$"],
+                         capture_output=True, text=True).stdout
+    have = {key for key, _, value in (ln.partition(" ") for ln in got.splitlines()) if value}  # aider skips empty ones too
+    missing = [k for k in stand_in if k not in have]
     if not missing:
         return {}
     n = int(os.environ.get("GIT_CONFIG_COUNT") or 0)  # after any the environment already gives

@@ -182,16 +182,17 @@ class ModelServer:
         if not view.tools and view.json_schema is not None:
             # a client's side request (a title, a summary) made without tools: not part of the script
             return side, None, True
-        script, fmt = self.script_for(view.ctx), view.edit_format
-        if fmt is not None and hasattr(script, "changes"):  # a client that edits by text (aider)
-            turn = text_edit_turn(script, view, fmt)
-        else:
-            try:
+        fmt = view.edit_format
+        try:
+            script = self.script_for(view.ctx)
+            if fmt is not None and hasattr(script, "changes"):  # a client that edits by text (aider)
+                turn = text_edit_turn(script, view, fmt)
+            else:
                 turn = script.turn(view.turn, view)
-            except OrchError:
-                if not view.tools:  # a side request the script cannot place (no task, no worktree)
-                    return side, None, True
-                raise
+        except OrchError:
+            if not view.tools and fmt is None:  # a side request the script cannot place (no task, no worktree)
+                return side, None, True
+            raise  # a text-edit client's task turn: the client must hear why it gets no edits
         if not view.tools and turn.tool_calls:  # tool calls for a client that offered no tools: aside
             return side, None, True
         if turn.fault is None and view.turn in self.faults:
