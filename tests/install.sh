@@ -12,8 +12,14 @@ command -v codex >/dev/null 2>&1 || npm_pkgs+=("@openai/codex")
 command -v gemini >/dev/null 2>&1 || npm_pkgs+=("@google/gemini-cli")
 command -v opencode >/dev/null 2>&1 || npm_pkgs+=("opencode-ai")
 if [ ${#npm_pkgs[@]} -gt 0 ]; then
-  command -v npm >/dev/null 2>&1 || { echo "tests/install.sh: npm is needed for ${npm_pkgs[*]}" >&2; exit 1; }
-  npm install -g --no-fund --no-audit --loglevel=error "${npm_pkgs[@]}"
+  npm=(npm)
+  if ! command -v npm >/dev/null 2>&1; then
+    # Some Node.js packages ship npm inside node's lib/node_modules without putting it on PATH.
+    npm_cli="$(dirname "$(readlink -f "$(command -v node)")")/../lib/node_modules/npm/bin/npm-cli.js"
+    [ -f "$npm_cli" ] || { echo "tests/install.sh: npm is needed for ${npm_pkgs[*]}" >&2; exit 1; }
+    npm=(node "$npm_cli")
+  fi
+  "${npm[@]}" install -g --no-fund --no-audit --loglevel=error "${npm_pkgs[@]}"
 fi
 
 if ! command -v aider >/dev/null 2>&1; then
