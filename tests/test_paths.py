@@ -1,0 +1,67 @@
+"""The one path-confinement helper: text checks, and real symbolic links on disk."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from coordstore.errors import InputError
+from coordstore.paths import PathEscape, check_relative, confine, path_component, path_problem
+
+
+@pytest.mark.parametrize("rel,problem", [
+    ("", "is empty"),
+    ("/etc/passwd", "is absolute"),
+    ("../x", "leads out through '..'"),
+    ("a/../../x", "leads out through '..'"),
+    (".git/config", "is inside .git"),
+    ("src/.GIT/hooks/pre-commit", "is inside .git"),
+    ("a\0b", "contains a NUL byte"),
+])
+def test_path_problem_names_each_way_out(rel, problem):
+    assert path_problem(rel) == problem
+    with pytest.raises(PathEscape) as e:
+        check_relative(rel, "task 'a': file_scope entry")
+    assert str(e.value).startswith(f"task 'a': file_scope entry {rel!r} {problem}")
+    assert isinstance(e.value, InputError)
+
+
+@pytest.mark.parametrize("rel", ["src/a.py", "a/../b.py", "./x", "src/", "lib/*.py", ".gitignore", "docs/.github/x"])
+def test_paths_inside_pass(rel):
+    assert path_problem(rel) is None
+
+
+def test_confine_resolves_inside_and_refuses_symlinks_out(tmp_path):
+    root, outside = tmp_path / "wt", tmp_path / "outside"
+    (root / "src").mkdir(parents=True)
+    outside.mkdir()
+    (root / ".git").mkdir()
+    (root / "src" / "a.py").write_text("a\n")
+    os.symlink(outside / "canary.txt", root / "out-file")
+    os.symlink(outside, root / "out-dir")
+    os.symlink("src/a.py", root / "in-link")
+    os.symlink(".git", root / "git-link")
+    assert confine(root, "src/a.py") == (root / "src" / "a.py").resolve()
+    assert confine(root, "in-link") == (root / "src" / "a.py").resolve()  # a link inside is followed
+    assert confine(root, "a/../new.txt") == root.resolve() / "new.txt"
+    for rel in ("out-file", "out-dir/x"):
+        with pytest.raises(PathEscape, match=rf"path '{rel}' leads out through a symbolic link"):
+            confine(root, rel)
+    with pytest.raises(PathEscape, match="leads into .git through a symbolic link"):
+        confine(root, "git-link/config")
+    # without follow the link itself is the path (git writes the link, never through it) ...
+    assert confine(root, "out-file", follow=False) == root.resolve() / "out-file"
+    # ... but its directories must still stay inside
+    with pytest.raises(PathEscape, match="symbolic link"):
+        confine(root, "out-dir/x", follow=False)
+    with pytest.raises(PathEscape, match="is absolute"):
+        confine(root, str(outside / "canary.txt"))
+
+
+@pytest.mark.parametrize("name,problem", [("../x", "contains a path separator"), ("a/b", "contains a path separator"),
+                                          ("..", "is a relative directory name"), ("", "is empty")])
+def test_path_component_refuses_what_would_make_or_leave_directories(name, problem):
+    with pytest.raises(PathEscape, match=f"variant name {name!r} {problem}"):
+        path_component(name, "variant name")
+    assert path_component("pull-4", "variant name") == "pull-4"
