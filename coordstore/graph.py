@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 
 from .errors import GraphError
 from .models import Dependency, Task, TaskGraph
+from .paths import path_problem, refusal
 
 # Estimates for tasks that carry none (used for critical path and by the sim agent).
 DEFAULT_MS_PER_POINT = 60_000  # one story point ~ one minute of agent time at time scale 1
@@ -132,7 +133,19 @@ def validate(graph: TaskGraph) -> GraphIndex:
     cycle = find_cycle(ix.order, happens_before(ix))
     if cycle:
         raise GraphError("cycle: " + " -> ".join(cycle))
+    unsafe = unsafe_scope_entries(graph.tasks)
+    if unsafe:
+        more = f" (and {len(unsafe) - 1} more unsafe entr{'y' if len(unsafe) == 2 else 'ies'})" if len(unsafe) > 1 else ""
+        raise GraphError(unsafe[0][1] + more)
     return ix
+
+
+def unsafe_scope_entries(tasks: Iterable[Task]) -> list[tuple[str, str]]:
+    """(task id, message) for each ``file_scope`` entry that is not a path within the repository's
+    work tree (absolute, ``..`` out of it, inside ``.git``): the demo builder and the agents would
+    write there."""
+    return [(t.id, str(refusal(f"task {t.id!r}: file_scope entry", e, problem)))
+            for t in tasks for e in t.file_scope if (problem := path_problem(e))]
 
 
 def estimate_ms(task: Task) -> int:

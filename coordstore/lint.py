@@ -5,13 +5,15 @@ cannot be imported, ``warning`` = it can, but probably not as meant). Codes:
 
     errors    unreadable, malformed-json, format, schema-version, bad-table, bad-row, bad-field,
               negative-estimate, unknown-dep-type, dangling-edge, dangling-tag-row,
-              dangling-attachment, duplicate-id, two-parents, cycle
+              dangling-attachment, duplicate-id, two-parents, cycle, unsafe-path
     warnings  tag-mismatch (inline tag list vs tag table), priority-int, priority-name,
               follows-direction (the file uses ``follows``), unreachable, unestimated,
               duplicate-edge, empty
 
 ``unreachable``: in a graph that has edges, a task no edge touches (neither a dependency nor a
 containment): nothing orders it or groups it, usually a forgotten ``contains``/``blocks`` row.
+``unsafe-path``: a ``file_scope`` entry that is absolute, leads out of the repository through
+``..`` or into its ``.git`` (``orch run`` refuses such a template before writing anything).
 ``unestimated``: a work task (not a container) with neither ``time_estimate_ms`` nor ``points``;
 it is scheduled with ``graph.DEFAULT_ESTIMATE_MS``.
 """
@@ -94,6 +96,7 @@ def check_graph(tasks: list[Task], deps: list[Dependency], broken: Collection[st
             if d.type == "contains":
                 parent[d.to_id] = d.from_id
             clean.append(d)
+    out += [Finding("error", "unsafe-path", msg, tid) for tid, msg in graph.unsafe_scope_entries(tasks)]
     cyclic = _cycles(list(by_id.values()), clean, out)
     if any(d.type == "follows" for d in clean):
         n = sum(d.type == "follows" for d in clean)

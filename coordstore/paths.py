@@ -48,15 +48,19 @@ def path_problem(rel: object) -> str | None:
     return None
 
 
-def _refusal(what: str, rel: object, problem: str, inside: str) -> PathEscape:
-    return PathEscape(f"{what} {rel!r} {problem}: it must be a path inside {inside}")
+WORK_TREE = "the repository's work tree"
 
 
-def check_relative(rel: object, what: str = "path", inside: str = "the repository") -> str:
+def refusal(what: str, rel: object, problem: str, inside: str = WORK_TREE) -> PathEscape:
+    """The one-line error for ``rel`` (described by ``what``, e.g. "task 'a': file_scope entry")."""
+    return PathEscape(f"{what} {rel!r} {problem}: it must be a path within {inside}")
+
+
+def check_relative(rel: object, what: str = "path", inside: str = WORK_TREE) -> str:
     """``rel`` itself if ``path_problem`` finds nothing, else ``PathEscape`` naming it."""
     problem = path_problem(rel)
     if problem:
-        raise _refusal(what, rel, problem, inside)
+        raise refusal(what, rel, problem, inside)
     return rel  # type: ignore[return-value]
 
 
@@ -76,9 +80,9 @@ def confine(root: str | os.PathLike, rel: str, what: str = "path", follow: bool 
     joined = base / norm
     target = joined.resolve() if follow else joined.parent.resolve() / joined.name
     if target != base and base not in target.parents:
-        raise _refusal(what, rel, "leads out through a symbolic link", str(root))
+        raise refusal(what, rel, "leads out through a symbolic link", str(root))
     if any(_is_git_dir(p) for p in target.relative_to(base).parts):
-        raise _refusal(what, rel, "leads into .git through a symbolic link", str(root))
+        raise refusal(what, rel, "leads into .git through a symbolic link", str(root))
     return target
 
 

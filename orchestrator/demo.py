@@ -14,6 +14,7 @@ from pathlib import Path
 
 from coordstore.errors import GitError
 from coordstore.models import TaskGraph
+from coordstore.paths import check_relative, confine
 
 DEMO_IDENTITY = {
     "GIT_AUTHOR_NAME": "orch demo",
@@ -48,9 +49,13 @@ def build_demo_repo(dest: Path, graph: TaskGraph, name: str) -> Path:
     """Create a fresh git repository at ``dest`` holding the demo files in one commit on ``main``."""
     if dest.exists() and any(dest.iterdir()):
         raise GitError(f"{dest}: demo repository path exists and is not empty")
+    files = demo_files(graph)
+    owner = {f: t.id for t in graph.tasks for f in t.file_scope}
+    for rel in files:  # every path checked before the first write
+        check_relative(rel, f"task {owner[rel]!r}: file_scope entry" if rel in owner else "demo file")
     dest.mkdir(parents=True, exist_ok=True)
-    for rel, text in demo_files(graph).items():
-        p = dest / rel
+    for rel, text in files.items():
+        p = confine(dest, rel)
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(text)
     env = {**os.environ, **DEMO_IDENTITY, "GIT_CONFIG_NOSYSTEM": "1"}

@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from coordstore.errors import InputError
+from coordstore.paths import PathEscape, path_component
 
 from .resources import experiment_files
 
@@ -21,6 +22,15 @@ Policy = Literal["pull", "push", "hybrid", "solo", "relay"]
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def _one_directory(name: str) -> str:
+    """Experiment ids and variant names are directories of the results (``<exp>/<variant>/<run>``)
+    and parts of run ids: a ``/`` or ``..`` would put a run outside them."""
+    try:
+        return path_component(name, "name")
+    except PathEscape as e:
+        raise ValueError(str(e)) from None
 
 
 class AgentDef(_Strict):
@@ -44,6 +54,8 @@ class Variant(_Strict):
     # sim | replay | a script file: orch runs `orch model-server` with it and points every agent at it
     model_server: str | None = None
     execution: dict[str, Any] = Field(default_factory=dict)  # per-variant execution overrides
+
+    _name_is_a_directory = field_validator("name")(_one_directory)
 
     @model_validator(mode="after")
     def _positive(self) -> "Variant":
@@ -83,6 +95,8 @@ class ExperimentHead(_Strict):
     id: str = Field(min_length=1)
     name: str = ""
     hypothesis: str = ""
+
+    _id_is_a_directory = field_validator("id")(_one_directory)
 
 
 class Experiment(_Strict):

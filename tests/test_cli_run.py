@@ -109,6 +109,62 @@ def test_ambiguous_variant_fails_cleanly(tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.parametrize("entry", ["{canary}", "../../../../../outside/canary.txt", ".git/config", "src/.GIT/x"],
+                         ids=["absolute", "dotdot", "git-config", "git-any-case"])
+def test_file_scope_outside_the_repository_is_refused_at_plan_time(tmp_path, capsys, entry):
+    """The demo repository is built from the file scopes: an entry leading out of it (or into its
+    .git) would be written there. Refused before anything exists; the file outside is untouched."""
+    canary = tmp_path / "outside" / "canary.txt"
+    canary.parent.mkdir()
+    canary.write_text("KEEP\n")
+    entry = entry.format(canary=canary)
+    template = tmp_path / "t.json"
+    template.write_text(json.dumps({"tasks": [{"id": "a", "file_scope": [entry]}]}))
+    results = tmp_path / "results"
+    code, out, err = orch(capsys, "run", "--variant", "solo-1", "--template", str(template), "--runs", "1",
+                          "--time-scale", FAST, "--results", str(results))
+    assert code == 1, out
+    assert err.startswith(f"orch: error: {template}: task 'a': file_scope entry {entry!r} ") and err.count("\n") == 1, err
+    assert canary.read_text() == "KEEP\n"
+    assert not results.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["outside", "t.json"]
+    code, out, _ = orch(capsys, "template", "lint", str(template))
+    assert code == 1 and "error: unsafe-path: task 'a': file_scope entry" in out
+
+
+def test_demo_builder_confines_its_writes_itself(tmp_path):
+    """Even a graph that skipped validation cannot make the demo builder write outside its directory."""
+    from coordstore.errors import InputError
+    from coordstore.models import Task, TaskGraph
+    from orchestrator.demo import build_demo_repo
+
+    canary = tmp_path / "canary.txt"
+    canary.write_text("KEEP\n")
+    for entry in (str(canary), "../canary.txt", ".git/config"):
+        dest = tmp_path / "repo"
+        with pytest.raises(InputError, match=f"task 'a': file_scope entry {entry!r}"):
+            build_demo_repo(dest, TaskGraph(tasks=[Task(id="a", file_scope=["ok.py", entry])]), "t")
+        assert canary.read_text() == "KEEP\n"
+        assert not dest.exists()
+
+
+@pytest.mark.parametrize("key,head,variant", [
+    ("variants.0.name", "x", "../../escaped"),
+    ("experiment.id", "../../escaped", "v"),
+])
+def test_experiment_names_that_would_leave_the_results_directory_are_refused(tmp_path, capsys, key, head, variant):
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(f'experiment: {{id: "{head}"}}\ntemplate: tiny-feature\nvariants:\n'
+                   f'  - {{name: "{variant}", policy: solo, agents: 1}}\n')
+    results = tmp_path / "deep" / "results"
+    code, out, err = orch(capsys, "run", "--variant", variant, "--experiment", str(exp), "--runs", "1",
+                          "--time-scale", FAST, "--results", str(results))
+    assert code == 1, out
+    assert err.startswith(f"orch: error: {exp}: {key} (line ") and "a single path component" in err, err
+    assert err.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exp.yaml"]
+
+
 def _variants():
     return [(f.name, v.name) for f in experiment_files() for v in load_experiment(f).variants]
 

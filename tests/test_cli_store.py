@@ -83,6 +83,9 @@ def _bad_files(tmp_path):
     d = json.loads(json.dumps(doc))
     d["tables"]["tasks"][3]["time_estimate_ms"] = "soon"
     cases["type"] = (d, ["tables.tasks[3]", "time_estimate_ms: expected an integer, got 'soon'"])
+    d = json.loads(json.dumps(doc))
+    d["tables"]["tasks"][3]["file_scope"] = ["/home/someone/.bashrc"]
+    cases["escaping-path"] = (d, [f"task {doc['tables']['tasks'][3]['id']!r}: file_scope entry '/home/someone/.bashrc' is absolute"])
     out = {}
     for name, (content, needles) in cases.items():
         if isinstance(content, dict):
@@ -94,7 +97,7 @@ def _bad_files(tmp_path):
     return out
 
 
-@pytest.mark.parametrize("case", ["malformed", "cycle", "dep-type", "dangling", "negative", "type"])
+@pytest.mark.parametrize("case", ["malformed", "cycle", "dep-type", "dangling", "negative", "type", "escaping-path"])
 def test_bad_input_is_one_line_and_leaves_the_store_unchanged(store_url, tmp_path, capsys, case):
     code, _, _ = run_cli(capsys, "import", tgmcp_fixture("browser-flat.json"), "--store", store_url, "--run", "before")
     assert code == 0

@@ -6,7 +6,7 @@ import pytest
 
 from coordstore import graph
 from coordstore.errors import GraphError, InputError
-from coordstore.models import Dependency, Task
+from coordstore.models import Dependency, Task, TaskGraph
 
 from conftest import make_graph
 
@@ -93,6 +93,14 @@ def test_dangling_edge_names_missing_task():
 def test_duplicate_ids_named():
     with pytest.raises(GraphError, match="'a' appears twice"):
         ix_of(["a", "b", "a"])
+
+
+def test_file_scope_leaving_the_repository_is_refused_naming_task_and_entry():
+    bad = Task(id="b", file_scope=["src/ok.py", "../../etc/passwd", ".git/hooks/pre-commit"])
+    with pytest.raises(GraphError) as e:
+        graph.validate(TaskGraph(tasks=[Task(id="a", file_scope=["src/"]), bad]))
+    assert str(e.value) == ("task 'b': file_scope entry '../../etc/passwd' leads out through '..': it must be a path "
+                            "within the repository's work tree (and 1 more unsafe entry)")
 
 
 def test_self_edge_is_a_named_cycle():

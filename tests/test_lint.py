@@ -81,6 +81,18 @@ def test_graph_defects_each_become_an_error(tmp_path):
     assert any("unknown type 'precedes'" in m for m in msgs)
 
 
+def test_file_scope_leaving_the_repository_or_reaching_git_is_an_error(tmp_path):
+    doc = graph_doc([t("a", file_scope=["/tmp/x/canary.txt", "src/ok.py"]), t("b", file_scope=["src/../../up.txt"]),
+                     t("c", file_scope=[".git/config", "lib/*.py"])], [])
+    r = lint.lint_file(write(tmp_path, doc))
+    assert r.errors == 3 and codes(r) == Counter({"unsafe-path": 3})
+    assert [(f.task, f.message) for f in r.findings] == [
+        ("a", "task 'a': file_scope entry '/tmp/x/canary.txt' is absolute: it must be a path within the repository's work tree"),
+        ("b", "task 'b': file_scope entry 'src/../../up.txt' leads out through '..': it must be a path within the repository's work tree"),
+        ("c", "task 'c': file_scope entry '.git/config' is inside .git: it must be a path within the repository's work tree"),
+    ]
+
+
 def test_several_cycles_are_each_named(tmp_path):
     doc = graph_doc([t(i) for i in "abcdef"], [d("a", "b"), d("b", "a"), d("c", "d"), d("d", "e"), d("e", "c"), d("f", "a")])
     r = lint.lint_file(write(tmp_path, doc))
