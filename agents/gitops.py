@@ -10,9 +10,8 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Mapping
-from pathlib import Path
 
-from coordstore.errors import GitError, InputError
+from coordstore.errors import GitError
 
 _QUIET_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_EDITOR": "true", "GIT_MERGE_AUTOEDIT": "no"}
 
@@ -87,11 +86,3 @@ def merge_into_worktree(wt: str | os.PathLike, commit: str, message: str, ident:
         raise GitError(f"git merge {commit[:12]} failed in {wt}: {msg.strip()}")
     return conflicts
 
-
-def in_worktree(wt: str | os.PathLike, rel: str) -> Path:
-    """``wt/rel``, refusing absolute paths and paths that leave the worktree."""
-    root = Path(wt).resolve()
-    p = (root / rel).resolve()
-    if Path(rel).is_absolute() or (p != root and root not in p.parents):
-        raise InputError(f"path {rel!r} leaves the worktree {wt}")
-    return p

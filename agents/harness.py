@@ -49,8 +49,12 @@ def _git(cwd: Path, *args: str) -> str:
 
 class LocalRun:
     def __init__(self, root: Path, graph: TaskGraph, *, run_id: str = "r1", seed: int = 0, time_scale: float = 0.001,
-                 merge_mode: str = "immediate", files: dict[str, str] | None = None, on_blocker_failure: str = "cancel",
-                 heartbeat_ms: int = 200, lease_ms: int = 30_000, poll_ms: int = 10, store: str = "sqlite"):
+                 merge_mode: str = "immediate", files: dict[str, str | bytes] | None = None, on_blocker_failure: str = "cancel",
+                 heartbeat_ms: int = 200, lease_ms: int = 30_000, poll_ms: int = 10, store: str = "sqlite",
+                 symlinks: dict[str, str] | None = None):
+        """``files``: the base commit's files (text or bytes; default the demo files of ``graph``);
+        ``symlinks``: links committed with them (path -> target, as ``ln -s target path``)."""
+        from coordstore.paths import confine
         from orchestrator.demo import demo_files
         from orchestrator.merging import Merger
 
@@ -59,9 +63,14 @@ class LocalRun:
         self.timing = {"heartbeat_ms": heartbeat_ms, "lease_ms": lease_ms, "poll_ms": poll_ms}
         self.repo = self.root / "repo"
         self.repo.mkdir(parents=True)
-        for rel, text in (demo_files(graph) if files is None else files).items():
-            (self.repo / rel).parent.mkdir(parents=True, exist_ok=True)
-            (self.repo / rel).write_text(text)
+        for rel, content in (demo_files(graph) if files is None else files).items():
+            p = confine(self.repo, rel)
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_bytes(content) if isinstance(content, bytes) else p.write_text(content)
+        for rel, target in (symlinks or {}).items():
+            link = confine(self.repo, rel, follow=False)
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(target)
         _git(self.repo, "init", "-q", "-b", "main")
         _git(self.repo, "add", "-A")
         _git(self.repo, "commit", "-q", "-m", "base")

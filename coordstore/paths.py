@@ -20,7 +20,12 @@ from .errors import InputError
 
 
 class PathEscape(InputError):
-    """A path from data that would leave its root or reach into ``.git``; names the entry."""
+    """A path from data that would leave its root or reach into ``.git``; names the entry.
+    ``problem``: what is wrong with it, e.g. "is absolute"."""
+
+    def __init__(self, message: str, problem: str = "") -> None:
+        super().__init__(message)
+        self.problem = problem
 
 
 def _is_git_dir(part: str) -> bool:
@@ -53,7 +58,7 @@ WORK_TREE = "the repository's work tree"
 
 def refusal(what: str, rel: object, problem: str, inside: str = WORK_TREE) -> PathEscape:
     """The one-line error for ``rel`` (described by ``what``, e.g. "task 'a': file_scope entry")."""
-    return PathEscape(f"{what} {rel!r} {problem}: it must be a path within {inside}")
+    return PathEscape(f"{what} {rel!r} {problem}: it must be a path within {inside}", problem)
 
 
 def check_relative(rel: object, what: str = "path", inside: str = WORK_TREE) -> str:

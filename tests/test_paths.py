@@ -23,7 +23,7 @@ def test_path_problem_names_each_way_out(rel, problem):
     assert path_problem(rel) == problem
     with pytest.raises(PathEscape) as e:
         check_relative(rel, "task 'a': file_scope entry")
-    assert str(e.value).startswith(f"task 'a': file_scope entry {rel!r} {problem}")
+    assert str(e.value).startswith(f"task 'a': file_scope entry {rel!r} {problem}") and e.value.problem == problem
     assert isinstance(e.value, InputError)
 
 

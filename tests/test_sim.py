@@ -226,3 +226,67 @@ def test_fault_rate_limit_pauses_then_goes_on(local):
     assert sum(d["cost_usd"] for d in tokens) == pytest.approx(t.cost_usd) and t.cost_usd > 0
     started = next(e for e in evs if e["type"] == "log" and e["data"]["msg"].startswith("task job started"))
     assert steps[-1]["ts_ms"] - started["ts_ms"] >= (plan.steps[-1].at_s + plan.retry_after_s) * 1000 - 5  # spread over the duration
+
+
+# ---------------------------------------------------------------------- what a real repository holds
+def png_bytes(width: int = 2, height: int = 2) -> bytes:
+    """A real, valid PNG image (RGB, 8 bits): signature, IHDR, IDAT, IEND with their CRCs."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    rows = b"".join(b"\x00" + bytes([200, 30, 30]) * width for _ in range(height))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+def blob(run: LocalRun, rev: str, rel: str) -> bytes:
+    import subprocess
+
+    return subprocess.run(["git", "-C", str(run.repo), "cat-file", "blob", f"{rev}:{rel}"], capture_output=True, check=True).stdout
+
+
+def not_edited_logs(run: LocalRun) -> list[str]:
+    return [e["data"]["msg"] for e in run.events("w1") if e["type"] == "log" and "not editing" in e["data"]["msg"]]
+
+
+def test_binary_and_non_utf8_files_in_scope_do_not_crash_the_task(local):
+    """A real repository's PNG once failed the task with UnicodeDecodeError. The image is left
+    byte for byte (a text edit would corrupt it): the edit goes to the task's own file and a log
+    line says why. Non-UTF-8 text (Latin-1) is edited, its other bytes kept as they were."""
+    png = png_bytes()
+    latin = "caf\u00e9 = 1\r\n".encode("latin-1")
+    task = Task(id="art", title="Touch the art", time_estimate_ms=60_000, file_scope=["assets/logo.png", "legacy.py"])
+    run = local(TaskGraph(tasks=[task]), name="bin", files={"assets/logo.png": png, "legacy.py": latin, "README.md": "r\n"})
+    run.add_agent("w1")
+    run.start_all()
+    assert run.wait(30) == {"w1": 0}, run.log("w1")
+    t = run.tasks()["art"]
+    assert t.status == "completed", t.reason
+    assert blob(run, run.merged_ref, "assets/logo.png") == png
+    edited = blob(run, run.merged_ref, "legacy.py")
+    assert edited.startswith(latin) and b"task art: Touch the art [sim " in edited
+    assert "task art: Touch the art [sim " in run.merged_text(own_file("art"))
+    assert not_edited_logs(run) == [f"sim: not editing assets/logo.png: it is a binary file; edited {own_file('art')} instead"]
+    done = next(r for r in run.history(entity="task", entity_id="art") if r.to_state == "completed")
+    assert done.data["sim"]["not_edited"] == {"assets/logo.png": "it is a binary file"}
+
+
+def test_symlink_in_scope_pointing_outside_is_not_followed(local, tmp_path):
+    canary = tmp_path / "outside" / "canary.txt"
+    canary.parent.mkdir()
+    canary.write_text("KEEP\n")
+    task = Task(id="doc", title="Docs", time_estimate_ms=60_000, file_scope=["docs/guide.md", "docs/notes.md"])
+    run = local(TaskGraph(tasks=[task]), name="link", files={"README.md": "r\n", "docs/notes.md": "# notes\n"},
+                symlinks={"docs/guide.md": str(canary)})
+    run.add_agent("w1")
+    run.start_all()
+    assert run.wait(30) == {"w1": 0}, run.log("w1")
+    t = run.tasks()["doc"]
+    assert t.status == "completed", t.reason
+    assert canary.read_text() == "KEEP\n"
+    assert run.git("cat-file", "-p", f"{run.merged_ref}:docs/guide.md") == str(canary)  # the link itself, unchanged
+    assert "task doc: Docs [sim " in run.merged_text("docs/notes.md")
+    assert not_edited_logs(run) == [f"sim: not editing docs/guide.md: it leads out through a symbolic link; edited {own_file('doc')} instead"]

@@ -11,13 +11,45 @@ from __future__ import annotations
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from . import KindContext, Result
-from .simplan import SimOptions, SimPlan, edit_text, make_plan
+from .simplan import SimOptions, SimPlan, edit_text, make_plan, own_file
 
+BINARY_PROBE = 8000  # a NUL byte in the first 8000 bytes makes a file binary, as git decides it
 CRASH_EXIT = 3  # exit status of a simulated crash: non-zero, and not a signal's
 LOOP_MIN_S = 0.05  # a looping agent repeats at least this far apart (bounds the event volume)
+
+
+def editable(worktree, rel: str) -> tuple[Path, None] | tuple[None, str]:
+    """(the file to write, None), or (None, why no text edit fits it): a binary file, a symbolic
+    link out of the worktree, something that is not a regular file. A path that is itself out of
+    bounds (absolute, ``..`` out, ``.git``) raises ``PathEscape``: bad input, not file content."""
+    from coordstore.paths import PathEscape, check_relative, confine
+
+    check_relative(rel, "path", "the worktree")
+    try:
+        path = confine(worktree, rel)
+    except PathEscape as e:
+        return None, f"it {e.problem}"
+    if not path.exists():
+        return path, None
+    if not path.is_file():
+        return None, "it is not a regular file"
+    with open(path, "rb") as f:
+        if b"\0" in f.read(BINARY_PROBE):
+            return None, "it is a binary file"
+    return path, None
+
+
+def _edit(path: Path, rel: str, task, digest: str) -> None:
+    """The sim's text edit of one file. Bytes that are not UTF-8 and line endings pass through as
+    they were (surrogateescape, no newline translation)."""
+    old = path.read_bytes().decode("utf-8", "surrogateescape") if path.exists() else None
+    new, _ = edit_text(old, rel, task, digest)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(new.encode("utf-8", "surrogateescape"))
 
 
 class SimKind:
@@ -34,6 +66,8 @@ class SimKind:
         plan = make_plan(task, ctx.seed, ctx.attempt, ctx.time_scale, opts)
         ev, tid = ctx.events, task.id
         totals = {"in": 0, "out": 0, "cached": 0, "thinking": 0, "cost_usd": 0.0}
+        edited: set[str] = set()
+        not_edited: dict[str, str] = {}  # path of the scope -> why no text edit fits it
         t0 = time.monotonic()
         for i, step in enumerate(plan.steps):
             ctx.sleep(t0 + step.at_s - time.monotonic())
@@ -53,21 +87,23 @@ class SimKind:
                 totals[k] += v
             for rel in plan.edits.get(i, ()):
                 try:
-                    self._edit(ctx, rel, task, plan.digest)
+                    path, why = editable(ctx.worktree, rel)
+                    if why is not None:  # the task's own file takes the edit, and the log says why
+                        not_edited[rel] = why
+                        ctx.events.log(f"sim: not editing {rel}: {why}; edited {own_file(tid)} instead",
+                                       level="warning", task=tid)
+                        rel = own_file(tid)
+                        path, why = editable(ctx.worktree, rel)
+                        if why is not None:
+                            raise InputError(why)
+                    if rel not in edited:
+                        edited.add(rel)
+                        _edit(path, rel, task, plan.digest)
                 except (InputError, OSError) as e:
                     return Result(ok=False, reason=f"sim: cannot edit {rel}: {e}", tokens=totals)
         ctx.sleep(t0 + plan.duration_s - time.monotonic())
-        return Result(ok=True, data={"sim": plan.summary()}, tokens=totals)
-
-    @staticmethod
-    def _edit(ctx: KindContext, rel: str, task, digest: str) -> None:
-        from agents.gitops import in_worktree
-
-        path = in_worktree(ctx.worktree, rel)
-        old = path.read_text() if path.exists() else None
-        new, _ = edit_text(old, rel, task, digest)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(new)
+        summary = plan.summary() | ({"not_edited": not_edited} if not_edited else {})
+        return Result(ok=True, data={"sim": summary}, tokens=totals)
 
     @staticmethod
     def _announce(ctx: KindContext, tid: str, fault: str, step: int, **data: Any) -> None:
