@@ -69,15 +69,17 @@ def check_relative(rel: object, what: str = "path", inside: str = WORK_TREE) -> 
     return rel  # type: ignore[return-value]
 
 
-def confine(root: str | os.PathLike, rel: str, what: str = "path", follow: bool = True) -> Path:
+def confine(root: str | os.PathLike, rel: str, what: str = "path", follow: bool = True, inside: str | None = None) -> Path:
     """``root/rel`` as an absolute path that stays inside ``root`` and out of its ``.git``.
 
     ``follow``: symbolic links are resolved all the way (the returned path is the real file,
     for reading or writing through). Without it the last component is taken as it is (the
     link itself, as git writes a link rather than through it); its directories are resolved.
-    Raises ``PathEscape`` naming ``what`` and ``rel``.
+    Raises ``PathEscape`` naming ``what`` and ``rel``; ``inside`` names the root in it (default:
+    its path).
     """
-    check_relative(rel, what, str(root))
+    inside = str(root) if inside is None else inside
+    check_relative(rel, what, inside)
     base = Path(root).resolve()
     norm = os.path.normpath(rel)
     if norm == ".":
@@ -85,9 +87,9 @@ def confine(root: str | os.PathLike, rel: str, what: str = "path", follow: bool 
     joined = base / norm
     target = joined.resolve() if follow else joined.parent.resolve() / joined.name
     if target != base and base not in target.parents:
-        raise refusal(what, rel, "leads out through a symbolic link", str(root))
+        raise refusal(what, rel, "leads out through a symbolic link", inside)
     if any(_is_git_dir(p) for p in target.relative_to(base).parts):
-        raise refusal(what, rel, "leads into .git through a symbolic link", str(root))
+        raise refusal(what, rel, "leads into .git through a symbolic link", inside)
     return target
 
 

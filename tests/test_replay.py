@@ -283,6 +283,28 @@ def test_kind_conflict_fails_naming_the_path_and_leaves_the_worktree_clean(histo
         git(history["repo"], "worktree", "remove", "--force", str(wt))
 
 
+@pytest.mark.parametrize("name,problem", [(".GIT", "is inside .git"), ("..", "leads out through '..'")])
+def test_kind_refuses_a_commit_whose_paths_leave_the_worktree(history, tmp_path, no_git_identity, name, problem):
+    """git never makes such a tree, but plumbing can (``git mktree``): the replay checks every path
+    it would write before it writes anything, and names the one that is out of bounds."""
+    repo = history["repo"]
+    blob = subprocess.run(["git", "-C", str(repo), "hash-object", "-w", "--stdin"], input=b"evil\n",
+                          capture_output=True, check=True).stdout.decode().strip()
+    listing = git(repo, "ls-tree", history["B"]) + f"100644 blob {blob}\t{name}\n"
+    tree = subprocess.run(["git", "-C", str(repo), "mktree"], input=listing.encode(), capture_output=True,
+                          check=True).stdout.decode().strip()
+    evil = git(repo, "commit-tree", tree, "-p", history["B"], "-m", "crafted").strip()
+    wt = _worktree(history, tmp_path, history["B"])
+    try:
+        res = ReplayKind({"pace": False}).run(Task(id="t", meta={"commit": evil}), _ctx(tmp_path, wt))
+        assert not res.ok
+        assert res.reason == f"replay of {evil[:12]}: commit {evil[:12]}: path {name!r} {problem}: it must be a path within the worktree"
+        assert git(wt, "rev-parse", "HEAD").strip() == history["B"]
+        assert git(wt, "status", "--porcelain", "--untracked-files=all") == ""
+    finally:
+        git(repo, "worktree", "remove", "--force", str(wt))
+
+
 # ------------------------------------------------------------------------------ through orch run
 def make_template(history: dict, tmp_path: Path, deps: str, capsys) -> Path:
     tpl = tmp_path / f"replay-{deps}.json"

@@ -62,6 +62,20 @@ def _out(wt, *args: str, **kw) -> str:
     return _git(wt, *args, **kw)[1].decode().strip()
 
 
+def _confine_writes(wt, sha: str, head_tree: str, tree: str) -> None:
+    """Every path moving from ``head_tree`` to ``tree`` stays in the worktree and out of ``.git``.
+    git refuses such trees itself when it checks them out; this names the rule and the path
+    before anything is written. A link is replaced, never written through (``follow=False``)."""
+    from coordstore.paths import PathEscape, confine
+
+    out = _git(wt, "diff-tree", "-r", "-z", "--name-only", "--no-renames", head_tree, tree)[1]
+    for path in filter(None, out.decode("utf-8", "surrogateescape").split("\0")):
+        try:
+            confine(wt, path, f"commit {sha[:12]}: path", follow=False, inside="the worktree")
+        except PathEscape as e:
+            raise ReplayError(str(e)) from e
+
+
 class ParsedCommit:
     """The parts of a raw commit object the replay needs."""
 
@@ -160,6 +174,7 @@ class ReplayKind:
             return {"commit": sha, "parent": parent, "conflicts": conflicts}
         if tree == head_tree:
             return {"commit": sha, "parent": parent, "applied": None, "empty": True}
+        _confine_writes(wt, sha, head_tree, tree)
         env = {**ctx.identity, **commit.env("AUTHOR")}
         if self.committer == "original":
             env.update(commit.env("COMMITTER"))

@@ -30,7 +30,7 @@ def editable(worktree, rel: str) -> tuple[Path, None] | tuple[None, str]:
 
     check_relative(rel, "path", "the worktree")
     try:
-        path = confine(worktree, rel)
+        path = confine(worktree, rel, inside="the worktree")
     except PathEscape as e:
         return None, f"it {e.problem}"
     if not path.exists():
