@@ -105,4 +105,4 @@ def path_component(name: object, what: str) -> str:
         problem = "contains a NUL byte"
     else:
         return name
-    raise PathEscape(f"{what} {name!r} {problem}: it names a directory, so it must be a single path component")
+    raise PathEscape(f"{what} {name!r} {problem}: it names a directory, so it must be a single path component", problem)
