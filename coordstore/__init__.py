@@ -1,6 +1,8 @@
 """The coordination store: task graph, ownership, events and the append-only history.
 
 ``open_store(url)`` picks the backend by URL scheme and imports it only then.
+``open_store(url, readonly=True)`` is for readers: it never creates, migrates or writes the store,
+and raises ``StoreDamaged`` for one that is empty, cut short, foreign or corrupt.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ BACKENDS: dict[str, tuple[str, str, str | None]] = {
 }
 
 
-def open_store(url: str, **kwargs) -> CoordStore:
-    """Open the store at ``url`` (``file:///abs/dir``, ``sqlite:///abs/file.db``)."""
+def open_store(url: str, readonly: bool = False, **kwargs) -> CoordStore:
+    """Open the store at ``url`` (``file:///abs/dir``, ``sqlite:///abs/file.db``); with ``readonly``
+    an existing, intact store only (``InputError`` if missing, ``StoreDamaged`` if damaged)."""
     scheme, sep, _ = url.partition("://")
     if not sep or scheme not in BACKENDS:
         known = ", ".join(f"{s}://" for s in sorted(BACKENDS))
@@ -29,7 +32,7 @@ def open_store(url: str, **kwargs) -> CoordStore:
     except ImportError as e:  # a backend whose driver is missing
         extra = f"; install it with: {hint}" if hint else ""
         raise StoreURLError(f"store URL {url!r}: backend {scheme} cannot load ({e}){extra}") from e
-    return getattr(mod, cls)(url, **kwargs)
+    return getattr(mod, cls)(url, readonly=readonly, **kwargs)
 
 
 __all__ = ["CoordStore", "open_store", "BACKENDS"]

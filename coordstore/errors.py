@@ -7,7 +7,8 @@
     ├── StoreError               the store refused or failed an operation
     │   ├── NotFound             no such run / task / agent
     │   ├── InvalidTransition    the task is not in a state that allows the operation
-    │   └── StaleAttempt         a write from an attempt (or owner) that has been replaced
+    │   ├── StaleAttempt         a write from an attempt (or owner) that has been replaced
+    │   └── StoreDamaged         the store's files are empty, torn, foreign or corrupt
     ├── GitError                 a git operation failed (repo missing, dirty, ref unknown, ...)
     └── AgentError               an agent process or kind could not be run
 
@@ -48,6 +49,11 @@ class InvalidTransition(StoreError):
 
 class StaleAttempt(StoreError):
     """A write from an attempt or owner that is no longer current (the task was requeued)."""
+
+
+class StoreDamaged(StoreError):
+    """The store's files cannot be what orch wrote: empty, cut short, not a store, corrupt records.
+    The message names the file and what is wrong; a reader leaves the files as they are."""
 
 
 class GitError(OrchError):

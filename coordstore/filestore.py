@@ -14,9 +14,11 @@ state in memory (``runstate.RunState``) and, before each operation, applies only
 lines appended since its last offset. Writes: lock, catch up, validate, append, unlock. Reads
 catch up without the lock and ignore an incomplete last line.
 
-A writer killed mid-write leaves a torn last line (no trailing newline). Readers ignore it; the
-next writer, holding the lock (so nobody can be writing), truncates it before appending. Events
+A writer killed mid-write leaves a torn last line (no trailing newline). Readers that may write
+ignore it; the next writer, holding the lock (so nobody can be writing), truncates it before appending. Events
 live in per-run journals so that claims never parse them.
+``readonly=True`` (the read commands) creates and writes nothing, not even the lock file, and
+reports a torn tail as damage (``JsonLog.read_complete``).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from .base import CoordStore, wall_clock_ms
-from .errors import InvalidTransition, NotFound, OrchError, StoreError, StoreURLError
+from .errors import InputError, InvalidTransition, NotFound, OrchError, StoreDamaged, StoreError, StoreURLError
 from .jsonlog import JsonLog, Shrunk, encode
 from .models import Agent, ClaimOrder, Dependency, Event, Run, RunDump, Task, TaskGraph, Transition
 from .runstate import RunState
@@ -64,17 +66,20 @@ def _events_name(run_id: str) -> str:
 class FileStore(CoordStore):
     scheme = "file"
 
-    def __init__(self, url: str, clock: Callable[[], int] = wall_clock_ms, fsync: bool = FSYNC_DEFAULT):
+    def __init__(self, url: str, clock: Callable[[], int] = wall_clock_ms, fsync: bool = FSYNC_DEFAULT,
+                 readonly: bool = False):
         super().__init__(url, clock)
         self.dir = _path_of(url)
         self.fsync = fsync
+        self.readonly = readonly
         self._pid: int | None = None
         self._lock_fd: int | None = None
-        self._journal = JsonLog(self.dir / "journal.jsonl")
+        self._journal = JsonLog(self.dir / "journal.jsonl", readonly)
         self._events: dict[str, JsonLog] = {}
         self._runs: dict[str, RunState] = {}
         with self._os_errors("open"):
-            (self.dir / "events").mkdir(parents=True, exist_ok=True)
+            if not readonly:
+                (self.dir / "events").mkdir(parents=True, exist_ok=True)
             self._check_format()
         with self._os_errors("read journal"):
             self._catch_up()  # replay now, without the lock, not inside the first write's lock
@@ -89,6 +94,10 @@ class FileStore(CoordStore):
 
     def _check_format(self) -> None:
         marker = self.dir / "store.json"
+        if not marker.exists() and self.readonly:
+            if not (self.dir / "journal.jsonl").exists():
+                raise InputError(f"file store {self.dir}: no such store (no store.json)")
+            raise StoreDamaged(f"file store {self.dir}: damaged: store.json is missing")
         if not marker.exists():
             tmp = self.dir / f".store.json.{os.getpid()}.tmp"
             tmp.write_text(json.dumps(FORMAT) + "\n")
@@ -96,17 +105,20 @@ class FileStore(CoordStore):
         try:
             found = json.loads(marker.read_text())
         except ValueError as e:
-            raise StoreError(f"{marker}: not a file store marker ({e})") from e
+            raise StoreDamaged(f"{marker}: damaged: not a file store marker ({e})") from e
         if found != FORMAT:
             raise StoreError(f"{marker}: unsupported store format {found!r} (this orch reads {FORMAT!r})")
 
     def _ensure_open(self) -> None:
         """Open the descriptors, again in a forked child (a shared flock description excludes nothing)."""
-        if self._pid == os.getpid() and self._lock_fd is not None:
+        if self._pid == os.getpid() and self._journal.fd is not None:
             return
         self._drop_fds()
         with self._os_errors("open"):
-            self._lock_fd = os.open(self.dir / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            if not self.readonly:
+                self._lock_fd = os.open(self.dir / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            elif not self._journal.path.exists():
+                raise StoreDamaged(f"file store {self.dir}: damaged: journal.jsonl is missing")
             self._journal.open()
         self._pid = os.getpid()
 
@@ -136,10 +148,10 @@ class FileStore(CoordStore):
     def _catch_up(self) -> None:
         self._ensure_open()
         try:
-            self._read_journal()
+            self._journal.read_complete(self._read_journal, self.dir / "lock")
         except Shrunk:
             self._reset()
-            self._read_journal()
+            self._journal.read_complete(self._read_journal, self.dir / "lock")
 
     def _read_journal(self) -> None:
         j = self._journal
@@ -155,7 +167,7 @@ class FileStore(CoordStore):
                 rs.replay(patches, rows)
             except (ValueError, KeyError, IndexError, TypeError, OrchError) as e:
                 self._reset()
-                raise StoreError(f"{j.path}: corrupt journal line at byte {off}: {e}") from e
+                raise StoreDamaged(f"{j.path}: damaged: corrupt journal line at byte {off}: {e}") from e
             except BaseException:  # interrupted mid-apply: memory may hold half a line
                 self._reset()
                 raise
@@ -163,16 +175,22 @@ class FileStore(CoordStore):
     def _event_journal(self, run_id: str) -> JsonLog:
         j = self._events.get(run_id)
         if j is None:
-            j = self._events[run_id] = JsonLog(self.dir / "events" / _events_name(run_id))
+            j = self._events[run_id] = JsonLog(self.dir / "events" / _events_name(run_id), self.readonly)
         if j.fd is None:
+            if self.readonly and not j.path.exists():
+                return j  # no events appended yet
             with self._os_errors("open events"):
                 j.open()
-        try:
+
+        def apply() -> None:
             for off, line in j.read_new():
                 try:
                     self._runs[run_id].put_events(json.loads(line))
                 except (ValueError, KeyError, TypeError) as e:
-                    raise StoreError(f"{j.path}: corrupt events line at byte {off}: {e}") from e
+                    raise StoreDamaged(f"{j.path}: damaged: corrupt events line at byte {off}: {e}") from e
+
+        try:
+            j.read_complete(apply, self.dir / "lock")
         except Shrunk:  # replaced by hand: start over (callers fetch the run's state after this)
             self._reset()
             self._catch_up()
@@ -181,6 +199,8 @@ class FileStore(CoordStore):
 
     @contextlib.contextmanager
     def _locked(self):
+        if self.readonly:
+            raise StoreError(f"file store {self.dir}: opened read-only")
         self._ensure_open()
         with self._os_errors("lock"):
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX)

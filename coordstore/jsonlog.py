@@ -6,17 +6,22 @@ The rules that make it safe (the caller holds an exclusive lock for every append
 * readers take only complete lines (ending in ``\\n``) and remember the offset after the last;
   they need no lock: a line being written is simply not complete yet;
 * a writer killed inside ``os.write`` leaves a torn last line; readers ignore it and the next
-  writer, holding the lock (so nobody can be writing), truncates it before appending.
+  writer, holding the lock (so nobody can be writing), truncates it before appending;
+* a read-only reader never writes, and reports a torn tail as damage (``read_complete``): a
+  journal cut short and a writer killed inside ``os.write`` look the same, and the records lost
+  with a cut cannot be known, so showing the rest as the whole file would be a lie.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from .errors import InputError
+from .errors import InputError, StoreDamaged
 
 # catch-up reads in slices of this size, so replaying a large journal never doubles its memory
 READ_CHUNK = 8 << 20
@@ -29,14 +34,16 @@ class Shrunk(Exception):
 class JsonLog:
     """An append-only file of JSON lines, read incrementally from ``off`` (end of complete lines)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, readonly: bool = False):
         self.path = path
+        self.readonly = readonly
         self.fd: int | None = None
         self.off = 0
         self.torn = 0  # bytes after the last complete line at the last read
 
     def open(self) -> None:
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        flags = os.O_RDONLY if self.readonly else os.O_RDWR | os.O_CREAT | os.O_APPEND
+        self.fd = os.open(self.path, flags | os.O_CLOEXEC, 0o644)
 
     def close(self) -> None:
         if self.fd is not None:
@@ -64,6 +71,18 @@ class JsonLog:
                 self.off += len(line) + 1
         self.torn = size - self.off
 
+    def read_complete(self, apply: Callable[[], None], lock_path: Path) -> None:
+        """``apply()`` consumes ``read_new()``. Read-only, a torn tail is looked at again with
+        writers excluded (a line being appended completes first); if it stays, it is damage."""
+        apply()
+        if self.readonly and self.torn:
+            with writers_excluded(lock_path):
+                apply()
+                if self.torn:
+                    raise StoreDamaged(f"{self.path}: damaged: ends inside a record (bytes {self.off}-"
+                                       f"{self.off + self.torn}): cut short, or its writer was killed; "
+                                       "the next write would drop it")
+
     def append(self, line: bytes, fsync: bool) -> None:
         """Append one whole line; the caller holds the lock and has just read to the end."""
         if self.torn:
@@ -76,6 +95,22 @@ class JsonLog:
         if fsync:
             os.fsync(self.fd)
         self.off += n
+
+
+@contextlib.contextmanager
+def writers_excluded(lock_path: Path):
+    """Hold the writers' lock file shared: no append is in progress meanwhile, so a torn tail seen
+    inside is final. Without a lock file no writer ever opened the store."""
+    try:
+        fd = os.open(lock_path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def encode(doc) -> bytes:

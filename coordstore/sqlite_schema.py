@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import time
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import quote
 
-from .errors import StoreError
+from .errors import InputError, StoreDamaged, StoreError
 from .models import Agent, Event, Run, Task, Transition
 
 SCHEMA_VERSION = 1
@@ -99,6 +101,8 @@ DDL = [
         data TEXT, key TEXT, PRIMARY KEY (run_id, seq)) WITHOUT ROWID""",
     "CREATE UNIQUE INDEX IF NOT EXISTS history_key ON history(run_id, key) WHERE key IS NOT NULL",
 ]
+TABLES = frozenset(m.group(1) for stmt in DDL if (m := re.match(r"CREATE TABLE IF NOT EXISTS (\w+)", stmt)))
+SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
 # ---------------------------------------------------------------------------- errors
@@ -112,7 +116,7 @@ def translate(e: sqlite3.Error, path: str) -> StoreError:
     if isinstance(e, sqlite3.OperationalError) and "unable to open" in msg:
         return StoreError(f"store {path}: cannot open the database file ({msg})")
     if isinstance(e, sqlite3.DatabaseError) and ("not a database" in msg or "malformed" in msg):
-        return StoreError(f"store {path}: not a usable SQLite database ({msg})")
+        return StoreDamaged(f"store {path}: damaged: not a usable SQLite database ({msg})")
     return StoreError(f"store {path}: sqlite error: {msg}")
 
 
@@ -162,6 +166,57 @@ def connect(path: str, busy_timeout_s: float = BUSY_TIMEOUT_S) -> sqlite3.Connec
             conn.close()
             raise
     return conn
+
+
+def connect_readonly(path: str, busy_timeout_s: float = BUSY_TIMEOUT_S) -> sqlite3.Connection:
+    """Open an existing orch store for reading only: no directory, schema, WAL switch or migration.
+
+    The file is checked before SQLite sees it (SQLite would take a 0-byte file for a new database,
+    and zero-fill a last page cut short); SQLite itself refuses a file cut at a page boundary.
+    Opening a WAL database still lets SQLite create its empty -wal/-shm side files, which readers
+    need to see a consistent state while a writer runs; the database file itself is never written.
+    """
+    _check_file(path)
+    with mapped(path):
+        conn = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True, timeout=busy_timeout_s,
+                               isolation_level=None, cached_statements=CACHED_STATEMENTS)
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        except BaseException:
+            conn.close()
+            raise
+    if version > SCHEMA_VERSION:
+        conn.close()
+        raise StoreError(f"store {path}: written by a newer orch (schema version {version}; "
+                         f"this orch reads {SCHEMA_VERSION})")
+    missing = sorted(TABLES - tables)
+    if version < SCHEMA_VERSION or missing:
+        conn.close()
+        raise StoreDamaged(f"store {path}: damaged: not an orch store (schema version {version}, "
+                           f"missing tables: {', '.join(missing) or 'none'})")
+    return conn
+
+
+def _check_file(path: str) -> None:
+    """Refuse what cannot be an orch SQLite store: missing, empty, foreign, or cut inside a page."""
+    try:
+        with open(path, "rb") as f:
+            header = f.read(100)
+            size = os.fstat(f.fileno()).st_size
+    except FileNotFoundError:
+        raise InputError(f"store {path}: no such file") from None
+    except OSError as e:
+        raise StoreError(f"store {path}: cannot read ({e.strerror or e})") from e
+    if size == 0:
+        raise StoreDamaged(f"store {path}: damaged: the file is empty (0 bytes)")
+    if len(header) < 100 or not header.startswith(SQLITE_MAGIC):
+        raise StoreDamaged(f"store {path}: damaged: not a SQLite database (no SQLite header)")
+    page = int.from_bytes(header[16:18], "big")
+    page = 65536 if page == 1 else page
+    if size % page:
+        raise StoreDamaged(f"store {path}: damaged: cut short ({size} bytes are not a whole number of "
+                           f"{page}-byte pages)")
 
 
 def _create_schema(conn: sqlite3.Connection) -> None:

@@ -24,8 +24,8 @@ from .models import TERMINAL, ClaimOrder, Dependency, Run, Task, TaskGraph
 from .sqlite_records import SQLiteRecords
 from .sqlite_schema import (
     BUSY_TIMEOUT_S, INSERT_DEF, INSERT_TASK, READY_ORDERS, READY_WHERE, RUN_COLS, TASK_COLS, TASK_SELECT,
-    TERMINAL_SQL, connect, loads, mapped, ready_index_ddl, run_from_row, run_row, task_from_row, task_rows,
-    translate,
+    TERMINAL_SQL, connect, connect_readonly, loads, mapped, ready_index_ddl, run_from_row, run_row, task_from_row,
+    task_rows, translate,
 )
 from .sqlite_tx import TaskState, Tx
 
@@ -50,10 +50,12 @@ class SQLiteStore(SQLiteRecords, CoordStore):
 
     scheme = "sqlite"
 
-    def __init__(self, url: str, clock: Callable[[], int] = wall_clock_ms, busy_timeout_s: float = BUSY_TIMEOUT_S):
+    def __init__(self, url: str, clock: Callable[[], int] = wall_clock_ms, busy_timeout_s: float = BUSY_TIMEOUT_S,
+                 readonly: bool = False):
         super().__init__(url, clock)
         self.path = _path_of(url)
-        self._c: sqlite3.Connection | None = connect(self.path, busy_timeout_s)
+        opener = connect_readonly if readonly else connect
+        self._c: sqlite3.Connection | None = opener(self.path, busy_timeout_s)
         self._policy: dict[str, str] = {}  # run id -> on_blocker_failure (fixed at creation)
         self._tagsets: dict[str, frozenset[str]] = {}  # JSON tag list -> set, parsed once
         self._indexed: set[str] = {"priority"}  # claim orders whose ready index exists (priority: in the DDL)

@@ -41,22 +41,31 @@ def runs_cmd(
     results: Path = typer.Option(DEFAULT_RESULTS, "--results", help="Directory searched (at any depth) for run directories."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
-    """List the runs found below a results directory, newest first, with their status."""
-    from rich.table import Table
-
+    """List the runs found below a results directory, newest first, with their status; exits 1,
+    naming each on stderr, when a run's store is damaged."""
     from .runinfo import list_runs
 
     view = list_runs(results)
     if as_json:
         print_json(view)
-        return
-    if not view["runs"]:
+    elif not view["runs"]:
         typer.echo(f"no runs below {results}")
-        return
+    else:
+        _print_runs(view["runs"])
+    damaged = [r["evidence"] for r in view["runs"] if r["status"] == "damaged"]
+    for why in damaged:
+        typer.echo(f"orch: error: {why}", err=True)
+    if damaged:
+        raise typer.Exit(1)
+
+
+def _print_runs(runs: list[dict]) -> None:
+    from rich.table import Table
+
     table = Table(box=None, header_style="bold", pad_edge=False)
     for col in ("run", "experiment", "variant", "status", "done", "wall"):
         table.add_column(col, no_wrap=col == "run")
-    for r in view["runs"]:
+    for r in runs:
         done = "-" if r["tasks_total"] is None else f"{r['tasks_completed']}/{r['tasks_total']}"
         table.add_row(r["run_id"], r["experiment"] or "-", r["variant"] or "-", r["status"], done, _secs(r["wall_clock_ms"]))
     _console().print(table)

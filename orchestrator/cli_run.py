@@ -117,15 +117,12 @@ def metrics_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print every metric as one JSON object."),
 ) -> None:
     """Compute a run's metrics from its recorded history."""
-    from coordstore import open_store
-
     from .metrics import compute_metrics
-    from .rundir import RunPaths
+    from .runinfo import open_run
 
-    paths = RunPaths(run_dir)
-    spec = paths.read_spec()
-    with open_store(spec.store_url) as store:
-        m = compute_metrics(store.dump_run(spec.run_id))
+    ref = open_run(run_dir)
+    with ref.open_store() as store:
+        m = compute_metrics(store.dump_run(ref.run_id))
     if as_json:
         print_json(m)
         return

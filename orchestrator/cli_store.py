@@ -46,7 +46,7 @@ def export_cmd(
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Write one run of the store to a file, in orch's snapshot format or task-graph-mcp's."""
-    with open_store(store) as s:
+    with open_store(store, readonly=True) as s:
         result = export_run(s, output, run, fmt)
     if json_out:
         print_json(result)

@@ -28,7 +28,7 @@ from typing import Any
 
 from coordstore import open_store
 from coordstore.base import CoordStore
-from coordstore.errors import InputError, NotFound, StoreError
+from coordstore.errors import InputError, NotFound, StoreDamaged, StoreError
 from coordstore.models import TASK_STATUSES, TERMINAL, Agent, Run, Transition
 
 from .rundir import RunPaths, RunSpec
@@ -53,7 +53,7 @@ def now_ms() -> int:
 # ---------------------------------------------------------------------------------- opening runs
 @dataclass
 class RunRef:
-    """A run directory with its frozen spec; ``open_store()`` opens the run's store read-mostly."""
+    """A run directory with its frozen spec; ``open_store()`` opens the run's store read-only."""
 
     paths: RunPaths
     spec: RunSpec
@@ -66,7 +66,7 @@ class RunRef:
         missing = _missing_local_store(self.spec.store_url)
         if missing is not None:
             raise InputError(f"{self.paths.root}: the run's store {missing} does not exist (still starting, or deleted)")
-        return open_store(self.spec.store_url)
+        return open_store(self.spec.store_url, readonly=True)
 
     def agent_ids(self) -> list[str]:
         return [a.id for a in self.spec.agents]
@@ -188,7 +188,8 @@ def _wall_clock(rows: list[Transition], running: bool, now: int) -> int | None:
 
 
 def run_row(run_dir: Path, now: int | None = None) -> dict[str, Any]:
-    """One line of ``orch runs``; a run whose store cannot be read is listed with the error."""
+    """One line of ``orch runs``; a run whose store cannot be read is listed with the error
+    (status ``damaged`` when the store is, see ``StoreDamaged``)."""
     now = now or now_ms()
     row: dict[str, Any] = {"run_dir": str(run_dir), "run_id": run_dir.name, "experiment": None, "variant": None,
                            "status": "unreadable", "evidence": None, "tasks_completed": None, "tasks_terminal": None,
@@ -203,6 +204,8 @@ def run_row(run_dir: Path, now: int | None = None) -> dict[str, Any]:
             rows = store.history(ref.run_id, entity="task")
     except (InputError, StoreError) as e:
         row["evidence"] = str(e)
+        if isinstance(e, StoreDamaged):
+            row["status"] = "damaged"
         row["created_at"] = int(run_dir.stat().st_mtime * 1000)
         return row
     row.update(
@@ -313,6 +316,7 @@ def history_view(ref: RunRef, task: str | None = None, agent: str | None = None,
     if entity is not None and entity not in HISTORY_ENTITIES:
         raise InputError(f"--entity {entity!r}: one of {', '.join(HISTORY_ENTITIES)}")
     with ref.open_store() as store:
+        store.get_run(ref.run_id)  # a store without the run has no history of it, not an empty one
         if task is not None:
             try:
                 store.get_task(ref.run_id, task)

@@ -49,11 +49,12 @@ def orch_run(results: Path, scale: str, env: dict[str, str], cwd: Path) -> Path:
     return Path(json.loads(p.stdout)["runs"][0]["run_dir"])
 
 
-def start_run(results: Path, scale: str, env: dict[str, str], cwd: Path) -> tuple[subprocess.Popen, Path]:
-    """Start `orch run` in the background; return it and its (new) run directory once that exists."""
+def start_run(results: Path, scale: str, env: dict[str, str], cwd: Path, *extra: str) -> tuple[subprocess.Popen, Path]:
+    """Start `orch run` (with ``extra`` arguments) in the background; return it and its (new) run
+    directory once that exists."""
     before = set(results.rglob("run.json"))
     proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "run", *RUN_ARGS, "--time-scale", scale,
-                             "--results", str(results), "--json"], env=env, cwd=cwd,
+                             "--results", str(results), "--json", *extra], env=env, cwd=cwd,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

@@ -6,6 +6,7 @@ import gzip
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import make_store_url
@@ -119,6 +120,11 @@ def test_bad_input_does_not_even_create_the_store(backend, tmp_path, capsys):
 
 def test_export_defaults_to_the_only_run_and_refuses_ambiguity(store_url, tmp_path, capsys):
     out_file = tmp_path / "out.json"
+    store_path = Path(store_url.partition("://")[2])
+    code, out, err = run_cli(capsys, "export", "--store", store_url, "-o", out_file)
+    assert_one_line_error(code, out, err, str(store_path), "no such")  # a reader creates no store
+    assert not out_file.exists() and not store_path.exists()
+    open_store(store_url).close()
     code, out, err = run_cli(capsys, "export", "--store", store_url, "-o", out_file)
     assert_one_line_error(code, out, err, "holds no runs")
     assert not out_file.exists()

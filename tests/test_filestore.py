@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from coordstore import jsonlog, open_store
-from coordstore.errors import InputError, InvalidTransition, StaleAttempt, StoreError, StoreURLError
+from coordstore.errors import InputError, InvalidTransition, StaleAttempt, StoreDamaged, StoreError, StoreURLError
 from coordstore.filestore import FileStore
 from coordstore.models import Agent, Dependency, Event, Run, Task, TaskGraph
 
@@ -144,7 +144,7 @@ def test_torn_events_line(tmp_path, store):
 def test_corrupt_complete_line_names_the_file(tmp_path, store):
     with open(journal(tmp_path), "ab") as f:
         f.write(b"this is not json\n")
-    with pytest.raises(StoreError, match=r"journal\.jsonl: corrupt journal line at byte \d+"):
+    with pytest.raises(StoreDamaged, match=r"journal\.jsonl: damaged: corrupt journal line at byte \d+"):
         FileStore(url_of(tmp_path)).get_run("r")
 
 

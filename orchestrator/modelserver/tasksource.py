@@ -49,14 +49,14 @@ class StoreTasks:
         """Fail now (``OrchError`` naming the store or run) rather than at the first request."""
         from coordstore import open_store
 
-        with open_store(self.store_url) as s:
+        with open_store(self.store_url, readonly=True) as s:
             s.get_run(self.run_id)
 
     def lookup(self, task_id: str) -> dict[str, Any] | None:
         from coordstore import open_store
         from coordstore.errors import NotFound
 
-        with open_store(self.store_url) as s:
+        with open_store(self.store_url, readonly=True) as s:
             try:
                 t = s.get_task(self.run_id, task_id)
             except NotFound:
