@@ -106,6 +106,19 @@ def live_run(tmp_path: Path, n_tasks: int, agents: int, supervision: dict):
         run.close()
 
 
+def test_a_stopped_sim_runner_is_judged_stalled_on_the_runs_time_scale(tmp_path):
+    # the default stall window, 120 s of agent time, is 2.4 s here: the 5 s floor applies
+    with live_run(tmp_path, n_tasks=6, agents=2, supervision=QUICK_LADDER) as run:
+        agent, tid = run.signal_worker(signal.SIGSTOP, avoid=set())
+        # generous bound, not a speed target: before, the supervisor waited 120 s of wall clock
+        requeue = wait_for(lambda: next((r for r in run.task_rows(tid) if r.to_state == "pending" and r.reason == "stalled"), None), timeout=30)
+        assert requeue.data["previous"] == agent
+        assert run.finish() == 0
+        stalled = [r for r in run.store.history(run.run_id, entity="agent", entity_id=agent) if r.to_state == "stalled"]
+        assert stalled and stalled[0].data["limit_ms"] == 5_000 and stalled[0].data["task"] == tid
+        assert {t.status for t in run.store.list_tasks(run.run_id)} == {"completed"}
+
+
 def test_histories_stay_chains_through_a_stall_a_crash_and_respawns(tmp_path):
     with live_run(tmp_path, n_tasks=10, agents=3, supervision={**QUICK_LADDER, "stall_after_ms": 1_500}) as run:
         stopped, _ = run.signal_worker(signal.SIGSTOP, avoid=set())

@@ -22,6 +22,7 @@ LOOP_MIN_S = 0.05  # a looping agent repeats at least this far apart (bounds the
 
 class SimKind:
     name = "sim"
+    time_scaled = True  # its durations are agent time x the run's time_scale (supervision scales with it)
 
     def __init__(self, options: dict[str, Any] | None = None) -> None:
         self.raw = dict(options or {})
