@@ -158,8 +158,9 @@ class Event(_Model):
 class Transition(_Model):
     """One row of the append-only history; ``seq`` is assigned by the store, 1..N gap-free per run.
 
-    A row with ``data.action`` is a note (``CoordStore.note``): an action recorded on the entity
-    without changing its state, so ``from_state == to_state``. Readers that count changes skip it.
+    A note (``CoordStore.note``) records an action that changed no state: it repeats the state
+    (``from_state == to_state``) and names the action in ``data.action``. Readers that count
+    changes skip notes (``is_note``).
     """
 
     seq: int = 0

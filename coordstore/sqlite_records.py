@@ -122,8 +122,12 @@ class SQLiteRecords:
         return -1 if rows[0][0] is None else rows[0][0]
 
     # ------------------------------------------------------------------ history
-    def _keyed(self, tx, run_id: str, key: str | None) -> bool:
-        return key is not None and tx.c.execute("SELECT 1 FROM history WHERE run_id=? AND key=?", (run_id, key)).fetchone() is not None
+    @staticmethod
+    def _keyed(tx, run_id: str, key: str | None) -> bool:
+        """Whether a row with idempotency ``key`` is already in the run's history."""
+        if key is None:
+            return False
+        return tx.c.execute("SELECT 1 FROM history WHERE run_id=? AND key=?", (run_id, key)).fetchone() is not None
 
     def record(self, transition: Transition) -> Transition | None:
         t = transition
