@@ -16,7 +16,7 @@ from coordstore.models import ACTIVE, TERMINAL, Task
 
 from .policies import AGAIN, OVER, WAIT, Policy, PolicyEnv, _ms, _order
 
-UNAVAILABLE = frozenset({"dead", "stalled", "looping", "stopped"})
+UNAVAILABLE = frozenset({"dead", "stalled", "looping", "stopped", "killed"})
 _MOVED_ON = (InvalidTransition, StaleAttempt, NotFound)  # the task changed under us: skip it
 SETTLE_MS = 100  # the lead waits until the worker set has not changed for this long (they
 # are registered at spawn, well before the lead has imported anything, so this is a safety net)

@@ -10,7 +10,7 @@ policy     executes tasks                              hands out tasks
 pull       worker: ``claim_next(order)``               -
 solo       solo (one agent): pull, critical-path first -
 relay      specialist: pull routed by its tags;        -
-           records ``handoff`` rows
+           records ``handoff`` notes
 push       worker: only tasks assigned to it           coordinator (``dispatch.PushCoordinator``)
 hybrid     worker: pull within its containers, steal   lead (``dispatch.HybridLead``)
 =========  ==========================================  =====================================
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from coordstore.errors import InputError
-from coordstore.models import TERMINAL, Task, Transition
+from coordstore.models import TERMINAL, Task
 
 WAIT = "wait"  # nothing to do now: sleep poll_ms
 OVER = "over"  # every task terminal (or the run closed): finish
@@ -161,13 +161,12 @@ class Relay(Pull):
             if who and who != e.agent_id:
                 previous.setdefault(who, []).append(b)
         for who, blockers in sorted(previous.items()):
-            # not a status change: from_state None, to_state names the event (like supervisor actions)
-            e.store.record(Transition(
-                run_id=e.run_id, ts_ms=e.store.clock(), entity="task", entity_id=task.id, from_state=None,
-                to_state="handoff", agent=e.agent_id, reason=f"handoff from {who}",
+            # not a status change: a note on the task (its row repeats the status, data.action = handoff)
+            e.store.note(
+                e.run_id, "task", task.id, "handoff", reason=f"handoff from {who}", agent=e.agent_id,
                 data={"from": who, "to": e.agent_id, "blockers": blockers, "attempt": task.attempt},
                 key=f"handoff:{task.id}:{task.attempt}:{who}",
-            ))
+            )
             e.events.log(f"handoff of {task.id} from {who}", task=task.id)
 
 

@@ -231,7 +231,7 @@ class Runner:
         from coordstore.models import Transition
 
         self.store.record(Transition(
-            run_id=self.cfg.run_id, ts_ms=self.store.clock(), entity="merge", entity_id=tid, from_state="pending",
+            run_id=self.cfg.run_id, ts_ms=self.store.clock(), entity="merge", entity_id=tid,
             to_state="merged" if ok else ("conflict" if data.get("conflicts") else "error"), agent=self.cfg.agent_id,
             reason=reason, data=data, key=key,
         ))

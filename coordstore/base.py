@@ -25,6 +25,17 @@ Transition rows written by the operations (entity, from -> to, reason):
 * start/complete/fail/requeue/cancel: the ``task`` row; cascades (container completion,
   dependents cancelled) write their own rows in the same step.
 * register/set status/reap: ``agent`` rows; reap also writes the ``task`` requeue rows.
+* note: one row ``<status> -> <status>`` of a task, agent or run, ``data.action`` naming the action.
+
+History chains (``chains.py``; every backend, by construction). The rows of each task, agent, run
+and merge form a chain: the first comes from None, each later ``from_state`` is the previous
+row's ``to_state`` (the store derives it from what it stores, never from the caller), every
+``to_state`` is one of the entity's states (``models.CHAINED``), and ``ts_ms`` never goes back.
+Times: an operation writes at ``now`` raised to the run's latest row's ``ts_ms`` if that is later,
+so the whole run's history is in time order by ``seq`` whichever process, clock or stale ``now``
+wrote it (timestamps in the changed records, e.g. ``claimed_at``, are the same raised time).
+Claim rows are attempts, each standing alone (from None). An action that changes no state (a
+supervisor's respawn, a handoff, a degraded run) is a ``note``: its row repeats the status.
 """
 
 from __future__ import annotations
@@ -228,12 +239,14 @@ class CoordStore(ABC):
         self, run_id: str, agent_id: str, status: str, reason: str | None = None, data: dict | None = None, now: int | None = None
     ) -> Agent:
         """Change the agent's status, writing ``agent`` ``<old> -> <status>`` with the evidence in
-        ``data``. Setting the current status again writes nothing."""
+        ``data``. Setting the current status again writes nothing. ``InvalidTransition`` for a
+        status not in ``models.AGENT_STATUSES``."""
 
     @abstractmethod
     def reap_expired(self, run_id: str, now: int | None = None) -> list[str]:
-        """Agents whose lease ran out (not stopped/dead) become ``dead`` (reason ``lease expired``);
-        their assigned/working tasks are requeued in the same step. Returns the requeued task ids."""
+        """Agents whose lease ran out (not stopped/dead/killed) become ``dead`` (reason ``lease
+        expired``); their assigned/working tasks are requeued in the same step. Leases are compared
+        with ``now`` as given. Returns the requeued task ids."""
 
     # ------------------------------------------------------------------ events
     @abstractmethod
@@ -252,9 +265,29 @@ class CoordStore(ABC):
     # ------------------------------------------------------------------ history
     @abstractmethod
     def record(self, transition: Transition) -> Transition | None:
-        """Append a transition the store did not make itself (merges, supervision verdicts, run
-        events). A transition with a ``key`` already recorded for its run is not written again
-        (returns None). Returns the row with its ``seq``."""
+        """Append a row the store did not make itself: merges (``to_state`` one of
+        ``models.MERGE_STATES``; ``from_state`` is the merge's previous state, None for its first
+        row, whatever the caller says) and unchained rows (from None). Task, agent and run rows are refused
+        (``InvalidTransition``): their verbs write them, and ``note`` records actions on them.
+        ``ts_ms`` is raised like every operation's ``now``. A transition with a ``key`` already
+        recorded for its run is not written again (returns None). Returns the row as written."""
+
+    @abstractmethod
+    def note(
+        self,
+        run_id: str,
+        entity: str,
+        entity_id: str,
+        action: str,
+        reason: str | None = None,
+        agent: str | None = None,
+        data: dict | None = None,
+        key: str | None = None,
+        now: int | None = None,
+    ) -> Transition | None:
+        """Record ``action`` on a task, agent or the run (``entity_id`` = the run id) without
+        changing its state: one row ``<status> -> <status>`` with ``data.action = action``.
+        ``NotFound`` for a missing entity; a ``key`` already recorded returns None."""
 
     @abstractmethod
     def history(

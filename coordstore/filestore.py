@@ -402,6 +402,11 @@ class FileStore(CoordStore):
         row = self._write(transition.run_id, lambda rs: rs.record(transition))
         return None if row is None else Transition.model_validate(row)
 
+    def note(self, run_id, entity, entity_id, action, reason=None, agent=None, data=None, key=None, now=None):
+        now = self._now(now)
+        row = self._write(run_id, lambda rs: rs.note(entity, entity_id, action, reason, agent, data, key, now))
+        return None if row is None else Transition.model_validate(row)
+
     def history(self, run_id, since_seq=0, entity=None, entity_id=None, agent=None) -> list[Transition]:
         rows = self._read(run_id).history_rows(since_seq, entity, entity_id, agent)
         return [Transition.model_construct(**{**r, "data": dict(r["data"])}) for r in rows]

@@ -7,7 +7,7 @@ but must hand back exactly these shapes.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -19,9 +19,19 @@ ACTIVE: frozenset[str] = frozenset({"assigned", "working"})
 DepType = Literal["blocks", "follows", "contains"]
 DEP_TYPES: tuple[str, ...] = ("blocks", "follows", "contains")
 
-AgentStatus = Literal["registered", "active", "idle", "stalled", "looping", "dead", "stopped", "paused"]
+# killed: the supervisor stopped its process after a stalled/looping/dead verdict; it waits for its respawn
+AgentStatus = Literal["registered", "active", "idle", "stalled", "looping", "dead", "stopped", "paused", "killed"]
+AGENT_STATUSES: tuple[str, ...] = get_args(AgentStatus)
 RunStatus = Literal["running", "finished", "failed", "interrupted"]
+RUN_STATUSES: tuple[str, ...] = get_args(RunStatus)
+MergeState = Literal["merged", "conflict", "error"]
+MERGE_STATES: tuple[str, ...] = get_args(MergeState)
 EntityKind = Literal["task", "agent", "merge", "run", "claim"]
+# entities whose rows chain (each row's from_state is the previous row's to_state), with their states;
+# claim rows are attempts, each standing alone
+CHAINED: dict[str, tuple[str, ...]] = {"task": TASK_STATUSES, "agent": AGENT_STATUSES, "run": RUN_STATUSES, "merge": MERGE_STATES}
+# chained entities whose state the store keeps apart from the history; note() records actions on them
+NOTABLE: tuple[str, ...] = ("task", "agent", "run")
 ClaimOrder = Literal["priority", "critical-path", "fifo"]
 
 # What happens to the dependents of a blocker that failed or was cancelled (never "unblock").
@@ -146,7 +156,12 @@ class Event(_Model):
 
 
 class Transition(_Model):
-    """One row of the append-only history; ``seq`` is assigned by the store, 1..N gap-free per run."""
+    """One row of the append-only history; ``seq`` is assigned by the store, 1..N gap-free per run.
+
+    A note (``CoordStore.note``) records an action that changed no state: it repeats the state
+    (``from_state == to_state``) and names the action in ``data.action``. Readers that count
+    changes skip notes (``is_note``).
+    """
 
     seq: int = 0
     run_id: str
@@ -159,6 +174,10 @@ class Transition(_Model):
     reason: str | None = None
     data: dict[str, Any] = Field(default_factory=dict)
     key: str | None = None  # idempotency key: a second row with the same key is not written
+
+    @property
+    def is_note(self) -> bool:
+        return self.from_state == self.to_state and "action" in self.data
 
 
 class RunDump(_Model):

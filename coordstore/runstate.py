@@ -8,7 +8,8 @@ wrote it. Operations validate first and mutate after, so a refused call changes 
 
 Patches are JSON lists: ``["run", run]``, ``["graph", tasks, deps]``, ``["task", id, fields]``,
 ``["agent", agent]``. Transition rows are ``Transition`` dicts with their ``seq``. The tasks and
-the indexes that keep claims cheap live in ``taskindex.TaskIndex``, which this class extends.
+the indexes that keep claims cheap live in ``taskindex.TaskIndex``, the agents' events in
+``runevents.RunEvents``; this class extends both.
 """
 
 from __future__ import annotations
@@ -16,27 +17,28 @@ from __future__ import annotations
 import bisect
 from collections import deque
 from collections.abc import Iterable
-from typing import get_args
 
 from . import graph as g
+from .chains import check_note, check_record, note_data, raised
 from .errors import InvalidTransition, NotFound, StaleAttempt
-from .models import ACTIVE, TERMINAL, Agent, AgentStatus, Dependency, Event, Run, RunDump, Task, TaskGraph, Transition
+from .models import ACTIVE, AGENT_STATUSES, TERMINAL, Agent, Dependency, Event, Run, RunDump, Task, TaskGraph, Transition
+from .runevents import RunEvents
 from .taskindex import UNSUCCESSFUL, TaskIndex
 
-AGENT_STATUSES: tuple[str, ...] = get_args(AgentStatus)
 RUN_FINAL: tuple[str, ...] = ("finished", "failed", "interrupted")
-NOT_REAPED = frozenset({"stopped", "dead"})  # agents that hold no lease worth reaping
+NOT_REAPED = frozenset({"stopped", "dead", "killed"})  # agents that hold no lease worth reaping
 # transition fields a journal row may leave out (run_id is the line's run)
 _ROW_DEFAULTS = {"from_state": None, "agent": None, "reason": None, "data": {}, "key": None}
 
 
-class RunState(TaskIndex):
+class RunState(TaskIndex, RunEvents):
     def __init__(self, run: dict):
         super().__init__(run["id"])
         self.run = run
         self.agents: dict[str, dict] = {}
         self.history: list[dict] = []
         self.keys: set[str] = set()
+        self.merges: dict[str, str] = {}  # merge entity id -> its latest state (the chain's head)
         self.next_seq = 1
         self.events: dict[str, dict[int, dict]] = {}  # agent -> seq -> event
         self._patches: list | None = None
@@ -86,7 +88,13 @@ class RunState(TaskIndex):
         self.history.append(r)
         if r.get("key"):
             self.keys.add(r["key"])
+        if r["entity"] == "merge":
+            self.merges[r["entity_id"]] = r["to_state"]
         self.next_seq = r["seq"] + 1
+
+    def at(self, now: int) -> int:
+        """The time an operation writes at: ``now`` raised to the latest row's (chains.raised)."""
+        return raised(now, self.history[-1]["ts_ms"] if self.history else None)
 
     def _emit(self, entity, entity_id, frm, to, now, agent=None, reason=None, data=None, key=None) -> dict:
         row = {
@@ -124,6 +132,7 @@ class RunState(TaskIndex):
         self._emit("run", self.run["id"], None, "running", now)
 
     def finish(self, status: str, reason: str | None, now: int) -> None:
+        now = self.at(now)
         if status not in RUN_FINAL:
             raise InvalidTransition(f"run {self.run['id']!r}: cannot finish as {status!r}; one of {', '.join(RUN_FINAL)}")
         old = self.run["status"]
@@ -133,6 +142,7 @@ class RunState(TaskIndex):
 
     def add_graph(self, graph: TaskGraph, now: int) -> None:
         ix = g.validate(graph)  # GraphError before anything changes
+        now = self.at(now)
         dup = [t for t in ix.order if t in self.tasks]
         if dup:
             raise InvalidTransition(f"run {self.run['id']!r}: task id(s) already exist: {', '.join(dup[:5])}")
@@ -164,6 +174,7 @@ class RunState(TaskIndex):
         self._emit("task", tid, frm, "assigned", now, agent=agent, data=data)
 
     def claim_next(self, agent: str, tags, order: str, within: str | None, now: int) -> str | None:
+        now = self.at(now)
         tid = self._pick(tags, order, within)
         if tid is None:
             self._emit("claim", "", None, "empty", now, agent=agent)
@@ -172,6 +183,7 @@ class RunState(TaskIndex):
         return tid
 
     def claim(self, tid: str, agent: str, now: int) -> str | None:
+        now = self.at(now)
         t = self.task(tid)
         if tid not in self.ready:
             self._emit("claim", tid, None, "lost", now, agent=agent, data={"status": t["status"]})
@@ -180,6 +192,7 @@ class RunState(TaskIndex):
         return tid
 
     def assign(self, tid: str, agent: str, by: str, now: int) -> None:
+        now = self.at(now)
         st = self.task(tid)["status"]
         if st == "pending" and not self.ix.is_container(tid) and tid not in self.ready:
             waiting = sorted(b for b in self.ix.effective_blockers(tid) if self.tasks[b]["status"] != "completed")
@@ -198,6 +211,7 @@ class RunState(TaskIndex):
         return t
 
     def start(self, tid: str, agent: str, attempt: int, now: int) -> None:
+        now = self.at(now)
         t = self._owned(tid, agent, attempt, "start")
         if t["status"] != "assigned":
             raise InvalidTransition(f"task {tid!r} is {t['status']}; only an assigned task can start")
@@ -205,6 +219,7 @@ class RunState(TaskIndex):
         self._emit("task", tid, "assigned", "working", now, agent=agent, data={"attempt": attempt})
 
     def complete(self, tid: str, agent: str, attempt: int, data: dict | None, now: int) -> None:
+        now = self.at(now)
         t = self._owned(tid, agent, attempt, "complete")
         if t["status"] not in ACTIVE:
             raise InvalidTransition(f"task {tid!r} is {t['status']}; only an assigned or working task can complete")
@@ -216,6 +231,7 @@ class RunState(TaskIndex):
         self._cascade([(tid, tid)], now)
 
     def fail(self, tid: str, agent: str | None, attempt: int | None, reason: str, now: int) -> None:
+        now = self.at(now)
         t = self._owned(tid, agent, attempt, "fail")
         by_orchestrator = agent is None and attempt is None
         if t["status"] not in ACTIVE and not (by_orchestrator and t["status"] == "pending"):
@@ -224,6 +240,7 @@ class RunState(TaskIndex):
         self._cascade([(tid, tid)], now)
 
     def cancel(self, tid: str, reason: str, by: str | None, now: int) -> None:
+        now = self.at(now)
         t = self.task(tid)
         if t["status"] in TERMINAL:
             raise InvalidTransition(f"task {tid!r} is already {t['status']}")
@@ -231,6 +248,7 @@ class RunState(TaskIndex):
         self._cascade([(tid, tid)], now)
 
     def requeue(self, tid: str, reason: str, by: str | None, now: int) -> None:
+        now = self.at(now)
         frm = self.task(tid)["status"]
         if frm not in ("assigned", "working", "failed"):
             raise InvalidTransition(f"task {tid!r} is {frm}; only assigned, working or failed tasks can be requeued")
@@ -305,6 +323,7 @@ class RunState(TaskIndex):
 
     # ================================================================ agents
     def register(self, agent: Agent, lease_ms: int | None, now: int) -> None:
+        now = self.at(now)
         old = self.agents.get(agent.id)
         d = agent.model_dump(mode="json")
         d.update(status="registered", registered_at=now, last_heartbeat=now,
@@ -323,55 +342,41 @@ class RunState(TaskIndex):
         a = self.agent(aid)
         if a["status"] == status:
             return
+        now = self.at(now)
         self._mut(["agent", {**a, "status": status}])
         self._emit("agent", aid, a["status"], status, now, agent=aid, reason=reason, data=data)
 
     def reap(self, now: int) -> list[str]:
         requeued = []
+        at = self.at(now)  # leases are compared with now as given, rows written in time order
         for aid in sorted(self.agents):
             a = self.agents[aid]
             if a["status"] in NOT_REAPED or a["lease_expires"] is None or a["lease_expires"] >= now:
                 continue
             mine = [t for t in self.order if self.tasks[t]["owner"] == aid and self.tasks[t]["status"] in ACTIVE]
             self._mut(["agent", {**a, "status": "dead", "current_task": None}])
-            self._emit("agent", aid, a["status"], "dead", now, agent=aid, reason="lease expired")
+            self._emit("agent", aid, a["status"], "dead", at, agent=aid, reason="lease expired")
             for t in mine:
-                self.requeue(t, f"lease expired: agent {aid}", None, now)
+                self.requeue(t, f"lease expired: agent {aid}", None, at)
             requeued += mine
         return requeued
 
-    # ================================================================ events and history
-    def new_events(self, events: list[Event]) -> list[dict]:
-        """The events not stored yet (first of duplicates in the batch); changes nothing."""
-        out, seen = [], set()
-        for e in events:
-            k = (e.agent, e.seq)
-            if k not in seen and e.seq not in self.events.get(e.agent, {}):
-                seen.add(k)
-                out.append(e.model_dump(mode="json"))
-        return out
-
-    def put_events(self, events: list[dict]) -> None:
-        for e in events:
-            self.events.setdefault(e["agent"], {}).setdefault(e["seq"], e)
-
-    def read_events(self, agent: str | None, since_seq: int, limit: int | None) -> list[dict]:
-        if agent is not None:
-            mine = self.events.get(agent, {})
-            out = [mine[s] for s in sorted(mine) if s > since_seq]
-        else:
-            out = [e for evs in self.events.values() for s, e in evs.items() if s > since_seq]
-            out.sort(key=lambda e: (e["ts_ms"], e["agent"], e["seq"]))
-        return out if limit is None else out[:limit]
-
-    def last_event_seq(self, agent: str) -> int:
-        return max(self.events.get(agent, {}), default=-1)
-
+    # ================================================================ history
     def record(self, tr: Transition) -> dict | None:
+        check_record(tr)
         if tr.key is not None and tr.key in self.keys:
             return None
-        return self._emit(tr.entity, tr.entity_id, tr.from_state, tr.to_state, tr.ts_ms, agent=tr.agent,
+        frm = self.merges.get(tr.entity_id) if tr.entity == "merge" else None
+        return self._emit(tr.entity, tr.entity_id, frm, tr.to_state, self.at(tr.ts_ms), agent=tr.agent,
                           reason=tr.reason, data=tr.data, key=tr.key)  # fmt: skip
+
+    def note(self, entity: str, eid: str, action: str, reason, agent, data, key, now: int) -> dict | None:
+        check_note(self.run["id"], entity, eid, action)
+        status = (self.task(eid) if entity == "task" else self.agent(eid) if entity == "agent" else self.run)["status"]
+        if key is not None and key in self.keys:
+            return None
+        return self._emit(entity, eid, status, status, self.at(now), agent=agent, reason=reason,
+                          data=note_data(action, data), key=key)  # fmt: skip
 
     # ================================================================ snapshot
     def dump(self) -> RunDump:

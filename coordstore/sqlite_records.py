@@ -5,17 +5,22 @@ whole-run dump/load — as a mixin of ``SQLiteStore`` (which provides ``_write``
 
 from __future__ import annotations
 
-from typing import get_args
-
+from .chains import check_note, check_record, note_data
 from .errors import InvalidTransition, NotFound
 from .graph import validate
-from .models import Agent, AgentStatus, Dependency, Event, RunDump, TaskGraph, Transition
+from .models import AGENT_STATUSES, Agent, Dependency, Event, RunDump, TaskGraph, Transition
 from .sqlite_schema import (
     AGENT_COLS, EVENT_COLS, HISTORY_COLS, INSERT_HISTORY, RUN_COLS, TASK_SELECT, agent_from_row, agent_row, dumps,
     event_from_row, run_from_row, run_row, task_from_row, transition_from_row, transition_row,
 )
-
-AGENT_STATUSES: tuple[str, ...] = get_args(AgentStatus)
+# the stored status of what note() annotates, by (run, id); a run note's id is the run's (check_note)
+_STATUS_OF = {
+    "task": "SELECT status FROM tasks WHERE run_id=? AND id=?",
+    "agent": "SELECT status FROM agents WHERE run_id=? AND id=?",
+    "run": "SELECT status FROM runs WHERE id=? AND id=?",
+}
+# the latest row of one merge (the head of its chain), through the partial index history_merge
+_MERGE_HEAD = "SELECT to_state FROM history WHERE run_id=? AND entity='merge' AND entity_id=? ORDER BY seq DESC LIMIT 1"
 
 
 class SQLiteRecords:
@@ -24,11 +29,12 @@ class SQLiteRecords:
     # ------------------------------------------------------------------ agents
     def register_agent(self, run_id: str, agent: Agent, lease_ms: int | None = None, now: int | None = None) -> Agent:
         now = self._now(now)
-        a = agent.model_copy(update={
-            "status": "registered", "registered_at": now, "last_heartbeat": now,
-            "lease_expires": now + lease_ms if lease_ms is not None else agent.lease_expires,
-        })
-        with self._write(now) as tx:
+        with self._write(now, run_id) as tx:
+            now = tx.now
+            a = agent.model_copy(update={
+                "status": "registered", "registered_at": now, "last_heartbeat": now,
+                "lease_expires": now + lease_ms if lease_ms is not None else agent.lease_expires,
+            })
             self._policy_of(run_id)
             old = tx.c.execute("SELECT status FROM agents WHERE run_id=? AND id=?", (run_id, a.id)).fetchone()
             tx.c.execute(f"INSERT OR REPLACE INTO agents (run_id, {AGENT_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -63,7 +69,7 @@ class SQLiteRecords:
         if status not in AGENT_STATUSES:
             raise InvalidTransition(f"agent {agent_id!r}: unknown status {status!r}; one of {', '.join(AGENT_STATUSES)}")
         now = self._now(now)
-        with self._write(now) as tx:
+        with self._write(now, run_id) as tx:
             old = tx.c.execute("SELECT status FROM agents WHERE run_id=? AND id=?", (run_id, agent_id)).fetchone()
             if old is None:
                 raise NotFound(f"run {run_id!r}: no agent {agent_id!r}")
@@ -75,11 +81,11 @@ class SQLiteRecords:
     def reap_expired(self, run_id: str, now: int | None = None) -> list[str]:
         now = self._now(now)
         requeued: list[str] = []
-        with self._write(now) as tx:
+        with self._write(now, run_id) as tx:  # leases are compared with now as given; rows at tx.now
             self._policy_of(run_id)
             expired = tx.c.execute(
                 "SELECT id, status FROM agents WHERE run_id=? AND lease_expires IS NOT NULL AND lease_expires < ? "
-                "AND status NOT IN ('stopped', 'dead') ORDER BY id", (run_id, now)).fetchall()
+                "AND status NOT IN ('stopped', 'dead', 'killed') ORDER BY id", (run_id, now)).fetchall()
             for agent_id, old in expired:
                 tx.c.execute("UPDATE agents SET status='dead', current_task=NULL WHERE run_id=? AND id=?", (run_id, agent_id))
                 tx.emit(run_id, "agent", agent_id, old, "dead", agent=agent_id, reason="lease expired")
@@ -116,16 +122,41 @@ class SQLiteRecords:
         return -1 if rows[0][0] is None else rows[0][0]
 
     # ------------------------------------------------------------------ history
+    @staticmethod
+    def _keyed(tx, run_id: str, key: str | None) -> bool:
+        """Whether a row with idempotency ``key`` is already in the run's history."""
+        if key is None:
+            return False
+        return tx.c.execute("SELECT 1 FROM history WHERE run_id=? AND key=?", (run_id, key)).fetchone() is not None
+
     def record(self, transition: Transition) -> Transition | None:
         t = transition
-        with self._write(t.ts_ms) as tx:
+        with self._write(t.ts_ms, t.run_id) as tx:
             self._policy_of(t.run_id)
-            if t.key is not None and tx.c.execute(
-                    "SELECT 1 FROM history WHERE run_id=? AND key=?", (t.run_id, t.key)).fetchone():
+            check_record(t)
+            if self._keyed(tx, t.run_id, t.key):
                 return None
-            seq = tx.emit(t.run_id, t.entity, t.entity_id, t.from_state, t.to_state, agent=t.agent,
-                          reason=t.reason, data=t.data, key=t.key, ts_ms=t.ts_ms)
-        return t.model_copy(update={"seq": seq})
+            head = tx.c.execute(_MERGE_HEAD, (t.run_id, t.entity_id)).fetchone() if t.entity == "merge" else None
+            row = t.model_copy(update={"from_state": head[0] if head else None, "ts_ms": tx.now})
+            seq = tx.emit(t.run_id, t.entity, t.entity_id, row.from_state, t.to_state, agent=t.agent,
+                          reason=t.reason, data=t.data, key=t.key)
+        return row.model_copy(update={"seq": seq})
+
+    def note(self, run_id: str, entity: str, entity_id: str, action: str, reason: str | None = None,
+             agent: str | None = None, data: dict | None = None, key: str | None = None,
+             now: int | None = None) -> Transition | None:
+        check_note(run_id, entity, entity_id, action)
+        with self._write(self._now(now), run_id) as tx:
+            self._policy_of(run_id)
+            row = tx.c.execute(_STATUS_OF[entity], (run_id, entity_id)).fetchone()
+            if row is None:
+                raise NotFound(f"run {run_id!r}: no {entity} {entity_id!r}")
+            if self._keyed(tx, run_id, key):
+                return None
+            data = note_data(action, data)
+            seq = tx.emit(run_id, entity, entity_id, row[0], row[0], agent=agent, reason=reason, data=data, key=key)
+        return Transition(seq=seq, run_id=run_id, ts_ms=tx.now, entity=entity, entity_id=entity_id, from_state=row[0],
+                          to_state=row[0], agent=agent, reason=reason, data=data, key=key)
 
     def history(self, run_id: str, since_seq: int = 0, entity: str | None = None, entity_id: str | None = None,
                 agent: str | None = None) -> list[Transition]:

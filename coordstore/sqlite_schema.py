@@ -14,6 +14,8 @@ History is clustered on (run_id, seq): appending a row touches one b-tree, and s
 descent. Fewer indexes matter here: every page a claim touches is written to the WAL at COMMIT and
 later checkpointed (with fsync), so there is deliberately no index on history.entity_id: measured,
 it cost a quarter of a claim, and filtering one task's rows scans the run's history (~2 ms / 10k rows).
+Merge rows alone have a partial index (``history_merge``): ``record`` reads a merge's latest row to
+chain the next one, and claims never write a merge row, so they never touch it.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from urllib.parse import quote
 from .errors import InputError, StoreDamaged, StoreError
 from .models import Agent, Event, Run, Task, Transition
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: history_merge index (created on open of a version-1 file)
 # Many processes contend for the one write lock; waiting long beats failing a claim or a completion.
 BUSY_TIMEOUT_S = 60.0
 # Concurrent first opens race to switch the fresh file to WAL; a few short retries settle it.
@@ -100,6 +102,8 @@ DDL = [
         entity_id TEXT NOT NULL, from_state TEXT, to_state TEXT NOT NULL, agent TEXT, reason TEXT,
         data TEXT, key TEXT, PRIMARY KEY (run_id, seq)) WITHOUT ROWID""",
     "CREATE UNIQUE INDEX IF NOT EXISTS history_key ON history(run_id, key) WHERE key IS NOT NULL",
+    # the head of a merge's chain (record derives from_state from it); claims and task rows skip it
+    "CREATE INDEX IF NOT EXISTS history_merge ON history(run_id, entity_id, seq) WHERE entity='merge'",
 ]
 TABLES = frozenset(m.group(1) for stmt in DDL if (m := re.match(r"CREATE TABLE IF NOT EXISTS (\w+)", stmt)))
 SQLITE_MAGIC = b"SQLite format 3\x00"

@@ -1,7 +1,8 @@
 """SQLite backend, part 2: one write transaction and the cascades that run inside it.
 
-A ``Tx`` lives between ``BEGIN IMMEDIATE`` and ``COMMIT``: it hands out history ``seq`` numbers
-(max + 1 per run, read once per transaction), buffers transition rows (written by one
+A ``Tx`` lives between ``BEGIN IMMEDIATE`` and ``COMMIT``: given the run it writes, it reads the run's
+latest history row once, under the lock, and raises ``now`` to its time (``chains.raised``: history
+stays in time order), then hands out history ``seq`` numbers (max + 1), buffers transition rows (written by one
 ``executemany`` just before COMMIT: fewer round trips while the write lock is held), and applies the task-graph
 consequences of a task reaching a terminal status (dependents unblocked or cancelled, containers
 completed or failed, recursively) so they commit together with the change that caused them.
@@ -14,6 +15,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from .chains import raised
 from .errors import NotFound
 from .models import TERMINAL
 from .sqlite_schema import INSERT_HISTORY, TASK_COLS, TERMINAL_SQL, dumps, translate
@@ -30,6 +32,7 @@ class TaskState(NamedTuple):
 
 _STATE = "SELECT status, attempt, owner, parent, is_container, blockers_left FROM tasks WHERE run_id=? AND id=?"
 _MAX_SEQ = "SELECT COALESCE(MAX(seq), 0) FROM history WHERE run_id=?"
+_LAST_ROW = "SELECT seq, ts_ms FROM history WHERE run_id=? ORDER BY seq DESC LIMIT 1"
 _UNBLOCK = (
     "UPDATE tasks SET blockers_left = blockers_left - 1 "
     "WHERE run_id=? AND id IN (SELECT blocked FROM eff_blocks WHERE run_id=? AND blocker=?)"
@@ -59,11 +62,13 @@ class Tx:
     (after writing the buffered history) or ROLLBACK on any error; sqlite3 errors leave as StoreError.
     A plain class rather than @contextmanager: this wraps every claim, and that costs less."""
 
-    __slots__ = ("c", "now", "_seq", "_rows", "_policy_of", "_path")
+    __slots__ = ("c", "now", "_run", "_seq", "_rows", "_policy_of", "_path")
 
-    def __init__(self, conn: sqlite3.Connection, now: int, policy_of: Callable[[str], str], path: str):
+    def __init__(self, conn: sqlite3.Connection, now: int, policy_of: Callable[[str], str], path: str,
+                 run_id: str | None = None):
         self.c = conn
-        self.now = now
+        self.now = now  # raised on entry when run_id is given: use tx.now, not the caller's now
+        self._run = run_id
         self._seq: dict[str, int] = {}
         self._rows: list[tuple] = []
         self._policy_of = policy_of
@@ -72,7 +77,13 @@ class Tx:
     def __enter__(self) -> "Tx":
         try:
             self.c.execute("BEGIN IMMEDIATE")
+            if self._run is not None:
+                last = self.c.execute(_LAST_ROW, (self._run,)).fetchone()
+                self._seq[self._run] = last[0] if last else 0
+                self.now = raised(self.now, last[1] if last else None)
         except sqlite3.Error as e:
+            if self.c.in_transaction:
+                self.c.execute("ROLLBACK")
             raise translate(e, self._path) from e
         return self
 
@@ -91,13 +102,9 @@ class Tx:
         return False
 
     # ------------------------------------------------------------------ history
-    def seed_seq(self, run_id: str, max_seq: int) -> None:
-        """The run's current max seq, when a statement of this transaction already read it."""
-        self._seq.setdefault(run_id, max_seq)
-
     def emit(self, run_id: str, entity: str, entity_id: str, from_state: str | None, to_state: str,
              agent: str | None = None, reason: str | None = None, data: dict | str | None = None,
-             key: str | None = None, ts_ms: int | None = None) -> int:
+             key: str | None = None) -> int:
         """Append one transition row (buffered until ``flush``); returns its seq.
         ``data`` is a dict, or a str already encoded as JSON (hot paths)."""
         seq = self._seq.get(run_id)
@@ -105,7 +112,7 @@ class Tx:
             seq = self.c.execute(_MAX_SEQ, (run_id,)).fetchone()[0]
         seq += 1
         self._seq[run_id] = seq
-        self._rows.append((run_id, seq, self.now if ts_ms is None else ts_ms, entity, entity_id,
+        self._rows.append((run_id, seq, self.now, entity, entity_id,
                            from_state, to_state, agent, reason, data if isinstance(data, str) else dumps(data), key))
         return seq
 

@@ -32,8 +32,7 @@ from .sqlite_tx import TaskState, Tx
 FINAL_RUN_STATUSES = ("finished", "failed", "interrupted")
 
 _CLAIM_SET = "UPDATE tasks SET status='assigned', owner=?, assigned_by=?, attempt=attempt+1, claimed_at=?, updated_at=? "
-# the run's max history seq comes back with the row: one statement fewer while holding the lock
-_CLAIM_RETURNING = f" AND status='pending' RETURNING {TASK_COLS}, (SELECT COALESCE(MAX(seq), 0) FROM history WHERE run_id=?)"
+_CLAIM_RETURNING = f" AND status='pending' RETURNING {TASK_COLS}"
 _CLAIM = _CLAIM_SET + "WHERE run_id=? AND id=?" + _CLAIM_RETURNING
 _WITHIN = " AND id IN (SELECT task_id FROM ancestry WHERE run_id=? AND ancestor=?)"
 
@@ -71,9 +70,11 @@ class SQLiteStore(SQLiteRecords, CoordStore):
             raise StoreError(f"store {self.path}: used after close()")
         return self._c
 
-    def _write(self, now: int) -> Tx:
-        """``with self._write(now) as tx:`` one BEGIN IMMEDIATE ... COMMIT (rolled back on error)."""
-        return Tx(self._conn(), now, self._policy_of, self.path)
+    def _write(self, now: int, run_id: str | None = None) -> Tx:
+        """``with self._write(now, run_id) as tx:`` one BEGIN IMMEDIATE ... COMMIT (rolled back on
+        error). With the run that gets history rows, ``tx.now`` is ``now`` raised to keep its
+        history in time order: operations write ``tx.now``."""
+        return Tx(self._conn(), now, self._policy_of, self.path, run_id)
 
     @contextmanager
     def _snapshot(self) -> Iterator[sqlite3.Connection]:
@@ -144,12 +145,12 @@ class SQLiteStore(SQLiteRecords, CoordStore):
         if status not in FINAL_RUN_STATUSES:
             raise InvalidTransition(f"run {run_id!r}: cannot finish as {status!r}; one of {', '.join(FINAL_RUN_STATUSES)}")
         now = self._now(now)
-        with self._write(now) as tx:
+        with self._write(now, run_id) as tx:
             row = tx.c.execute("SELECT status FROM runs WHERE id=?", (run_id,)).fetchone()
             if row is None:
                 raise NotFound(f"no run {run_id!r}")
             if row[0] != status:
-                tx.c.execute("UPDATE runs SET status=?, finished_at=?, reason=? WHERE id=?", (status, now, reason, run_id))
+                tx.c.execute("UPDATE runs SET status=?, finished_at=?, reason=? WHERE id=?", (status, tx.now, reason, run_id))
                 tx.emit(run_id, "run", run_id, row[0], status, reason=reason)
         return self.get_run(run_id)
 
@@ -181,9 +182,9 @@ class SQLiteStore(SQLiteRecords, CoordStore):
     def add_graph(self, run_id: str, graph: TaskGraph, now: int | None = None) -> None:
         now = self._now(now)
         ix = validate(graph)  # GraphError before anything is written
-        with self._write(now) as tx:
+        with self._write(now, run_id) as tx:
             self._policy_of(run_id)
-            self._insert_graph(tx, run_id, ix, graph.tasks, graph.dependencies, now)
+            self._insert_graph(tx, run_id, ix, graph.tasks, graph.dependencies, tx.now)
             for t in graph.tasks:
                 tx.emit(run_id, "task", t.id, None, t.status, reason="import")
             # containers whose imported children are already all terminal close now, not never
@@ -262,18 +263,17 @@ class SQLiteStore(SQLiteRecords, CoordStore):
             cur.close()
 
     def _take(self, tx: Tx, run_id: str, task_id: str, agent: str) -> tuple:
-        row = tx.c.execute(_CLAIM, (agent, agent, tx.now, tx.now, run_id, task_id, run_id)).fetchall()[0]
+        row = tx.c.execute(_CLAIM, (agent, agent, tx.now, tx.now, run_id, task_id)).fetchall()[0]
         return self._won(tx, run_id, agent, row)
 
     @staticmethod
     def _won(tx: Tx, run_id: str, agent: str, row: tuple) -> tuple:
-        """Write the won claim's two rows; ``row`` is TASK_COLS + max seq. Returns TASK_COLS."""
-        tx.seed_seq(run_id, row[-1])
+        """Write the won claim's two rows; ``row`` is TASK_COLS. Returns it."""
         attempt = row[2]
         tx.emit(run_id, "claim", row[0], None, "won", agent=agent, data=f'{{"attempt":{attempt}}}')
         tx.emit(run_id, "task", row[0], "pending", "assigned", agent=agent,
                 data=f'{{"by":{encode_basestring_ascii(agent)},"attempt":{attempt}}}')
-        return row[:-1]
+        return row
 
     @classmethod
     @functools.cache
@@ -287,16 +287,17 @@ class SQLiteStore(SQLiteRecords, CoordStore):
         now = self._now(now)
         tags = None if agent_tags is None else frozenset(agent_tags)
         self._ensure_ready_index(order, now)
-        with self._write(now) as tx:
+        with self._write(now, run_id) as tx:
+            now = tx.now
             if within is not None:
                 tx.state(run_id, within)  # NotFound for an unknown container
             if tags is None:  # the common case: pick and take in one statement
-                params = (agent, agent, now, now, run_id, run_id) if within is None else \
-                    (agent, agent, now, now, run_id, run_id, within, run_id)
+                params = (agent, agent, now, now, run_id) if within is None else \
+                    (agent, agent, now, now, run_id, run_id, within)
                 rows = tx.c.execute(self._claim_best_sql(order, within is not None), params).fetchall()
             else:
                 tid = self._pick(tx.c, run_id, tags, order, within)
-                rows = [] if tid is None else tx.c.execute(_CLAIM, (agent, agent, now, now, run_id, tid, run_id)).fetchall()
+                rows = [] if tid is None else tx.c.execute(_CLAIM, (agent, agent, now, now, run_id, tid)).fetchall()
             if not rows:
                 self._policy_of(run_id)
                 tx.emit(run_id, "claim", "", None, "empty", agent=agent)
@@ -306,7 +307,7 @@ class SQLiteStore(SQLiteRecords, CoordStore):
 
     def claim(self, run_id: str, task_id: str, agent: str, now: int | None = None) -> Task | None:
         now = self._now(now)
-        with self._write(now) as tx:
+        with self._write(now, run_id) as tx:
             s = tx.state(run_id, task_id)
             if s.status != "pending" or s.is_container or s.blockers_left:
                 tx.emit(run_id, "claim", task_id, None, "lost", agent=agent, data={"status": s.status})
@@ -316,7 +317,7 @@ class SQLiteStore(SQLiteRecords, CoordStore):
 
     def assign(self, run_id: str, task_id: str, agent: str, by: str, now: int | None = None) -> Task:
         now = self._now(now)
-        with self._write(now) as tx:
+        with self._write(now, run_id) as tx:
             s = tx.state(run_id, task_id)
             if s.status == "pending":
                 if not s.is_container and s.blockers_left:
@@ -325,7 +326,7 @@ class SQLiteStore(SQLiteRecords, CoordStore):
             elif s.status != "assigned":
                 raise InvalidTransition(f"run {run_id!r} task {task_id!r}: cannot assign a {s.status} task")
             row = tx.update(run_id, task_id, returning=True, status="assigned", owner=agent, assigned_by=by,
-                            attempt=s.attempt + 1, claimed_at=now)
+                            attempt=s.attempt + 1, claimed_at=tx.now)
             data = {"by": by, "attempt": s.attempt + 1}
             if s.status == "assigned":
                 data["previous"] = s.owner
@@ -335,19 +336,19 @@ class SQLiteStore(SQLiteRecords, CoordStore):
     # ------------------------------------------------------------------ task lifecycle
     def start(self, run_id: str, task_id: str, agent: str, attempt: int, now: int | None = None) -> Task:
         now = self._now(now)
-        with self._write(now) as tx:
+        with self._write(now, run_id) as tx:
             s = tx.state(run_id, task_id)
             self._check_owner(run_id, task_id, s, agent, attempt)
             if s.status != "assigned":
                 raise InvalidTransition(f"run {run_id!r} task {task_id!r}: cannot start a {s.status} task")
-            row = tx.update(run_id, task_id, returning=True, status="working", started_at=now)
+            row = tx.update(run_id, task_id, returning=True, status="working", started_at=tx.now)
             tx.emit(run_id, "task", task_id, "assigned", "working", agent=agent, data={"attempt": attempt})
         return task_from_row(row)
 
     def complete(self, run_id: str, task_id: str, agent: str, attempt: int, data: dict | None = None,
                  now: int | None = None) -> Task:
         now = self._now(now)
-        with self._write(now) as tx:
+        with self._write(now, run_id) as tx:
             s = tx.state(run_id, task_id)
             self._check_owner(run_id, task_id, s, agent, attempt)
             if s.status not in ("assigned", "working"):
@@ -356,7 +357,7 @@ class SQLiteStore(SQLiteRecords, CoordStore):
                     f"SELECT 1 FROM tasks WHERE run_id=? AND parent=? AND status NOT IN {TERMINAL_SQL} LIMIT 1",
                     (run_id, task_id)).fetchone():
                 raise InvalidTransition(f"run {run_id!r} task {task_id!r}: container has unfinished children")
-            row = tx.update(run_id, task_id, returning=True, status="completed", completed_by=agent, completed_at=now)
+            row = tx.update(run_id, task_id, returning=True, status="completed", completed_by=agent, completed_at=tx.now)
             tx.emit(run_id, "task", task_id, s.status, "completed", agent=agent, data=data)
             tx.settle(run_id, task_id, "completed")  # cascades touch dependents and parents, never this row
         return task_from_row(row)
@@ -364,7 +365,7 @@ class SQLiteStore(SQLiteRecords, CoordStore):
     def fail(self, run_id: str, task_id: str, agent: str | None, attempt: int | None, reason: str,
              now: int | None = None) -> Task:
         now = self._now(now)
-        with self._write(now) as tx:
+        with self._write(now, run_id) as tx:
             s = tx.state(run_id, task_id)
             self._check_owner(run_id, task_id, s, agent, attempt)
             by_orchestrator = agent is None and attempt is None
@@ -377,7 +378,7 @@ class SQLiteStore(SQLiteRecords, CoordStore):
 
     def requeue(self, run_id: str, task_id: str, reason: str, by: str | None = None, now: int | None = None) -> Task:
         now = self._now(now)
-        with self._write(now) as tx:
+        with self._write(now, run_id) as tx:
             s = tx.state(run_id, task_id)
             if s.status not in ("assigned", "working", "failed"):
                 raise InvalidTransition(f"run {run_id!r} task {task_id!r}: cannot requeue a {s.status} task")
@@ -386,7 +387,7 @@ class SQLiteStore(SQLiteRecords, CoordStore):
 
     def cancel(self, run_id: str, task_id: str, reason: str, by: str | None = None, now: int | None = None) -> Task:
         now = self._now(now)
-        with self._write(now) as tx:
+        with self._write(now, run_id) as tx:
             s = tx.state(run_id, task_id)
             if s.status in TERMINAL:
                 raise InvalidTransition(f"run {run_id!r} task {task_id!r}: cannot cancel a {s.status} task")

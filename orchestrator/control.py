@@ -37,6 +37,10 @@ class RunController:
     def agent(self, agent_id: str) -> AgentSpec:
         return next(a for a in self.spec.agents if a.id == agent_id)
 
+    def kind_of(self, agent_id: str) -> str:
+        """The kind the agent's runner runs now (its fallback kind once the supervisor switched it)."""
+        return self.kind_override.get(agent_id, self.agent(agent_id).kind)
+
     def runner_config(self, a: AgentSpec) -> dict:
         s = self.spec
         return {
@@ -45,7 +49,7 @@ class RunController:
             "agent_id": a.id,
             "role": a.role,
             "tags": a.tags,
-            "kind": self.kind_override.get(a.id, a.kind),
+            "kind": self.kind_of(a.id),
             "kind_options": {**s.kind_options, **a.options},
             "policy": s.policy,
             "policy_options": s.policy_options,
@@ -88,7 +92,7 @@ class RunController:
         self.procs[a.id] = proc
         self.store.register_agent(
             self.spec.run_id,
-            Agent(id=a.id, kind=self.kind_override.get(a.id, a.kind), role=a.role, tags=a.tags or [], pid=proc.pid, create_time=proc.create_time),
+            Agent(id=a.id, kind=self.kind_of(a.id), role=a.role, tags=a.tags or [], pid=proc.pid, create_time=proc.create_time),
             lease_ms=LEASE_MS,
         )
 

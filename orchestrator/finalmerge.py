@@ -29,7 +29,7 @@ def merge_completed(spec: RunSpec, store) -> list:
         results.append((agent, res))
         store.record(Transition(
             run_id=spec.run_id, ts_ms=store.clock(), entity="merge", entity_id=branch,
-            from_state="pending", to_state="merged" if res.ok else "conflict", agent=agent,
+            to_state="merged" if res.ok else "conflict", agent=agent,
             reason=None if res.ok else "conflict", data={"sha": res.sha, "conflicts": list(res.conflicts)},
             key=f"final-merge:{branch}",
         ))

@@ -65,7 +65,7 @@ class _Periods:
 def compute_metrics(dump: RunDump) -> dict[str, Any]:
     ix = GraphIndex(dump.tasks, dump.dependencies)
     work = set(work_ids(ix))
-    rows = dump.history
+    rows = [r for r in dump.history if not r.is_note]  # notes (handoffs, respawns) change no state
     p = _Periods(rows)
     final = {t.id: t.status for t in dump.tasks}
     starts = [t0 for (_, task, t0, _, _) in p.working if task in work]

@@ -41,7 +41,10 @@ class EventState:
 
 
 def observe_agent(ctl, agent_id: str, now: int) -> AgentObservation:
-    """Build the observation of ``agent_id`` for ``Supervisor.tick`` from ``RunController`` state."""
+    """Build the observation of ``agent_id`` for ``Supervisor.tick`` from ``RunController`` state.
+    Its ``time_scale`` is the run's when the agent's current kind is time-scaled, else 1."""
+    from agents.kinds import time_scaled
+
     states: dict[str, EventState] = ctl.event_states
     st = states.setdefault(agent_id, EventState())
     st.fold(ctl.store.read_events(ctl.spec.run_id, agent=agent_id, since_seq=st.cursor))
@@ -70,4 +73,5 @@ def observe_agent(ctl, agent_id: str, now: int) -> AgentObservation:
         current_task=current,
         rate_limited_until_ms=st.rate_limited_until_ms,
         finished=st.done and (not alive) and exit_code == 0,
+        time_scale=ctl.spec.time_scale if time_scaled(ctl.kind_of(agent_id)) else 1.0,
     )

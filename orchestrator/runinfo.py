@@ -29,7 +29,7 @@ from typing import Any
 from coordstore import open_store
 from coordstore.base import CoordStore
 from coordstore.errors import InputError, NotFound, StoreDamaged, StoreError
-from coordstore.models import TASK_STATUSES, TERMINAL, Agent, Run, Transition
+from coordstore.models import AGENT_STATUSES, TASK_STATUSES, TERMINAL, Agent, Run, Transition
 
 from .rundir import RunPaths, RunSpec
 
@@ -39,11 +39,11 @@ PIDFILE_NAME = "orchestrator.json"
 # beyond the longest respawn backoff: time for the supervisor's next tick and the respawn itself
 QUIET_MARGIN_MS = 10_000
 DEFAULT_BACKOFF_MAX_MS = 60_000  # SupervisionConfig.respawn_backoff_max_ms's default
-# statuses an agent history row can carry that are verdicts (other to_states are supervisor actions)
-VERDICTS = ("registered", "active", "idle", "stalled", "looping", "dead", "stopped", "paused")
+# statuses an agent history row can carry (every agent row is on its chain of statuses)
+VERDICTS = AGENT_STATUSES
 # evidence of liveness() that needs no confirmation: the store's own status, or the pid file
 CERTAIN_EVIDENCE = ("store says", "orchestrator process")
-_SETTLED = frozenset({"dead", "stopped"})  # agents the supervisor already knows are not running
+_SETTLED = frozenset({"dead", "stopped", "killed"})  # agents the supervisor already knows are not running
 
 
 def now_ms() -> int:

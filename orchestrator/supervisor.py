@@ -4,9 +4,10 @@
 (``verdicts.judge``, pure), records each *change* of verdict with ``store.set_agent_status``
 (the evidence in the transition's data), and for ``stalled`` / ``looping`` / ``dead`` climbs:
 
-1. kill the process group (the controller does SIGTERM, grace, SIGKILL; if something survives,
-   the error goes into the ``killed`` row and the ladder goes on: the requeue bumps the attempt,
-   so the store refuses any late write of the old process);
+1. kill the process group (the controller does SIGTERM, grace, SIGKILL) and set the agent
+   ``killed``: the verdict's summary is the reason, the backoff and due respawn are in the row's
+   data. If something survives, the error goes into that row and the ladder goes on: the requeue
+   bumps the attempt, so the store refuses any late write of the old process;
 2. the agent's current task: ``store.fail`` if it has used ``max_retries`` attempts (the reason
    names every verdict that cost it an attempt), else ``controller.avoid`` (routing hint) and
    ``store.requeue`` with the verdict as reason (the next claim/assign increments the attempt).
@@ -16,14 +17,15 @@
 4. once the slot has failed ``max_retries`` times in a row, it respawns as ``fallback_kind``
    (and stays that kind). A streak ends when the agent completes a task;
 5. when every agent (two or more) has failed ``circuit_failures`` times in a row, the circuit
-   opens: ``controller.degrade(keep)`` once, recorded as a ``run`` transition (to ``degraded``,
-   idempotency key ``degrade:<run>``), and the other agents' tasks are requeued.
+   opens: ``controller.degrade(keep)`` once, recorded as a ``degraded`` note on the run
+   (idempotency key ``degrade:<run>``), and the other agents' tasks are requeued.
 
-Actions are ``agent`` history rows that are not status changes: ``to_state`` is the action
-(``killed``, ``respawned``, ``respawn-failed``) and ``data.action`` is set, so readers that
-rebuild agent statuses skip rows with ``data.action``. Store writes made here use
-``by="supervisor"``. A new Supervisor (after ``orch resume``) starts with empty streaks but
-knows from the history whether the run was already degraded.
+An agent's history is one chain of statuses (coordstore/chains.py): ``... -> stalled -> killed
+-> registered`` (the respawned runner's registration) ``-> idle ...``. Actions that change no
+status are notes (``store.note``: the row repeats the status, ``data.action`` names it):
+``respawned`` (with the fallback and the streak) and ``respawn-failed`` (the slot stays
+``killed``). Store writes made here use ``by="supervisor"``. A new Supervisor (after ``orch
+resume``) starts with empty streaks but knows from the history whether the run was already degraded.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from coordstore.models import ACTIVE, Task, Transition
 from .verdicts import FAILURES, AgentObservation, SupervisionConfig, Track, Verdict, judge
 
 SUPERVISOR = "supervisor"  # the `by` of every store write the supervisor makes
+DEGRADED = "degraded"  # the action of the run note written when the circuit opens
 _MOVED_ON = (InvalidTransition, StaleAttempt, NotFound)  # the task changed under us: nothing to do
 
 
@@ -92,7 +95,7 @@ class Supervisor:
         self.config = config if config is not None else SupervisionConfig()
         self.controller = controller
         self.slots: dict[str, Slot] = {}
-        self.degraded = any(r.to_state == "degraded" for r in store.history(run_id, entity="run"))
+        self.degraded = any(r.data.get("action") == DEGRADED for r in store.history(run_id, entity="run"))
 
     # ------------------------------------------------------------------ the loop step
     def tick(self, now: int) -> list[Verdict]:
@@ -142,11 +145,12 @@ class Supervisor:
         delay = cfg.backoff_ms(slot.failures)
         slot.respawn_due_ms = now + delay
         slot.track = None
-        self._action(
-            agent, slot, "killed", verdict.summary, now,
-            verdict=verdict.kind, failures=slot.failures, backoff_ms=delay, respawn_due_ms=slot.respawn_due_ms,
-            respawn_kind=slot.kind, **({"kill_error": kill_error} if kill_error else {}),
-        )
+        evidence = {"verdict": verdict.kind, "failures": slot.failures, "backoff_ms": delay,
+                    "respawn_due_ms": slot.respawn_due_ms, "respawn_kind": slot.kind}
+        if kill_error:
+            evidence["kill_error"] = kill_error
+        self.store.set_agent_status(self.run_id, agent, "killed", reason=verdict.summary, data=evidence, now=now)
+        slot.status = "killed"
         self._settle_tasks(agent, verdict.kind, obs.current_task, now)
 
     def _settle_tasks(self, agent: str, kind: str, current: tuple[str, int] | None, now: int) -> None:
@@ -178,15 +182,13 @@ class Supervisor:
             slot.total_failures += 1
             delay = self.config.backoff_ms(slot.failures)
             slot.respawn_due_ms = now + delay
-            self._action(agent, slot, "respawn-failed", str(e), now, failures=slot.failures, respawn_due_ms=slot.respawn_due_ms)
+            self._note(agent, "respawn-failed", str(e), now, failures=slot.failures, respawn_due_ms=slot.respawn_due_ms)
             return False
-        reason = f"respawn after {slot.last_failure} ({slot.failures} failure(s) in a row)"
-        self._action(agent, slot, "respawned", reason, now, kind=slot.kind, fallback=slot.kind is not None, failures=slot.failures)
-        status = self.store.get_agent(self.run_id, agent).status
-        if status in FAILURES:  # the controller did not re-register it: the old verdict is over
+        if self.store.get_agent(self.run_id, agent).status == "killed":  # the controller did not re-register it
             self.store.set_agent_status(self.run_id, agent, "registered", reason="respawned", now=now)
-            status = "registered"
-        slot.status = status
+        reason = f"respawn after {slot.last_failure} ({slot.failures} failure(s) in a row)"
+        row = self._note(agent, "respawned", reason, now, kind=slot.kind, fallback=slot.kind is not None, failures=slot.failures)
+        slot.status = row.to_state if row else None
         return True
 
     def _circuit(self, agents: list[str], now: int) -> None:
@@ -197,14 +199,11 @@ class Supervisor:
         keep = min(agents, key=lambda a: (self.slots[a].failures, self.slots[a].down, self.slots[a].total_failures, a))
         self.controller.degrade(keep)
         self.degraded = True
-        self.store.record(
-            Transition(
-                run_id=self.run_id, ts_ms=now, entity="run", entity_id=self.run_id, from_state="running",
-                to_state="degraded", agent=keep,
-                reason=f"circuit open: every agent failed {n}+ times in a row; {keep} goes on alone, sequentially",
-                data={"keep": keep, "failures": {a: self.slots[a].failures for a in agents}},
-                key=f"degrade:{self.run_id}",
-            )
+        self.store.note(
+            self.run_id, "run", self.run_id, DEGRADED, agent=keep,
+            reason=f"circuit open: every agent failed {n}+ times in a row; {keep} goes on alone, sequentially",
+            data={"keep": keep, "failures": {a: self.slots[a].failures for a in agents}},
+            key=f"degrade:{self.run_id}", now=now,
         )
         for a in agents:
             if a == keep:
@@ -234,13 +233,8 @@ class Supervisor:
             return False
         return t.status == "completed" and t.completed_by == agent
 
-    def _action(self, agent: str, slot: Slot, action: str, reason: str, now: int, **data: Any) -> None:
-        self.store.record(
-            Transition(
-                run_id=self.run_id, ts_ms=now, entity="agent", entity_id=agent, from_state=slot.status,
-                to_state=action, agent=agent, reason=reason, data={"action": action, **data},
-            )
-        )
+    def _note(self, agent: str, action: str, reason: str, now: int, **data: Any) -> Transition | None:
+        return self.store.note(self.run_id, "agent", agent, action, reason=reason, agent=agent, data=data, now=now)
 
 
 __all__ = ["Controller", "SUPERVISOR", "Slot", "Supervisor", "SupervisionConfig", "AgentObservation", "Verdict", "judge"]

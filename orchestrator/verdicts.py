@@ -28,6 +28,14 @@ Rules, first match wins:
                 gains nothing (a silent idle agent is judged ``idle``).
 6. ``idle``     alive, no current task.
 7. ``active``   otherwise. A slow agent that keeps emitting events is never stalled.
+
+Agent time and wall-clock time: ``stall_after_ms`` and ``busy_grace_ms`` measure how long an
+agent's work may go without a sign of life, in the agent's own time. An agent of a time-scaled
+kind (``sim``, ``replay``: ``time_scaled`` on the kind class) lives ``observation.time_scale``
+times faster or slower than the wall clock, so both are multiplied by it; the stall window never
+shrinks below ``stall_floor_ms`` that way (a healthy runner beats once a second whatever the
+scale). Real agents (CLIs, ``command``, ``script``) have ``time_scale`` 1: seconds stay seconds.
+The other thresholds (kill grace, respawn backoff) are the orchestrator's wall clock.
 """
 
 from __future__ import annotations
@@ -52,9 +60,13 @@ class SupervisionConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     # real CLI agents emit a step or a log line well within two minutes; silence beyond is a hang
+    # (agent time: scaled by the run's time_scale for time-scaled kinds, see the module docstring)
     stall_after_ms: int = Field(default=120_000, gt=0)
     # extra silence allowed while the agent burns CPU (builds, test suites), capped so a spin dies too
+    # (agent time, like stall_after_ms)
     busy_grace_ms: int = Field(default=480_000, ge=0)
+    # the least stall window time scaling may give (wall clock): five of a runner's 1 s heartbeats
+    stall_floor_ms: int = Field(default=5_000, gt=0)
     # share of one core that counts as "busy"; a process blocked on I/O or sleeping uses ~0
     busy_cpu_fraction: float = Field(default=0.05, ge=0.0)
     # the same tool call with the same args this many times in a row never makes progress
@@ -91,6 +103,15 @@ class SupervisionConfig(BaseModel):
             at = f"{where}.{key}" if key else where
             raise InputError(f"{at}: {err.get('msg', 'invalid value')}") from e
 
+    def windows(self, time_scale: float) -> tuple[int, int]:
+        """(stall_after_ms, busy_grace_ms) on the wall clock for an agent whose time runs at
+        ``time_scale`` (1: a real agent). Scaling keeps the stall window at ``stall_floor_ms`` or
+        above, unless the configured window is already shorter."""
+        if time_scale == 1:
+            return self.stall_after_ms, self.busy_grace_ms
+        floor = min(self.stall_floor_ms, self.stall_after_ms)
+        return max(round(self.stall_after_ms * time_scale), floor), round(self.busy_grace_ms * time_scale)
+
     def backoff_ms(self, failures: int) -> int:
         """Respawn delay after the ``failures``-th consecutive failure (1-based)."""
         if failures <= 0:
@@ -113,6 +134,7 @@ class AgentObservation:
     current_task: tuple[str, int] | None = None  # (task id, attempt)
     rate_limited_until_ms: int | None = None  # retry_after of the latest `rate_limited` event
     finished: bool = False  # the runner said `done` / exited 0 at the end of the run
+    time_scale: float = 1.0  # the agent's time per wall time: the run's time_scale for time-scaled kinds
 
 
 @dataclass(frozen=True)
@@ -205,8 +227,9 @@ def judge(prev: Track | None, obs: AgentObservation, cfg: SupervisionConfig, now
     if until is not None:  # the pause is over: silence counts from its end
         marks.append(until)
     silent = now - max(marks)
-    busy = track.busy_ms is not None and now - track.busy_ms < cfg.stall_after_ms
-    limit = cfg.stall_after_ms + (cfg.busy_grace_ms if busy else 0)
+    stall_ms, grace_ms = cfg.windows(obs.time_scale)
+    busy = track.busy_ms is not None and now - track.busy_ms < stall_ms
+    limit = stall_ms + (grace_ms if busy else 0)
     ev.update(silent_ms=silent, limit_ms=limit, busy=busy, log_grew_ms=track.log_grew_ms)
     if obs.current_task is None:
         return verdict("idle")

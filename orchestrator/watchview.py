@@ -25,8 +25,8 @@ RECENT_ROWS = 8  # history lines shown: enough to follow a run, short enough for
 # without an orchestrator pid file, liveness is judged from runner processes, which can all be
 # gone for a moment between a crash and the supervisor's next tick: confirm an end this long
 CONFIRM_END_S = 2.0
-PROBLEM_STATES = {"stalled", "looping", "dead", "failed", "conflict", "degraded"}
-VERDICT_STYLE = {"active": "green", "idle": "dim", "stalled": "yellow", "looping": "yellow", "dead": "red", "stopped": "dim"}
+PROBLEM_STATES = {"stalled", "looping", "dead", "killed", "failed", "conflict", "degraded"}
+VERDICT_STYLE = {"active": "green", "idle": "dim", "stalled": "yellow", "looping": "yellow", "dead": "red", "killed": "red", "stopped": "dim"}
 
 
 def _row_text(r: Transition, origin: int) -> str:
@@ -62,7 +62,7 @@ class Watch:
             if r.entity == "claim" and r.to_state == "empty":
                 continue  # idle polling, not news
             self.recent.append(r)
-            if r.entity == "agent" and r.to_state in ("stalled", "looping", "dead"):
+            if r.entity == "agent" and r.to_state in ("stalled", "looping", "dead") and not r.is_note:
                 self.counts[r.to_state] += 1
             if _is_retry(r):
                 self.counts["retries"] += 1
@@ -103,7 +103,8 @@ class Watch:
             "done": sum(t.status in TERMINAL for t in tasks), "total": len(tasks),
             "by_status": dict(Counter(t.status for t in tasks)), "agents": agents,
             "recent": [_row_text(r, self.origin or r.ts_ms) for r in self.recent],
-            "problems": [r.to_state in PROBLEM_STATES or _is_retry(r) for r in self.recent],
+            "problems": [r.to_state in PROBLEM_STATES or r.data.get("action") in PROBLEM_STATES or _is_retry(r)
+                         for r in self.recent],
             "counts": dict(self.counts),
         }
 

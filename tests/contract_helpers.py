@@ -6,7 +6,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from coordstore.models import Transition
+from coordstore.models import CHAINED, Transition
 
 
 def state(store, run):
@@ -47,3 +47,30 @@ def claimed(store, run, n, **kw) -> list[str]:
         t = store.claim_next(run, "w", **kw)
         out.append(t.id if t else None)
     return out
+
+
+def chain_errors(history: list[Transition]) -> list[str]:
+    """Every way ``history`` (one run, by seq) breaks the chain rules of coordstore/chains.py: per
+    task, agent, run and merge, the first row comes from None, each next one from the previous
+    row's to_state, every to_state is a state of the entity, and times never go back (per entity,
+    and over the whole run in seq order)."""
+    errors: list[str] = []
+    heads: dict[tuple[str, str], Transition] = {}
+    latest = None
+    for r in history:
+        if latest is not None and r.ts_ms < latest.ts_ms:
+            errors.append(f"seq {r.seq}: ts {r.ts_ms} is before seq {latest.seq}'s {latest.ts_ms}")
+        latest = r
+        states = CHAINED.get(r.entity)
+        if states is None:
+            continue
+        where = f"seq {r.seq} {r.entity} {r.entity_id!r} {r.from_state} -> {r.to_state}"
+        prev = heads.get((r.entity, r.entity_id))
+        if r.from_state != (prev.to_state if prev else None):
+            errors.append(f"{where}: from is not the previous to ({prev.to_state if prev else None})")
+        if r.to_state not in states:
+            errors.append(f"{where}: {r.to_state!r} is not a {r.entity} state")
+        if prev is not None and r.ts_ms < prev.ts_ms:
+            errors.append(f"{where}: ts {r.ts_ms} before its previous row's {prev.ts_ms}")
+        heads[(r.entity, r.entity_id)] = r
+    return errors

@@ -15,9 +15,10 @@ import pytest
 
 from coordstore import open_store
 from coordstore.errors import NotFound, StoreError, StoreURLError
-from coordstore.models import Dependency, Event, Run, Task, TaskGraph
+from coordstore.models import Dependency, Event, Run, Task, TaskGraph, Transition
 from coordstore.sqlite_schema import PAGE_SIZE, READY_ORDERS, SCHEMA_VERSION, translate
-from coordstore.sqlite_tx import _OPEN_DEPENDENTS, _OPEN_DESCENDANTS, _UNBLOCK, Tx
+from coordstore.sqlite_records import _MERGE_HEAD
+from coordstore.sqlite_tx import _LAST_ROW, _OPEN_DEPENDENTS, _OPEN_DESCENDANTS, _UNBLOCK, Tx
 from coordstore.sqlitestore import SQLiteStore
 
 CTX = mp.get_context("fork")  # children open their own connection after the fork
@@ -56,6 +57,17 @@ def test_connection_settings_and_schema(store, db):
     assert c.isolation_level is None  # autocommit: every write is our own BEGIN IMMEDIATE
     with open_store(url_of(db)) as again:  # reopening an existing schema is a no-op
         assert again.get_run("r").id == "r"
+
+
+def test_a_version_1_file_gains_the_merge_index_on_open(store, db):
+    store.record(Transition(run_id="r", ts_ms=T0, entity="merge", entity_id="a", to_state="conflict"))
+    store._c.execute("DROP INDEX history_merge")
+    store._c.execute("PRAGMA user_version=1")
+    with open_store(url_of(db)) as again:
+        assert again._c.execute("SELECT 1 FROM sqlite_master WHERE name='history_merge'").fetchone()
+        assert again._c.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        row = again.record(Transition(run_id="r", ts_ms=T0, entity="merge", entity_id="a", to_state="merged"))
+        assert (row.from_state, row.to_state) == ("conflict", "merged")
 
 
 @pytest.mark.parametrize("url", ["sqlite://relative.db", "sqlite:///some/dir/", "sqlite://", "file:///x.db"])
@@ -221,14 +233,15 @@ def test_claims_walk_a_ready_index_without_sorting(store, db, order):
     with open_store(url_of(db)) as other:  # visible to every connection
         assert other._c.execute("SELECT 1 FROM sqlite_master WHERE name=?", (READY_ORDERS[order][1],)).fetchone()
     for within in (False, True):
-        params = ("a", "a", 1, 1, "r") + (("r", "x") if within else ()) + ("r",)
+        params = ("a", "a", 1, 1, "r") + (("r", "x") if within else ())
         plan = _plan(store._c, SQLiteStore._claim_best_sql(order, within), params)
         assert f"USING INDEX {READY_ORDERS[order][1]}" in plan, plan
         assert "TEMP B-TREE" not in plan and "SCAN tasks" not in plan, plan
 
 
-def test_cascade_queries_use_indexes(store):
-    for sql, params in ((_OPEN_DEPENDENTS, ("r", "x")), (_OPEN_DESCENDANTS, ("r", "x")), (_UNBLOCK, ("r", "r", "x"))):
+def test_cascade_and_history_head_queries_use_indexes(store):
+    for sql, params in ((_OPEN_DEPENDENTS, ("r", "x")), (_OPEN_DESCENDANTS, ("r", "x")), (_UNBLOCK, ("r", "r", "x")),
+                        (_LAST_ROW, ("r",)), (_MERGE_HEAD, ("r", "x"))):
         plan = _plan(store._c, sql, params)
         assert "SCAN" not in plan, plan
 

@@ -168,7 +168,7 @@ def test_history_seq_gap_free_per_run_and_filters(store, new_run, clock):
 def test_record_idempotent_by_key(store, new_run):
     run = new_run(["a"])
     n = len(store.history(run))
-    t = Transition(run_id=run, ts_ms=123, entity="merge", entity_id="orch/r/w1", from_state=None, to_state="merged",
+    t = Transition(run_id=run, ts_ms=T0 + 123, entity="merge", entity_id="orch/r/w1", from_state=None, to_state="merged",
                    agent="w1", reason="ff", data={"sha": "abc"}, key="merge:a:1")
     r = store.record(t)
     assert r.seq == n + 1 and r.model_dump(exclude={"seq"}) == t.model_dump(exclude={"seq"})
@@ -176,7 +176,8 @@ def test_record_idempotent_by_key(store, new_run):
     assert store.record(t.model_copy(update={"ts_ms": 999})) is None
     plain = t.model_copy(update={"key": None})
     assert store.record(plain).seq == n + 2 and store.record(plain).seq == n + 3
-    assert len(store.history(run, entity="merge")) == 3
+    # each merge row goes on from the merge's last state, not from what the caller says
+    assert [(m.from_state, m.to_state) for m in store.history(run, entity="merge")] == [(None, "merged"), ("merged", "merged"), ("merged", "merged")]
     assert store.history(run)[-3] == r
 
 
@@ -198,7 +199,7 @@ def test_dump_load_round_trip(store, new_run, clock, other_store_url):
         assert other.record(keyed) is None  # idempotency keys survive the trip
         # both stores go on identically
         for s in (store, other):
-            s.record(Transition(run_id=run, ts_ms=88, entity="run", entity_id=run, to_state="note"))
+            s.note(run, "run", run, "checked", now=T0 + 88)
         assert other.dump_run(run) == store.dump_run(run)
         assert other.history(run)[-1].seq == len(d.history) + 1
 

@@ -23,6 +23,8 @@ from orchestrator.procs import spawn
 from orchestrator.supervisor import Supervisor
 from orchestrator.verdicts import AgentObservation, SupervisionConfig
 
+from contract_helpers import chain_errors
+
 RUN = "r1"
 T0 = 1_700_000_000_000
 CFG = SupervisionConfig(
@@ -114,7 +116,8 @@ def test_stalled_agent_is_killed_task_requeued_and_respawned_after_backoff(store
     stalled = [r for r in rows if r.to_state == "stalled"]
     assert len(stalled) == 1 and stalled[0].data["silent_ms"] == 1_000 and "cpu_delta_s" in stalled[0].data
     killed = [r for r in rows if r.to_state == "killed"]
-    assert len(killed) == 1 and killed[0].data["respawn_due_ms"] == T0 + 1_500 and killed[0].data["action"] == "killed"
+    assert len(killed) == 1 and killed[0].data["respawn_due_ms"] == T0 + 1_500 and killed[0].from_state == "stalled"
+    assert killed[0].reason == stalled[0].reason and killed[0].data["verdict"] == "stalled"
     assert killed[0].seq < requeue.seq  # the kill comes first, then the task goes back
 
     assert sup.tick(T0 + 1_499) == []  # waiting for its respawn: nothing to judge
@@ -122,9 +125,14 @@ def test_stalled_agent_is_killed_task_requeued_and_respawned_after_backoff(store
     [v] = sup.tick(T0 + 1_500)
     assert ctl.ops("respawn") == [("respawn", "w1", None)]
     assert v.kind == "idle"  # the fresh process has no task yet
-    respawned = [r for r in agent_rows(store, "w1") if r.to_state == "respawned"]
+    respawned = [r for r in agent_rows(store, "w1") if r.data.get("action") == "respawned"]
     assert len(respawned) == 1 and respawned[0].data["fallback"] is False
     assert store.get_agent(RUN, "w1").status == "idle"
+    # one chain of agent statuses, in time order: the kill and the respawn are on it
+    assert [(r.from_state, r.to_state) for r in agent_rows(store, "w1")] == [
+        (None, "registered"), ("registered", "active"), ("active", "stalled"), ("stalled", "killed"),
+        ("killed", "registered"), ("registered", "registered"), ("registered", "idle")]
+    assert chain_errors(store.history(RUN)) == []
 
     # the next claim increments the attempt; a late write from the killed attempt is refused
     again = take(store, "w2", T0 + 1_600)
@@ -170,6 +178,7 @@ def test_ladder_backoff_doubles_then_fallback_then_task_fails_naming_the_verdict
     statuses = [r.to_state for r in agent_rows(store, "w1") if "action" not in r.data]
     for kind in ("stalled", "looping", "dead"):
         assert kind in statuses
+    assert chain_errors(store.history(RUN)) == []
 
 
 def test_fallback_sticks_and_backoff_is_capped(store):
@@ -184,8 +193,9 @@ def test_fallback_sticks_and_backoff_is_capped(store):
     kills = [r for r in agent_rows(store, "w1") if r.to_state == "killed"]
     assert [k.data["backoff_ms"] for k in kills] == [500, 1_000, 2_000, 4_000, 4_000, 4_000]
     assert [c[2] for c in ctl.ops("respawn")] == [None, None, "script", "script", "script", "script"]
-    # every death is recorded although the status was already "dead" before the respawn
+    # every death is recorded, each followed by the kill
     assert sum(r.to_state == "dead" for r in agent_rows(store, "w1")) == 6
+    assert chain_errors(store.history(RUN)) == []
 
 
 def test_completing_a_task_ends_the_failure_streak(store):
@@ -237,7 +247,7 @@ def test_circuit_opens_once_degrades_and_requeues_the_dropped_agents_work(store)
         now += 10_000  # past every backoff: both respawn
         sup.tick(now)
     assert ctl.ops("degrade") == [("degrade", "w1")]  # equal streaks: the first by name goes on
-    run_rows = [r for r in store.history(RUN, entity="run") if r.to_state == "degraded"]
+    run_rows = [r for r in store.history(RUN, entity="run") if r.data.get("action") == "degraded"]
     assert len(run_rows) == 1 and run_rows[0].data["keep"] == "w1" and run_rows[0].data["failures"] == {"w1": 3, "w2": 3}
     assert "circuit open" in run_rows[0].reason
 
@@ -260,7 +270,8 @@ def test_circuit_opens_once_degrades_and_requeues_the_dropped_agents_work(store)
         sup2.tick(later + i * 10_000 + 5_000)
     assert sup2.slots["w1"].failures >= CFG.circuit_failures and sup2.slots["w2"].failures >= CFG.circuit_failures
     assert ctl2.ops("degrade") == []
-    assert len([r for r in store.history(RUN, entity="run") if r.to_state == "degraded"]) == 1
+    assert len([r for r in store.history(RUN, entity="run") if r.data.get("action") == "degraded"]) == 1
+    assert chain_errors(store.history(RUN)) == []
 
 
 def test_degrade_requeues_work_held_by_the_agents_it_drops(store):
@@ -339,12 +350,14 @@ def test_kill_and_respawn_errors_are_recorded_and_the_ladder_goes_on(store):
     assert "survived SIGKILL" in killed[0].data["kill_error"]
     assert store.get_task(RUN, "t1").status == "pending"  # requeued all the same
     assert sup.tick(T0 + 600) == []  # the respawn fails: one more failure, a longer backoff
-    failed = [r for r in agent_rows(store, "w1") if r.to_state == "respawn-failed"]
+    failed = [r for r in agent_rows(store, "w1") if r.data.get("action") == "respawn-failed"]
     assert len(failed) == 1 and "cannot run" in failed[0].reason and failed[0].data["respawn_due_ms"] == T0 + 600 + 1_000
+    assert (failed[0].from_state, failed[0].to_state) == ("killed", "killed")  # still waiting for its respawn
     ctl.broken.clear()
     assert sup.tick(T0 + 1_599) == [] and len(ctl.ops("respawn")) == 1
     [v] = sup.tick(T0 + 1_600)
     assert v.kind == "idle" and len(ctl.ops("respawn")) == 2
+    assert chain_errors(store.history(RUN)) == []
 
 
 # ---------------------------------------------------------------------------------------------

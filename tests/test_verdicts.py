@@ -187,3 +187,35 @@ def test_config_defaults_backoff_and_errors_name_the_key():
     with pytest.raises(InputError, match="respawn_backoff_max_ms"):
         SupervisionConfig.load({"respawn_backoff_ms": 5_000, "respawn_backoff_max_ms": 10})
     assert SupervisionConfig.load({"fallback_kind": "script"}).fallback_kind == "script"
+
+
+# ---------------------------------------------------------------------------- agent time vs wall clock
+@pytest.mark.parametrize("scale,stall_at", [(1.0, 120_000), (0.001, 5_000), (0.1, 12_000), (2.0, 240_000)])
+def test_stall_window_follows_the_agents_time_scale_above_a_floor(scale, stall_at):
+    cfg = SupervisionConfig()  # the defaults: 120 s of agent time, a 5 s floor
+    times = [T0 + i * 1_000 for i in range(300)]
+    kinds, verdicts = run_ticks([working(time_scale=scale)] * len(times), times, cfg)
+    first = kinds.index("stalled")
+    assert times[first] - T0 == stall_at and set(kinds[:first]) == {"active"}
+    assert verdicts[first].evidence["limit_ms"] == stall_at
+
+
+def test_scaled_windows_keep_a_short_configured_window_and_scale_the_busy_grace():
+    cfg = SupervisionConfig(stall_after_ms=1_500, busy_grace_ms=480_000)
+    assert cfg.windows(1.0) == (1_500, 480_000)
+    assert cfg.windows(0.01) == (1_500, 4_800)  # never below the floor, never above what was set
+    assert SupervisionConfig().windows(0.01) == (5_000, 4_800)
+    # a busy time-scaled agent gets the scaled grace, not minutes of wall clock
+    times = [T0 + i * 500 for i in range(40)]
+    obs = [working(time_scale=0.01, cpu_s=1.0 + i) for i in range(40)]  # a core's worth of CPU, no events
+    kinds, verdicts = run_ticks(obs, times, SupervisionConfig(stall_after_ms=120_000, busy_grace_ms=480_000))
+    first = kinds.index("stalled")
+    assert verdicts[first].evidence["busy"] is True and verdicts[first].evidence["limit_ms"] == 5_000 + 4_800
+
+
+def test_kinds_on_the_time_scale_are_sim_and_replay():
+    from agents.kinds import time_scaled
+
+    assert time_scaled("sim") and time_scaled("replay")
+    for wall in ("claude", "codex", "gemini", "opencode", "aider", "command", "script", "no-such-kind"):
+        assert not time_scaled(wall), wall

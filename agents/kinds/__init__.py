@@ -12,6 +12,7 @@ A kind that blocks for long must call ``ctx.pulse.beat()`` now and then (or wait
 
 from __future__ import annotations
 
+import functools
 import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,6 +89,17 @@ def resolve_kind(ref: str) -> type:
     if not callable(getattr(obj, "run", None)):
         raise AgentError(f"agent kind {ref!r}: {cls} has no run(task, ctx) method")
     return obj
+
+
+@functools.cache
+def time_scaled(ref: str) -> bool:
+    """Whether kind ``ref`` runs on the run's ``time_scale`` (its class sets ``time_scaled =
+    True``: sim, replay) rather than on the wall clock (real CLIs, commands, scripts); an
+    unknown kind counts as wall clock."""
+    try:
+        return bool(getattr(resolve_kind(ref), "time_scaled", False))
+    except AgentError:
+        return False
 
 
 def output_tail(text: str, lines: int = 20, chars: int = 2000) -> str:

@@ -112,6 +112,7 @@ class ParsedCommit:
 
 class ReplayKind:
     name = "replay"
+    time_scaled = True  # it takes each task's estimate x the run's time_scale, like sim
 
     def __init__(self, options: dict[str, Any] | None = None) -> None:
         from coordstore.errors import AgentError

@@ -54,6 +54,7 @@ def _edit(path: Path, rel: str, task, digest: str) -> None:
 
 class SimKind:
     name = "sim"
+    time_scaled = True  # its durations are agent time x the run's time_scale (supervision scales with it)
 
     def __init__(self, options: dict[str, Any] | None = None) -> None:
         self.raw = dict(options or {})
