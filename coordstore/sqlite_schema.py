@@ -195,7 +195,7 @@ def connect_readonly(path: str, busy_timeout_s: float = BUSY_TIMEOUT_S) -> sqlit
         raise StoreError(f"store {path}: written by a newer orch (schema version {version}; "
                          f"this orch reads {SCHEMA_VERSION})")
     missing = sorted(TABLES - tables)
-    if version < SCHEMA_VERSION or missing:
+    if version < 1 or missing:  # an older version reads as it is: migrations only add indexes
         conn.close()
         raise StoreDamaged(f"store {path}: damaged: not an orch store (schema version {version}, "
                            f"missing tables: {', '.join(missing) or 'none'})")

@@ -70,6 +70,17 @@ def test_a_version_1_file_gains_the_merge_index_on_open(store, db):
         assert (row.from_state, row.to_state) == ("conflict", "merged")
 
 
+def test_a_version_1_file_reads_read_only_unchanged(store, db):
+    store.record(Transition(run_id="r", ts_ms=T0, entity="merge", entity_id="a", to_state="conflict"))
+    store._c.execute("DROP INDEX history_merge")
+    store._c.execute("PRAGMA user_version=1")
+    store.close()
+    before = Path(db).read_bytes()
+    with open_store(url_of(db), readonly=True) as ro:
+        assert [r.to_state for r in ro.history("r") if r.entity == "merge"] == ["conflict"]
+    assert Path(db).read_bytes() == before  # an older store is read as it is, never migrated
+
+
 @pytest.mark.parametrize("url", ["sqlite://relative.db", "sqlite:///some/dir/", "sqlite://", "file:///x.db"])
 def test_bad_urls_name_the_url(url):
     with pytest.raises(StoreURLError, match="sqlite:///absolute"):
