@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import InputError
+from .private import open_private
 
 # catch-up reads in slices of this size, so replaying a large journal never doubles its memory
 READ_CHUNK = 8 << 20
@@ -36,7 +37,7 @@ class JsonLog:
         self.torn = 0  # bytes after the last complete line at the last read
 
     def open(self) -> None:
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        self.fd = open_private(self.path, os.O_RDWR | os.O_APPEND)
 
     def close(self) -> None:
         if self.fd is not None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import secrets
 import threading
 from http.server import ThreadingHTTPServer
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from coordstore.errors import InputError, OrchError
+from coordstore.private import open_private
 
 from .confine import Worktrees
 from .context import SessionContext
@@ -238,7 +240,7 @@ class ModelServer:
         with self._lock:
             self._records.append(entry)
             if self.record_path is not None:
-                with self.record_path.open("a") as f:
+                with os.fdopen(open_private(self.record_path, os.O_WRONLY | os.O_APPEND), "a") as f:
                     f.write(json.dumps(entry, sort_keys=True) + "\n")
         if self.log is not None:
             self.log(entry)
