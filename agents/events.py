@@ -89,7 +89,9 @@ class EventWriter:
             raise ValueError(f"agent id {agent!r}: must be non-empty, without '/', not starting with '.'")
         self.dir = Path(events_dir)
         self.agent = agent
-        self.dir.mkdir(parents=True, exist_ok=True)
+        # events carry prompts and command output: the owner's alone, as coordstore.private makes
+        # every file of a run (not imported: this module stays standard-library only)
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._next = highest_seq(self.dir) + 1
         self._can_link = True  # False on filesystems without hard links (then plain rename)
@@ -120,7 +122,7 @@ class EventWriter:
         """Temp file, then link (or rename) into place. False if the final name already exists."""
         tmp = self.dir / f"{TMP_PREFIX}{os.getpid()}-{threading.get_ident()}-{seq}"
         final = self.dir / event_name(seq)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             os.write(fd, blob)  # a regular-file write of this size is not split
         finally:

@@ -200,7 +200,7 @@ class Runner:
         run the task's verify command. A failure here fails the task."""
         from . import gitops
         from .kinds import Result, output_tail
-        from .kinds.script import run_command
+        from .kinds.script import pass_env_list, run_command
 
         tid = task.id
         title = (task.title or "").strip().splitlines()[0] if (task.title or "").strip() else tid
@@ -218,9 +218,14 @@ class Runner:
             from .kinds import KindContext
 
             c = self.cfg
+            try:  # a template command like the script kind's: the same filtered environment
+                passed = pass_env_list(c.kind_options.get("pass_env"), "kind_options.pass_env") + \
+                    pass_env_list(task.meta.get("pass_env"), f"task {tid}: meta.pass_env")
+            except ValueError as e:
+                return Result(ok=False, reason=str(e), data=result.data)
             ctx = KindContext(c.run_id, c.agent_id, self.worktree, c.seed, c.time_scale, task.attempt, self.events, self.pulse, self.identity)
             self.events.step("verify", args=verify, task=tid)
-            rc, out = run_command(verify, ctx, tid, shell=isinstance(verify, str))
+            rc, out = run_command(verify, ctx, tid, shell=isinstance(verify, str), pass_env=passed)
             if rc != 0:
                 self.events.emit("log", tid, msg=f"verify failed (exit {rc}); dropping commit {head[:12]}", level="warning", verify_failed=head)
                 return Result(ok=False, reason=f"verify exited {rc}: {output_tail(out)}", data=result.data)

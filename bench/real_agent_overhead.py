@@ -33,7 +33,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 IDENT = {"GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "b@x", "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "b@x"}
-API_KEY = "orch-bench-key"  # the scripted server takes any key
 
 
 def git(repo: Path, *args: str) -> str:
@@ -70,13 +69,13 @@ def bare_argv(binary: str, task, worktree: Path, scratch: Path) -> list[str]:
     return [binary, *cfg.preset.build(inv)]
 
 
-def bare_run(binary: str, srv_url: str, repo: Path, work: Path, task) -> dict[str, float]:
+def bare_run(binary: str, srv, repo: Path, work: Path, task) -> dict[str, float]:
     from orchestrator.modelserver import agent_env
 
     wt = work / f"bare-{task.id}"
     git(repo, "worktree", "add", "-q", "--detach", str(wt), "HEAD")
     scratch = Path(tempfile.mkdtemp(dir=work))
-    env = {**os.environ, **IDENT, **agent_env(f"{srv_url}/s/bare-{task.id}")}
+    env = {**os.environ, **IDENT, **agent_env(f"{srv.url}/s/bare-{task.id}", srv.key)}
     argv = bare_argv(binary, task, wt, scratch)
     t0 = time.perf_counter()
     p = subprocess.Popen(argv, cwd=wt, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
@@ -103,7 +102,7 @@ def orch_run(srv, work: Path, repo: Path, tpl: Path, agents: int):
     exp = {"experiment": {"id": "overhead"}, "template": str(tpl),
            "execution": {"runs": 1, "seed": 1, "time_scale": 0.001, "timeout_s": 600},
            "variants": [{"name": f"pull-{agents}", "policy": "pull", "agents": agents, "kind": "claude",
-                         "kind_options": {"env": {"ANTHROPIC_BASE_URL": srv.url, "ANTHROPIC_API_KEY": API_KEY}, "timeout_s": 120}}]}
+                         "kind_options": {"env": {"ANTHROPIC_BASE_URL": srv.url, "ANTHROPIC_API_KEY": srv.key}, "timeout_s": 120}}]}
     f = work / "exp.yaml"
     f.write_text(yaml.safe_dump(exp))
     [plan] = plan_runs(RunRequest(variant=f"pull-{agents}", experiment=f, repo=repo, results=work / "results"))
@@ -140,15 +139,15 @@ def main() -> None:
     from coordstore.models import Task
     from orchestrator.modelserver import ModelServer
 
-    with tempfile.TemporaryDirectory(prefix="orch-overhead-") as tmp, ModelServer("sim") as srv:
+    with tempfile.TemporaryDirectory(prefix="orch-overhead-") as tmp, ModelServer("sim", worktrees=[tmp]) as srv:
         work = Path(tmp)
         os.environ["HOME"] = str(work)  # claude writes its config under HOME: keep it in the scratch tree
         repo, tpl, raw_tasks = build(work, args.tasks)
         from orchestrator.modelserver.tasksource import GraphTasks
 
         srv.tasks = GraphTasks(tpl)  # the bare runs: the task comes from the prompt
-        bare_run(binary, srv.url, repo, work, Task(**{**raw_tasks[0], "id": "warmup"}))  # claude's first start in a new HOME sets up its config
-        bare = {t["id"]: bare_run(binary, srv.url, repo, work, Task(**t)) for t in raw_tasks}
+        bare_run(binary, srv, repo, work, Task(**{**raw_tasks[0], "id": "warmup"}))  # claude's first start in a new HOME sets up its config
+        bare = {t["id"]: bare_run(binary, srv, repo, work, Task(**t)) for t in raw_tasks}
         orch = orch_run(srv, work, repo, tpl, args.agents)
     print(f"claude {subprocess.run([binary, '--version'], capture_output=True, text=True).stdout.strip()}, "
           f"{args.tasks} tasks, orch pull-{args.agents}; all times in ms")

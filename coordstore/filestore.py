@@ -36,6 +36,7 @@ from .base import CoordStore, wall_clock_ms
 from .errors import InputError, InvalidTransition, NotFound, OrchError, StoreDamaged, StoreError, StoreURLError
 from .jsonlog import JsonLog, Shrunk, encode
 from .models import Agent, ClaimOrder, Dependency, Event, Run, RunDump, Task, TaskGraph, Transition
+from .private import open_private, private_dir, write_private
 from .runstate import RunState
 
 FORMAT = {"format": "orch-file-store", "version": 1}
@@ -79,7 +80,8 @@ class FileStore(CoordStore):
         self._runs: dict[str, RunState] = {}
         with self._os_errors("open"):
             if not readonly:
-                (self.dir / "events").mkdir(parents=True, exist_ok=True)
+                private_dir(self.dir)
+                private_dir(self.dir / "events")
             self._check_format()
         with self._os_errors("read journal"):
             self._catch_up()  # replay now, without the lock, not inside the first write's lock
@@ -99,9 +101,7 @@ class FileStore(CoordStore):
                 raise InputError(f"file store {self.dir}: no such store (no store.json)")
             raise StoreDamaged(f"file store {self.dir}: damaged: store.json is missing")
         if not marker.exists():
-            tmp = self.dir / f".store.json.{os.getpid()}.tmp"
-            tmp.write_text(json.dumps(FORMAT) + "\n")
-            os.replace(tmp, marker)
+            write_private(marker, json.dumps(FORMAT) + "\n")
         try:
             found = json.loads(marker.read_text())
         except ValueError as e:
@@ -116,7 +116,7 @@ class FileStore(CoordStore):
         self._drop_fds()
         with self._os_errors("open"):
             if not self.readonly:
-                self._lock_fd = os.open(self.dir / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                self._lock_fd = open_private(self.dir / "lock", os.O_RDWR)
             elif not self._journal.path.exists():
                 raise StoreDamaged(f"file store {self.dir}: damaged: journal.jsonl is missing")
             self._journal.open()

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .errors import InputError, StoreDamaged
+from .private import open_private
 
 # catch-up reads in slices of this size, so replaying a large journal never doubles its memory
 READ_CHUNK = 8 << 20
@@ -42,8 +43,10 @@ class JsonLog:
         self.torn = 0  # bytes after the last complete line at the last read
 
     def open(self) -> None:
-        flags = os.O_RDONLY if self.readonly else os.O_RDWR | os.O_CREAT | os.O_APPEND
-        self.fd = os.open(self.path, flags | os.O_CLOEXEC, 0o644)
+        if self.readonly:
+            self.fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        else:
+            self.fd = open_private(self.path, os.O_RDWR | os.O_APPEND)
 
     def close(self) -> None:
         if self.fd is not None:

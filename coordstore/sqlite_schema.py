@@ -30,6 +30,7 @@ from typing import Any
 from urllib.parse import quote
 
 from .errors import InputError, StoreDamaged, StoreError
+from .private import create_private
 from .models import Agent, Event, Run, Task, Transition
 
 SCHEMA_VERSION = 2  # 2: history_merge index (created on open of a version-1 file)
@@ -156,6 +157,8 @@ def connect(path: str, busy_timeout_s: float = BUSY_TIMEOUT_S) -> sqlite3.Connec
     except OSError as e:
         raise StoreError(f"store {path}: cannot create directory {parent} ({e.strerror})") from e
     with mapped(path):
+        if path not in ("", ":memory:"):
+            create_private(path)  # SQLite gives its -wal and -shm files the database's mode
         conn = sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None,
                                cached_statements=CACHED_STATEMENTS)
         try:

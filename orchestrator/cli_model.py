@@ -1,12 +1,15 @@
 """``orch model-server``: serve a scripted model on 127.0.0.1 until interrupted.
 
-The first line on stdout is the URL (so a script can read it); with ``--verbose`` every request
-is summarized on stderr as it comes.
+The first line on stdout is the URL, the second the key every client must send as its API key
+(so a script can read both); with ``--verbose`` every request is summarized on stderr as it comes.
+The key is random unless ``ORCH_MODEL_SERVER_KEY`` gives one (an environment variable, not an
+option: command lines are visible to every user of the machine).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -17,6 +20,8 @@ from coordstore.errors import InputError, OrchError
 
 from .cli import app
 
+KEY_ENV = "ORCH_MODEL_SERVER_KEY"
+MIN_KEY = 16  # characters of a key given by the user: shorter ones are guessable
 FAULT_HELP = "KIND@TURN, e.g. rate_limit@1 or hang@2 (kinds: rate_limit, overloaded, cut, hang, loop, error); repeatable"
 
 
@@ -54,6 +59,8 @@ def model_server(
     store: str | None = typer.Option(None, "--store", help="with --run: look the tasks up in this run's store instead"),
     run: str | None = typer.Option(None, "--run", help="the run whose tasks --store holds"),
     record: Path | None = typer.Option(None, "--record", help="append one JSON line per request to this file"),
+    worktree: list[Path] = typer.Option([], "--worktree", "-w", help="a directory below which requests may have files read "
+                                        "(the agents' worktrees); repeatable; default: the current directory"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="print one line per request on stderr"),
 ) -> None:
     """Serve the Anthropic and OpenAI APIs on 127.0.0.1, answered by a script (for real agent CLIs, offline)."""
@@ -84,6 +91,12 @@ def model_server(
     if repo is not None and script != "replay":
         raise InputError(f"--repo {repo}: only the replay script reads a repository")
     options = {"repo": str(repo)} if repo else {}
+    for w in worktree:
+        if not w.is_dir():
+            raise InputError(f"--worktree {w}: no such directory")
+    key = os.environ.get(KEY_ENV) or None
+    if key is not None and len(key) < MIN_KEY:
+        raise InputError(f"{KEY_ENV}: at least {MIN_KEY} characters (or unset it for a random key)")
 
     def log(entry: dict) -> None:
         what = entry.get("fault") or ("side" if entry.get("side") else ",".join(entry.get("tool_calls") or []) or "text")
@@ -91,12 +104,14 @@ def model_server(
               file=sys.stderr, flush=True)
 
     srv = ModelServer(script, port=port, script_options=options, faults=faults, record=record, tasks=source,
-                      log=log if verbose else None)
+                      log=log if verbose else None, key=key, worktrees=worktree or [Path.cwd()])
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops it as cleanly as Ctrl-C
     typer.echo(srv.url)
+    typer.echo(srv.key)
     print(f"orch model-server: script {getattr(srv.script, 'name', script)}, "
-          f"ANTHROPIC_BASE_URL={srv.url} OPENAI_BASE_URL={srv.url}/v1 GOOGLE_GEMINI_BASE_URL={srv.url} "
-          f"(any API key); Ctrl-C stops", file=sys.stderr, flush=True)
+          f"ANTHROPIC_BASE_URL={srv.url} OPENAI_BASE_URL={srv.url}/v1 GOOGLE_GEMINI_BASE_URL={srv.url}, "
+          f"API key: the second line on stdout (ANTHROPIC_API_KEY, OPENAI_API_KEY, GEMINI_API_KEY); "
+          f"files read only below {', '.join(map(str, srv.worktrees.roots))}; Ctrl-C stops", file=sys.stderr, flush=True)
     sys.stdout.flush()
     try:
         srv.serve_forever()

@@ -10,6 +10,8 @@ import os
 import sys
 from pathlib import Path
 
+from coordstore.private import private_dir, write_private
+
 from .rundir import AgentSpec, RunPaths, RunSpec
 
 # how long a runner's lease lasts without a heartbeat before reap_expired may requeue its task
@@ -73,11 +75,9 @@ class RunController:
 
         a = self.agent(agent_id)
         cfg = self.paths.agent_config(a.id)
-        cfg.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cfg.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.runner_config(a), indent=2))
-        tmp.replace(cfg)
-        self.paths.events_of(a.id).mkdir(parents=True, exist_ok=True)
+        private_dir(cfg.parent)
+        write_private(cfg, json.dumps(self.runner_config(a), indent=2))
+        private_dir(self.paths.events_of(a.id))
         env = {
             **os.environ,
             **self.extra_env,

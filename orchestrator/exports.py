@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
+
+from coordstore.private import write_private
 
 from .metrics import compute_metrics
 from .rundir import RunPaths, RunSpec
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def export_run(spec: RunSpec, paths: RunPaths, store) -> dict:
@@ -21,14 +15,14 @@ def export_run(spec: RunSpec, paths: RunPaths, store) -> dict:
 
     dump = store.dump_run(spec.run_id)
     write_snapshot(paths.snapshot, dump)
-    _atomic_write(paths.transitions, "".join(t.model_dump_json() + "\n" for t in dump.history))
+    write_private(paths.transitions, "".join(t.model_dump_json() + "\n" for t in dump.history))
     metrics = compute_metrics(dump)
-    _atomic_write(paths.metrics, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    write_private(paths.metrics, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     from .criteria import from_experiment_file
 
     criteria = from_experiment_file(paths.experiment, metrics)
-    _atomic_write(paths.criteria, json.dumps(criteria, indent=2, sort_keys=True) + "\n")
-    _atomic_write(paths.summary, summary_markdown(spec, dump.run.status, metrics, criteria))
+    write_private(paths.criteria, json.dumps(criteria, indent=2, sort_keys=True) + "\n")
+    write_private(paths.summary, summary_markdown(spec, dump.run.status, metrics, criteria))
     return metrics
 
 

@@ -64,7 +64,7 @@ def _preflight(variant, agents) -> None:
         from .modelserver.scripts import make_script
 
         make_script(variant.model_server, None)  # an unknown script or missing file fails now
-        served = agent_env("http://127.0.0.1:1")
+        served = agent_env("http://127.0.0.1:1", "the run's key")
     for a in agents:
         if a.works:
             opts = {**variant.kind_options, **a.options}

@@ -28,6 +28,7 @@ from pathlib import Path
 import psutil
 
 from coordstore.errors import AgentError
+from coordstore.private import open_private, private_dir
 
 STOP_GRACE_S = 5.0  # SIGTERM -> SIGKILL: long enough for a runner to write its last event
 KILL_WAIT_S = 2.0  # after SIGKILL the kernel needs only moments; longer means something is wrong
@@ -319,11 +320,12 @@ def spawn(
     if not cwd.is_dir():
         raise AgentError(f"agent {agent!r}: working directory {cwd} does not exist")
     log_dir = Path(log_dir)
-    log_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(log_dir)
     full_env = {**(os.environ if inherit_env else {}), **(env or {})}
     out_path, err_path = log_dir / f"{agent}.out.log", log_dir / f"{agent}.err.log"
     become_subreaper()
-    with open(out_path, "ab") as out, open(err_path, "ab") as err:
+    append = os.O_WRONLY | os.O_APPEND
+    with os.fdopen(open_private(out_path, append), "ab") as out, os.fdopen(open_private(err_path, append), "ab") as err:
         try:
             popen = subprocess.Popen(
                 list(argv), cwd=cwd, env=full_env, stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True

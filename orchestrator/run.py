@@ -48,11 +48,13 @@ class Orchestrator:
         from .modelserver.tasksource import StoreTasks
 
         options = {"repo": self.spec.repo} if self.spec.model_server == "replay" else None
+        # a fresh key per start, given only to this run's runners; files are read only in its worktrees
         self.model_server = ModelServer(self.spec.model_server, script_options=options,
                                         tasks=StoreTasks(self.spec.store_url, self.spec.run_id),
-                                        record=self.paths.root / "model-requests.jsonl")
+                                        record=self.paths.root / "model-requests.jsonl", worktrees=[self.paths.worktrees])
         self.model_server.start()
-        self.controller.extra_env = {**agent_env(self.model_server.url), MODEL_SERVER_ENV: self.model_server.url}
+        srv = self.model_server
+        self.controller.extra_env = {**agent_env(srv.url, srv.key), MODEL_SERVER_ENV: srv.url}
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:

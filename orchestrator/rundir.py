@@ -22,6 +22,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from coordstore.errors import InputError
+from coordstore.private import private_dir, write_private
 
 
 class AgentSpec(BaseModel):
@@ -112,10 +113,8 @@ class RunPaths:
         raise InputError(f"store {scheme_or_url!r}: give a URL or one of: sqlite, file")
 
     def write_spec(self, spec: RunSpec) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.spec.with_suffix(".tmp")
-        tmp.write_text(spec.model_dump_json(indent=2) + "\n")
-        tmp.replace(self.spec)
+        private_dir(self.root)
+        write_private(self.spec, spec.model_dump_json(indent=2) + "\n")
 
     def read_spec(self) -> RunSpec:
         try:

@@ -30,6 +30,7 @@ from coordstore import open_store
 from coordstore.base import CoordStore
 from coordstore.errors import InputError, NotFound, StoreDamaged, StoreError
 from coordstore.models import AGENT_STATUSES, TASK_STATUSES, TERMINAL, Agent, Run, Transition
+from coordstore.private import write_private
 
 from .rundir import RunPaths, RunSpec
 
@@ -127,9 +128,7 @@ def write_pidfile(paths: RunPaths, pid: int | None = None) -> Path:
 
     proc = psutil.Process(pid or os.getpid())
     target = pidfile(paths)
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_text(json.dumps({"pid": proc.pid, "create_time": proc.create_time()}) + "\n")
-    tmp.replace(target)
+    write_private(target, json.dumps({"pid": proc.pid, "create_time": proc.create_time()}) + "\n")
     return target
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from coordstore import open_store
 from coordstore.errors import InputError
 from coordstore.models import Run, TaskGraph
+from coordstore.private import private_dir, write_private
 
 from .rundir import AgentSpec, RunPaths, RunSpec
 
@@ -51,17 +52,17 @@ def prepare_run(spec: RunSpec, paths: RunPaths, graph: TaskGraph, experiment_tex
     if paths.root.exists() and any(paths.root.iterdir()):
         raise InputError(f"{paths.root}: run directory exists and is not empty")
     created_root = not paths.root.exists()
-    paths.root.mkdir(parents=True, exist_ok=True)
+    private_dir(paths.root)  # the run's files are its owner's alone (coordstore.private)
     try:
         for d in (paths.events, paths.logs, paths.agent_configs, paths.worktrees):
-            d.mkdir(parents=True, exist_ok=True)
+            private_dir(d)
         if demo:
             from .demo import build_demo_repo
 
             build_demo_repo(Path(spec.repo), graph, Path(spec.template).stem)
         paths.write_spec(spec)
         if experiment_text is not None:
-            paths.experiment.write_text(experiment_text)
+            write_private(paths.experiment, experiment_text)
         with open_store(spec.store_url) as store:
             store.create_run(
                 Run(

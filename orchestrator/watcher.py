@@ -46,6 +46,7 @@ from agents.events import event_name, parse_event_name
 from coordstore.base import CoordStore
 from coordstore.errors import InputError
 from coordstore.models import Event
+from coordstore.private import private_dir
 
 RESCAN_S = 3.0  # full listing period: bounds how long an event inotify lost can wait for a new agent/gap
 GAP_WAIT_S = 2.0  # a live writer links its file microseconds after writing it; 2 s means it died
@@ -120,7 +121,7 @@ class EventWatcher:
         if self._observer is not None:
             return
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
+            private_dir(self.root)
         except OSError as e:
             raise InputError(f"events directory {self.root}: cannot create it ({e.strerror or e})") from e
         observer = Observer()

@@ -21,6 +21,7 @@ import filelock
 from pydantic import BaseModel
 
 from coordstore.errors import GitError, InputError
+from coordstore.private import private_dir
 
 from .gitrepo import (
     common_dir,
@@ -99,7 +100,7 @@ class Worktrees:
                 raise GitError(f"branch {branch} already exists in {self.repo}")
             sha = resolve_commit(self.repo, base_sha)
             made_root = not self.root.exists()
-            self.root.mkdir(parents=True, exist_ok=True)
+            private_dir(self.root)  # the worktrees' container; the checkouts inside keep git's modes
             try:
                 run_git(
                     self.repo,

@@ -165,7 +165,8 @@ def wait_for(cond, timeout: float = 20.0, every: float = 0.02):
 @pytest.fixture
 def serve(tmp_path):
     """``serve(script, **kw)`` -> a started model server (``script``: sim, replay, a path, or a
-    list of turns written to a file script); every one is stopped after the test."""
+    list of turns written to a file script; files read below ``tmp_path`` unless ``worktrees``
+    says otherwise); every one is stopped after the test."""
     from modelserver_helpers import script_file
     from orchestrator.modelserver import ModelServer
 
@@ -174,7 +175,7 @@ def serve(tmp_path):
     def start(script, **kw):
         if isinstance(script, list):
             script = str(script_file(tmp_path, script, f"s{len(started)}.yaml"))
-        srv = ModelServer(script, **kw).start()
+        srv = ModelServer(script, **{"worktrees": [tmp_path], **kw}).start()
         started.append(srv)
         return srv
 

@@ -26,11 +26,11 @@ def script_file(tmp_path: Path, turns, name: str = "script.yaml") -> Path:
 
 
 def anth(srv: ModelServer, base: str | None = None, **kw) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=base or srv.url, api_key="k", max_retries=kw.pop("max_retries", 0), **kw)
+    return anthropic.Anthropic(base_url=base or srv.url, api_key=srv.key, max_retries=kw.pop("max_retries", 0), **kw)
 
 
 def oai(srv: ModelServer, base: str | None = None, **kw) -> openai.OpenAI:
-    return openai.OpenAI(base_url=(base or srv.url) + "/v1", api_key="k", max_retries=kw.pop("max_retries", 0), **kw)
+    return openai.OpenAI(base_url=(base or srv.url) + "/v1", api_key=srv.key, max_retries=kw.pop("max_retries", 0), **kw)
 
 
 def after_tools(n: int) -> list[dict]:

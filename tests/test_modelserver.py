@@ -165,7 +165,7 @@ def gem(srv: ModelServer, base: str | None = None):
     from google import genai
     from google.genai import types
 
-    return genai.Client(api_key="k", http_options=types.HttpOptions(base_url=base or srv.url,
+    return genai.Client(api_key=srv.key, http_options=types.HttpOptions(base_url=base or srv.url,
                                                                    retry_options=types.HttpRetryOptions(attempts=1)))
 
 
@@ -221,8 +221,10 @@ def test_gemini_side_request_rate_limit_and_count_tokens(serve):
 def test_records_and_usage_over_http(serve):
     srv = serve(TWO_TURNS, record=None)
     anth(srv).messages.create(model="m", max_tokens=10, messages=after_tools(0), tools=BASH)
-    reqs = json.load(urllib.request.urlopen(srv.url + "/_orch/requests", timeout=5))
-    usage = json.load(urllib.request.urlopen(srv.url + "/_orch/usage", timeout=5))
+    def get(path: str):
+        return json.load(urllib.request.urlopen(urllib.request.Request(srv.url + path, headers={"x-api-key": srv.key}), timeout=5))
+
+    reqs, usage = get("/_orch/requests"), get("/_orch/usage")
     assert [r["tool_calls"] for r in reqs] == [["Bash"]] and usage["in"] == 1200 and usage["requests"] == 1
 
 
@@ -235,7 +237,7 @@ def test_raw_http_chunked_body_bad_json_and_unknown_route(serve):
         conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=5)
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
         conn.request("POST", path, body=iter([data[:10], data[10:]]) if chunked else data,
-                     headers={"content-type": "application/json"}, encode_chunked=chunked)
+                     headers={"content-type": "application/json", "x-api-key": srv.key}, encode_chunked=chunked)
         r = conn.getresponse()
         out = (r.status, json.loads(r.read()))
         conn.close()
@@ -258,9 +260,11 @@ def test_orch_model_server_command(tmp_path):
                              "--record", str(rec), "--fault", "rate_limit@0:retry_after=0", "-v"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        url = proc.stdout.readline().strip()
-        assert url.startswith("http://127.0.0.1:"), url
-        c = anthropic.Anthropic(base_url=url, api_key="k", max_retries=0)
+        url, key = proc.stdout.readline().strip(), proc.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:") and len(key) >= 32, url
+        with pytest.raises(anthropic.AuthenticationError):  # the printed key is the one it takes
+            anthropic.Anthropic(base_url=url, api_key="k", max_retries=0).messages.create(model="m", max_tokens=10, messages=after_tools(0))
+        c = anthropic.Anthropic(base_url=url, api_key=key, max_retries=0)
         with pytest.raises(anthropic.RateLimitError):
             c.messages.create(model="m", max_tokens=10, messages=after_tools(0), tools=BASH)
         assert c.messages.create(model="m", max_tokens=10, messages=after_tools(0), tools=BASH).content[1].name == "Bash"

@@ -35,7 +35,7 @@ def aider_like(system: str, prompt: str) -> list[dict]:
 
 def ask(srv: ModelServer, worktree: Path | None, messages: list[dict]) -> str:
     base = session_url(srv.url, worktree=str(worktree)) if worktree else srv.url
-    c = openai.OpenAI(base_url=f"{base}/v1", api_key="k", max_retries=0)
+    c = openai.OpenAI(base_url=f"{base}/v1", api_key=srv.key, max_retries=0)
     return c.chat.completions.create(model="orch", messages=messages).choices[0].message.content
 
 
@@ -103,7 +103,7 @@ def test_replay_changes_merge_onto_the_worktree_and_say_what_text_cannot(serve, 
 
     srv = serve("replay")
     base = session_url(srv.url, task={"id": "r1", "title": "change", "meta": {"commit": sha}}, worktree=str(wt))
-    c = openai.OpenAI(base_url=f"{base}/v1", api_key="k", max_retries=0)
+    c = openai.OpenAI(base_url=f"{base}/v1", api_key=srv.key, max_retries=0)
     text = c.chat.completions.create(model="orch", messages=aider_like(WHOLE.format(fence="```"), "Task r1: change")
                                      ).choices[0].message.content
     assert "a.txt\n```\nzero\none\n2\nthree\n```" in text

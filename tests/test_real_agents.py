@@ -83,11 +83,12 @@ def build_history(root: Path, steps: list[tuple[str, dict[str, str | None]]] = H
     return root
 
 
-def experiment(tmp_path: Path, template: Path, server_url: str, cli_timeout_s: float = 120, **execution) -> Path:
+def experiment(tmp_path: Path, template: Path, srv: ModelServer, cli_timeout_s: float = 120, **execution) -> Path:
+    """An experiment whose claude agents talk to ``srv`` (started by the test), with its key."""
     exp = {"experiment": {"id": "real"}, "template": str(template),
            "execution": {"runs": 1, "seed": 3, "time_scale": 0.001, "timeout_s": 300, "supervision": SUPERVISION, **execution},
            "variants": [{"name": "pull-2", "policy": "pull", "agents": 2, "kind": "claude",
-                         "kind_options": {"env": {"ANTHROPIC_BASE_URL": server_url, "ANTHROPIC_API_KEY": "orch-test-key"},
+                         "kind_options": {"env": {"ANTHROPIC_BASE_URL": srv.url, "ANTHROPIC_API_KEY": srv.key},
                                           "timeout_s": cli_timeout_s}}]}
     f = tmp_path / "exp.yaml"
     f.write_text(yaml.safe_dump(exp))
@@ -118,8 +119,8 @@ def test_claude_replays_a_history_pull_2(tmp_path):
     repo = build_history(tmp_path / "repo")
     tpl = tmp_path / "replay.json"
     save_file(tpl, build(repo, "A..B", "files").graph)
-    with ModelServer("replay", tasks=GraphTasks(tpl)) as srv:
-        [plan] = plan_runs(RunRequest(variant="pull-2", experiment=experiment(tmp_path, tpl, srv.url), repo=repo, base="A",
+    with ModelServer("replay", tasks=GraphTasks(tpl), worktrees=[tmp_path]) as srv:
+        [plan] = plan_runs(RunRequest(variant="pull-2", experiment=experiment(tmp_path, tpl, srv), repo=repo, base="A",
                                       results=tmp_path / "results"))
         out = run_one(*plan)
         requests = srv.requests
@@ -191,9 +192,9 @@ def test_claude_sim_with_a_429_and_a_stalled_stream(tmp_path):
     tasks[1]["meta"] = {"model_faults": [{"turn": 0, "kind": "rate_limit", "retry_after": 2}]}
     tasks[2]["meta"] = {"model_faults": [{"turn": 1, "kind": "hang"}]}
     tpl = write_graph(tmp_path, tasks)
-    with ModelServer("sim") as srv:
+    with ModelServer("sim", worktrees=[tmp_path]) as srv:
         # the CLI's own timeout is far above the stall threshold: the stall must be orch's verdict
-        exp = experiment(tmp_path, tpl, srv.url, cli_timeout_s=40)
+        exp = experiment(tmp_path, tpl, srv, cli_timeout_s=40)
         [plan] = plan_runs(RunRequest(variant="pull-2", experiment=exp, repo=repo, results=tmp_path / "results"))
         srv.attach_run(plan[0].store_url, plan[0].run_id)
         out = run_one(*plan)

@@ -269,14 +269,15 @@ def preflight(kind: str, options: dict[str, Any] | None) -> None:
     """Check at plan time that an agent of ``kind`` can run with ``options``: an unknown kind
     name, bad CLI options, a missing executable or missing credentials raise ``AgentError``.
     Kinds given as ``package.module:Class`` are checked by their runner, not here (their module
-    may only be importable there); kinds other than the CLI kinds need no check."""
+    may only be importable there); a kind class without a ``preflight`` needs no check."""
     if ":" in kind:
         return
     if kind not in KINDS:
         from . import resolve_kind
 
         resolve_kind(kind)  # raises the "unknown kind, known: ..." error
-    if kind in CLI_KINDS:
-        from . import resolve_kind
+    from . import resolve_kind
 
-        resolve_kind(kind).preflight(options)
+    check = getattr(resolve_kind(kind), "preflight", None)  # the CLI kinds, script (its pass_env)
+    if check is not None:
+        check(options)

@@ -10,10 +10,11 @@ It serves the Anthropic Messages API and OpenAI's Chat Completions and Responses
     apicommon.py      ids, token counts, SSE helpers shared by the APIs
     anthropic_api.py  /v1/messages
     openai_api.py     /v1/chat/completions and /v1/responses
+    confine.py        which files a request may have read: only inside the server's worktrees
     server.py         the HTTP server, faults on demand, the request record
 
-    with ModelServer("path/to/script.yaml") as srv:
-        env = agent_env(srv.url)          # ANTHROPIC_BASE_URL, OPENAI_BASE_URL, dummy keys
+    with ModelServer("path/to/script.yaml", worktrees=[wt]) as srv:
+        env = agent_env(srv.url, srv.key)  # ANTHROPIC_BASE_URL, OPENAI_BASE_URL, the server's key
         ...run a client...
         srv.requests, srv.usage()
 """

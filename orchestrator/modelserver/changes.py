@@ -16,6 +16,8 @@ from pathlib import Path
 
 from coordstore.errors import InputError
 
+from .confine import confine_to
+
 
 @dataclass
 class FileChange:
@@ -26,7 +28,7 @@ class FileChange:
 
 
 def _read(root: Path, rel: str) -> str | None:
-    p = root / rel
+    p = confine_to(root, rel, "file")
     return p.read_text(encoding="utf-8", errors="surrogateescape") if p.is_file() else None
 
 

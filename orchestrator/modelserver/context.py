@@ -28,7 +28,6 @@ _NAME = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 # task fields a script may use; the rest (long descriptions, bookkeeping) stays out of the URL
 TASK_FIELDS = ("id", "title", "file_scope", "time_estimate_ms", "points")
 TASK_META = ("commit", "sim", "model_faults")
-API_KEY = "orch-model-server"  # clients insist on some key; the server accepts any
 
 
 @dataclass
@@ -100,22 +99,22 @@ def session_url(server_url: str, *, session: str | None = None, task: Any = None
     return f"{base}/{CTX_PREFIX}/{encode(ctx)}"
 
 
-def agent_env(base_url: str) -> dict[str, str]:
-    """Environment variables that point the common agent CLIs and SDKs at ``base_url``.
+def agent_env(base_url: str, key: str) -> dict[str, str]:
+    """Environment variables that point the common agent CLIs and SDKs at ``base_url``, with the
+    server's ``key`` as their API key (each sends it its own way; the server takes them all).
 
     Anthropic clients append ``/v1/messages`` to their base URL; OpenAI clients expect the
-    ``/v1`` in it; Gemini clients (``GOOGLE_GEMINI_BASE_URL``) add ``/v1beta``. Keys are dummies:
-    the server accepts any."""
+    ``/v1`` in it; Gemini clients (``GOOGLE_GEMINI_BASE_URL``) add ``/v1beta``."""
     # opencode takes providers only from its config: declare the server as provider "orch"
     opencode = {"provider": {"orch": {"npm": "@ai-sdk/openai-compatible", "name": "orch",
-                                      "options": {"baseURL": f"{base_url}/v1", "apiKey": API_KEY},
+                                      "options": {"baseURL": f"{base_url}/v1", "apiKey": key},
                                       "models": {"orch": {"name": "orch", "tool_call": True}}}}}
     return {
         "ANTHROPIC_BASE_URL": base_url,
-        "ANTHROPIC_API_KEY": API_KEY,
+        "ANTHROPIC_API_KEY": key,
         "OPENAI_BASE_URL": f"{base_url}/v1",
-        "OPENAI_API_KEY": API_KEY,
+        "OPENAI_API_KEY": key,
         "OPENCODE_CONFIG_CONTENT": json.dumps(opencode),
         "GOOGLE_GEMINI_BASE_URL": base_url,  # the Gemini SDKs append /v1beta/models/...
-        "GEMINI_API_KEY": API_KEY,
+        "GEMINI_API_KEY": key,
     }

@@ -1,20 +1,23 @@
-"""The HTTP side of the model server: routes, JSON and chunked SSE responses, and how each fault
-looks on the wire (``server.py`` decides what to serve; this module only serves it).
+"""The HTTP side of the model server: routes, the key check, JSON and chunked SSE responses, and
+how each fault looks on the wire (``server.py`` decides what to serve; this module only serves it).
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import select
 import socket
 import time
 from http.server import BaseHTTPRequestHandler
 from typing import Any
+from urllib.parse import parse_qs
 
 from coordstore.errors import OrchError
 
 from . import anthropic_api, gemini_api, openai_api
 from .apicommon import estimate_tokens, render
+from .confine import PathRefused
 from .context import split_path
 from .scripts import RequestView
 from .tasksource import fill
@@ -25,6 +28,9 @@ HANG_POLL_S = 0.1  # how often a hanging stream checks whether its client left o
 MAX_BODY = 64 * 1024 * 1024  # a request larger than this is refused (413): no agent sends that much
 MODELS = ("claude-scripted", "gpt-scripted")  # what GET /v1/models lists
 GEMINI_MODELS = ("gemini-scripted",)  # what GET /v1beta/models lists
+OPEN_PATHS = ("/", "/_orch/health")  # readiness probes: no key needed, nothing learned
+NO_KEY = ("missing or wrong API key: send the model server's key (x-api-key, Authorization: Bearer, "
+          "x-goog-api-key or ?key=)")
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -84,6 +90,21 @@ class Handler(BaseHTTPRequestHandler):
         n = int(self.headers.get("content-length") or 0)
         return None if n > MAX_BODY else self.rfile.read(n)
 
+    def _authorized(self) -> bool:
+        """Whether the request carries the server's key, in any of the ways the clients send one."""
+        given = [self.headers.get("x-api-key"), self.headers.get("x-goog-api-key")]
+        scheme, _, value = (self.headers.get("authorization") or "").partition(" ")
+        if scheme.lower() == "bearer":
+            given.append(value.strip())
+        given += parse_qs(self.path.split("?", 1)[1] if "?" in self.path else "").get("key", [])
+        key = self.model.key.encode()
+        return any(hmac.compare_digest(g.encode(), key) for g in given if g)
+
+    def _refuse(self, api: str) -> None:
+        """401 in the API's own error shape; the body is left unread, so the connection closes."""
+        self.close_connection = True
+        self._json(401, self._error_body(api, 401, NO_KEY))
+
     def _client_gone(self) -> bool:
         try:
             readable, _, _ = select.select([self.connection], [], [], 0)
@@ -105,10 +126,15 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
 
     def do_GET(self) -> None:
-        ctx, path = split_path(self.path.split("?", 1)[0])
+        try:
+            _, path = split_path(self.path.split("?", 1)[0])
+        except ValueError:
+            path = self.path.split("?", 1)[0]
         m = self.model
-        if path in ("/", "/_orch/health"):
-            self._json(200, {"ok": True, "server": "orch model-server", "script": getattr(m.script, "name", "?")})
+        if path in OPEN_PATHS:
+            self._json(200, {"ok": True, "server": "orch model-server"})
+        elif not self._authorized():
+            self._refuse("gemini" if path.startswith(("/v1beta", "/v1alpha")) else "anthropic")
         elif path == "/_orch/requests":
             self._json(200, m.requests)
         elif path == "/_orch/usage":
@@ -123,15 +149,20 @@ class Handler(BaseHTTPRequestHandler):
             self._json(404, {"error": {"type": "not_found_error", "message": f"no route GET {path}"}})
 
     def do_POST(self) -> None:
+        bad_ctx = None
         try:
             ctx, path = split_path(self.path.split("?", 1)[0])
         except ValueError as e:
-            return self._json(400, anthropic_api.error(400, str(e)))
+            ctx, path, bad_ctx = None, self.path.split("?", 1)[0], e
         path = path.rstrip("/")
         query = self.path.split("?", 1)[1] if "?" in self.path else ""
         gemini = gemini_api.route(path)
         if gemini is None and not path.startswith("/v1/"):
             path = "/v1" + path  # OpenAI clients may be given a base URL without /v1
+        if not self._authorized():
+            return self._refuse("gemini" if gemini else "anthropic" if path.startswith("/v1/messages") else "chat")
+        if bad_ctx is not None:
+            return self._json(400, anthropic_api.error(400, str(bad_ctx)))
         try:
             raw = self._body()
             if raw is None:
@@ -173,6 +204,7 @@ class Handler(BaseHTTPRequestHandler):
     def _serve(self, api: str, path: str, view: RequestView) -> None:
         m = self.model
         seq = m.next_seq()
+        view.worktrees = m.worktrees
         try:
             view.ctx = fill(view.ctx, view.prompt, m.tasks)
         except OrchError as e:  # the task source cannot be read (a store gone, ...)
@@ -185,6 +217,10 @@ class Handler(BaseHTTPRequestHandler):
                                  "usage": {"in": estimate_tokens(view.prompt_chars), "out": 0, "cached": 0, "thinking": 0}}
         try:
             turn, fault, side = m.decide(view)
+        except PathRefused as e:  # a path outside the worktrees: refused, and nothing of it said
+            entry.update(status=403, error=str(e))
+            m.record(entry)
+            return self._json(403, self._error_body(api, 403, str(e)))
         except OrchError as e:  # the script cannot answer this session (no task, bad commit, ...)
             entry.update(status=400, error=str(e))
             m.record(entry)

@@ -18,7 +18,7 @@ from .apicommon import Rendered, chunks, sse, task_prompt, text_of
 from .scripts import RequestView
 from .turns import Turn
 
-ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
+ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error",
                429: "rate_limit_exceeded", 500: "server_error", 503: "server_error", 529: "server_error"}
 _ASSISTANT_ITEMS = {"function_call", "reasoning", "custom_tool_call", "local_shell_call", "shell_call",
                     "apply_patch_call", "web_search_call"}

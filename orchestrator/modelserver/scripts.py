@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from coordstore.errors import InputError
 
 from .changes import replay_changes, replay_git, sim_changes
+from .confine import Worktrees, confine_to
 from .context import SessionContext
 from .tools import heredoc, write_command
 from .turns import DONE, Fault, ToolCall, Turn, Usage, done_turn, parse_fault, parse_turn
@@ -54,6 +55,7 @@ class RequestView:
     prompt_chars: int = 0  # size of the request, for estimated token counts
     prompt: str = ""  # text of the conversation's first user message (names the task: tasksource)
     extra: dict[str, Any] = field(default_factory=dict)
+    worktrees: Worktrees = field(default_factory=Worktrees)  # where it may read (the server sets it)
 
     @property
     def edit_format(self) -> str | None:
@@ -65,11 +67,14 @@ class RequestView:
 
     @property
     def cwd(self) -> str | None:
-        """The client's working directory: the context's worktree, else what its prompt says."""
+        """The client's working directory: the context's worktree, else what its prompt says; a
+        ``PathRefused`` when it is not inside the server's worktrees (``confine``)."""
         if self.ctx.worktree:
-            return self.ctx.worktree
+            return str(self.worktrees.confine(self.ctx.worktree, "the session's worktree"))
         m = _CWD.search(self.system)
-        return next(g for g in m.groups() if g).strip() if m else None
+        if m is None:
+            return None
+        return str(self.worktrees.confine(next(g for g in m.groups() if g).strip(), "the working directory in the prompt"))
 
 
 class Script(Protocol):
@@ -249,7 +254,7 @@ class SimScript:
 
         cwd = view.cwd
         if cwd and Path(cwd).is_dir():
-            path = Path(cwd) / rel
+            path = confine_to(cwd, rel, f"task {task.id}: file_scope")
             old = path.read_text() if path.is_file() else None
             new, _ = edit_text(old, rel, task, digest)
             return write_command(rel, new)

@@ -10,6 +10,11 @@ Faults, as a client sees them:
 - ``hang``: the response starts and never goes on (until the client leaves or the server stops);
 - ``loop``: this turn is served, and then again at every later turn of the session, forever.
 
+Every request but the health check must carry the server's ``key`` as its API key (``x-api-key``,
+``Authorization: Bearer``, ``x-goog-api-key`` or ``?key=``: however the client sends one), or it
+is refused with 401; files are read only inside the server's ``worktrees`` (``confine``), or
+the request is refused with 403.
+
 A fault hits the first ``times`` requests of its turn in its session (``times: null``: all of
 them); the retry after that gets the turn itself. Streams are sent with chunked transfer
 encoding on HTTP/1.1 keep-alive connections, like the real APIs.
@@ -19,13 +24,17 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import secrets
 import threading
 from http.server import ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from coordstore.errors import InputError, OrchError
+from coordstore.private import open_private
 
+from .confine import Worktrees
 from .context import SessionContext
 from .handler import Handler
 from .scripts import RequestView, Script, make_script
@@ -60,12 +69,17 @@ class ModelServer:
     session's turns that carry no fault of their own (faults on demand for any script).
     ``record``: a JSONL file that gets one line per request, as they come. ``tasks``: where the
     task a request names in its prompt is looked up when its URL carries no context
-    (``tasksource``; ``attach_run`` sets it to a run's store).
+    (``tasksource``; ``attach_run`` sets it to a run's store). ``key``: the API key clients must
+    send (None: a fresh random one, read it from ``.key``). ``worktrees``: the directories below
+    which requests may have files read (none: no file is read).
     """
 
     def __init__(self, script: Script | str = "sim", *, port: int = 0, script_options: dict[str, Any] | None = None,
                  faults: dict[int, Fault] | None = None, record: str | Path | None = None,
-                 tasks: TaskSource | None = None, log: Callable[[dict[str, Any]], None] | None = None):
+                 tasks: TaskSource | None = None, log: Callable[[dict[str, Any]], None] | None = None,
+                 key: str | None = None, worktrees: Iterable[str | Path] = ()):
+        self.key = key or secrets.token_urlsafe(32)
+        self.worktrees = Worktrees(worktrees)
         self.script = make_script(script, script_options) if isinstance(script, str) else script
         self.script_options = dict(script_options or {})
         self.faults = dict(faults or {})
@@ -154,6 +168,9 @@ class ModelServer:
     def script_for(self, ctx: SessionContext) -> Script:
         if not ctx.script:
             return self.script
+        if ctx.script not in ("sim", "replay"):  # a file: only one inside the worktrees may be read
+            path = ctx.script[5:] if ctx.script.startswith("file:") else ctx.script
+            self.worktrees.confine(path, "the session's script")
         with self._lock:
             if ctx.script not in self._scripts:
                 # the server's options are for its own script; another one named by a session gets none
@@ -223,7 +240,7 @@ class ModelServer:
         with self._lock:
             self._records.append(entry)
             if self.record_path is not None:
-                with self.record_path.open("a") as f:
+                with os.fdopen(open_private(self.record_path, os.O_WRONLY | os.O_APPEND), "a") as f:
                     f.write(json.dumps(entry, sort_keys=True) + "\n")
         if self.log is not None:
             self.log(entry)
