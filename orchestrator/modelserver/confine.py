@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from coordstore.errors import InputError
+from coordstore.paths import PathEscape, confine
 
 
 class PathRefused(InputError):
@@ -26,15 +27,13 @@ def within(path: Path, root: Path) -> bool:
 
 
 def confine_to(root: str | Path, rel: str, what: str) -> Path:
-    """``root/rel`` resolved, when it stays inside ``root`` (no absolute path, no ``..`` or symlink
-    leading out); ``PathRefused`` naming ``rel`` otherwise."""
-    base = Path(root).resolve()
-    if Path(rel).is_absolute():
-        raise PathRefused(f"{what} {rel!r}: an absolute path; only paths inside the worktree {base} are read")
-    target = (base / rel).resolve()
-    if not within(target, base):
-        raise PathRefused(f"{what} {rel!r}: leads out of the worktree {base}")
-    return target
+    """``root/rel`` resolved, when it stays inside ``root`` by orch's one rule for paths from data
+    (``coordstore.paths.confine``: no absolute path, no ``..`` or symlink leading out, nothing in
+    ``.git``); ``PathRefused`` naming ``rel`` otherwise."""
+    try:
+        return confine(root, rel, what, inside=f"the worktree {Path(root).resolve()}")
+    except PathEscape as e:
+        raise PathRefused(str(e)) from e
 
 
 class Worktrees:
