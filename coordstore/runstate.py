@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from typing import get_args
 
 from . import graph as g
+from .base import reopen_needed
 from .errors import InvalidTransition, NotFound, StaleAttempt
 from .models import ACTIVE, TERMINAL, Agent, AgentStatus, Dependency, Event, Run, RunDump, Task, TaskGraph, Transition
 from .taskindex import UNSUCCESSFUL, TaskIndex
@@ -130,6 +131,12 @@ class RunState(TaskIndex):
         if old != status:
             self._mut(["run", {**self.run, "status": status, "finished_at": now, "reason": reason}])
             self._emit("run", self.run["id"], old, status, now, reason=reason)
+
+    def reopen(self, reason: str | None, now: int) -> None:
+        if reopen_needed(self.run["id"], self.run["status"]):
+            old = self.run["status"]
+            self._mut(["run", {**self.run, "status": "running", "finished_at": None, "reason": reason}])
+            self._emit("run", self.run["id"], old, "running", now, reason=reason)
 
     def add_graph(self, graph: TaskGraph, now: int) -> None:
         ix = g.validate(graph)  # GraphError before anything changes
