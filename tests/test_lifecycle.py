@@ -39,7 +39,7 @@ def isolated_git(no_git_identity):
     """No git identity anywhere (conftest): whatever orch commits carries its own."""
 
 
-def write_experiment(tmp_path: Path) -> Path:
+def write_experiment(tmp_path: Path, timeout_s: float = 150) -> Path:
     """Three sim agents on a chain of CHAIN tasks plus two side tasks."""
     tasks = [{"id": f"c{i}", "title": f"chain {i}", "time_estimate_ms": TASK_MS, "file_scope": [f"c{i}.txt"]} for i in range(CHAIN)]
     tasks += [{"id": f"s{i}", "title": f"side {i}", "time_estimate_ms": TASK_MS, "file_scope": [f"s{i}.txt"]} for i in range(2)]
@@ -47,7 +47,7 @@ def write_experiment(tmp_path: Path) -> Path:
     tpl = tmp_path / "graph.json"
     tpl.write_text(json.dumps({"format": "orch-graph", "version": 1, "tasks": tasks, "dependencies": deps}))
     exp = {"experiment": {"id": "t"}, "template": str(tpl),
-           "execution": {"runs": 1, "seed": 1, "time_scale": 1.0, "timeout_s": 150, "supervision": SUPERVISION},
+           "execution": {"runs": 1, "seed": 1, "time_scale": 1.0, "timeout_s": timeout_s, "supervision": SUPERVISION},
            "variants": [{"name": "v", "policy": "pull", "agents": 3, "kind": "sim", "kind_options": {"sigma": 0}}]}
     f = tmp_path / "exp.yaml"
     f.write_text(yaml.safe_dump(exp))
@@ -63,11 +63,11 @@ def orch(*args, timeout: float = 180) -> subprocess.CompletedProcess:
                           text=True, timeout=timeout)
 
 
-def start_run(tmp_path: Path, prefix: tuple[str, ...] = ()) -> tuple[subprocess.Popen, Path]:
+def start_run(tmp_path: Path, prefix: tuple[str, ...] = (), timeout_s: float = 150) -> tuple[subprocess.Popen, Path]:
     """`orch run` in its own session (``prefix``: e.g. a `timeout` command before it); returns it
     and its run directory once the run's store exists."""
     repo = make_repo(tmp_path / "repo", {"README": "x\n"})
-    exp = write_experiment(tmp_path)
+    exp = write_experiment(tmp_path, timeout_s)
     results = tmp_path / "results"
     argv = [*prefix, sys.executable, "-m", "orchestrator", "run", "--variant", "v", "--experiment", str(exp),
             "--repo", str(repo), "--results", str(results), "--quiet"]
@@ -178,6 +178,15 @@ def test_ctrl_c_or_hangup_stops_runners_and_resume_finishes(tmp_path, sig):
     assert err.count("\n") == 1 and sig.name in err and f"orch resume {run_dir}" in err, err
     assert_interrupted_and_no_runner_left(run_dir, runners, sig.name)
     assert_resume_finishes(run_dir)
+
+
+def test_run_stopped_by_its_own_timeout_is_resumed_to_the_end(tmp_path):
+    proc, run_dir = start_run(tmp_path, timeout_s=6)  # each orchestrator session gets 6 s
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err
+    rows = run_rows(run_dir)
+    assert rows[-1][:2] == ("running", "interrupted") and set(task_states(run_dir).values()) != {"completed"}
+    assert_resume_finishes(run_dir)  # its runners were stopped and marked so: all are respawned
 
 
 def test_live_run_refuses_resume_and_clean_until_every_process_is_gone(tmp_path):
