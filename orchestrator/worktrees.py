@@ -182,9 +182,9 @@ def clean(
     A worktree is kept when it has uncommitted changes, a detached HEAD with commits on no ref,
     or git-ignored files (named; ``remove_ignored`` deletes them with the worktree, as
     ``git worktree remove`` would silently); a path that is not a worktree of ``repo`` is never
-    deleted. A branch is kept when it
-    is checked out in a remaining worktree, or holds commits reachable neither from
-    ``merged_ref`` nor from any ref outside ``run_branches`` ("N commits not merged anywhere").
+    deleted. A branch is kept when it is checked out in a remaining worktree, or holds commits
+    reachable neither from ``merged_ref`` nor from any ref outside ``run_branches`` ("N commits
+    not merged anywhere").
     Branches are deleted with a compare-and-swap, so one that moves meanwhile is kept.
     ``apply=False`` is the dry run: the same decisions, nothing changed.
     """
