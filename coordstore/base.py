@@ -44,7 +44,16 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 
+from .errors import InvalidTransition
 from .models import Agent, ClaimOrder, Event, Run, RunDump, Task, TaskGraph, Transition
+
+
+def reopen_needed(run_id: str, status: str) -> bool:
+    """The rule of ``reopen_run``, written once for every backend: an ``interrupted`` run reopens
+    (True), a ``running`` one is left as it is (False), an ended one is refused."""
+    if status in ("finished", "failed"):
+        raise InvalidTransition(f"run {run_id!r} already {status}; only an interrupted run can be resumed")
+    return status != "running"
 
 
 def wall_clock_ms() -> int:
@@ -95,6 +104,13 @@ class CoordStore(ABC):
         """Set the run's final status (``finished`` | ``failed`` | ``interrupted``) and ``finished_at``.
 
         Writes ``run`` ``<old> -> <status>``. Finishing with the current status is a no-op.
+        """
+
+    @abstractmethod
+    def reopen_run(self, run_id: str, reason: str | None = None, now: int | None = None) -> Run:
+        """Set an ``interrupted`` run back to ``running`` (resume): clears ``finished_at``, writes
+        ``run`` ``interrupted -> running``. A ``running`` run is a no-op; a ``finished`` or
+        ``failed`` one is an ``InvalidTransition`` and nothing changes (``reopen_needed``).
         """
 
     # ------------------------------------------------------------------ tasks

@@ -280,6 +280,11 @@ class FileStore(CoordStore):
         self._write(run_id, lambda rs: rs.finish(status, reason, now))
         return Run.model_validate(self._runs[run_id].run)
 
+    def reopen_run(self, run_id: str, reason: str | None = None, now: int | None = None) -> Run:
+        now = self._now(now)
+        self._write(run_id, lambda rs: rs.reopen(reason, now))
+        return Run.model_validate(self._runs[run_id].run)
+
     # ------------------------------------------------------------------ tasks
     def _task(self, run_id: str, task_id: str) -> Task:
         return Task.model_validate(self._runs[run_id].tasks[task_id])

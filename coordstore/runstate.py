@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Iterable
 
 from . import graph as g
+from .base import reopen_needed
 from .chains import check_note, check_record, note_data, raised
 from .errors import InvalidTransition, NotFound, StaleAttempt
 from .models import ACTIVE, AGENT_STATUSES, TERMINAL, Agent, Dependency, Event, Run, RunDump, Task, TaskGraph, Transition
@@ -139,6 +140,13 @@ class RunState(TaskIndex, RunEvents):
         if old != status:
             self._mut(["run", {**self.run, "status": status, "finished_at": now, "reason": reason}])
             self._emit("run", self.run["id"], old, status, now, reason=reason)
+
+    def reopen(self, reason: str | None, now: int) -> None:
+        now = self.at(now)
+        if reopen_needed(self.run["id"], self.run["status"]):
+            old = self.run["status"]
+            self._mut(["run", {**self.run, "status": "running", "finished_at": None, "reason": reason}])
+            self._emit("run", self.run["id"], old, "running", now, reason=reason)
 
     def add_graph(self, graph: TaskGraph, now: int) -> None:
         ix = g.validate(graph)  # GraphError before anything changes

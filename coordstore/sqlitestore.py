@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 
-from .base import CoordStore, wall_clock_ms
+from .base import CoordStore, reopen_needed, wall_clock_ms
 from .errors import InputError, InvalidTransition, NotFound, StaleAttempt, StoreError, StoreURLError
 from .graph import GraphIndex, tail_lengths, tags_fit, validate, wanted_score
 from .models import TERMINAL, ClaimOrder, Dependency, Run, Task, TaskGraph
@@ -152,6 +152,17 @@ class SQLiteStore(SQLiteRecords, CoordStore):
             if row[0] != status:
                 tx.c.execute("UPDATE runs SET status=?, finished_at=?, reason=? WHERE id=?", (status, tx.now, reason, run_id))
                 tx.emit(run_id, "run", run_id, row[0], status, reason=reason)
+        return self.get_run(run_id)
+
+    def reopen_run(self, run_id: str, reason: str | None = None, now: int | None = None) -> Run:
+        now = self._now(now)
+        with self._write(now, run_id) as tx:
+            row = tx.c.execute("SELECT status FROM runs WHERE id=?", (run_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"no run {run_id!r}")
+            if reopen_needed(run_id, row[0]):
+                tx.c.execute("UPDATE runs SET status='running', finished_at=NULL, reason=? WHERE id=?", (reason, run_id))
+                tx.emit(run_id, "run", run_id, row[0], "running", reason=reason)
         return self.get_run(run_id)
 
     # ------------------------------------------------------------------ graph import

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import typer
@@ -48,6 +50,19 @@ def _root(
 def print_json(obj: Any) -> None:
     """The one way read commands print ``--json``: sorted keys, one object, newline."""
     typer.echo(json.dumps(obj, indent=2, sort_keys=True, default=str))
+
+
+@contextmanager
+def interrupt_exits() -> Iterator[None]:
+    """Ctrl-C, SIGTERM or SIGHUP inside: one line on what became of the run, exit 128 + signal
+    (typer would turn the interrupt into a silent 130)."""
+    from .interrupts import Interrupted
+
+    try:
+        yield
+    except Interrupted as e:
+        print(f"orch: {e}", file=sys.stderr)
+        raise typer.Exit(e.exit_code) from None
 
 
 def main(argv: list[str] | None = None) -> None:

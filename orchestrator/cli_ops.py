@@ -244,21 +244,23 @@ def logs_cmd(
 def clean_cmd(
     run_dir: Path = typer.Argument(..., help=RUN_DIR_HELP),
     branches: bool = typer.Option(False, "--branches", help="Also delete the run's branches that hold no unmerged work."),
+    ignored: bool = typer.Option(False, "--ignored", help="Also remove worktrees holding git-ignored files (build output, caches), deleting those files."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do it without asking (otherwise: ask on a terminal, else a dry run)."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
-    """Remove a run's worktrees (and with --branches its branches), never unmerged work; says what it keeps and why."""
+    """Remove a run's worktrees (and with --branches its branches), never unmerged work or (without --ignored)
+    git-ignored files; says what it keeps and why. Refused while any process of the run is alive."""
     from .runinfo_git import clean_run
 
     ref = _open(run_dir)
     apply = yes
     if not yes and not as_json and sys.stdin.isatty():
-        _print_clean(clean_run(ref, branches, apply=False))
+        _print_clean(clean_run(ref, branches, apply=False, remove_ignored=ignored))
         apply = typer.confirm("Proceed?", default=False)
         if not apply:
             typer.echo("nothing removed")
             return
-    v = clean_run(ref, branches, apply=apply)
+    v = clean_run(ref, branches, apply=apply, remove_ignored=ignored)
     if as_json:
         print_json(v)
         return

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from .cli import app, print_json
+from .cli import app, interrupt_exits, print_json
 
 
 def _fmt_s(ms) -> str:
@@ -40,6 +40,7 @@ def _render_outcomes(outcomes, quiet: bool) -> None:
 
 
 @app.command("run")
+@interrupt_exits()
 def run_cmd(
     variant: str = typer.Option(..., "--variant", "-v", help="Variant name (or EXPERIMENT/VARIANT), searched across experiments/*.yaml."),
     experiment: Path | None = typer.Option(None, "--experiment", "-e", help="Experiment YAML file to take the variant from."),
@@ -90,16 +91,18 @@ def run_cmd(
 
 
 @app.command("resume")
+@interrupt_exits()
 def resume_cmd(
-    run_dir: Path = typer.Argument(..., help="The run directory of a run whose orchestrator died."),
+    run_dir: Path = typer.Argument(..., help="The run directory (or run id) of an interrupted run."),
     as_json: bool = typer.Option(False, "--json", help="Print the outcome as JSON."),
 ) -> None:
-    """Pick up a run after the orchestrator died: re-attach or respawn runners, finish, export."""
+    """Finish an interrupted run: re-attach live runners, respawn the others, requeue their tasks, export.
+    Refused while the run's orchestrator is alive, and for a run that already ended."""
     from .run import Orchestrator
 
-    orch = Orchestrator.resume(run_dir)
+    orch = Orchestrator.of_run(run_dir)
     try:
-        status = orch.run()
+        status = orch.conduct(resume=True)
     finally:
         orch.close()
     metrics = json.loads(orch.paths.metrics.read_text())

@@ -71,6 +71,7 @@ class RunController:
     def spawn(self, agent_id: str) -> None:
         from coordstore.models import Agent
 
+        from .interrupts import deferred
         from .procs import spawn
 
         a = self.agent(agent_id)
@@ -88,30 +89,35 @@ class RunController:
             "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH", "")])),
         }
         cwd = self.paths.worktree_of(a.id) if a.works else self.paths.root
-        proc = spawn([sys.executable, "-m", "agents.runner", "--config", str(cfg)], a.id, env, cwd, self.paths.logs)
-        self.procs[a.id] = proc
-        self.store.register_agent(
-            self.spec.run_id,
-            Agent(id=a.id, kind=self.kind_of(a.id), role=a.role, tags=a.tags or [], pid=proc.pid, create_time=proc.create_time),
-            lease_ms=LEASE_MS,
-        )
+        with deferred():  # a signal now would leave a runner nobody knows of: it waits until it is recorded
+            proc = spawn([sys.executable, "-m", "agents.runner", "--config", str(cfg)], a.id, env, cwd, self.paths.logs)
+            self.procs[a.id] = proc
+            self.store.register_agent(
+                self.spec.run_id,
+                Agent(id=a.id, kind=self.kind_of(a.id), role=a.role, tags=a.tags or [], pid=proc.pid, create_time=proc.create_time),
+                lease_ms=LEASE_MS,
+            )
 
     def spawn_all(self) -> None:
         for a in self.spec.agents:
             self.spawn(a.id)
 
     def attach_all(self) -> list[str]:
-        """After an orchestrator restart: re-attach to live runners; return the ids of dead ones."""
+        """After an orchestrator restart: re-attach to live runners; return the ids of the agents
+        whose runner is gone. Every one of them is respawned, "stopped" ones too: a resumed run is
+        not over, and an interrupted run's runners were stopped (or never spawned) by the signal."""
         from .procs import AgentProcess
 
-        dead = []
-        for rec in self.store.list_agents(self.spec.run_id):
-            proc = AgentProcess.attach(rec.pid, rec.create_time) if rec.pid else None
+        records = {rec.id: rec for rec in self.store.list_agents(self.spec.run_id)}
+        gone = []
+        for a in self.spec.agents:
+            rec = records.get(a.id)
+            proc = AgentProcess.attach(rec.pid, rec.create_time, a.id) if rec and rec.pid and rec.create_time else None
             if proc is not None and proc.alive():
-                self.procs[rec.id] = proc
-            elif rec.status != "stopped":
-                dead.append(rec.id)
-        return dead
+                self.procs[a.id] = proc
+            else:
+                gone.append(a.id)
+        return gone
 
     # ------------------------------------------------------------------ Controller protocol
     def agents(self) -> list[str]:

@@ -151,6 +151,14 @@ def dirty_paths(worktree: str | os.PathLike) -> list[str]:
     return paths
 
 
+def ignored_paths(worktree: str | os.PathLike) -> list[str]:
+    """Git-ignored files in a work tree, an ignored directory as one ``dir/`` entry: what
+    ``git worktree remove`` deletes without a word (build output, caches, local secrets)."""
+    out = git_out(worktree, "ls-files", "-z", "--others", "--ignored", "--exclude-standard", "--directory",
+                  what="git ls-files --ignored")
+    return [p for p in out.split("\0") if p]
+
+
 def resolve_commit(repo: str | os.PathLike, ref: str) -> str:
     """The full sha of the commit ``ref`` names in ``repo``; ``GitError`` naming the ref if none."""
     if not ref or ref.startswith("-"):

@@ -129,14 +129,16 @@ def plan_runs(req: RunRequest) -> list[tuple[RunSpec, RunPaths, object, str | No
 
 
 def run_one(spec: RunSpec, paths: RunPaths, graph, exp_text: str | None, demo: bool, progress=None) -> RunOutcome:
+    from .interrupts import Interrupted
     from .run import Orchestrator
 
     prepare_run(spec, paths, graph, exp_text, demo)
     orch = Orchestrator(spec, paths)
     orch.progress = progress
     try:
-        orch.start()
-        status = orch.run()
+        status = orch.conduct()
+    except Interrupted:
+        raise  # conduct stopped the runners and recorded the run interrupted: resumable, not failed
     except BaseException:
         orch.controller.stop_all(grace_s=1.0)
         orch.store.finish_run(spec.run_id, "failed", reason="orchestrator error")

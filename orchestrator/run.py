@@ -1,8 +1,9 @@
 """The run loop: spawn, watch, supervise, finish, export — and resume after the orchestrator died.
 
 ``Orchestrator.step(now)`` is one turn of the loop (ingest events, judge agents, check the end);
-``run()`` repeats it, waking on new events. All state lives in the store and the run directory,
-so ``Orchestrator.resume(run_dir)`` can pick a run up where a killed orchestrator left it.
+``run()`` repeats it, waking on new events; ``conduct()`` wraps start and run so that a stop signal
+leaves the run interrupted, not orphaned. All state lives in the store and the run directory, so
+``Orchestrator.of_run(run_dir).conduct(resume=True)`` picks a run up however its orchestrator stopped.
 """
 
 from __future__ import annotations
@@ -14,10 +15,13 @@ from coordstore import open_store
 from coordstore.models import TERMINAL
 
 from .control import RunController
+from .interrupts import Interrupted, catch_signals, deferred
 from .rundir import RunPaths, RunSpec
 
 TICK_S = 0.25  # how often the supervisor judges when no event wakes the loop
 DRAIN_S = 5.0  # how long runners get to exit by themselves once every task is terminal
+RESUME_LOCK = ".orchestrator.lock"  # held while a resume checks liveness and writes its pid file
+RESUME_LOCK_TIMEOUT_S = 30.0
 
 
 class Orchestrator:
@@ -36,6 +40,7 @@ class Orchestrator:
         self.progress = None  # optional callback(done, total)
         self.model_server = None
         self._last_tick_ms = -1 << 62  # the first step always judges
+        self._owner = False  # this process is the run's orchestrator (pid file written)
 
     def _start_model_server(self) -> None:
         """The variant's scripted model server; runners (re)spawned from now on point at it."""
@@ -61,21 +66,51 @@ class Orchestrator:
         from .runinfo import write_pidfile
 
         write_pidfile(self.paths)  # lets `orch runs`/`status` tell a live run from an interrupted one
+        self._owner = True
         self._start_model_server()
         self.watcher.start()
         self.controller.spawn_all()
 
     def reattach(self) -> None:
-        """Resume: re-attach live runners, respawn dead ones after requeueing their tasks."""
-        from .runinfo import write_pidfile
-
-        write_pidfile(self.paths)
+        """Resume: take the run over (refused while its orchestrator lives or once it ended),
+        reopen it, re-attach live runners, respawn the others after requeueing their tasks."""
+        self._claim_for_resume()
+        self.store.reopen_run(self.spec.run_id, reason="resumed")
         self._start_model_server()  # a new port: re-attached runners keep the old URL and get requeued if they fail
         self.watcher.start()
         for agent_id in self.controller.attach_all():
             for t in self.store.list_tasks(self.spec.run_id, status=("assigned", "working"), owner=agent_id):
                 self.store.requeue(self.spec.run_id, t.id, reason="runner gone after orchestrator restart", by="orchestrator")
             self.controller.spawn(agent_id)
+
+    def _claim_for_resume(self) -> None:
+        """Become the run's orchestrator, or ``InputError`` with nothing changed: while the one
+        recorded is alive (two supervisors would fight over the runners), or when the run ended.
+        Check and pid file are one step under a lock, so two resumes at once cannot both win."""
+        import filelock
+
+        from coordstore.errors import InputError
+
+        from .runinfo import RunRef, live_processes, write_pidfile
+
+        run_id = self.spec.run_id
+        lock = filelock.FileLock(str(self.paths.root / RESUME_LOCK), timeout=RESUME_LOCK_TIMEOUT_S)
+        try:
+            lock.acquire()
+        except filelock.Timeout as e:
+            raise InputError(f"run {run_id}: another resume holds {lock.lock_file}") from e
+        try:
+            live = [p for p in live_processes(RunRef(self.paths, self.spec), self.store) if p.role == "orchestrator"]
+            if live:
+                raise InputError(f"run {run_id} is still running ({live[0]} alive); resume is for a run whose orchestrator is gone")
+            run = self.store.get_run(run_id)
+            if run.status in ("finished", "failed"):
+                why = f" ({run.reason})" if run.reason else ""
+                raise InputError(f"run {run_id} already {run.status}{why}; nothing to resume")
+            write_pidfile(self.paths)
+            self._owner = True
+        finally:
+            lock.release()
 
     def counts(self) -> tuple[int, int]:
         tasks = self.store.list_tasks(self.spec.run_id)
@@ -105,6 +140,36 @@ class Orchestrator:
         self.finish(status)
         return status
 
+    def conduct(self, resume: bool = False) -> str:
+        """Start (or, ``resume``, re-attach) and run to the end; returns the final status.
+
+        Ctrl-C, SIGTERM and SIGHUP stop every runner's process group and record the run
+        ``interrupted`` (``interrupt``), so it stays resumable; ``Interrupted`` is then re-raised,
+        naming the run, for the caller to report."""
+        with catch_signals():
+            try:
+                self.reattach() if resume else self.start()
+                return self.run()
+            except Interrupted as e:
+                if self._owner:  # else the run is as it was: nothing of ours to stop or record
+                    e.run_id, e.run_dir = self.spec.run_id, str(self.paths.root)
+                    with deferred(deliver=False):  # a second signal must not cut the shutdown short
+                        self.interrupt(f"{e.name} received")
+                raise
+
+    def interrupt(self, reason: str) -> None:
+        """Stop every runner, record the run ``interrupted`` with ``reason``. Their tasks stay as
+        they are: ``resume`` requeues them when it respawns the runners."""
+        self.controller.stop_all()
+        self.watcher.poll()  # their last events
+        self.watcher.stop()
+        if self.store.get_run(self.spec.run_id).status != "running":
+            return  # ended before the signal: nothing left to interrupt
+        for a in self.store.list_agents(self.spec.run_id):
+            if a.status not in ("stopped", "dead"):
+                self.store.set_agent_status(self.spec.run_id, a.id, "stopped", reason=f"run interrupted: {reason}")
+        self.store.finish_run(self.spec.run_id, "interrupted", reason=reason)
+
     def finish(self, status: str) -> None:
         """Let runners exit, stop the rest, merge what waited, export, close the run."""
         end = self.clock() + DRAIN_S
@@ -133,8 +198,11 @@ class Orchestrator:
         self.store.close()
 
     @classmethod
-    def resume(cls, run_dir: Path) -> "Orchestrator":
-        paths = RunPaths(run_dir)
-        orch = cls(paths.read_spec(), paths)
-        orch.reattach()
-        return orch
+    def of_run(cls, run_dir: Path) -> "Orchestrator":
+        """The orchestrator of an existing run (for ``conduct(resume=True)``); ``InputError`` when
+        ``run_dir`` is not a run or its store is gone."""
+        from .runinfo import open_run
+
+        ref = open_run(run_dir)
+        ref.open_store().close()  # a missing store is an error, not a new empty one
+        return cls(ref.spec, ref.paths)

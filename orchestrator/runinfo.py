@@ -14,6 +14,9 @@ Liveness: a run the store calls ``running`` whose orchestrator is gone is ``inte
    every agent dead/stopped (it may be waiting out a respawn backoff) and the history moved within
    the longest backoff plus a margin. Otherwise interrupted: agents the store believes alive whose
    processes are gone mean that nobody is supervising them any more.
+
+``live_processes`` lists which of the run's processes still run (orchestrator and runners, each by
+pid + create time): `clean` refuses while there is any, `resume` while the orchestrator is one.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from coordstore import open_store
 from coordstore.base import CoordStore
@@ -141,15 +144,33 @@ def process_alive(pid: int | None, create_time: float | None) -> bool:
     return AgentProcess.attach(pid, create_time) is not None
 
 
-def _orchestrator_recorded(paths: RunPaths) -> tuple[bool, bool]:
-    """(pid file present, its process alive)."""
+def _orchestrator_recorded(paths: RunPaths) -> tuple[bool, int | None]:
+    """(pid file present, the pid of its process if that very process is alive)."""
     try:
         rec = json.loads(pidfile(paths).read_text())
     except FileNotFoundError:
-        return False, False
+        return False, None
     except (OSError, ValueError):
-        return True, False  # a half-written or damaged file: its writer did not finish
-    return True, process_alive(rec.get("pid"), rec.get("create_time"))
+        return True, None  # a half-written or damaged file: its writer did not finish
+    pid = rec.get("pid") if isinstance(rec, dict) else None
+    return True, (pid if process_alive(pid, rec.get("create_time")) else None)
+
+
+class LiveProcess(NamedTuple):
+    role: str  # "orchestrator" or "runner <agent>"
+    pid: int
+
+    def __str__(self) -> str:
+        return f"{self.role} pid {self.pid}"
+
+
+def live_processes(ref: RunRef, store: CoordStore) -> list[LiveProcess]:
+    """The run's processes that still run, each checked by pid + create time: its orchestrator
+    (pid file) and its runners (the store). What `clean` and `resume` refuse to work under."""
+    _, pid = _orchestrator_recorded(ref.paths)
+    live = [LiveProcess("orchestrator", pid)] if pid else []
+    return live + [LiveProcess(f"runner {a.id}", a.pid) for a in store.list_agents(ref.run_id)
+                   if process_alive(a.pid, a.create_time)]
 
 
 def liveness(ref: RunRef, store: CoordStore, run: Run, now: int | None = None) -> tuple[str, str]:
@@ -157,9 +178,9 @@ def liveness(ref: RunRef, store: CoordStore, run: Run, now: int | None = None) -
     orchestrator is gone (module docstring)."""
     if run.status != "running":
         return run.status, f"store says {run.status}"
-    has_file, alive = _orchestrator_recorded(ref.paths)
+    has_file, pid = _orchestrator_recorded(ref.paths)
     if has_file:
-        return ("running", "orchestrator process alive") if alive else ("interrupted", "orchestrator process gone")
+        return ("running", "orchestrator process alive") if pid else ("interrupted", "orchestrator process gone")
     agents = store.list_agents(ref.run_id)
     if any(process_alive(a.pid, a.create_time) for a in agents):
         return "running", "runner processes alive"

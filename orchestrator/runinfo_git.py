@@ -141,17 +141,22 @@ def _explain_merged(report: CleanReport, merged: str) -> CleanReport:
     return report
 
 
-def clean_run(ref: RunRef, delete_branches: bool, apply: bool) -> dict[str, Any]:
+def clean_run(ref: RunRef, delete_branches: bool, apply: bool, remove_ignored: bool = False) -> dict[str, Any]:
     """Remove the run's worktrees (and, with ``delete_branches``, its branches), keeping every one
-    that holds unmerged work; ``apply=False`` only reports what would happen."""
+    that holds unmerged work or (unless ``remove_ignored``) git-ignored files; ``apply=False``
+    only reports what would happen. Refused while any process of the run is alive."""
     from coordstore.errors import InputError
 
-    from .runinfo import is_running
+    from .runinfo import live_processes, liveness
 
-    if is_running(ref):
-        raise InputError(f"run {ref.run_id} is still running; clean it once it has ended")
+    with ref.open_store() as store:
+        live = live_processes(ref, store)  # runners outlive a killed orchestrator: they count too
+        status, evidence = liveness(ref, store, store.get_run(ref.run_id))
+    if live or status == "running":
+        why = f"{', '.join(map(str, live))} alive" if live else evidence
+        raise InputError(f"run {ref.run_id} is still running ({why}); clean it once every process of the run has ended")
     repo = _repo(ref)
     branches, merged, trees = _clean_args(ref)
-    report = _explain_merged(clean(repo, branches, merged, trees, delete_branches, apply=apply), merged)
+    report = _explain_merged(clean(repo, branches, merged, trees, delete_branches, apply=apply, remove_ignored=remove_ignored), merged)
     return {"version": SCHEMA_VERSION, "run_id": ref.run_id, "repo": str(repo), "dry_run": not apply,
             "branches": delete_branches, **report.model_dump()}

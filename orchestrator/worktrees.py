@@ -29,6 +29,7 @@ from .gitrepo import (
     first_line,
     full_ref,
     git_out,
+    ignored_paths,
     list_worktrees,
     ref_exists,
     resolve_commit,
@@ -164,6 +165,10 @@ def _git_stdin(repo: Path, args: list[str], stdin: str) -> str:
     return proc.stdout
 
 
+def _some(paths: list[str], n: int = 3) -> str:
+    return ", ".join(paths[:n]) + (f", ... ({len(paths) - n} more)" if len(paths) > n else "")
+
+
 def clean(
     repo: str | os.PathLike,
     run_branches: Iterable[str],
@@ -171,13 +176,16 @@ def clean(
     worktree_paths: Iterable[str | os.PathLike],
     delete_branches: bool,
     apply: bool = True,
+    remove_ignored: bool = False,
 ) -> CleanReport:
     """Remove a run's worktrees and (if ``delete_branches``) its branches, keeping unmerged work.
 
-    A worktree is kept when it has uncommitted changes, or a detached HEAD with commits on no
-    ref; a path that is not a worktree of ``repo`` is never deleted. A branch is kept when it
-    is checked out in a remaining worktree, or holds commits reachable neither from
-    ``merged_ref`` nor from any ref outside ``run_branches`` ("N commits not merged anywhere").
+    A worktree is kept when it has uncommitted changes, a detached HEAD with commits on no ref,
+    or git-ignored files (named; ``remove_ignored`` deletes them with the worktree, as
+    ``git worktree remove`` would silently); a path that is not a worktree of ``repo`` is never
+    deleted. A branch is kept when it is checked out in a remaining worktree, or holds commits
+    reachable neither from ``merged_ref`` nor from any ref outside ``run_branches`` ("N commits
+    not merged anywhere").
     Branches are deleted with a compare-and-swap, so one that moves meanwhile is kept.
     ``apply=False`` is the dry run: the same decisions, nothing changed.
     """
@@ -217,9 +225,15 @@ def clean(
                         CleanItem(kind="worktree", name=str(path), reason=f"detached HEAD with {lost} commits on no branch")
                     )
                     continue
+            ignored = ignored_paths(path)
+            if ignored and not remove_ignored:
+                report.kept.append(CleanItem(kind="worktree", name=str(path), reason=(
+                    f"{len(ignored)} git-ignored files or directories ({_some(ignored)}); --ignored deletes them")))
+                continue
             if apply:
                 run_git(repo, ["worktree", "remove", str(path)], what=f"git worktree remove {path}")
-            report.removed.append(CleanItem(kind="worktree", name=str(path), reason="clean"))
+            deleted = f"; {len(ignored)} git-ignored files or directories deleted ({_some(ignored)})" if ignored else ""
+            report.removed.append(CleanItem(kind="worktree", name=str(path), reason="clean" + deleted))
             gone.append(path)
 
         if not delete_branches:

@@ -429,6 +429,12 @@ def test_clean_keeps_unmerged_and_dirty_work(capsys, env, tmp_path):
     git(wt4, "add", "extra.txt")
     git(wt4, "-c", "user.name=hand", "-c", "user.email=hand@example.invalid", "commit", "-q", "-m", "hand-made commit")
     (paths.worktree_of("w3") / "scratch.txt").write_text("uncommitted\n")
+    # w1 gets build output git ignores: `git worktree remove` would delete it without a word
+    common = Path(git(repo, "rev-parse", "--path-format=absolute", "--git-common-dir").strip())
+    (common / "info").mkdir(exist_ok=True)
+    (common / "info" / "exclude").write_text("build/\n")
+    (paths.worktree_of("w1") / "build").mkdir()
+    (paths.worktree_of("w1") / "build" / "out.o").write_text("built\n")
     code, out, _ = cli(capsys, "branches", run_dir, "--json")
     w4 = next(a for a in json.loads(out)["agents"] if a["agent"] == "w4")
     base = git(repo, "rev-parse", f"{spec.base}^{{commit}}").strip()
@@ -445,6 +451,7 @@ def test_clean_keeps_unmerged_and_dirty_work(capsys, env, tmp_path):
 
     code, out, _ = cli(capsys, "clean", run_dir, "--branches")
     assert code == 0 and "dry run" in out.splitlines()[-1] and "would remove" in out
+    assert f"kept worktree {paths.worktree_of('w1')}: 1 git-ignored files or directories (build/)" in out
 
     code, out, _ = cli(capsys, "clean", run_dir, "--branches", "--yes", "--json")
     v = json.loads(out)
@@ -458,17 +465,22 @@ def test_clean_keeps_unmerged_and_dirty_work(capsys, env, tmp_path):
     assert "uncommitted" in kept[str(paths.worktree_of("w3"))]
     assert "checked out in worktree" in kept[b("w3")]
     assert "merged result" in kept[f"refs/heads/{spec.merged_branch}"]
+    assert "git-ignored" in kept[str(paths.worktree_of("w1"))] and "checked out in worktree" in kept[b("w1")]
     removed = {i["name"] for i in v["removed"]}
-    assert {b("w1"), b("w2")} <= removed and str(paths.worktree_of("w4")) in removed
+    assert b("w2") in removed and str(paths.worktree_of("w4")) in removed
     remaining = set(git(repo, "for-each-ref", "--format=%(refname)", "refs/heads/orch").split())
-    assert remaining == {b("w3"), b("w4"), f"refs/heads/{spec.merged_branch}"}
-    assert not paths.worktree_of("w1").exists() and paths.worktree_of("w3").is_dir()
+    assert remaining == {b("w1"), b("w3"), b("w4"), f"refs/heads/{spec.merged_branch}"}
+    assert (paths.worktree_of("w1") / "build" / "out.o").read_text() == "built\n" and paths.worktree_of("w3").is_dir()
     assert git(repo, "log", "-1", "--format=%s", b("w4")).strip() == "hand-made commit"
 
     code, out, _ = cli(capsys, "clean", run_dir, "--branches", "--yes")  # again: says what it keeps
     assert code == 0
     assert f"kept branch {spec.agent_branch('w4')}: 1 commits not merged anywhere" in out
     assert "removed" not in out
+
+    code, out, _ = cli(capsys, "clean", run_dir, "--branches", "--yes", "--ignored")  # asked for: they go
+    assert code == 0 and f"removed worktree {paths.worktree_of('w1')} (clean; 1 git-ignored" in out
+    assert f"removed branch {spec.agent_branch('w1')}" in out and not paths.worktree_of("w1").exists()
 
 
 # ---------------------------------------------------------------------------------- conventions

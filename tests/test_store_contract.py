@@ -11,7 +11,7 @@ from coordstore.errors import GraphError, InvalidTransition, NotFound, StaleAtte
 from coordstore.models import Run
 
 from conftest import T0, make_graph
-from contract_helpers import claimed, done, last, ready, refused, rows
+from contract_helpers import chain_errors, claimed, done, last, ready, refused, rows
 
 
 # ---------------------------------------------------------------------------- runs
@@ -34,6 +34,29 @@ def test_runs_create_get_list_finish(store, clock):
     store.finish_run("r1", "finished")  # same status: no-op
     assert len(store.history("r1")) == n
     assert store.get_run("r2").status == "running"
+
+
+def test_reopen_run_resumes_only_an_interrupted_run(store, clock, new_run):
+    run = new_run(["a"])
+    assert store.reopen_run(run) == store.get_run(run)  # running already: a no-op
+    assert rows(store, run, entity="run") == [(run, None, "running")]
+    clock.advance(5)
+    store.finish_run(run, "interrupted", reason="SIGTERM received")
+    clock.advance(5)
+    r = store.reopen_run(run, reason="resumed")
+    assert (r.status, r.finished_at, r.reason) == ("running", None, "resumed") and store.get_run(run) == r
+    assert rows(store, run, entity="run")[-2:] == [(run, "running", "interrupted"), (run, "interrupted", "running")]
+    assert store.history(run, entity="run")[-1].ts_ms == T0 + 10
+    store.finish_run(run, "interrupted")
+    store.reopen_run(run, now=T0)  # a resumer's stale clock: the row is raised, the chain holds
+    assert store.history(run, entity="run")[-1].ts_ms == T0 + 10 and chain_errors(store.history(run)) == []
+    for ended in ("finished", "failed"):
+        store.finish_run(run, ended)
+        with refused(store, run, InvalidTransition) as e:
+            store.reopen_run(run)
+        assert f"already {ended}" in str(e.value) and store.get_run(run).status == ended
+    with pytest.raises(NotFound):
+        store.reopen_run("nope")
 
 
 def test_run_duplicate_and_missing(store, new_run):

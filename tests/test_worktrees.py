@@ -282,3 +282,27 @@ def test_clean_counts_any_ref_outside_the_run_as_a_safe_home(repo, tmp_path):
     assert removed["refs/heads/orch/r1/a1"] == "all its commits are on other refs"
     assert {i.name: i.reason for i in report.kept} == {"refs/heads/orch/r1/a2": "1 commits not merged anywhere"}
     assert git(repo, "rev-parse", "keep-a1") == tip1
+
+
+def test_clean_names_git_ignored_files_and_keeps_them_unless_asked(repo, tmp_path):
+    (repo / ".git" / "info" / "exclude").write_text("build/\n*.log\n")  # shared by every worktree
+    wts = Worktrees(repo, tmp_path / "wts")
+    a1, a2 = wts.add("a1", "orch/r1/a1", "main"), wts.add("a2", "orch/r1/a2", "main")
+    (a1 / "build" / "sub").mkdir(parents=True)
+    (a1 / "build" / "sub" / "out.o").write_text("built\n")
+    (a1 / "run.log").write_text("log\n")
+    plan = clean(repo, ["orch/r1/a1", "orch/r1/a2"], None, [a1, a2], delete_branches=True, apply=False)
+    reason = "2 git-ignored files or directories (build/, run.log); --ignored deletes them"
+    assert {i.name: i.reason for i in plan.kept} == {str(a1): reason,
+                                                    "refs/heads/orch/r1/a1": f"checked out in worktree {a1}"}
+    assert plan.removed_names() == {str(a2), "refs/heads/orch/r1/a2"}
+    done = clean(repo, ["orch/r1/a1", "orch/r1/a2"], None, [a1, a2], delete_branches=True)
+    assert done == plan  # the dry run said exactly what happened
+    assert (a1 / "build" / "sub" / "out.o").read_text() == "built\n" and (a1 / "run.log").is_file()
+    assert not a2.exists()
+    # asked for: the ignored files go with the worktree, and the report says so
+    done = clean(repo, ["orch/r1/a1"], None, [a1], delete_branches=True, remove_ignored=True)
+    assert {i.name: i.reason for i in done.removed} == {
+        str(a1): "clean; 2 git-ignored files or directories deleted (build/, run.log)",
+        "refs/heads/orch/r1/a1": "all its commits are on other refs"}
+    assert not a1.exists() and done.kept == []
