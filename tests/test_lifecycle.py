@@ -207,12 +207,13 @@ def test_live_run_refuses_resume_and_clean_until_every_process_is_gone(tmp_path)
     live = {a: rec for a, rec in recorded_runners(run_dir).items() if alive(*rec)}
     assert live, "every runner ended with the orchestrator: nothing left to protect"
     spec = RunPaths(run_dir).read_spec()
-    refs = git(Path(spec.repo), "for-each-ref", "--format=%(refname) %(objectname)", "refs/heads/orch")
+    refs = git(Path(spec.repo), "for-each-ref", "--format=%(refname)", "refs/heads/orch")
     r = orch("clean", run_dir, "--branches", "--yes")
     assert r.returncode == 1 and r.stdout == "" and r.stderr.count("\n") == 1, r.stderr
     assert "alive" in r.stderr and any(f"pid {pid}" in r.stderr for pid, _ in live.values()), r.stderr
     assert all(RunPaths(run_dir).worktree_of(a.id).is_dir() for a in spec.agents)
-    assert git(Path(spec.repo), "for-each-ref", "--format=%(refname) %(objectname)", "refs/heads/orch") == refs
+    # every branch is still there (the unsupervised runners may still move them forward)
+    assert git(Path(spec.repo), "for-each-ref", "--format=%(refname)", "refs/heads/orch") == refs
 
     r = orch("resume", run_dir, "--json")  # re-attaches the live runners, respawns the dead ones
     assert r.returncode == 0, r.stderr
