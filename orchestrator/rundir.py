@@ -41,7 +41,7 @@ class AgentSpec(BaseModel):
 class RunSpec(BaseModel):
     """Everything needed to (re)start a run, frozen into ``run.json`` at setup."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # JSON has no NaN: run.json must read back
     run_id: str
     experiment_id: str
     variant: str

@@ -49,7 +49,7 @@ FAILURES: frozenset[str] = frozenset({"stalled", "looping", "dead"})
 class SupervisionConfig(BaseModel):
     """Every threshold of supervision, in one place (``execution.supervision`` in experiment YAML)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     # real CLI agents emit a step or a log line well within two minutes; silence beyond is a hang
     stall_after_ms: int = Field(default=120_000, gt=0)

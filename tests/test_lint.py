@@ -81,6 +81,23 @@ def test_graph_defects_each_become_an_error(tmp_path):
     assert any("unknown type 'precedes'" in m for m in msgs)
 
 
+def test_numbers_that_overflow_to_infinity_are_errors(tmp_path):
+    """JSON's 1e400 parses as inf: as points or an estimate it would stall every schedule."""
+    for key in ("points", "time_estimate_ms"):
+        text = json.dumps(graph_doc([t("a", **{key: 123456789})], [])).replace("123456789", "1e400")
+        r = lint.lint_file(write(tmp_path, text))
+        assert [(f.code, f.message) for f in r.findings if f.severity == "error"] == [("bad-field", f"tasks[0]: {key}: Input should be a finite number")]
+    doc = fixture_doc_with(lambda d: d["tables"]["tasks"][3].update(points=123456789))
+    r = lint.lint_file(write(tmp_path, json.dumps(doc).replace("123456789", "1e400")))
+    assert any(f.code == "bad-field" and "points: expected a number, got inf" in f.message for f in r.findings), r.findings
+
+
+def fixture_doc_with(mutate) -> dict:
+    doc = json.loads(tgmcp_fixture("browser-project.json").read_text())
+    mutate(doc)
+    return doc
+
+
 def test_several_cycles_are_each_named(tmp_path):
     doc = graph_doc([t(i) for i in "abcdef"], [d("a", "b"), d("b", "a"), d("c", "d"), d("d", "e"), d("e", "c"), d("f", "a")])
     r = lint.lint_file(write(tmp_path, doc))

@@ -269,7 +269,7 @@ def preflight(kind: str, options: dict[str, Any] | None) -> None:
     """Check at plan time that an agent of ``kind`` can run with ``options``: an unknown kind
     name, bad CLI options, a missing executable or missing credentials raise ``AgentError``.
     Kinds given as ``package.module:Class`` are checked by their runner, not here (their module
-    may only be importable there); kinds other than the CLI kinds need no check."""
+    may only be importable there); sim's options are checked as its runner will read them."""
     if ":" in kind:
         return
     if kind not in KINDS:
@@ -280,3 +280,7 @@ def preflight(kind: str, options: dict[str, Any] | None) -> None:
         from . import resolve_kind
 
         resolve_kind(kind).preflight(options)
+    elif kind == "sim":
+        from .simplan import SimOptions
+
+        SimOptions.build(options or {})  # AgentError naming the option
