@@ -87,6 +87,9 @@ class Execution(_Strict):
     merge_mode: Literal["immediate", "deferred"] = "immediate"
     on_blocker_failure: Literal["cancel", "wait"] = "cancel"
     supervision: dict[str, Any] = Field(default_factory=dict)
+    # failed or cancelled tasks fail the run (status failed, exit 1) unless the experiment accepts
+    # them, as a fault-injection experiment does
+    allow_failures: bool = False
 
     @field_validator("supervision")
     @classmethod

@@ -22,8 +22,8 @@ from .resources import find_template
 from .rundir import RunPaths, RunSpec
 from .setup import agents_for, load_graph, prepare_run
 
-HEADLINE = ("wall_clock_ms", "lower_bound_ms", "efficiency", "tasks_completed", "tasks_total",
-            "claim_contention", "dispatch_latency_ms", "merge_conflicts", "retries", "cost_usd")
+HEADLINE = ("wall_clock_ms", "lower_bound_ms", "efficiency", "tasks_completed", "tasks_failed", "tasks_cancelled",
+            "tasks_total", "claim_contention", "dispatch_latency_ms", "merge_conflicts", "retries", "cost_usd")
 
 
 @dataclass
@@ -151,6 +151,7 @@ def plan_runs(req: RunRequest) -> list[tuple[RunSpec, RunPaths, object, str | No
             merge_mode=execu.merge_mode,
             on_blocker_failure=execu.on_blocker_failure,
             supervision=execu.supervision,
+            allow_failures=execu.allow_failures,
             model_server=variant.model_server,
         )
         out.append((spec, paths, graph, exp_text, demo))

@@ -60,6 +60,7 @@ class RunSpec(BaseModel):
     on_blocker_failure: str = "cancel"
     supervision: dict[str, Any] = Field(default_factory=dict)
     model_server: str | None = None  # script of the run's own model server (None: agents use their own)
+    allow_failures: bool = False  # failed or cancelled tasks leave the run finished (else: failed)
 
     @property
     def branch_prefix(self) -> str:

@@ -131,6 +131,30 @@ def test_results_below_a_file_and_a_binary_experiment_are_one_line(tmp_path, cap
     assert not (tmp_path / "r").exists()
 
 
+def test_failed_tasks_fail_the_run_unless_the_experiment_allows_them(tmp_path, capsys):
+    """Every task fails or is cancelled: without success criteria the run used to say finished, exit 0."""
+    strict = write_experiment(tmp_path, "policy: pull, agents: 2, kind_options: {p_fail: 1.0}")
+    code, out, err = orch(capsys, "run", "--variant", "v", "--experiment", str(strict), "--results", str(tmp_path / "a"), "--json")
+    assert code == 1, err
+    [run] = json.loads(out)["runs"]
+    m = run["metrics"]
+    assert run["status"] == "failed" and m["tasks_failed"] >= 1 and m["tasks_failed"] + m["tasks_cancelled"] == m["tasks_total"] == 5
+    summary = (Path(run["run_dir"]) / "summary.md").read_text()
+    assert f"| status | failed ({m['tasks_failed']} failed, {m['tasks_cancelled']} cancelled of 5 tasks) |" in summary
+    assert f"| tasks failed / cancelled | {m['tasks_failed']} / {m['tasks_cancelled']} |" in summary
+    code, out, _ = orch(capsys, "runs", "--results", str(tmp_path / "a"), "--json")
+    assert [r["status"] for r in json.loads(out)["runs"]] == ["failed"]
+    code, out, _ = orch(capsys, "watch", run["run_dir"], "--exit-status")
+    assert code == 1
+
+    allowed = write_experiment(tmp_path, "policy: pull, agents: 2, kind_options: {p_fail: 1.0}", ", allow_failures: true")
+    code, out, err = orch(capsys, "run", "--variant", "v", "--experiment", str(allowed), "--results", str(tmp_path / "b"))
+    assert code == 0, err
+    assert "│ finished │" in out and "; the experiment allows failures" in out
+    [summary] = (tmp_path / "b").rglob("summary.md")
+    assert "| status | finished (" in summary.read_text() and "cancelled of 5 tasks (allow_failures)) |" in summary.read_text()
+
+
 def test_yaml_error_names_the_line(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("experiment: {id: x}\ntemplate: tiny-feature\nvariants:\n  - {name: a, policy: pull\n")
