@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from coordstore.errors import InputError
+from coordstore.numbers import is_number
 
 ROLES = ("worker", "coordinator", "lead", "solo", "specialist")
 MERGE_MODES = ("immediate", "deferred")
@@ -71,8 +72,8 @@ class RunnerConfig:
                 raise self._bad(key, f"{v!r} must be a positive integer (milliseconds)")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise self._bad("seed", f"{self.seed!r} must be an integer")
-        if not isinstance(self.time_scale, (int, float)) or self.time_scale <= 0:
-            raise self._bad("time_scale", f"{self.time_scale!r} must be a positive number")
+        if not is_number(self.time_scale) or self.time_scale <= 0:
+            raise self._bad("time_scale", f"{self.time_scale!r} must be a finite number > 0")
         if self.works:
             if not self.worktree:
                 raise self._bad("worktree", f"role {self.role} executes tasks and needs a worktree")

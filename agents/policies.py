@@ -27,6 +27,7 @@ from typing import Any
 
 from coordstore.errors import InputError
 from coordstore.models import TERMINAL, Task
+from coordstore.numbers import is_number
 
 WAIT = "wait"  # nothing to do now: sleep poll_ms
 OVER = "over"  # every task terminal (or the run closed): finish
@@ -79,17 +80,35 @@ class PolicyEnv:
 
 
 def _order(env: PolicyEnv, policy: str, default: str) -> str:
-    order = env.option("order", default)
+    return _order_value(policy, env.option("order", default))
+
+
+def _order_value(policy: str, order: Any) -> str:
     if order not in ORDERS:
         raise InputError(f"policy {policy}: policy_options.order={order!r} is not one of {', '.join(ORDERS)}")
     return order
 
 
 def _ms(env: PolicyEnv, policy: str, key: str, default: int) -> int:
-    v = env.option(key, default)
-    if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
+    return _ms_value(policy, key, env.option(key, default))
+
+
+def _ms_value(policy: str, key: str, v: Any) -> int:
+    if not is_number(v) or v < 0:
         raise InputError(f"policy {policy}: policy_options.{key}={v!r} must be a number >= 0 (milliseconds)")
     return int(v)
+
+
+def check_options(name: str, options: dict[str, Any]) -> None:
+    """The policy's name and options, checked as its agents will read them (``order`` one of
+    ORDERS, every other option milliseconds): at plan time, before a run directory exists."""
+    if name not in OPTIONS:
+        raise InputError(f"policy {name!r} is unknown; known: {', '.join(OPTIONS)}")
+    unknown = sorted(set(options) - set(OPTIONS[name]))
+    if unknown:
+        raise InputError(f"policy {name}: unknown policy_options.{unknown[0]} (known: {', '.join(OPTIONS[name])})")
+    for key, v in options.items():
+        _order_value(name, v) if key == "order" else _ms_value(name, key, v)
 
 
 class Policy:
@@ -221,11 +240,7 @@ WORKER_POLICIES = {"pull": Pull, "solo": Solo, "relay": Relay, "push": PushWorke
 def make_policy(name: str, env: PolicyEnv) -> Policy:
     """The policy object for this agent's role under policy ``name`` (``InputError`` if the pair
     makes no sense, e.g. a coordinator under pull)."""
-    if name not in OPTIONS:
-        raise InputError(f"policy {name!r} is unknown; known: {', '.join(OPTIONS)}")
-    unknown = sorted(set(env.options) - set(OPTIONS[name]))
-    if unknown:
-        raise InputError(f"policy {name}: unknown policy_options.{unknown[0]} (known: {', '.join(OPTIONS[name])})")
+    check_options(name, env.options)
     if env.role in ("coordinator", "lead"):
         from .dispatch import HybridLead, PushCoordinator
 

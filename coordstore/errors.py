@@ -2,6 +2,8 @@
 
     OrchError                    anything orch reports to a user as one line
     ├── InputError               bad input: a file, key, argument or URL (exit 1, names what is wrong)
+    │   ├── UsageError           the command line itself is wrong (exit 2): a value out of range, a
+    │   │                        name that names nothing, options that exclude each other
     │   ├── GraphError           a task graph that is not a valid DAG (cycle, dangling edge, ...)
     │   └── StoreURLError        unknown scheme or missing driver for a store URL
     ├── StoreError               the store refused or failed an operation
@@ -25,6 +27,13 @@ class OrchError(Exception):
 
 class InputError(OrchError):
     """Bad input from the user: the message names the file, key or argument."""
+
+
+class UsageError(InputError):
+    """The command line is wrong, whatever the files say: a number out of range, a name (variant,
+    agent, task, choice) that names nothing, options that exclude each other or go together.
+    The CLI exits 2 for it, as for the parser's own usage errors; files, repositories and stores
+    that are missing or bad stay ``InputError`` (exit 1)."""
 
 
 class GraphError(InputError):

@@ -86,7 +86,7 @@ def check_graph(tasks: list[Task], deps: list[Dependency], broken: Collection[st
         if missing:
             out.append(Finding("error", "dangling-edge", f"dependency {_edge(d)}: no task {missing[0]!r}"))
         elif d.from_id == d.to_id:
-            out.append(Finding("error", "cycle", f"cycle: {d.from_id} -> {d.from_id} ({d.type} edge to itself)", d.from_id))
+            out.append(Finding("error", "cycle", f"{d.from_id} -> {d.from_id} ({d.type} edge to itself)", d.from_id))
         elif (d.from_id, d.to_id, d.type) in seen:
             out.append(Finding("warning", "duplicate-edge", f"dependency {_edge(d)} is listed more than once"))
         elif d.type == "contains" and parent.get(d.to_id, d.from_id) != d.from_id:
@@ -131,7 +131,7 @@ def _cycles(tasks: list[Task], deps: list[Dependency], out: list[Finding]) -> bo
         if not cycle:
             break
         found = True
-        out.append(Finding("error", "cycle", "cycle: " + " -> ".join(cycle), cycle[0]))
+        out.append(Finding("error", "cycle", " -> ".join(cycle), cycle[0]))
         pairs = set(zip(cycle, cycle[1:]))
         # a pair (u, v) comes from u blocking v or one of v's ancestors, or from v containing u
         keep = [

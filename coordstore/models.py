@@ -46,6 +46,7 @@ class _Model(BaseModel):
 class Task(_Model):
     """One unit of work. Definition fields come from the template; state fields from the run."""
 
+    model_config = ConfigDict(allow_inf_nan=False)  # JSON's 1e400 parses as inf: an estimate never is
     id: str = Field(min_length=1)
     title: str = ""
     description: str = ""

@@ -101,12 +101,22 @@ def read_bytes(path: str | os.PathLike) -> bytes:
     return data
 
 
+def decode_text(data: bytes, source: str) -> str:
+    """The bytes as UTF-8 text (a BOM dropped); a binary file is one InputError naming it."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise InputError(f"{source}: not a text file (not UTF-8 at byte {e.start})") from e
+
+
+def read_text(path: str | os.PathLike) -> str:
+    """A text file's content (gunzipped for .gz); missing, unreadable or binary: InputError naming it."""
+    return decode_text(read_bytes(path), str(path))
+
+
 def parse_json(data: bytes, source: str) -> Any:
     """Strict JSON (no NaN); a malformed file is one InputError naming file, line and column."""
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise InputError(f"{source}: not UTF-8 text (byte {e.start})") from e
+    text = decode_text(data, source)
 
     def _no_constants(name: str) -> Any:
         raise ValueError(f"{name} is not valid JSON")

@@ -24,7 +24,7 @@ from pydantic import ValidationError
 
 from . import graph, snapshot, tgmcp
 from .base import CoordStore
-from .errors import GraphError, InputError, InvalidTransition
+from .errors import GraphError, InputError, InvalidTransition, UsageError
 from .models import DEP_TYPES, Run, RunDump, TaskGraph
 
 ORCH_SNAPSHOT = snapshot.FORMAT
@@ -200,14 +200,14 @@ def pick_run(store: CoordStore, run_id: str | None) -> str:
     if not runs:
         raise InputError(f"store {store.url} holds no runs")
     if len(runs) > 1:
-        raise InputError(f"store {store.url} holds {len(runs)} runs ({', '.join(runs)}); choose one with --run")
+        raise UsageError(f"store {store.url} holds {len(runs)} runs ({', '.join(runs)}); choose one with --run")
     return runs[0]
 
 
 def export_run(store: CoordStore, path: str | os.PathLike, run_id: str | None = None, fmt: str = "orch") -> dict[str, Any]:
     """Write one run of ``store`` to ``path`` (atomically; gzip for .gz). Returns a summary."""
     if fmt not in EXPORT_FORMATS:
-        raise InputError(f"--format: unknown format {fmt!r} (known: {', '.join(EXPORT_FORMATS)})")
+        raise UsageError(f"--format: unknown format {fmt!r} (known: {', '.join(EXPORT_FORMATS)})")
     rid = pick_run(store, run_id)
     dump = store.dump_run(rid)
     save_file(path, dump, fmt)

@@ -33,6 +33,7 @@ from pydantic import ValidationError
 
 from . import graph
 from .errors import GraphError, InputError
+from .numbers import is_number
 from .models import DEP_TYPES, Dependency, Task, TaskGraph
 
 SCHEMA_VERSION = 3
@@ -109,7 +110,7 @@ def _int(v: Any, name: str, minimum: int | None = None, code: str = "bad-field")
 def _number(v: Any, name: str, minimum: float | None = None, code: str = "bad-field") -> float | None:
     if v is None:
         return None
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
+    if not is_number(v):
         raise _Bad(f"{name}: expected a number, got {_show(v)}")
     if minimum is not None and v < minimum:
         raise _Bad(f"{name}: must be >= {minimum:g}, got {v}", code)

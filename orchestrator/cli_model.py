@@ -16,7 +16,7 @@ from pathlib import Path
 
 import typer
 
-from coordstore.errors import InputError, OrchError
+from coordstore.errors import InputError, OrchError, UsageError
 
 from .cli import app
 
@@ -26,23 +26,26 @@ FAULT_HELP = "KIND@TURN, e.g. rate_limit@1 or hang@2 (kinds: rate_limit, overloa
 
 
 def parse_fault_option(text: str):
-    """``KIND@TURN[:times=N][:retry_after=S]`` -> (turn, Fault); InputError names the option."""
+    """``KIND@TURN[:times=N][:retry_after=S]`` -> (turn, Fault); UsageError names the option."""
     from .modelserver.turns import parse_fault
 
     head, *opts = text.split(":")
     kind, sep, turn = head.partition("@")
     if not sep or not turn.isdigit():
-        raise InputError(f"--fault {text!r}: expected KIND@TURN (e.g. rate_limit@1)")
+        raise UsageError(f"--fault {text!r}: expected KIND@TURN (e.g. rate_limit@1)")
     raw: dict = {"kind": kind}
     for o in opts:
         k, eq, v = o.partition("=")
         if not eq or k not in ("times", "retry_after", "status"):
-            raise InputError(f"--fault {text!r}: option {o!r} is not times=N, retry_after=S or status=N")
+            raise UsageError(f"--fault {text!r}: option {o!r} is not times=N, retry_after=S or status=N")
         try:
             raw[k] = None if (k == "times" and v in ("always", "")) else (float(v) if k == "retry_after" else int(v))
         except ValueError as e:
-            raise InputError(f"--fault {text!r}: {k}={v!r} is not a number") from e
-    return int(turn), parse_fault(raw, f"--fault {text!r}")
+            raise UsageError(f"--fault {text!r}: {k}={v!r} is not a number") from e
+    try:
+        return int(turn), parse_fault(raw, f"--fault {text!r}")
+    except InputError as e:  # an unknown kind, a number out of range: the option is wrong
+        raise UsageError(str(e)) from e
 
 
 def _interrupt(signum, frame) -> None:
@@ -67,12 +70,12 @@ def model_server(
     from .modelserver import ModelServer
 
     if not 0 <= port <= 65535:
-        raise InputError(f"--port {port}: must be between 0 and 65535")
+        raise UsageError(f"--port {port}: must be between 0 and 65535")
     faults = dict(parse_fault_option(f) for f in fault)
     if (store is None) != (run is None):
-        raise InputError("--store and --run go together (the run whose tasks the server looks up)")
+        raise UsageError("--store and --run go together (the run whose tasks the server looks up)")
     if tasks is not None and store is not None:
-        raise InputError("--tasks and --store are alternatives: give one")
+        raise UsageError("--tasks and --store are alternatives: give one")
     source = None
     if tasks is not None:
         from .modelserver.tasksource import GraphTasks
@@ -89,7 +92,7 @@ def model_server(
         except OrchError as e:
             raise InputError(f"--store {store} --run {run}: {e}") from e
     if repo is not None and script != "replay":
-        raise InputError(f"--repo {repo}: only the replay script reads a repository")
+        raise UsageError(f"--repo {repo}: only the replay script reads a repository")
     options = {"repo": str(repo)} if repo else {}
     for w in worktree:
         if not w.is_dir():

@@ -112,7 +112,7 @@ def status_cmd(
 @app.command("watch")
 def watch_cmd(
     run_dir: Path = typer.Argument(..., help=RUN_DIR_HELP),
-    interval: float = typer.Option(1.0, "--interval", min=0.05, help="Seconds between refreshes from the store."),
+    interval: float = typer.Option(1.0, "--interval", min=0.05, max=3600, help="Seconds between refreshes from the store."),
     exit_status: bool = typer.Option(False, "--exit-status", help="Exit 1 when the run ends other than finished."),
 ) -> None:
     """Live view of a run (from its store, so it works from another terminal); exits when the run ends."""

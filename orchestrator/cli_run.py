@@ -31,6 +31,10 @@ def _render_outcomes(outcomes, quiet: bool) -> None:
         )
     Console().print(table)
     for o in outcomes:  # plain lines: paths must stay copyable, never wrapped
+        m = o.metrics
+        if m["tasks_failed"] or m["tasks_cancelled"]:
+            typer.echo(f"tasks: {m['tasks_failed']} failed, {m['tasks_cancelled']} cancelled"
+                       + ("; the experiment allows failures" if o.spec.allow_failures else f"; run {o.status}"))
         failed = [c for c in o.criteria if not c["passed"]]
         if o.criteria:
             typer.echo(f"success criteria: {len(o.criteria) - len(failed)}/{len(o.criteria)} passed"
@@ -109,7 +113,8 @@ def resume_cmd(
     if as_json:
         print_json({"version": 1, "run_dir": str(orch.paths.root), "status": status, "metrics": metrics})
     else:
-        typer.echo(f"{orch.spec.run_id}: {status}, {metrics['tasks_completed']}/{metrics['tasks_total']} tasks completed")
+        failures = "".join(f", {metrics[f'tasks_{k}']} {k}" for k in ("failed", "cancelled") if metrics[f"tasks_{k}"])
+        typer.echo(f"{orch.spec.run_id}: {status}, {metrics['tasks_completed']}/{metrics['tasks_total']} tasks completed{failures}")
     if status != "finished":
         raise typer.Exit(1)
 

@@ -1,27 +1,38 @@
 """Experiment definitions: YAML files validated into pydantic models, and finding a variant by name.
 
 An error names the file, the key path and the line, e.g.
-``experiments/x.yaml: variants.1.agents (line 14): Input should be ...``.
+``experiments/x.yaml: variants.1.agents.0.count (line 14): Input should be ...``.
+
+Every number is finite and in range here, once, for whatever sets it: the YAML, a variant's
+``execution`` override, or an `orch run` flag layered on top (``launch.plan_runs``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
-from coordstore.errors import InputError
+from coordstore.errors import InputError, UsageError
 from coordstore.paths import PathEscape, path_component
 
 from .resources import experiment_files
 
 Policy = Literal["pull", "push", "hybrid", "solo", "relay"]
+# working agents per variant: each is a process with its own git worktree (a full checkout), so a
+# typo like 4000 would fork thousands of processes and checkouts before anyone noticed; 256 is far
+# past the parallelism any task graph here offers (and a few hundred processes fit one machine)
+MAX_AGENTS = 256
+# replications per variant: statistics want tens; a typo of millions would plan millions of runs
+MAX_RUNS = 1000
+MAX_SEED = 2**32 - 1  # a 32-bit seed, what most random generators take; replication i uses seed + i - 1
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 def _one_directory(name: str) -> str:
@@ -36,17 +47,25 @@ def _one_directory(name: str) -> str:
 class AgentDef(_Strict):
     """One agent of a variant, or ``count`` identical ones."""
 
-    count: int = Field(default=1, ge=1)
+    count: int = Field(default=1, ge=1, le=MAX_AGENTS)
     role: str = "worker"
     tags: list[str] = Field(default_factory=list)
     kind: str | None = None  # None: the variant's kind
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+# ``agents: 4`` or a list of AgentDefs; the discriminator validates only the form given, so an
+# error speaks of that form (``agents.0.count``), not of both
+Agents = Annotated[
+    Annotated[int, Field(ge=1, le=MAX_AGENTS), Tag("number")] | Annotated[list[AgentDef], Field(min_length=1), Tag("list")],
+    Discriminator(lambda v: "list" if isinstance(v, list) else "number"),
+]
+
+
 class Variant(_Strict):
     name: str = Field(min_length=1)
     policy: Policy
-    agents: int | list[AgentDef] = Field(default=4)
+    agents: Agents = 4
     kind: str = "sim"
     kind_options: dict[str, Any] = Field(default_factory=dict)
     policy_options: dict[str, Any] = Field(default_factory=dict)
@@ -58,9 +77,10 @@ class Variant(_Strict):
     _name_is_a_directory = field_validator("name")(_one_directory)
 
     @model_validator(mode="after")
-    def _positive(self) -> "Variant":
-        if isinstance(self.agents, int) and self.agents < 1:
-            raise ValueError("agents must be at least 1")
+    def _bounded(self) -> "Variant":
+        total = sum(d.count for d in self.worker_defs())
+        if total > MAX_AGENTS:
+            raise PydanticCustomError("too_many_agents", "agents: {total} in all, at most {most}", {"total": total, "most": MAX_AGENTS})
         return self
 
     def worker_defs(self) -> list[AgentDef]:
@@ -70,14 +90,26 @@ class Variant(_Strict):
 
 
 class Execution(_Strict):
-    runs: int = Field(default=1, ge=1)
-    seed: int = 42
-    time_scale: float = Field(default=0.001, gt=0)  # simulated ms per estimated ms
+    runs: int = Field(default=1, ge=1, le=MAX_RUNS)
+    seed: int = Field(default=42, ge=0, le=MAX_SEED)
+    # simulated ms per estimated ms; 1 runs each task for its estimate: slower has no use
+    time_scale: float = Field(default=0.001, gt=0, le=1)
     timeout_s: float = Field(default=600, gt=0)
     store: str = "sqlite"  # a scheme (store inside the run dir) or a full URL
     merge_mode: Literal["immediate", "deferred"] = "immediate"
     on_blocker_failure: Literal["cancel", "wait"] = "cancel"
     supervision: dict[str, Any] = Field(default_factory=dict)
+    # failed or cancelled tasks fail the run (status failed, exit 1) unless the experiment accepts
+    # them, as a fault-injection experiment does
+    allow_failures: bool = False
+
+    @field_validator("supervision")
+    @classmethod
+    def _thresholds(cls, v: dict[str, Any]) -> dict[str, Any]:
+        from .verdicts import SupervisionConfig
+
+        SupervisionConfig.model_validate(v)  # checked here, at load, before any run directory exists
+        return v
 
 
 class Criterion(_Strict):
@@ -120,20 +152,18 @@ class Experiment(_Strict):
         for v in self.variants:
             if v.name == name:
                 return v
-        raise InputError(f"experiment {self.experiment.id!r} has no variant {name!r}; it has: {', '.join(v.name for v in self.variants)}")
+        raise UsageError(f"--variant {name!r}: experiment {self.experiment.id!r} has no such variant; it has: {', '.join(v.name for v in self.variants)}")
 
     def execution_for(self, variant: Variant) -> Execution:
-        """The experiment's execution settings with the variant's overrides merged in."""
+        """The experiment's execution settings with the variant's overrides merged in (checked
+        by ``load_experiment``; a ValidationError here means an experiment built in code)."""
         merged = self.execution.model_dump()
         for k, v in variant.execution.items():
             if isinstance(v, dict) and isinstance(merged.get(k), dict):
                 merged[k] = {**merged[k], **v}
             else:
                 merged[k] = v
-        try:
-            return Execution.model_validate(merged)
-        except ValidationError as e:
-            raise InputError(f"variant {variant.name!r}: execution: {e.errors()[0]['msg']}") from e
+        return Execution.model_validate(merged)
 
 
 def _line_of(node: yaml.Node | None, path: tuple) -> int | None:
@@ -153,12 +183,35 @@ def _line_of(node: yaml.Node | None, path: tuple) -> int | None:
     return line
 
 
+def _key_path(loc: tuple, data: Any, missing: bool) -> tuple:
+    """The part of a pydantic error location that exists in the file: a union's branch labels
+    (the ``number``/``list`` tags of ``agents``) are not keys anyone wrote."""
+    out, node = [], data
+    for i, part in enumerate(loc):
+        if isinstance(node, dict) and (part in node or (missing and i == len(loc) - 1)):
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        else:
+            continue
+        out.append(part)
+    return tuple(out)
+
+
+def _schema_error(path: Path, tree: yaml.Node | None, data: Any, e: ValidationError, prefix: tuple = ()) -> InputError:
+    err = e.errors()[0]
+    loc = _key_path(prefix + tuple(err["loc"]), data, err["type"] == "missing")
+    line = _line_of(tree, loc)
+    where = f" (line {line})" if line else ""
+    key = ".".join(str(p) for p in loc) or "(top)"
+    return InputError(f"{path}: {key}{where}: {err['msg']}")
+
+
 def load_experiment(path: Path) -> Experiment:
     """Parse and validate an experiment file; InputError names file, key path and line."""
-    try:
-        text = Path(path).read_text()
-    except OSError as e:
-        raise InputError(f"{path}: cannot read experiment file ({e.strerror})") from e
+    from coordstore.snapshot import read_text
+
+    text = read_text(path)
     try:
         data = yaml.safe_load(text)
         tree = yaml.compose(text)
@@ -169,14 +222,15 @@ def load_experiment(path: Path) -> Experiment:
     if not isinstance(data, dict):
         raise InputError(f"{path}: an experiment file must be a mapping with experiment/template/variants")
     try:
-        return Experiment.model_validate(data)
+        exp = Experiment.model_validate(data)
     except ValidationError as e:
-        err = e.errors()[0]
-        loc = tuple(err["loc"])
-        line = _line_of(tree, loc)
-        where = f" (line {line})" if line else ""
-        key = ".".join(str(p) for p in loc) or "(top)"
-        raise InputError(f"{path}: {key}{where}: {err['msg']}") from e
+        raise _schema_error(path, tree, data, e) from e
+    for i, v in enumerate(exp.variants):  # each variant's overrides on top of the experiment's
+        try:
+            exp.execution_for(v)
+        except ValidationError as e:
+            raise _schema_error(path, tree, data, e, ("variants", i, "execution")) from e
+    return exp
 
 
 def find_variant(name: str, experiment_file: Path | None = None) -> tuple[Path, Experiment, Variant]:
@@ -197,8 +251,8 @@ def find_variant(name: str, experiment_file: Path | None = None) -> tuple[Path, 
     if len(hits) == 1:
         return hits[0]
     if not hits:
-        raise InputError(f"--variant {name!r}: no such variant; known: {', '.join(sorted(every)) or '(none)'}")
-    raise InputError(
+        raise UsageError(f"--variant {name!r}: no such variant; known: {', '.join(sorted(every)) or '(none)'}")
+    raise UsageError(
         f"--variant {name!r} is ambiguous: {', '.join(f'{e.experiment.id}/{v.name}' for _, e, v in hits)}; "
         "name one as EXPERIMENT/VARIANT or pass --experiment FILE"
     )

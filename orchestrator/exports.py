@@ -22,7 +22,8 @@ def export_run(spec: RunSpec, paths: RunPaths, store) -> dict:
 
     criteria = from_experiment_file(paths.experiment, metrics)
     write_private(paths.criteria, json.dumps(criteria, indent=2, sort_keys=True) + "\n")
-    write_private(paths.summary, summary_markdown(spec, dump.run.status, metrics, criteria))
+    status = f"{dump.run.status} ({dump.run.reason})" if dump.run.reason else dump.run.status
+    write_private(paths.summary, summary_markdown(spec, status, metrics, criteria))
     return metrics
 
 
@@ -30,6 +31,7 @@ def summary_markdown(spec: RunSpec, status: str, m: dict, criteria: list[dict] =
     rows = [
         ("status", status),
         ("tasks completed", f"{m['tasks_completed']}/{m['tasks_total']}"),
+        ("tasks failed / cancelled", f"{m['tasks_failed']} / {m['tasks_cancelled']}"),
         ("wall clock", f"{m['wall_clock_ms'] / 1000:.2f} s"),
         ("lower bound", f"{m['lower_bound_ms'] / 1000:.2f} s"),
         ("efficiency", f"{m['efficiency']:.3f}"),

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from coordstore.errors import GitError, InputError
+from coordstore.errors import GitError, InputError, UsageError
 from coordstore.models import Dependency, Task, TaskGraph
 
 from .gitrepo import _LOCATING_ENV, git_out, resolve_commit, run_git
@@ -84,12 +84,12 @@ def points(c: HistoryCommit) -> int:
 
 
 def parse_range(rev_range: str) -> tuple[str, str]:
-    """``A..B`` -> (A, B); ``A..`` means ``A..HEAD``. InputError for anything else."""
+    """``A..B`` -> (A, B); ``A..`` means ``A..HEAD``. UsageError for anything else."""
     if "..." in rev_range:
-        raise InputError(f"range {rev_range!r}: symmetric ranges (A...B) are not supported; use A..B")
+        raise UsageError(f"range {rev_range!r}: symmetric ranges (A...B) are not supported; use A..B")
     a, sep, b = rev_range.partition("..")
     if not sep or not a.strip():
-        raise InputError(f"range {rev_range!r}: expected A..B (the replay runs on A, so A is required)")
+        raise UsageError(f"range {rev_range!r}: expected A..B (the replay runs on A, so A is required)")
     return a.strip(), (b.strip() or "HEAD")
 
 
@@ -177,7 +177,7 @@ def to_task(c: HistoryCommit, tid: str) -> Task:
 def build(repo: str | os.PathLike, rev_range: str, deps: str = "files") -> HistoryTemplate:
     """The template of ``rev_range`` in ``repo`` and a summary of it (see the module docstring)."""
     if deps not in DEPS_MODES:
-        raise InputError(f"--deps: unknown mode {deps!r} (known: {', '.join(DEPS_MODES)})")
+        raise UsageError(f"--deps: unknown mode {deps!r} (known: {', '.join(DEPS_MODES)})")
     a, b = parse_range(rev_range)
     root = open_repo(repo)
     base, head = resolve_commit(root, a), resolve_commit(root, b)

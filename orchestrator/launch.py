@@ -7,19 +7,23 @@ leaves nothing behind.
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from coordstore.errors import InputError
+from pydantic import ValidationError
 
-from .experiment import find_variant
+from coordstore.errors import InputError, UsageError
+from coordstore.snapshot import read_text
+
+from .experiment import Execution, find_variant
 from .resources import find_template
 from .rundir import RunPaths, RunSpec
 from .setup import agents_for, load_graph, prepare_run
 
-HEADLINE = ("wall_clock_ms", "lower_bound_ms", "efficiency", "tasks_completed", "tasks_total",
-            "claim_contention", "dispatch_latency_ms", "merge_conflicts", "retries", "cost_usd")
+HEADLINE = ("wall_clock_ms", "lower_bound_ms", "efficiency", "tasks_completed", "tasks_failed", "tasks_cancelled",
+            "tasks_total", "claim_contention", "dispatch_latency_ms", "merge_conflicts", "retries", "cost_usd")
 
 
 @dataclass
@@ -52,12 +56,43 @@ def _run_id(variant: str, i: int) -> str:
     return f"{variant}-{stamp}-r{i}-{secrets.token_hex(2)}"
 
 
+# `orch run` flags that set an execution key: checked by the same model as the YAML's keys
+FLAGS = {"runs": "--runs", "seed": "--seed", "time_scale": "--time-scale"}
+
+
+def _with_flags(execu: Execution, req: "RunRequest") -> Execution:
+    """The experiment's execution with the flags given laid over it; a bad value is a UsageError
+    naming the flag (the experiment's own values were checked when it loaded)."""
+    given = {k: getattr(req, k) for k in FLAGS if getattr(req, k) is not None}
+    try:
+        return Execution.model_validate({**execu.model_dump(), **given})
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = err["loc"][0] if err["loc"] else None
+        if key not in given:
+            raise
+        raise UsageError(f"{FLAGS[key]} {given[key]}: {err['msg']}") from e
+
+
+def _check_results(results: Path) -> None:
+    """--results must be, or be creatable as, a directory orch can write in."""
+    p = Path(os.path.abspath(results))
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    if not p.is_dir():
+        raise InputError(f"--results {results}: {p} is not a directory")
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise InputError(f"--results {results}: cannot write in {p}")
+
+
 def _preflight(variant, agents) -> None:
     """Every working agent's kind can run (CLI present, credentials set, options valid), checked
     before any run directory or worktree exists."""
     from agents.kinds.command import preflight
+    from agents.policies import check_options
     from coordstore.errors import AgentError
 
+    check_options(variant.policy, variant.policy_options)
     served = {}
     if variant.model_server:  # the run's own server will provide base URLs and keys
         from .modelserver.context import agent_env
@@ -79,10 +114,8 @@ def _preflight(variant, agents) -> None:
 def plan_runs(req: RunRequest) -> list[tuple[RunSpec, RunPaths, object, str | None, bool]]:
     """Validate the request and return, per replication, what setup needs. Writes nothing."""
     exp_file, exp, variant = find_variant(req.variant, req.experiment)
-    execu = exp.execution_for(variant)
-    runs = execu.runs if req.runs is None else req.runs
-    if runs < 1:
-        raise InputError(f"--runs {runs}: must be at least 1")
+    execu = _with_flags(exp.execution_for(variant), req)
+    _check_results(req.results)
     tref = req.template or variant.template or exp.template
     template = find_template(tref, exp_file.parent).resolve()
     graph = load_graph(template)
@@ -92,15 +125,11 @@ def plan_runs(req: RunRequest) -> list[tuple[RunSpec, RunPaths, object, str | No
 
         repo = check_repo(Path(req.repo or exp.repo))
         base = resolve_commit(repo, req.base)
-    seed = execu.seed if req.seed is None else req.seed
-    time_scale = execu.time_scale if req.time_scale is None else req.time_scale
-    if time_scale <= 0:
-        raise InputError(f"--time-scale {time_scale}: must be positive")
     agents = agents_for(variant.policy, variant.worker_defs(), variant.kind)
     _preflight(variant, agents)
-    exp_text = exp_file.read_text()
+    exp_text = read_text(exp_file)  # as load_experiment read it: UTF-8 whatever the locale
     out = []
-    for i in range(1, runs + 1):
+    for i in range(1, execu.runs + 1):
         run_id = _run_id(variant.name, i)
         paths = RunPaths(req.results / exp.experiment.id / variant.name / run_id)
         demo = repo is None
@@ -116,12 +145,13 @@ def plan_runs(req: RunRequest) -> list[tuple[RunSpec, RunPaths, object, str | No
             repo=str(paths.demo_repo if demo else repo),
             base="main" if demo else base,
             store_url=paths.store_url(req.store or execu.store),
-            seed=seed + i - 1,  # replication i uses seed + i - 1: distinct, reproducible
-            time_scale=time_scale,
+            seed=execu.seed + i - 1,  # replication i uses seed + i - 1: distinct, reproducible
+            time_scale=execu.time_scale,
             timeout_s=execu.timeout_s,
             merge_mode=execu.merge_mode,
             on_blocker_failure=execu.on_blocker_failure,
             supervision=execu.supervision,
+            allow_failures=execu.allow_failures,
             model_server=variant.model_server,
         )
         out.append((spec, paths, graph, exp_text, demo))

@@ -130,15 +130,15 @@ class Orchestrator:
         return done == total
 
     def run(self) -> str:
-        """Loop until every task is terminal (``finished``) or the timeout (``interrupted``)."""
+        """Loop until every task is terminal (``finished``, or ``failed`` for failed tasks the
+        experiment does not allow) or the timeout (``interrupted``)."""
         status = "finished"
         while not self.step():
             if self.clock() > self.deadline:
                 status = "interrupted"
                 break
             self.watcher.wait(TICK_S)
-        self.finish(status)
-        return status
+        return self.finish(status)
 
     def conduct(self, resume: bool = False) -> str:
         """Start (or, ``resume``, re-attach) and run to the end; returns the final status.
@@ -170,8 +170,9 @@ class Orchestrator:
                 self.store.set_agent_status(self.spec.run_id, a.id, "stopped", reason=f"run interrupted: {reason}")
         self.store.finish_run(self.spec.run_id, "interrupted", reason=reason)
 
-    def finish(self, status: str) -> None:
-        """Let runners exit, stop the rest, merge what waited, export, close the run."""
+    def finish(self, status: str) -> str:
+        """Let runners exit, stop the rest, merge what waited, export, close the run; returns
+        the run's final status."""
         end = self.clock() + DRAIN_S
         while not self.controller.all_exited() and self.clock() < end:
             self.watcher.wait(0.05)
@@ -186,10 +187,14 @@ class Orchestrator:
             from .finalmerge import merge_completed
 
             merge_completed(self.spec, self.store)
-        self.store.finish_run(self.spec.run_id, status)
+        from .outcome import settle
+
+        status, reason = settle(self.spec, self.store, status)
+        self.store.finish_run(self.spec.run_id, status, reason=reason)
         from .exports import export_run
 
         export_run(self.spec, self.paths, self.store)
+        return status
 
     def close(self) -> None:
         if self.model_server is not None:

@@ -42,7 +42,7 @@ class AgentSpec(BaseModel):
 class RunSpec(BaseModel):
     """Everything needed to (re)start a run, frozen into ``run.json`` at setup."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # JSON has no NaN: run.json must read back
     run_id: str
     experiment_id: str
     variant: str
@@ -61,6 +61,7 @@ class RunSpec(BaseModel):
     on_blocker_failure: str = "cancel"
     supervision: dict[str, Any] = Field(default_factory=dict)
     model_server: str | None = None  # script of the run's own model server (None: agents use their own)
+    allow_failures: bool = False  # failed or cancelled tasks leave the run finished (else: failed)
 
     @property
     def branch_prefix(self) -> str:

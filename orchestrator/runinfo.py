@@ -31,7 +31,7 @@ from typing import Any, NamedTuple
 
 from coordstore import open_store
 from coordstore.base import CoordStore
-from coordstore.errors import InputError, NotFound, StoreDamaged, StoreError
+from coordstore.errors import InputError, NotFound, StoreDamaged, StoreError, UsageError
 from coordstore.models import AGENT_STATUSES, TASK_STATUSES, TERMINAL, Agent, Run, Transition
 from coordstore.private import write_private
 
@@ -80,7 +80,7 @@ class RunRef:
         ids = [a.id for a in self.spec.agents if a.works or not working]
         if agent not in ids:
             what = "a working agent" if working else "an agent"
-            raise InputError(f"{agent!r} is not {what} of run {self.run_id} (agents: {', '.join(ids) or 'none'})")
+            raise UsageError(f"{agent!r} is not {what} of run {self.run_id} (agents: {', '.join(ids) or 'none'})")
 
 
 def _missing_local_store(url: str) -> Path | None:
@@ -332,16 +332,16 @@ HISTORY_ENTITIES = ("task", "agent", "merge", "run", "claim")
 def history_view(ref: RunRef, task: str | None = None, agent: str | None = None, entity: str | None = None) -> dict[str, Any]:
     """The run's transitions, filtered; ``offset_ms`` counts from the run's first row."""
     if task and agent:
-        raise InputError("--task and --agent: give one of them")
+        raise UsageError("--task and --agent: give one of them")
     if entity is not None and entity not in HISTORY_ENTITIES:
-        raise InputError(f"--entity {entity!r}: one of {', '.join(HISTORY_ENTITIES)}")
+        raise UsageError(f"--entity {entity!r}: one of {', '.join(HISTORY_ENTITIES)}")
     with ref.open_store() as store:
         store.get_run(ref.run_id)  # a store without the run has no history of it, not an empty one
         if task is not None:
             try:
                 store.get_task(ref.run_id, task)
             except NotFound as e:
-                raise InputError(f"--task {task!r}: no such task in run {ref.run_id}") from e
+                raise UsageError(f"--task {task!r}: no such task in run {ref.run_id}") from e
         if agent is not None:
             ref.check_agent(agent)
         rows = store.history(ref.run_id)

@@ -57,7 +57,7 @@ FAILURES: frozenset[str] = frozenset({"stalled", "looping", "dead"})
 class SupervisionConfig(BaseModel):
     """Every threshold of supervision, in one place (``execution.supervision`` in experiment YAML)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     # real CLI agents emit a step or a log line well within two minutes; silence beyond is a hang
     # (agent time: scaled by the run's time_scale for time-scaled kinds, see the module docstring)

@@ -369,6 +369,8 @@ def test_preflight_missing_key_and_where_it_may_come_from(monkeypatch, tmp_path)
     ("claude", {"permision_mode": "x"}, "kind_options.permision_mode: is not an option of this kind"),
     ("claude", {"bare": "yes"}, "kind_options.bare: 'yes' must be true or false"),
     ("codex", {"timeout_s": 0}, "kind_options.timeout_s: 0 must be a positive number"),
+    ("codex", {"timeout_s": float("inf")}, "kind_options.timeout_s: inf must be a positive number"),
+    ("aider", {"usd_per_mtok": {"in": float("nan")}}, "kind_options.usd_per_mtok: must map some of in, out, cached, thinking"),
     ("command", {}, "kind_options.argv: the command kind needs argv"),
     ("command", {"argv": ["x"], "parser": "json"}, "kind_options.parser: output parser 'json' is unknown"),
     ("command", {"argv": ["x"], "preset": "cursor"}, "kind_options.preset: 'cursor' is not one of"),

@@ -336,13 +336,13 @@ def test_history_filters_and_json(capsys, finished_run):
     assert by_agent and all(t["agent"] == task.completed_by and t["entity"] == "task" for t in by_agent)
 
 
-def test_history_errors(capsys, finished_run):
+def test_history_errors(capsys, finished_run):  # usage errors: a name that names nothing, exclusive options
     code, out, err = cli(capsys, "history", finished_run, "--task", "no-such-task")
-    assert code == 1 and out == "" and "no-such-task" in err and err.count("\n") == 1
+    assert code == 2 and out == "" and "no-such-task" in err and err.count("\n") == 1
     code, _, err = cli(capsys, "history", finished_run, "--task", "a", "--agent", "w1")
-    assert code == 1 and "--task and --agent" in err
+    assert code == 2 and "--task and --agent" in err
     code, _, err = cli(capsys, "history", finished_run, "--entity", "bogus")
-    assert code == 1 and "bogus" in err
+    assert code == 2 and "bogus" in err
 
 
 # ---------------------------------------------------------------------------------- git views
@@ -400,7 +400,7 @@ def test_diff_and_log_of_an_agent(capsys, finished_run):
 def test_unknown_agent_is_one_line_error(capsys, finished_run):
     for cmd in ("diff", "log", "logs"):
         code, out, err = cli(capsys, cmd, finished_run, "nobody")
-        assert code == 1 and out == ""
+        assert code == 2 and out == ""  # a usage error: the agent names nothing in this run
         assert err.count("\n") == 1 and "'nobody'" in err and "w1" in err
 
 

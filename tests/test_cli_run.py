@@ -77,17 +77,82 @@ def test_report_writes_markdown_html_and_charts(tmp_path, capsys):
     assert json.loads(out)["baseline"] == "solo-1" and "pull-2" in json.loads(out)["speedup"]
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["--variant", "no-such"], "no such variant"),
-    (["--variant", "pull-4", "--template", "missing.json"], "missing.json"),
-    (["--variant", "pull-4", "--runs", "0"], "--runs 0"),
+@pytest.mark.parametrize("args,needle,exit_code", [
+    (["--variant", "no-such"], "no such variant", 2),  # a usage error: the name names nothing
+    (["--variant", "pull-4", "--template", "missing.json"], "missing.json", 1),  # a missing file
+    (["--variant", "pull-4", "--runs", "0"], "--runs 0", 2),
 ])
-def test_bad_run_arguments_fail_cleanly(tmp_path, capsys, args, needle):
+def test_bad_run_arguments_fail_cleanly(tmp_path, capsys, args, needle, exit_code):
     results = tmp_path / "results"
     code, out, err = orch(capsys, "run", *args, "--results", str(results))
-    assert code == 1
+    assert code == exit_code
     assert needle in err and len(err.strip().splitlines()) == 1
     assert not results.exists()
+
+
+def write_experiment(tmp_path, variant: str = "policy: pull, agents: 2", execution: str = "") -> Path:
+    """A one-variant experiment (``v``) on tiny-feature; ``variant`` and ``execution`` are YAML flow items."""
+    f = tmp_path / "exp.yaml"
+    f.write_text(f"experiment: {{id: t}}\ntemplate: tiny-feature\nexecution: {{runs: 1, time_scale: {FAST}{execution}}}\n"
+                 f"variants:\n  - {{name: v, {variant}}}\n")
+    return f
+
+
+@pytest.mark.parametrize("variant,execution,needle", [
+    ("policy: pull", ", time_scale: .nan", "execution.time_scale (line 3): Input should be a finite number"),
+    ("policy: pull", ", supervision: {stall_after_ms: .inf}", "execution.supervision.stall_after_ms (line 3)"),
+    ("policy: pull, agents: [{count: 0}]", "", "variants.0.agents.0.count (line 5): Input should be greater than or equal to 1"),
+    ("policy: pull, agents: 1000", "", "variants.0.agents (line 5): Input should be less than or equal to 256"),
+    ("policy: pull, kind_options: {p_fail: .nan}", "", "sim option p_fail=nan"),
+    ("policy: pull, kind_options: {retry_after_s: .inf}", "", "sim option retry_after_s=inf"),
+    ("policy: push, policy_options: {dispatch_latency_ms: .inf}", "", "policy_options.dispatch_latency_ms=inf"),
+    ("policy: pull, policy_options: {dispatch_latency_ms: 5}", "", "unknown policy_options.dispatch_latency_ms"),
+])
+def test_bad_values_in_the_experiment_leave_no_run_dir(tmp_path, capsys, variant, execution, needle):
+    """Refused while planning, before any run directory exists (a NaN time scale used to run and
+    leave a run.json no command could read; bad sim or policy options used to crash runners)."""
+    exp = write_experiment(tmp_path, variant, execution)
+    results = tmp_path / "results"
+    code, out, err = orch(capsys, "run", "--variant", "v", "--experiment", str(exp), "--results", str(results))
+    assert code == 1 and out == "" and len(err.strip().splitlines()) == 1, err
+    assert needle in err
+    assert not results.exists()
+
+
+def test_results_below_a_file_and_a_binary_experiment_are_one_line(tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    code, out, err = orch(capsys, "run", "--variant", "pull-2", "--results", str(afile / "sub"))
+    assert code == 1 and err == f"orch: error: --results {afile / 'sub'}: {afile} is not a directory\n"
+    binary = tmp_path / "exp.yaml"
+    binary.write_bytes(bytes(range(128, 256)))
+    code, out, err = orch(capsys, "run", "--variant", "v", "--experiment", str(binary), "--results", str(tmp_path / "r"))
+    assert code == 1 and err == f"orch: error: {binary}: not a text file (not UTF-8 at byte 0)\n"
+    assert not (tmp_path / "r").exists()
+
+
+def test_failed_tasks_fail_the_run_unless_the_experiment_allows_them(tmp_path, capsys):
+    """Every task fails or is cancelled: without success criteria the run used to say finished, exit 0."""
+    strict = write_experiment(tmp_path, "policy: pull, agents: 2, kind_options: {p_fail: 1.0}")
+    code, out, err = orch(capsys, "run", "--variant", "v", "--experiment", str(strict), "--results", str(tmp_path / "a"), "--json")
+    assert code == 1, err
+    [run] = json.loads(out)["runs"]
+    m = run["metrics"]
+    assert run["status"] == "failed" and m["tasks_failed"] >= 1 and m["tasks_failed"] + m["tasks_cancelled"] == m["tasks_total"] == 5
+    summary = (Path(run["run_dir"]) / "summary.md").read_text()
+    assert f"| status | failed ({m['tasks_failed']} failed, {m['tasks_cancelled']} cancelled of 5 tasks) |" in summary
+    assert f"| tasks failed / cancelled | {m['tasks_failed']} / {m['tasks_cancelled']} |" in summary
+    code, out, _ = orch(capsys, "runs", "--results", str(tmp_path / "a"), "--json")
+    assert [r["status"] for r in json.loads(out)["runs"]] == ["failed"]
+    code, out, _ = orch(capsys, "watch", run["run_dir"], "--exit-status")
+    assert code == 1
+
+    allowed = write_experiment(tmp_path, "policy: pull, agents: 2, kind_options: {p_fail: 1.0}", ", allow_failures: true")
+    code, out, err = orch(capsys, "run", "--variant", "v", "--experiment", str(allowed), "--results", str(tmp_path / "b"))
+    assert code == 0, err
+    assert "│ finished │" in out and "; the experiment allows failures" in out
+    [summary] = (tmp_path / "b").rglob("summary.md")
+    assert "| status | finished (" in summary.read_text() and "cancelled of 5 tasks (allow_failures)) |" in summary.read_text()
 
 
 def test_yaml_error_names_the_line(tmp_path, capsys):
@@ -105,7 +170,7 @@ def test_ambiguous_variant_fails_cleanly(tmp_path, capsys, monkeypatch):
             f"experiment: {{id: {n}}}\ntemplate: tiny-feature\nvariants:\n  - {{name: twin, policy: pull, agents: 1}}\n")
     monkeypatch.chdir(tmp_path)
     code, _, err = orch(capsys, "run", "--variant", "twin", "--results", str(tmp_path / "r"))
-    assert code == 1 and "ambiguous" in err and "a/twin" in err and "b/twin" in err
+    assert code == 2 and "ambiguous" in err and "a/twin" in err and "b/twin" in err  # a usage error
     assert not (tmp_path / "r").exists()
 
 

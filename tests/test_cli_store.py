@@ -29,8 +29,8 @@ def runs_in(url) -> list[str]:
         return [r.id for r in s.list_runs()]
 
 
-def assert_one_line_error(code, out, err, *needles):
-    assert code == 1 and out == ""
+def assert_one_line_error(code, out, err, *needles, exit_code=1):
+    assert code == exit_code and out == ""
     assert err.startswith("orch: error: ") and err.endswith("\n") and err.count("\n") == 1, err
     for n in needles:
         assert n in err, err
@@ -134,11 +134,11 @@ def test_export_defaults_to_the_only_run_and_refuses_ambiguity(store_url, tmp_pa
     assert json.loads(out_file.read_text())["run"]["id"] == "one"
     run_cli(capsys, "import", tgmcp_fixture("browser-project.json"), "--store", store_url, "--run", "two")
     code, out, err = run_cli(capsys, "export", "--store", store_url, "-o", tmp_path / "x.json")
-    assert_one_line_error(code, out, err, "holds 2 runs (one, two); choose one with --run")
+    assert_one_line_error(code, out, err, "holds 2 runs (one, two); choose one with --run", exit_code=2)  # usage: --run missing
     code, out, err = run_cli(capsys, "export", "--store", store_url, "-o", tmp_path / "x.json", "--run", "nope")
     assert code == 1 and "nope" in err and err.count("\n") == 1
     code, out, err = run_cli(capsys, "export", "--store", store_url, "-o", tmp_path / "x.json", "--run", "two", "--format", "yaml")
-    assert_one_line_error(code, out, err, "--format: unknown format 'yaml'")
+    assert_one_line_error(code, out, err, "--format: unknown format 'yaml'", exit_code=2)
     assert not (tmp_path / "x.json").exists()
 
 

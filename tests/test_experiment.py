@@ -95,3 +95,43 @@ def test_variant_execution_overrides_merge(tmp_path):
     ex = exp.execution_for(exp.variant("a"))
     assert ex.runs == 1 and ex.time_scale == 0.01
     assert ex.supervision == {"stall_after_ms": 50, "loop_repeats": 4}
+
+
+BASE = "experiment: {id: x}\ntemplate: tiny-feature\n"
+
+
+@pytest.mark.parametrize("body,needle", [
+    ("execution: {time_scale: .nan}\nvariants:\n  - {name: a, policy: pull}\n", "execution.time_scale (line 3): Input should be a finite number"),
+    ("execution: {time_scale: .inf}\nvariants:\n  - {name: a, policy: pull}\n", "execution.time_scale (line 3): Input should be a finite number"),
+    ("execution: {time_scale: 2}\nvariants:\n  - {name: a, policy: pull}\n", "execution.time_scale (line 3): Input should be less than or equal to 1"),
+    ("execution: {timeout_s: .inf}\nvariants:\n  - {name: a, policy: pull}\n", "execution.timeout_s (line 3): Input should be a finite number"),
+    ("execution: {runs: 1001}\nvariants:\n  - {name: a, policy: pull}\n", "execution.runs (line 3)"),
+    ("execution: {seed: -1}\nvariants:\n  - {name: a, policy: pull}\n", "execution.seed (line 3)"),
+    ("execution: {supervision: {kill_grace_s: .inf}}\nvariants:\n  - {name: a, policy: pull}\n",
+     "execution.supervision.kill_grace_s (line 3): Input should be a finite number"),
+    ("variants:\n  - {name: a, policy: pull}\nsuccess_criteria:\n  - {metric: efficiency, op: '>', value: .nan}\n",
+     "success_criteria.0.value (line 6): Input should be a finite number"),
+    ("variants:\n  - {name: a, policy: pull, agents: 0}\n", "variants.0.agents (line 4): Input should be greater than or equal to 1"),
+    ("variants:\n  - {name: a, policy: pull, agents: 257}\n", "variants.0.agents (line 4): Input should be less than or equal to 256"),
+    ("variants:\n  - name: a\n    policy: pull\n    agents: [{count: 0}]\n",
+     "variants.0.agents.0.count (line 6): Input should be greater than or equal to 1"),
+    ("variants:\n  - {name: a, policy: pull, agents: [{count: 200}, {count: 100}]}\n", "variants.0 (line 4): agents: 300 in all, at most 256"),
+    ("variants:\n  - name: a\n    policy: pull\n    execution: {time_scale: .nan}\n",
+     "variants.0.execution.time_scale (line 6): Input should be a finite number"),
+    ("variants:\n  - name: a\n    policy: pull\n    execution: {supervision: {stall_after_ms: 0}}\n",
+     "variants.0.execution.supervision.stall_after_ms (line 6): Input should be greater than 0"),
+])
+def test_numbers_are_finite_and_in_range(tmp_path, body, needle):
+    """Each bad number is named by file, key path and line, whichever key or override carries it."""
+    f = tmp_path / "x.yaml"
+    f.write_text(BASE + body)
+    with pytest.raises(InputError) as e:
+        load_experiment(f)
+    assert str(e.value).startswith(f"{f}: {needle}"), str(e.value)
+
+
+def test_a_binary_experiment_file_is_named(tmp_path):
+    f = tmp_path / "x.yaml"
+    f.write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe")
+    with pytest.raises(InputError, match=r"x.yaml: not a text file \(not UTF-8 at byte 0\)"):
+        load_experiment(f)

@@ -76,7 +76,7 @@ def test_graph_defects_each_become_an_error(tmp_path):
     c = codes(r)
     assert c == Counter({"cycle": 2, "duplicate-id": 1, "dangling-edge": 1, "unknown-dep-type": 1, "two-parents": 1})
     msgs = [f.message for f in r.findings]
-    assert "cycle: a -> b -> c -> a" in msgs
+    assert "a -> b -> c -> a" in msgs and "x -> x (blocks edge to itself)" in msgs
     assert any("no task 'ghost'" in m for m in msgs)
     assert any("unknown type 'precedes'" in m for m in msgs)
 
@@ -93,10 +93,27 @@ def test_file_scope_leaving_the_repository_or_reaching_git_is_an_error(tmp_path)
     ]
 
 
+def test_numbers_that_overflow_to_infinity_are_errors(tmp_path):
+    """JSON's 1e400 parses as inf: as points or an estimate it would stall every schedule."""
+    for key in ("points", "time_estimate_ms"):
+        text = json.dumps(graph_doc([t("a", **{key: 123456789})], [])).replace("123456789", "1e400")
+        r = lint.lint_file(write(tmp_path, text))
+        assert [(f.code, f.message) for f in r.findings if f.severity == "error"] == [("bad-field", f"tasks[0]: {key}: Input should be a finite number")]
+    doc = fixture_doc_with(lambda d: d["tables"]["tasks"][3].update(points=123456789))
+    r = lint.lint_file(write(tmp_path, json.dumps(doc).replace("123456789", "1e400")))
+    assert any(f.code == "bad-field" and "points: expected a number, got inf" in f.message for f in r.findings), r.findings
+
+
+def fixture_doc_with(mutate) -> dict:
+    doc = json.loads(tgmcp_fixture("browser-project.json").read_text())
+    mutate(doc)
+    return doc
+
+
 def test_several_cycles_are_each_named(tmp_path):
     doc = graph_doc([t(i) for i in "abcdef"], [d("a", "b"), d("b", "a"), d("c", "d"), d("d", "e"), d("e", "c"), d("f", "a")])
     r = lint.lint_file(write(tmp_path, doc))
-    assert sorted(f.message for f in r.findings if f.code == "cycle") == ["cycle: a -> b -> a", "cycle: c -> d -> e -> c"]
+    assert sorted(f.message for f in r.findings if f.code == "cycle") == ["a -> b -> a", "c -> d -> e -> c"]
 
 
 def test_cycle_through_a_container_is_found(tmp_path):
@@ -259,7 +276,9 @@ def test_cli_lint_exit_codes_and_json(tmp_path, capsys):
     assert code == 1
     data = json.loads(out)
     assert data["errors"] == 1 and data["format"] == "orch-graph"
-    assert data["findings"] == [{"severity": "error", "code": "cycle", "message": "cycle: a -> b -> a", "task": "a"}]
+    assert data["findings"] == [{"severity": "error", "code": "cycle", "message": "a -> b -> a", "task": "a"}]
+    code, out, _ = run_cli(capsys, "template", "lint", str(bad))
+    assert code == 1 and out.splitlines()[0] == "error: cycle: a -> b -> a"  # the code once, not "cycle: cycle:"
     code, out, _ = run_cli(capsys, "template", "lint", str(tmp_path / "absent.json"))
     assert code == 1 and "error: unreadable: no such file" in out
 

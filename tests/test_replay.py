@@ -209,17 +209,17 @@ def test_stdout_template_and_one_line_errors(history, tmp_path, capsys):
     captured = capsys.readouterr()
     assert json.loads(captured.out)["tables"]["dependencies"] == []
     assert "tasks" in captured.err
-    bad = [
-        ((str(tmp_path), "A..B"), f"{tmp_path} is not a git repository"),
-        ((str(tmp_path / "missing"), "A..B"), "does not exist"),
-        ((repo, "nope..B"), "unknown git ref 'nope'"),
-        ((repo, "A"), "expected A..B"),
-        ((repo, "A...B"), "symmetric ranges"),
-        ((repo, "B..B"), "holds no commits"),
-        ((repo, "A..B", "--deps", "tree"), "--deps: unknown mode 'tree'"),
+    bad = [  # a missing or unusable repository or ref exits 1; a malformed argument is a usage error (2)
+        ((str(tmp_path), "A..B"), f"{tmp_path} is not a git repository", 1),
+        ((str(tmp_path / "missing"), "A..B"), "does not exist", 1),
+        ((repo, "nope..B"), "unknown git ref 'nope'", 1),
+        ((repo, "A"), "expected A..B", 2),
+        ((repo, "A...B"), "symmetric ranges", 2),
+        ((repo, "B..B"), "holds no commits", 1),
+        ((repo, "A..B", "--deps", "tree"), "--deps: unknown mode 'tree'", 2),
     ]
-    for args, needle in bad:
-        assert orch("template", "from-history", *args) == 1, args
+    for args, needle, code in bad:
+        assert orch("template", "from-history", *args) == code, args
         err = capsys.readouterr().err
         assert err.startswith("orch: error: ") and needle in err, (args, err)
         assert len(err.strip().splitlines()) == 1, err

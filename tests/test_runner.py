@@ -195,7 +195,8 @@ def test_config_checks_without_a_process(tmp_path):
     base = {"store_url": "sqlite:///x.db", "run_id": "r", "agent_id": "c", "events_dir": str(tmp_path), "role": "coordinator"}
     assert RunnerConfig.from_dict(base).works is False
     for bad, key in [({"heartbeat_ms": 0}, "heartbeat_ms"), ({"merge_mode": "later"}, "merge_mode"),
-                     ({"tags": "x"}, "tags"), ({"time_scale": 0}, "time_scale"), ({"role": "boss"}, "role")]:
+                     ({"tags": "x"}, "tags"), ({"time_scale": 0}, "time_scale"), ({"role": "boss"}, "role"),
+                     ({"time_scale": float("nan")}, "time_scale"), ({"time_scale": float("inf")}, "time_scale")]:
         with pytest.raises(InputError, match=f"key '{key}'"):
             RunnerConfig.from_dict({**base, **bad}, source="cfg.json")
     with pytest.raises(InputError, match="cfg.json: missing key 'run_id'"):

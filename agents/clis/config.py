@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from coordstore.errors import AgentError
+from coordstore.numbers import is_number
 
 from . import PRESETS, get_preset, parser_class
 from .base import Preset
@@ -124,7 +125,7 @@ class CliConfig:
         prices = opts.get("usd_per_mtok")
         if prices is not None:
             if not isinstance(prices, dict) or set(prices) - set(PRICE_KEYS) or not all(
-                    isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in prices.values()):
+                    is_number(v) and v >= 0 for v in prices.values()):
                 raise bad("usd_per_mtok", f"must map some of {', '.join(PRICE_KEYS)} to non-negative prices")
             cfg.usd_per_mtok = {k: float(prices.get(k, 0.0)) for k in PRICE_KEYS}
         return cfg
@@ -196,7 +197,7 @@ def _str_list(opts: dict, key: str, bad: _Bad) -> list[str] | None:
 
 def _number(opts: dict, key: str, bad: _Bad, default: float, positive: bool = False) -> float:
     v = opts.get(key, default)
-    if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0 or (positive and v == 0):
+    if not is_number(v) or v < 0 or (positive and v == 0):
         raise bad(key, f"{v!r} must be a {'positive' if positive else 'non-negative'} number")
     return float(v)
 

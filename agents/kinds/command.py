@@ -269,7 +269,8 @@ def preflight(kind: str, options: dict[str, Any] | None) -> None:
     """Check at plan time that an agent of ``kind`` can run with ``options``: an unknown kind
     name, bad CLI options, a missing executable or missing credentials raise ``AgentError``.
     Kinds given as ``package.module:Class`` are checked by their runner, not here (their module
-    may only be importable there); a kind class without a ``preflight`` needs no check."""
+    may only be importable there); a kind class without a ``preflight`` needs no check (sim's
+    checks its options as its runner will read them)."""
     if ":" in kind:
         return
     if kind not in KINDS:
@@ -278,6 +279,6 @@ def preflight(kind: str, options: dict[str, Any] | None) -> None:
         resolve_kind(kind)  # raises the "unknown kind, known: ..." error
     from . import resolve_kind
 
-    check = getattr(resolve_kind(kind), "preflight", None)  # the CLI kinds, script (its pass_env)
+    check = getattr(resolve_kind(kind), "preflight", None)  # CLI kinds, script (pass_env), sim (options)
     if check is not None:
         check(options)

@@ -60,6 +60,11 @@ class SimKind:
         self.raw = dict(options or {})
         self.options, self.unknown = SimOptions.build(self.raw)
 
+    @classmethod
+    def preflight(cls, options: dict[str, Any] | None) -> None:
+        # at plan time: the options as the runner will read them (AgentError naming one)
+        SimOptions.build(options or {})
+
     def run(self, task, ctx: KindContext) -> Result:
         from coordstore.errors import InputError
 

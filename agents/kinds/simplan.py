@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from coordstore.errors import AgentError
+from coordstore.numbers import is_number
 from coordstore.graph import estimate_ms
 
 # price per million tokens (input, output incl. thinking, cached input): list prices of the
@@ -59,7 +60,7 @@ class SimOptions:
             if k == "model":
                 if v not in PRICES:
                     raise AgentError(f"sim option model={v!r}: unknown; known: {', '.join(PRICES)}")
-            elif not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0 or (k.startswith("p_") and v > 1):
+            elif not is_number(v) or v < 0 or (k.startswith("p_") and v > 1):
                 raise AgentError(f"sim option {k}={v!r}: must be a number" + (" in [0, 1]" if k.startswith("p_") else " >= 0"))
         if opts.max_steps < 1:
             raise AgentError(f"sim option max_steps={opts.max_steps!r}: must be at least 1")

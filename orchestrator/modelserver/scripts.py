@@ -125,11 +125,13 @@ class FileScript:
     def load(cls, path: str | Path) -> "FileScript":
         import yaml
 
+        from coordstore.snapshot import read_text
+
         p = Path(path)
         try:
-            text = p.read_text()
-        except OSError as e:
-            raise InputError(f"script {p}: cannot read ({e.strerror or e})") from e
+            text = read_text(p)
+        except InputError as e:
+            raise InputError(f"script {e}") from e
         try:
             data = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
         except (ValueError, yaml.YAMLError) as e:

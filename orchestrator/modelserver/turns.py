@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from coordstore.errors import InputError
+from coordstore.numbers import is_number
 
 # fault kinds a turn can carry; each is explained in server.py where it is served
 FAULTS = ("rate_limit", "overloaded", "cut", "hang", "loop", "error")
@@ -76,7 +77,7 @@ def _bad(where: str, msg: str) -> InputError:
 
 
 def _number(where: str, v: Any, *, integer: bool = False) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or (integer and not isinstance(v, int)):
+    if not is_number(v) or v < 0 or (integer and not isinstance(v, int)):
         raise _bad(where, f"{v!r} must be a {'non-negative integer' if integer else 'number >= 0'}")
     return v
 
