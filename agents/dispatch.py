@@ -14,7 +14,7 @@ from coordstore.errors import InvalidTransition, NotFound, StaleAttempt
 from coordstore.graph import GraphIndex, estimate_ms, tags_fit, wanted_score
 from coordstore.models import ACTIVE, TERMINAL, Task
 
-from .policies import AGAIN, OVER, WAIT, Policy, PolicyEnv, _ms, _order
+from agents.policies import AGAIN, OVER, WAIT, Policy, PolicyEnv, _ms, _order
 
 UNAVAILABLE = frozenset({"dead", "stalled", "looping", "stopped", "killed"})
 _MOVED_ON = (InvalidTransition, StaleAttempt, NotFound)  # the task changed under us: skip it

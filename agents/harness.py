@@ -55,8 +55,8 @@ class LocalRun:
         """``files``: the base commit's files (text or bytes; default the demo files of ``graph``);
         ``symlinks``: links committed with them (path -> target, as ``ln -s target path``)."""
         from coordstore.paths import confine
-        from orchestrator.demo import demo_files
-        from orchestrator.merging import Merger
+        from gitwork.demo import demo_files
+        from gitwork.merging import Merger
 
         self.root = Path(root).resolve()  # absolute: git runs with -C from other directories
         self.run_id, self.seed, self.time_scale, self.merge_mode = run_id, seed, time_scale, merge_mode
@@ -88,7 +88,7 @@ class LocalRun:
                   kind_options: dict[str, Any] | None = None, policy: str = "pull", policy_options: dict[str, Any] | None = None,
                   **overrides: Any) -> Path:
         """Worktree, config file and store registration of one agent (as the orchestrator does)."""
-        from orchestrator.worktrees import Worktrees
+        from gitwork.worktrees import Worktrees
 
         works = role not in ("coordinator", "lead")
         branch = f"orch/{self.run_id}/{agent_id}"

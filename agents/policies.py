@@ -211,7 +211,7 @@ class HybridWorker(Pull):
     name = "hybrid"
 
     def next(self) -> Task | str:
-        from .dispatch import hybrid_units
+        from agents.dispatch import hybrid_units
 
         e = self.env
         tasks = e.tasks()
@@ -242,7 +242,7 @@ def make_policy(name: str, env: PolicyEnv) -> Policy:
     makes no sense, e.g. a coordinator under pull)."""
     check_options(name, env.options)
     if env.role in ("coordinator", "lead"):
-        from .dispatch import HybridLead, PushCoordinator
+        from agents.dispatch import HybridLead, PushCoordinator
 
         wanted = {"coordinator": ("push", PushCoordinator), "lead": ("hybrid", HybridLead)}[env.role]
         if name != wanted[0]:

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from coordstore.errors import InvalidTransition, NotFound, OrchError, StaleAttempt, StoreError
 
-from .config import RunnerConfig
-from .policies import AGAIN, OVER, WAIT
+from agents.config import RunnerConfig
+from agents.policies import AGAIN, OVER, WAIT
 
 EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_TERMINATED = 0, 1, 2, 143
 MAX_LOOP_ERRORS = 20  # consecutive store errors before giving up: the store is gone, not busy
@@ -41,9 +41,9 @@ class Runner:
     def __init__(self, cfg: RunnerConfig, store=None):
         from coordstore import open_store
 
-        from .events import EventWriter
-        from .policies import PolicyEnv, make_policy
-        from .pulse import Pulse
+        from agents.events import EventWriter
+        from agents.policies import PolicyEnv, make_policy
+        from agents.pulse import Pulse
 
         self.cfg = cfg
         self.events = EventWriter(cfg.events_dir, cfg.agent_id)
@@ -53,7 +53,7 @@ class Runner:
         self.policy = make_policy(cfg.policy, self.env)
         self.kind = None
         if cfg.works:
-            from .kinds import resolve_kind
+            from agents.kinds import resolve_kind
 
             self.kind = resolve_kind(cfg.kind)(dict(cfg.kind_options))
         self.worktree = Path(cfg.worktree) if cfg.worktree else None
@@ -77,7 +77,7 @@ class Runner:
         for key in getattr(self.kind, "unknown", ()) or ():
             self.events.log(f"kind {c.kind}: option {key!r} is not one of its options; ignored", level="warning")
         if self.worktree is not None:
-            from . import gitops
+            from gitwork import agentgit as gitops
 
             if gitops.is_dirty(self.worktree):  # a crashed predecessor's half-done task
                 gitops.discard(self.worktree)
@@ -124,14 +124,14 @@ class Runner:
     @property
     def identity(self) -> dict[str, str]:
         if self._identity is None:
-            from .gitops import identity
+            from gitwork.agentgit import identity
 
             self._identity = identity(self.cfg.agent_id)
         return self._identity
 
     def execute(self, task) -> None:
-        from . import gitops
-        from .kinds import KindContext, Result
+        from gitwork import agentgit as gitops
+        from agents.kinds import KindContext, Result
 
         c, ev, tid, att = self.cfg, self.events, task.id, task.attempt
         self.pulse.current_task = tid
@@ -198,9 +198,9 @@ class Runner:
     def commit_and_verify(self, task, base: str, result):
         """Commit what the kind left (if it did not commit itself), announce the changed files,
         run the task's verify command. A failure here fails the task."""
-        from . import gitops
-        from .kinds import Result, output_tail
-        from .kinds.script import pass_env_list, run_command
+        from gitwork import agentgit as gitops
+        from agents.kinds import Result, output_tail
+        from agents.kinds.script import pass_env_list, run_command
 
         tid = task.id
         title = (task.title or "").strip().splitlines()[0] if (task.title or "").strip() else tid
@@ -215,7 +215,7 @@ class Runner:
         if verify:
             if not (isinstance(verify, str) or (isinstance(verify, list) and verify and all(isinstance(a, str) for a in verify))):
                 return Result(ok=False, reason=f"task {tid}: meta.verify must be an argv list (or a shell string)")
-            from .kinds import KindContext
+            from agents.kinds import KindContext
 
             c = self.cfg
             try:  # a template command like the script kind's: the same filtered environment
@@ -248,7 +248,7 @@ class Runner:
         c, tid = self.cfg, task.id
         try:
             if self._merger is None:
-                from orchestrator.merging import Merger
+                from gitwork.merging import Merger
 
                 self._merger = Merger(c.repo, c.merged_ref)
             res = self._merger.merge(head, f"merge task {tid}: {task.title or tid} ({c.agent_id})", self.identity)
@@ -267,12 +267,12 @@ class Runner:
         recorded and the task runs on the base it has (the merge metrics show the cost)."""
         from coordstore.errors import GitError
 
-        from . import gitops
+        from gitwork import agentgit as gitops
 
         c, tid, att = self.cfg, task.id, task.attempt
         try:
             if c.merge_mode == "immediate":
-                from orchestrator.merging import catch_up
+                from gitwork.merging import catch_up
 
                 res = catch_up(self.worktree, c.merged_ref, self.identity)
                 if not res.ok:

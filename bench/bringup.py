@@ -53,9 +53,9 @@ def raw_round(repo: Path, work: Path, agents: int, tag: str) -> float:
 def orch_round(repo: Path, work: Path, agents: int, tag: str) -> float:
     import yaml
 
-    from orchestrator.launch import RunRequest, plan_runs
-    from orchestrator.run import Orchestrator
-    from orchestrator.setup import prepare_run
+    from orchestrator.runs.launch import RunRequest, plan_runs
+    from orchestrator.runs.loop import Orchestrator
+    from orchestrator.runs.prepare import prepare_run
 
     tpl = work / f"graph-{tag}.json"
     # long tasks so every runner stays busy (and emits) while we measure

@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def main() -> None:
-    from orchestrator.launch import RunRequest, plan_runs, run_one
+    from orchestrator.runs.launch import RunRequest, plan_runs, run_one
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--variant", default="pull-4")

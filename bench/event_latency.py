@@ -84,7 +84,7 @@ def main() -> int:
     from agents.events import parse_event_name
     from coordstore import open_store
     from coordstore.models import Run
-    from orchestrator.watcher import EventWatcher
+    from orchestrator.runs.watcher import EventWatcher
 
     def start_writer(agent_dir: Path) -> subprocess.Popen:
         argv = [sys.executable, __file__, "--writer", str(agent_dir), str(args.events), str(args.rate)]

@@ -4,7 +4,7 @@
 
 Builds a throwaway repository (``--files`` files) and ``--branches`` agent branches, each
 touching its own files. Each round merges all branches into a fresh ref twice: once with
-``orchestrator.merging.Merger`` and once with raw ``git merge-tree --write-tree`` +
+``gitwork.merging.Merger`` and once with raw ``git merge-tree --write-tree`` +
 ``git commit-tree`` + ``git update-ref`` via subprocess (the same three commands, no checks),
 alternating which goes first. Prints the median of each, and a final JSON line with
 ``branches``, ``orch_ms``, ``raw_ms``, ``ratio`` (orch / raw; the target is <= 2.0).
@@ -22,8 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from orchestrator.gitrepo import identity_env
-from orchestrator.merging import Merger
+from gitwork.repo import identity_env
+from gitwork.merging import Merger
 
 FILES_PER_BRANCH = 3  # each agent edits a few of its own files, as a small task would
 IDENTITY = identity_env("bench")

@@ -97,7 +97,7 @@ def orch_run(srv, work: Path, repo: Path, tpl: Path, agents: int):
     import yaml
 
     from coordstore import open_store
-    from orchestrator.launch import RunRequest, plan_runs, run_one
+    from orchestrator.runs.launch import RunRequest, plan_runs, run_one
 
     exp = {"experiment": {"id": "overhead"}, "template": str(tpl),
            "execution": {"runs": 1, "seed": 1, "time_scale": 0.001, "timeout_s": 600},

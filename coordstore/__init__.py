@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import importlib
 
-from .base import CoordStore
-from .errors import StoreURLError
+from coordstore.base import CoordStore
+from coordstore.errors import StoreURLError
 
 # scheme -> (module, class, pip hint for its driver)
 BACKENDS: dict[str, tuple[str, str, str | None]] = {

@@ -44,8 +44,8 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 
-from .errors import InvalidTransition
-from .models import Agent, ClaimOrder, Event, Run, RunDump, Task, TaskGraph, Transition
+from coordstore.errors import InvalidTransition
+from coordstore.models import Agent, ClaimOrder, Event, Run, RunDump, Task, TaskGraph, Transition
 
 
 def reopen_needed(run_id: str, status: str) -> bool:

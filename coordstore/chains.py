@@ -10,8 +10,8 @@ here.
 
 from __future__ import annotations
 
-from .errors import InputError, InvalidTransition
-from .models import MERGE_STATES, NOTABLE, Transition
+from coordstore.errors import InputError, InvalidTransition
+from coordstore.models import MERGE_STATES, NOTABLE, Transition
 
 
 def raised(now: int, last_ts: int | None) -> int:

@@ -32,12 +32,12 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from .base import CoordStore, wall_clock_ms
-from .errors import InputError, InvalidTransition, NotFound, OrchError, StoreDamaged, StoreError, StoreURLError
-from .jsonlog import JsonLog, Shrunk, encode
-from .models import Agent, ClaimOrder, Dependency, Event, Run, RunDump, Task, TaskGraph, Transition
-from .private import open_private, private_dir, write_private
-from .runstate import RunState
+from coordstore.base import CoordStore, wall_clock_ms
+from coordstore.errors import InputError, InvalidTransition, NotFound, OrchError, StoreDamaged, StoreError, StoreURLError
+from coordstore.jsonlog import JsonLog, Shrunk, encode
+from coordstore.models import Agent, ClaimOrder, Dependency, Event, Run, RunDump, Task, TaskGraph, Transition
+from coordstore.private import open_private, private_dir, write_private
+from coordstore.runstate import RunState
 
 FORMAT = {"format": "orch-file-store", "version": 1}
 # fsync after every append: off by default because a killed process loses nothing (the page

@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 
-from .errors import GraphError
-from .models import Dependency, Task, TaskGraph
-from .paths import path_problem, refusal
+from coordstore.errors import GraphError
+from coordstore.models import Dependency, Task, TaskGraph
+from coordstore.paths import path_problem, refusal
 
 # Estimates for tasks that carry none (used for critical path and by the sim agent).
 DEFAULT_MS_PER_POINT = 60_000  # one story point ~ one minute of agent time at time scale 1

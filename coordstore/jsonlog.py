@@ -21,8 +21,8 @@ import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from .errors import InputError, StoreDamaged
-from .private import open_private
+from coordstore.errors import InputError, StoreDamaged
+from coordstore.private import open_private
 
 # catch-up reads in slices of this size, so replaying a large journal never doubles its memory
 READ_CHUNK = 8 << 20

@@ -27,10 +27,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from . import graph, snapshot, templates, tgmcp
-from .errors import InputError
-from .models import DEP_TYPES, Dependency, Run, Task, TaskGraph
-from .tgmcp import Issue
+from coordstore import graph, snapshot, templates, tgmcp
+from coordstore.errors import InputError
+from coordstore.models import DEP_TYPES, Dependency, Run, Task, TaskGraph
+from coordstore.tgmcp import Issue
 
 Finding = Issue
 MAX_CYCLES = 10  # cycles reported per file; past that the template needs a rethink, not a list

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from pathlib import Path, PurePosixPath
 
-from .errors import InputError
+from coordstore.errors import InputError
 
 
 class PathEscape(InputError):

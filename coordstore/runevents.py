@@ -6,7 +6,7 @@ replaced, so re-ingesting an events directory is harmless.
 
 from __future__ import annotations
 
-from .models import Event
+from coordstore.models import Event
 
 
 class RunEvents:

@@ -18,13 +18,13 @@ import bisect
 from collections import deque
 from collections.abc import Iterable
 
-from . import graph as g
-from .base import reopen_needed
-from .chains import check_note, check_record, note_data, raised
-from .errors import InvalidTransition, NotFound, StaleAttempt
-from .models import ACTIVE, AGENT_STATUSES, TERMINAL, Agent, Dependency, Event, Run, RunDump, Task, TaskGraph, Transition
-from .runevents import RunEvents
-from .taskindex import UNSUCCESSFUL, TaskIndex
+from coordstore import graph as g
+from coordstore.base import reopen_needed
+from coordstore.chains import check_note, check_record, note_data, raised
+from coordstore.errors import InvalidTransition, NotFound, StaleAttempt
+from coordstore.models import ACTIVE, AGENT_STATUSES, TERMINAL, Agent, Dependency, Event, Run, RunDump, Task, TaskGraph, Transition
+from coordstore.runevents import RunEvents
+from coordstore.taskindex import UNSUCCESSFUL, TaskIndex
 
 RUN_FINAL: tuple[str, ...] = ("finished", "failed", "interrupted")
 NOT_REAPED = frozenset({"stopped", "dead", "killed"})  # agents that hold no lease worth reaping

@@ -26,9 +26,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from . import graph
-from .errors import GraphError, InputError
-from .models import RunDump, TaskGraph
+from coordstore import graph
+from coordstore.errors import GraphError, InputError
+from coordstore.models import RunDump, TaskGraph
 
 FORMAT = "orch-snapshot"
 VERSION = 1

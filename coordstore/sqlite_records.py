@@ -5,11 +5,11 @@ whole-run dump/load — as a mixin of ``SQLiteStore`` (which provides ``_write``
 
 from __future__ import annotations
 
-from .chains import check_note, check_record, note_data
-from .errors import InvalidTransition, NotFound
-from .graph import validate
-from .models import AGENT_STATUSES, Agent, Dependency, Event, RunDump, TaskGraph, Transition
-from .sqlite_schema import (
+from coordstore.chains import check_note, check_record, note_data
+from coordstore.errors import InvalidTransition, NotFound
+from coordstore.graph import validate
+from coordstore.models import AGENT_STATUSES, Agent, Dependency, Event, RunDump, TaskGraph, Transition
+from coordstore.sqlite_schema import (
     AGENT_COLS, EVENT_COLS, HISTORY_COLS, INSERT_HISTORY, RUN_COLS, TASK_SELECT, agent_from_row, agent_row, dumps,
     event_from_row, run_from_row, run_row, task_from_row, transition_from_row, transition_row,
 )

@@ -29,9 +29,9 @@ from contextlib import contextmanager
 from typing import Any
 from urllib.parse import quote
 
-from .errors import InputError, StoreDamaged, StoreError
-from .private import create_private
-from .models import Agent, Event, Run, Task, Transition
+from coordstore.errors import InputError, StoreDamaged, StoreError
+from coordstore.private import create_private
+from coordstore.models import Agent, Event, Run, Task, Transition
 
 SCHEMA_VERSION = 2  # 2: history_merge index (created on open of a version-1 file)
 # Many processes contend for the one write lock; waiting long beats failing a claim or a completion.

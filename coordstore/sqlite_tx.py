@@ -15,10 +15,10 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from .chains import raised
-from .errors import NotFound
-from .models import TERMINAL
-from .sqlite_schema import INSERT_HISTORY, TASK_COLS, TERMINAL_SQL, dumps, translate
+from coordstore.chains import raised
+from coordstore.errors import NotFound
+from coordstore.models import TERMINAL
+from coordstore.sqlite_schema import INSERT_HISTORY, TASK_COLS, TERMINAL_SQL, dumps, translate
 
 
 class TaskState(NamedTuple):

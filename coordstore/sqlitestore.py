@@ -17,17 +17,17 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 
-from .base import CoordStore, reopen_needed, wall_clock_ms
-from .errors import InputError, InvalidTransition, NotFound, StaleAttempt, StoreError, StoreURLError
-from .graph import GraphIndex, tail_lengths, tags_fit, validate, wanted_score
-from .models import TERMINAL, ClaimOrder, Dependency, Run, Task, TaskGraph
-from .sqlite_records import SQLiteRecords
-from .sqlite_schema import (
+from coordstore.base import CoordStore, reopen_needed, wall_clock_ms
+from coordstore.errors import InputError, InvalidTransition, NotFound, StaleAttempt, StoreError, StoreURLError
+from coordstore.graph import GraphIndex, tail_lengths, tags_fit, validate, wanted_score
+from coordstore.models import TERMINAL, ClaimOrder, Dependency, Run, Task, TaskGraph
+from coordstore.sqlite_records import SQLiteRecords
+from coordstore.sqlite_schema import (
     BUSY_TIMEOUT_S, INSERT_DEF, INSERT_TASK, READY_ORDERS, READY_WHERE, RUN_COLS, TASK_COLS, TASK_SELECT,
     TERMINAL_SQL, connect, connect_readonly, loads, mapped, ready_index_ddl, run_from_row, run_row, task_from_row,
     task_rows, translate,
 )
-from .sqlite_tx import TaskState, Tx
+from coordstore.sqlite_tx import TaskState, Tx
 
 FINAL_RUN_STATUSES = ("finished", "failed", "interrupted")
 

@@ -13,9 +13,9 @@ import bisect
 from collections.abc import Iterable
 from typing import get_args
 
-from . import graph as g
-from .errors import InputError, NotFound
-from .models import TASK_STATUSES, TERMINAL, ClaimOrder, Dependency, Task
+from coordstore import graph as g
+from coordstore.errors import InputError, NotFound
+from coordstore.models import TASK_STATUSES, TERMINAL, ClaimOrder, Dependency, Task
 
 ORDERS: tuple[str, ...] = get_args(ClaimOrder)
 UNSUCCESSFUL = frozenset({"failed", "cancelled"})

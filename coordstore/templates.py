@@ -22,10 +22,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from . import graph, snapshot, tgmcp
-from .base import CoordStore
-from .errors import GraphError, InputError, InvalidTransition, UsageError
-from .models import DEP_TYPES, Run, RunDump, TaskGraph
+from coordstore import graph, snapshot, tgmcp
+from coordstore.base import CoordStore
+from coordstore.errors import GraphError, InputError, InvalidTransition, UsageError
+from coordstore.models import DEP_TYPES, Run, RunDump, TaskGraph
 
 ORCH_SNAPSHOT = snapshot.FORMAT
 ORCH_GRAPH = "orch-graph"
@@ -100,7 +100,7 @@ def load_graph(path: str | os.PathLike) -> TaskGraph:
 def encode_document(obj: TaskGraph | RunDump, fmt: str = "orch") -> dict[str, Any]:
     """The document to write: ``orch`` gives a snapshot for a run, an orch-graph for a graph."""
     if fmt == TGMCP:
-        from .tgmcp_export import to_doc
+        from coordstore.tgmcp_export import to_doc
 
         return to_doc(obj)
     if fmt != "orch":

@@ -31,10 +31,10 @@ from typing import Any, NamedTuple
 
 from pydantic import ValidationError
 
-from . import graph
-from .errors import GraphError, InputError
-from .numbers import is_number
-from .models import DEP_TYPES, Dependency, Task, TaskGraph
+from coordstore import graph
+from coordstore.errors import GraphError, InputError
+from coordstore.numbers import is_number
+from coordstore.models import DEP_TYPES, Dependency, Task, TaskGraph
 
 SCHEMA_VERSION = 3
 EXPORT_VERSION = "1.0.0"

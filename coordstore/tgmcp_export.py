@@ -11,8 +11,8 @@ import json
 from datetime import datetime, timezone
 from typing import Any
 
-from .models import RunDump, Task, TaskGraph
-from .tgmcp import ATTACHMENTS_META, EXPORT_VERSION, EXT_FILE_SCOPE, EXT_META, SCHEMA_VERSION, STATUS_OUT, TAG_TABLES
+from coordstore.models import RunDump, Task, TaskGraph
+from coordstore.tgmcp import ATTACHMENTS_META, EXPORT_VERSION, EXT_FILE_SCOPE, EXT_META, SCHEMA_VERSION, STATUS_OUT, TAG_TABLES
 
 
 def _iso(ms: int) -> str:

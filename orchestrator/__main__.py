@@ -1,3 +1,3 @@
-from .cli import main
+from orchestrator.cli.app import main
 
 main()

@@ -128,7 +128,7 @@ def test_aider_with_the_model_server(wt_dir, monkeypatch):
     """Served: aider is `openai/orch`, its base URL carries the worktree; a file in a directory
     that does not exist yet is not given to --file (aider would take that directory for its root)."""
     from agents.clis.base import MODEL_SERVER_ENV
-    from orchestrator.modelserver.context import split_path
+    from agents.clis.serverurl import split_path
 
     aider = get_preset("aider")
     assert not any(k.startswith("OPENAI") for k in aider.env(inv()))
@@ -391,7 +391,7 @@ def test_preflight_leaves_other_kinds_alone():
 
 
 def test_plan_runs_refuses_before_anything_is_made(tmp_path, monkeypatch):
-    from orchestrator.launch import RunRequest, plan_runs
+    from orchestrator.runs.launch import RunRequest, plan_runs
 
     monkeypatch.setenv("PATH", str(tmp_path / "bin"))  # no claude anywhere
     exp = write_experiment(tmp_path, [{"id": "a", "title": "A"}], [], agents=1)

@@ -21,7 +21,7 @@ import pytest
 from coordstore import open_store
 from coordstore.errors import NotFound
 from coordstore.models import TERMINAL
-from orchestrator.cli import main
+from orchestrator.cli.app import main
 from orchestrator.rundir import RunPaths
 
 RUN_ARGS = ["--variant", "pull-4", "--template", "tiny-feature", "--runs", "1"]
@@ -268,7 +268,7 @@ def test_while_running_status_says_running_and_clean_refuses(interrupted):
 
 
 def test_liveness_trusts_the_orchestrator_pid_file(interrupted_run):
-    from orchestrator.runinfo import liveness, open_run, pidfile, write_pidfile
+    from orchestrator.views.runinfo import liveness, open_run, pidfile, write_pidfile
 
     ref = open_run(interrupted_run)
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -487,7 +487,7 @@ def test_clean_keeps_unmerged_and_dirty_work(capsys, env, tmp_path):
 def test_every_command_has_help_and_is_in_readme(capsys):
     import typer
 
-    from orchestrator import cli as cli_mod
+    from orchestrator.cli import app as cli_mod
 
     assert cli(capsys, "--help")[0] == 0  # main() imports every command module, as in real use
 

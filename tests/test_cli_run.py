@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.cli import main
-from orchestrator.experiment import load_experiment
-from orchestrator.resources import experiment_files
+from orchestrator.cli.app import main
+from orchestrator.runs.experiment import load_experiment
+from orchestrator.runs.resources import experiment_files
 
 pytestmark = pytest.mark.usefixtures("no_git_identity")
 FAST = "0.00005"  # an estimated minute runs in 3 ms
@@ -201,7 +201,7 @@ def test_demo_builder_confines_its_writes_itself(tmp_path):
     """Even a graph that skipped validation cannot make the demo builder write outside its directory."""
     from coordstore.errors import InputError
     from coordstore.models import Task, TaskGraph
-    from orchestrator.demo import build_demo_repo
+    from gitwork.demo import build_demo_repo
 
     canary = tmp_path / "canary.txt"
     canary.write_text("KEEP\n")

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import typer
 
-from orchestrator import cli as cli_mod
-from orchestrator.cli import main
+from orchestrator.cli import app as cli_mod
+from orchestrator.cli.app import main
 
 FAST = "0.00005"
 TEMPLATE = Path(__file__).resolve().parents[1] / "templates" / "tiny-feature.json"

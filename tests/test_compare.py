@@ -7,7 +7,7 @@ import json
 import pytest
 
 from coordstore.errors import InputError
-from orchestrator.compare import a12, compare, holm, markdown, summarize
+from orchestrator.views.compare import a12, compare, holm, markdown, summarize
 
 
 def test_a12_by_hand():

@@ -9,8 +9,8 @@ import pytest
 from coordstore.errors import InputError
 from coordstore.graph import validate
 from coordstore.templates import load_graph
-from orchestrator.experiment import find_variant, load_experiment
-from orchestrator.resources import experiment_files, find_template, template_files
+from orchestrator.runs.experiment import find_variant, load_experiment
+from orchestrator.runs.resources import experiment_files, find_template, template_files
 
 SHIPPED_TEMPLATES = {"browser-parallel", "browser-phased", "tiny-feature", "medium-feature",
                      "large-refactor", "independent-batch", "pipeline"}

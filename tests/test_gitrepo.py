@@ -1,4 +1,4 @@
-"""orchestrator.gitrepo against real git repositories under tmp_path, with no git identity configured."""
+"""gitwork.repo against real git repositories under tmp_path, with no git identity configured."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from coordstore.errors import GitError, InputError, OrchError
-from orchestrator.gitrepo import (
+from gitwork.repo import (
     check_repo,
     common_dir,
     dirty_paths,

@@ -25,7 +25,7 @@ from coordstore import open_store
 from coordstore.errors import NotFound
 from gitfixtures import make_repo
 from gitfixtures import run_git as git
-from orchestrator.interrupts import Interrupted, catch_signals, deferred
+from orchestrator.supervision.interrupts import Interrupted, catch_signals, deferred
 from orchestrator.rundir import RunPaths
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""orchestrator.merging on real repositories: merges without checkout, conflicts, compare-and-swap
+"""gitwork.merging on real repositories: merges without checkout, conflicts, compare-and-swap
 under concurrent writers, and worktrees catching up with the merged ref."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import pytest
 
 from coordstore.errors import GitError
 from gitfixtures import run_git as git
-from orchestrator.gitrepo import identity_env
-from orchestrator.merging import Merger, catch_up
-from orchestrator.worktrees import Worktrees
+from gitwork.repo import identity_env
+from gitwork.merging import Merger, catch_up
+from gitwork.worktrees import Worktrees
 
 TESTER = identity_env("tester")
 ORCH = identity_env("orchestrator")
@@ -145,8 +145,8 @@ MERGE_CHILD = textwrap.dedent(
     """
     import sys, time, pathlib
     sys.path.insert(0, sys.argv[1])
-    from orchestrator.gitrepo import identity_env
-    from orchestrator.merging import Merger
+    from gitwork.repo import identity_env
+    from gitwork.merging import Merger
     repo, ref, go, *branches = sys.argv[2:]
     m = Merger(repo, ref)
     m.head()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from coordstore.models import Dependency, Event, Run, RunDump, Task, Transition
-from orchestrator.metrics import compute_metrics, gini
+from orchestrator.views.metrics import compute_metrics, gini
 
 
 class History:

@@ -124,7 +124,7 @@ def test_tool_call_loop_repeats_forever(serve):
 
 
 def test_server_level_faults_on_demand_apply_to_any_script(serve):
-    from orchestrator.cli_model import parse_fault_option
+    from orchestrator.cli.model import parse_fault_option
 
     turn, fault = parse_fault_option("rate_limit@1:retry_after=3:times=2")
     assert (turn, fault.kind, fault.retry_after_s, fault.times) == (1, "rate_limit", 3.0, 2)

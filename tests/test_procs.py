@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 from coordstore.errors import AgentError
-from orchestrator.procs import AgentProcess, become_subreaper, reap_orphans, spawn
+from orchestrator.supervision.procs import AgentProcess, become_subreaper, reap_orphans, spawn
 
 PROGS = Path(__file__).parent / "progs"
 PY = sys.executable
@@ -174,7 +174,7 @@ def test_attach_after_orchestrator_restart(tmp_path: Path) -> None:
     become_subreaper()  # the orphaned runner is then re-parented to this process, as in production
     # a short-lived "orchestrator" process spawns the agent and dies, leaving only (pid, create_time)
     code = (
-        "import json, sys; from orchestrator.procs import spawn; "
+        "import json, sys; from orchestrator.supervision.procs import spawn; "
         f"p = spawn([sys.executable, {str(PROGS / 'silent.py')!r}, {str(tmp_path / 'ev' / 's1')!r}, 's1'], 's1', None, "
         f"{str(tmp_path)!r}, {str(tmp_path / 'logs')!r}); "
         "print(json.dumps([p.pid, p.create_time]))"

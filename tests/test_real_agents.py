@@ -19,7 +19,7 @@ import yaml
 
 from coordstore import open_store
 from coordstore.templates import save_file
-from orchestrator.launch import RunRequest, plan_runs, run_one
+from orchestrator.runs.launch import RunRequest, plan_runs, run_one
 from orchestrator.modelserver import ModelServer
 from orchestrator.modelserver.tasksource import GraphTasks
 
@@ -114,7 +114,7 @@ def patch_id(repo: Path, commit: str) -> str:
 
 def test_claude_replays_a_history_pull_2(tmp_path):
     need("claude")
-    from orchestrator.fromhistory import build
+    from gitwork.history import build
 
     repo = build_history(tmp_path / "repo")
     tpl = tmp_path / "replay.json"
@@ -305,7 +305,7 @@ def test_aider_replays_a_history_through_search_replace_blocks(tmp_path):
     against the worktree's files, aider applies them, orch commits. The merged branch is the
     original history's tree; aider's token counts (and the variant's prices) reach the store."""
     need("aider")
-    from orchestrator.fromhistory import build
+    from gitwork.history import build
 
     repo = build_history(tmp_path / "repo", TEXT_HISTORY)
     tpl = tmp_path / "replay.json"

@@ -25,9 +25,9 @@ from coordstore import open_store
 from coordstore.errors import AgentError
 from coordstore.models import Task
 from coordstore.templates import load_graph
-from orchestrator import fromhistory
-from orchestrator.cli import main
-from orchestrator.launch import RunRequest, plan_runs, run_one
+from gitwork import history as fromhistory
+from orchestrator.cli.app import main
+from orchestrator.runs.launch import RunRequest, plan_runs, run_one
 
 AUTHORS = [("Alice Archer", "alice@example.org"), ("Bob Baker", "bob@example.org"), ("Carol Cruz", "carol@example.org")]
 T0 = 1_700_000_000  # author dates: fixed, so the history is the same on every machine
@@ -227,7 +227,7 @@ def test_stdout_template_and_one_line_errors(history, tmp_path, capsys):
 
 # ------------------------------------------------------------------------------ the kind alone
 def _ctx(tmp_path: Path, wt: Path, agent: str = "w1") -> KindContext:
-    from orchestrator.gitrepo import identity_env
+    from gitwork.repo import identity_env
 
     return KindContext("r", agent, wt, 1, TIME_SCALE, 1, EventWriter(tmp_path / "events" / agent, agent), None,
                        identity_env(agent))

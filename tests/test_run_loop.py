@@ -1,6 +1,6 @@
 """The orchestrator end to end: real git, real worktrees, real runner processes, a real store.
 
-Each test writes a small graph and an experiment file, runs it through ``orchestrator.launch``
+Each test writes a small graph and an experiment file, runs it through ``orchestrator.runs.launch``
 (what `orch run` calls) against a repository built here, and checks the outcome from git and
 from the recorded history.
 """
@@ -22,7 +22,7 @@ import yaml
 from coordstore import open_store
 from coordstore.errors import GitError, InputError
 from gitfixtures import make_repo
-from orchestrator.launch import RunRequest, plan_runs, run_one
+from orchestrator.runs.launch import RunRequest, plan_runs, run_one
 
 PROGS = Path(__file__).parent / "progs"
 FAST_SUPERVISION = {"stall_after_ms": 1500, "busy_grace_ms": 0, "kill_grace_s": 0.5, "loop_repeats": 5,

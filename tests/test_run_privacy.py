@@ -1,7 +1,7 @@
 """What a run keeps to its owner: every file of a run directory is 0600 and every directory 0700,
 whatever the umask (the store, events, logs, exports hold prompts, outputs and history), and a
 ``script`` task's commands see no credential of the environment unless the experiment lists it.
-Real runs through ``orchestrator.launch`` (what `orch run` calls), real runners, real git."""
+Real runs through ``orchestrator.runs.launch`` (what `orch run` calls), real runners, real git."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import yaml
 
 from coordstore.errors import AgentError
 from gitfixtures import make_repo
-from orchestrator.launch import RunRequest, plan_runs, run_one
+from orchestrator.runs.launch import RunRequest, plan_runs, run_one
 
 SECRET = "sk-ant-THIS-MUST-NOT-LEAK-4f1c"
 

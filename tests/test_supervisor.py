@@ -19,9 +19,9 @@ import pytest
 from coordstore import open_store
 from coordstore.errors import AgentError
 from coordstore.models import Agent, Run, Task, TaskGraph
-from orchestrator.procs import spawn
-from orchestrator.supervisor import Supervisor
-from orchestrator.verdicts import AgentObservation, SupervisionConfig
+from orchestrator.supervision.procs import spawn
+from orchestrator.supervision.supervisor import Supervisor
+from orchestrator.supervision.verdicts import AgentObservation, SupervisionConfig
 
 from contract_helpers import chain_errors
 

@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from coordstore.errors import InputError
-from orchestrator.verdicts import AgentObservation, SupervisionConfig, judge
+from orchestrator.supervision.verdicts import AgentObservation, SupervisionConfig, judge
 
 T0 = 1_700_000_000_000  # an arbitrary epoch-ms start
 CFG = SupervisionConfig(stall_after_ms=10_000, busy_grace_ms=20_000, loop_repeats=5)

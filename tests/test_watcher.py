@@ -14,8 +14,8 @@ from agents.events import EventWriter, event_name
 from coordstore import open_store
 from coordstore.errors import InputError
 from coordstore.models import Event, Run
-from orchestrator import watcher as watcher_mod
-from orchestrator.watcher import EventWatcher
+from orchestrator.runs import watcher as watcher_mod
+from orchestrator.runs.watcher import EventWatcher
 
 PROGS = Path(__file__).parent / "progs"
 RUN = "r1"

@@ -1,4 +1,4 @@
-"""orchestrator.worktrees on real repositories: parallel adds (threads and processes), bad input,
+"""gitwork.worktrees on real repositories: parallel adds (threads and processes), bad input,
 removal, and a clean that keeps unmerged work."""
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import pytest
 
 from coordstore.errors import GitError, InputError
 from gitfixtures import run_git as git
-from orchestrator.gitrepo import identity_env
-from orchestrator.merging import Merger
-from orchestrator.worktrees import Worktrees, clean, repo_lock
+from gitwork.repo import identity_env
+from gitwork.merging import Merger
+from gitwork.worktrees import Worktrees, clean, repo_lock
 
 TESTER = identity_env("tester")
 ROOT = Path(__file__).resolve().parents[1]
@@ -105,7 +105,7 @@ CHILD = textwrap.dedent(
     """
     import sys, time, pathlib
     sys.path.insert(0, sys.argv[1])
-    from orchestrator.worktrees import Worktrees
+    from gitwork.worktrees import Worktrees
     repo, root, agent, go = sys.argv[2:6]
     print("ready", flush=True)
     while not pathlib.Path(go).exists():

@@ -12,7 +12,7 @@ import importlib
 
 from coordstore.errors import AgentError
 
-from .base import Parser, Preset
+from agents.clis.base import Parser, Preset
 
 PRESETS: dict[str, str] = {
     "claude": "agents.clis.claude",

@@ -28,7 +28,7 @@ import os
 import re
 from pathlib import Path
 
-from .base import MODEL_SERVER_ENV, CliEvent, Invocation, Parser, Preset, error, log, step, tokens
+from agents.clis.base import MODEL_SERVER_ENV, CliEvent, Invocation, Parser, Preset, error, log, step, tokens
 
 SERVED_MODEL = "openai/orch"  # aider's name for orch's model server (an OpenAI-compatible endpoint)
 
@@ -99,7 +99,7 @@ def aider_env(inv: Invocation) -> dict[str, str]:
     env = git_identity_env(inv.worktree)
     served = os.environ.get(MODEL_SERVER_ENV)
     if served:
-        from orchestrator.modelserver.context import session_url
+        from agents.clis.serverurl import session_url
 
         base = f"{session_url(served, worktree=inv.worktree)}/v1"
         env.update({"OPENAI_BASE_URL": base, "OPENAI_API_BASE": base, "LITELLM_LOCAL_MODEL_COST_MAP": "True"})

@@ -26,7 +26,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .base import CliEvent, Invocation, JsonLinesParser, Preset, error, log, num, step, tokens
+from agents.clis.base import CliEvent, Invocation, JsonLinesParser, Preset, error, log, num, step, tokens
 
 # retried API errors that are back-pressure, not faults (claude's own error categories)
 BACKPRESSURE = {"rate_limit", "overloaded"}

@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .base import MODEL_SERVER_ENV, CliEvent, Invocation, JsonLinesParser, Preset, error, log, looks_rate_limited, num, retry_after_in, step, tokens
+from agents.clis.base import MODEL_SERVER_ENV, CliEvent, Invocation, JsonLinesParser, Preset, error, log, looks_rate_limited, num, retry_after_in, step, tokens
 
 SERVED_MODEL = "gpt-5-codex"  # a model family codex knows (it sends tools for it) when talking to orch's server
 TOOL_ITEMS = ("command_execution", "file_change", "mcp_tool_call", "web_search")

@@ -31,8 +31,8 @@ from typing import Any
 from coordstore.errors import AgentError
 from coordstore.numbers import is_number
 
-from . import PRESETS, get_preset, parser_class
-from .base import Preset
+from agents.clis import PRESETS, get_preset, parser_class
+from agents.clis.base import Preset
 
 DEFAULT_TIMEOUT_S = 3600.0  # one task of a real agent: generous, a hung CLI still ends
 DEFAULT_RATE_LIMIT_RETRIES = 2  # reruns after the CLI itself gave up on a rate limit
@@ -115,7 +115,7 @@ class CliConfig:
             raise bad("check_key", f"{check!r} must be true or false")
         cfg.check_key = check
         if "prompt_template" in opts:
-            from .prompt import check_template
+            from agents.clis.prompt import check_template
 
             cfg.prompt_template = _str(opts, "prompt_template", bad)
             try:

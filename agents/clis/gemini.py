@@ -25,7 +25,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .base import MODEL_SERVER_ENV, CliEvent, Invocation, JsonLinesParser, Preset, error, log, looks_rate_limited, num, retry_after_in, step, tokens
+from agents.clis.base import MODEL_SERVER_ENV, CliEvent, Invocation, JsonLinesParser, Preset, error, log, looks_rate_limited, num, retry_after_in, step, tokens
 
 EXIT_REASONS = {
     # with GOOGLE_GEMINI_BASE_URL set, gemini picks its "gateway" auth unless settings choose one

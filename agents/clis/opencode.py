@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .base import MODEL_SERVER_ENV, CliEvent, Invocation, JsonLinesParser, Preset, error, log, looks_rate_limited, num, retry_after_in, step, tokens
+from agents.clis.base import MODEL_SERVER_ENV, CliEvent, Invocation, JsonLinesParser, Preset, error, log, looks_rate_limited, num, retry_after_in, step, tokens
 
 
 def build(inv: Invocation) -> list[str]:

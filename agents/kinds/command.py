@@ -32,7 +32,7 @@ from typing import Any
 
 from coordstore.errors import AgentError
 
-from . import KINDS, KindContext, Result, output_tail
+from agents.kinds import KINDS, KindContext, Result, output_tail
 
 POLL_S = 0.05  # how often the loop looks at the clock and the pulse while the CLI is quiet
 EXIT_GRACE_S = 2.0  # after the CLI exits, how long to wait for its pipes to close (a child may hold them)
@@ -274,10 +274,10 @@ def preflight(kind: str, options: dict[str, Any] | None) -> None:
     if ":" in kind:
         return
     if kind not in KINDS:
-        from . import resolve_kind
+        from agents.kinds import resolve_kind
 
         resolve_kind(kind)  # raises the "unknown kind, known: ..." error
-    from . import resolve_kind
+    from agents.kinds import resolve_kind
 
     check = getattr(resolve_kind(kind), "preflight", None)  # CLI kinds, script (pass_env), sim (options)
     if check is not None:

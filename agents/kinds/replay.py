@@ -34,7 +34,7 @@ import subprocess
 import time
 from typing import Any
 
-from . import KindContext, Result
+from agents.kinds import KindContext, Result
 
 COMMITTERS = ("agent", "original")
 OPTIONS = {"committer": "agent", "pace": True}

@@ -27,7 +27,7 @@ from typing import Any
 
 from coordstore.errors import AgentError
 
-from . import KindContext, Result, output_tail
+from agents.kinds import KindContext, Result, output_tail
 
 # how often a running command is checked on, so heartbeats keep flowing during long commands
 POLL_S = 0.05

@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import KindContext, Result
-from .simplan import SimOptions, SimPlan, edit_text, make_plan, own_file
+from agents.kinds import KindContext, Result
+from agents.kinds.simplan import SimOptions, SimPlan, edit_text, make_plan, own_file
 
 BINARY_PROBE = 8000  # a NUL byte in the first 8000 bytes makes a file binary, as git decides it
 CRASH_EXIT = 3  # exit status of a simulated crash: non-zero, and not a signal's

@@ -21,8 +21,8 @@ It serves the Anthropic Messages API and OpenAI's Chat Completions and Responses
 
 from __future__ import annotations
 
-from .context import SessionContext, agent_env, session_url
-from .server import ModelServer
-from .turns import FAULTS, Fault, ToolCall, Turn, Usage
+from agents.clis.serverurl import SessionContext, agent_env, session_url
+from orchestrator.modelserver.server import ModelServer
+from orchestrator.modelserver.turns import FAULTS, Fault, ToolCall, Turn, Usage
 
 __all__ = ["ModelServer", "SessionContext", "agent_env", "session_url", "Turn", "ToolCall", "Usage", "Fault", "FAULTS"]

@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .apicommon import Rendered, chunks, sse, text_of
-from .scripts import RequestView
-from .turns import Turn
+from orchestrator.modelserver.apicommon import Rendered, chunks, sse, text_of
+from orchestrator.modelserver.scripts import RequestView
+from orchestrator.modelserver.turns import Turn
 
 NAME = "anthropic"
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error",
@@ -87,6 +87,6 @@ def error(status: int, message: str) -> dict[str, Any]:
 
 def count_tokens(body: dict[str, Any]) -> dict[str, Any]:
     """``POST /v1/messages/count_tokens``: the same estimate the usage of a response uses."""
-    from .apicommon import estimate_tokens
+    from orchestrator.modelserver.apicommon import estimate_tokens
 
     return {"input_tokens": estimate_tokens(len(json.dumps(body)))}

@@ -7,9 +7,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .scripts import RequestView
-from .tools import resolve
-from .turns import Turn
+from orchestrator.modelserver.scripts import RequestView
+from orchestrator.modelserver.tools import resolve
+from orchestrator.modelserver.turns import Turn
 
 CHUNK_CHARS = 48  # size of one streamed delta: several per block, like the real APIs
 CHARS_PER_TOKEN = 4  # the usual rule of thumb, for token counts a script did not give
@@ -63,7 +63,7 @@ def task_prompt(messages: list[tuple[str, str]]) -> tuple[str, int]:
     (``Task <id>: ...``) in a conversation of (role, text) pairs, ``role`` being ``user`` or
     ``assistant``. The last such message counts: a client may send canned example exchanges or
     file contents before it (aider). With none, the first user message and every assistant turn."""
-    from .tasksource import TASK_LINE
+    from orchestrator.modelserver.tasksource import TASK_LINE
 
     users = [i for i, (role, _) in enumerate(messages) if role == "user"]
     at = next((i for i in reversed(users) if TASK_LINE.search(messages[i][1])), users[0] if users else -1)

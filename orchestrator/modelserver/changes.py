@@ -16,7 +16,7 @@ from pathlib import Path
 
 from coordstore.errors import InputError
 
-from .confine import confine_to
+from orchestrator.modelserver.confine import confine_to
 
 
 @dataclass

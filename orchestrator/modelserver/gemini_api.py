@@ -13,9 +13,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .apicommon import Rendered, chunks, estimate_tokens, sse, task_prompt
-from .scripts import RequestView
-from .turns import Turn
+from orchestrator.modelserver.apicommon import Rendered, chunks, estimate_tokens, sse, task_prompt
+from orchestrator.modelserver.scripts import RequestView
+from orchestrator.modelserver.turns import Turn
 
 NAME = "gemini"
 STATUS_NAMES = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",

@@ -15,13 +15,13 @@ from urllib.parse import parse_qs
 
 from coordstore.errors import OrchError
 
-from . import anthropic_api, gemini_api, openai_api
-from .apicommon import estimate_tokens, render
-from .confine import PathRefused
-from .context import split_path
-from .scripts import RequestView
-from .tasksource import fill
-from .turns import Fault, Turn
+from orchestrator.modelserver import anthropic_api, gemini_api, openai_api
+from orchestrator.modelserver.apicommon import estimate_tokens, render
+from orchestrator.modelserver.confine import PathRefused
+from agents.clis.serverurl import split_path
+from orchestrator.modelserver.scripts import RequestView
+from orchestrator.modelserver.tasksource import fill
+from orchestrator.modelserver.turns import Fault, Turn
 
 HANG_MAX_S = 3600.0  # a "never-ending" stream still ends after this, so a forgotten client cannot pin a thread forever
 HANG_POLL_S = 0.1  # how often a hanging stream checks whether its client left or the server stops

@@ -14,9 +14,9 @@ import json
 import time
 from typing import Any
 
-from .apicommon import Rendered, chunks, sse, task_prompt, text_of
-from .scripts import RequestView
-from .turns import Turn
+from orchestrator.modelserver.apicommon import Rendered, chunks, sse, task_prompt, text_of
+from orchestrator.modelserver.scripts import RequestView
+from orchestrator.modelserver.turns import Turn
 
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error",
                429: "rate_limit_exceeded", 500: "server_error", 503: "server_error", 529: "server_error"}

@@ -23,11 +23,11 @@ from typing import Any, Protocol
 
 from coordstore.errors import InputError
 
-from .changes import replay_changes, replay_git, sim_changes
-from .confine import Worktrees, confine_to
-from .context import SessionContext
-from .tools import heredoc, write_command
-from .turns import DONE, Fault, ToolCall, Turn, Usage, done_turn, parse_fault, parse_turn
+from orchestrator.modelserver.changes import replay_changes, replay_git, sim_changes
+from orchestrator.modelserver.confine import Worktrees, confine_to
+from agents.clis.serverurl import SessionContext
+from orchestrator.modelserver.tools import heredoc, write_command
+from orchestrator.modelserver.turns import DONE, Fault, ToolCall, Turn, Usage, done_turn, parse_fault, parse_turn
 
 SCRIPT_NAMES = ("sim", "replay", "file")
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"  # git's well-known empty tree: diff base of a root commit
@@ -61,7 +61,7 @@ class RequestView:
     def edit_format(self) -> str | None:
         """``whole`` / ``diff`` when the client edits by text (aider: no tools, a format in its
         system prompt), else None."""
-        from .textedits import edit_format
+        from orchestrator.modelserver.textedits import edit_format
 
         return None if self.tools else edit_format(self.system)
 

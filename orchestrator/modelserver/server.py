@@ -34,13 +34,13 @@ from typing import Any, Callable, Iterable
 from coordstore.errors import InputError, OrchError
 from coordstore.private import open_private
 
-from .confine import Worktrees
-from .context import SessionContext
-from .handler import Handler
-from .scripts import RequestView, Script, make_script
-from .tasksource import StoreTasks, TaskSource
-from .textedits import text_edit_turn
-from .turns import Fault, Turn
+from orchestrator.modelserver.confine import Worktrees
+from agents.clis.serverurl import SessionContext
+from orchestrator.modelserver.handler import Handler
+from orchestrator.modelserver.scripts import RequestView, Script, make_script
+from orchestrator.modelserver.tasksource import StoreTasks, TaskSource
+from orchestrator.modelserver.textedits import text_edit_turn
+from orchestrator.modelserver.turns import Fault, Turn
 
 HOST = "127.0.0.1"  # loopback only: a scripted model is nobody's business outside this machine
 

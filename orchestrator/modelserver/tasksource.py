@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from typing import Any, Protocol
 
-from .context import SessionContext, task_context
+from agents.clis.serverurl import SessionContext, task_context
 
 TASK_LINE = re.compile(r"^Task (\S+?):\s", re.M)  # the line orch's default prompt opens the task with
 ATTEMPT_LINE = re.compile(r"\bThis is attempt (\d+)\b")

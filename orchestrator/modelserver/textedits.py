@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import re
 
-from .changes import FileChange
-from .turns import Turn, Usage
+from orchestrator.modelserver.changes import FileChange
+from orchestrator.modelserver.turns import Turn, Usage
 
 _FENCE = re.compile(r"^(`{3,}|<(\w+)>)[\w+-]*$", re.M)
 

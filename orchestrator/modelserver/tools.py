@@ -12,7 +12,7 @@ from __future__ import annotations
 import shlex
 from typing import Any, Callable
 
-from .turns import ToolCall
+from orchestrator.modelserver.turns import ToolCall
 
 Builder = Callable[[dict[str, Any]], dict[str, Any]]
 

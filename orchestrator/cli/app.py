@@ -23,7 +23,7 @@ import typer
 
 from coordstore.errors import OrchError, UsageError
 
-from . import __version__
+from orchestrator import __version__
 
 app = typer.Typer(
     name="orch",
@@ -61,7 +61,7 @@ def print_json(obj: Any) -> None:
 def interrupt_exits() -> Iterator[None]:
     """Ctrl-C, SIGTERM or SIGHUP inside: one line on what became of the run, exit 128 + signal
     (typer would turn the interrupt into a silent 130)."""
-    from .interrupts import Interrupted
+    from orchestrator.supervision.interrupts import Interrupted
 
     try:
         yield
@@ -83,9 +83,9 @@ def _parser_message(e: Exception) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    # commands register on import; kept here so `import orchestrator.cli` stays light for tests
+    # commands register on import; kept here so `import orchestrator.cli.app` stays light for tests
     # import order is the order of `orch --help`: running first, then reading, then the store layer
-    from . import cli_run, cli_analysis, cli_ops, cli_store, cli_template, cli_model  # noqa: F401, I001
+    from orchestrator import cli_run, cli_analysis, cli_ops, cli_store, cli_template, cli_model  # noqa: F401, I001
 
     try:
         # standalone_mode=False returns (not raises) the code of a command's `raise typer.Exit(n)`

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from .cli import app, interrupt_exits, print_json
+from orchestrator.cli.app import app, interrupt_exits, print_json
 
 
 def _fmt_s(ms) -> str:
@@ -60,7 +60,7 @@ def run_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No live progress."),
 ) -> None:
     """Run a variant of an experiment: set up worktrees, run the agents, merge, export metrics."""
-    from .launch import HEADLINE, RunRequest, plan_runs, run_one
+    from orchestrator.runs.launch import HEADLINE, RunRequest, plan_runs, run_one
 
     req = RunRequest(variant=variant, experiment=experiment, template=template, repo=repo, runs=runs, seed=seed,
                      time_scale=time_scale, store=store, results=results, base=base)
@@ -102,7 +102,7 @@ def resume_cmd(
 ) -> None:
     """Finish an interrupted run: re-attach live runners, respawn the others, requeue their tasks, export.
     Refused while the run's orchestrator is alive, and for a run that already ended."""
-    from .run import Orchestrator
+    from orchestrator.runs.loop import Orchestrator
 
     orch = Orchestrator.of_run(run_dir)
     try:
@@ -125,8 +125,8 @@ def metrics_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print every metric as one JSON object."),
 ) -> None:
     """Compute a run's metrics from its recorded history."""
-    from .metrics import compute_metrics
-    from .runinfo import open_run
+    from orchestrator.views.metrics import compute_metrics
+    from orchestrator.views.runinfo import open_run
 
     ref = open_run(run_dir)
     with ref.open_store() as store:

@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from coordstore.errors import GitError
 
-from .gitrepo import (
+from gitwork.repo import (
     first_line,
     full_ref,
     git_out,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from coordstore.private import private_dir, write_private
 
-from .rundir import AgentSpec, RunPaths, RunSpec
+from orchestrator.rundir import AgentSpec, RunPaths, RunSpec
 
 # how long a runner's lease lasts without a heartbeat before reap_expired may requeue its task
 LEASE_MS = 30_000
@@ -31,7 +31,7 @@ class RunController:
         self.avoid_hints: dict[str, set[str]] = {}
         self.event_states: dict = {}  # observe.EventState per agent
         self.extra_env: dict[str, str] = {}  # e.g. the run's model server URL, given to every runner
-        from .verdicts import SupervisionConfig
+        from orchestrator.supervision.verdicts import SupervisionConfig
 
         self.supervision = SupervisionConfig.load(spec.supervision, where="execution.supervision")
 
@@ -71,8 +71,8 @@ class RunController:
     def spawn(self, agent_id: str) -> None:
         from coordstore.models import Agent
 
-        from .interrupts import deferred
-        from .procs import spawn
+        from orchestrator.supervision.interrupts import deferred
+        from orchestrator.supervision.procs import spawn
 
         a = self.agent(agent_id)
         cfg = self.paths.agent_config(a.id)
@@ -106,7 +106,7 @@ class RunController:
         """After an orchestrator restart: re-attach to live runners; return the ids of the agents
         whose runner is gone. Every one of them is respawned, "stopped" ones too: a resumed run is
         not over, and an interrupted run's runners were stopped (or never spawned) by the signal."""
-        from .procs import AgentProcess
+        from orchestrator.supervision.procs import AgentProcess
 
         records = {rec.id: rec for rec in self.store.list_agents(self.spec.run_id)}
         gone = []
@@ -124,7 +124,7 @@ class RunController:
         return [a.id for a in self.spec.agents if a.id not in self.disabled]
 
     def observe(self, agent_id: str, now: int):
-        from .observe import observe_agent
+        from orchestrator.supervision.observe import observe_agent
 
         return observe_agent(self, agent_id, now)
 

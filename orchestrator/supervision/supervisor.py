@@ -37,7 +37,7 @@ from coordstore.base import CoordStore
 from coordstore.errors import InvalidTransition, NotFound, OrchError, StaleAttempt
 from coordstore.models import ACTIVE, Task, Transition
 
-from .verdicts import FAILURES, AgentObservation, SupervisionConfig, Track, Verdict, judge
+from orchestrator.supervision.verdicts import FAILURES, AgentObservation, SupervisionConfig, Track, Verdict, judge
 
 SUPERVISOR = "supervisor"  # the `by` of every store write the supervisor makes
 DEGRADED = "degraded"  # the action of the run note written when the circuit opens

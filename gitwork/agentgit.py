@@ -1,6 +1,6 @@
 """Git in the agent's own worktree, with plain ``subprocess`` (the runner must start fast).
 
-Merges into the run's merged ref and catch-up use the shared ``orchestrator.merging`` (imported
+Merges into the run's merged ref and catch-up use the shared ``gitwork.merging`` (imported
 lazily, only once a merge is due); everything a runner does to its own worktree is here.
 Failures raise ``GitError`` with one line naming the worktree and git's message.
 """
@@ -18,7 +18,7 @@ _QUIET_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_EDITOR": "true", "GIT_MERGE_AUTOE
 
 def identity(agent_id: str) -> dict[str, str]:
     """The agent's commit identity (author and committer), from the one shared definition."""
-    from orchestrator.gitrepo import identity_env  # lazily: it loads GitPython
+    from gitwork.repo import identity_env  # lazily: it loads GitPython
 
     return identity_env(agent_id)
 

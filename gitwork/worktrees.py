@@ -23,7 +23,7 @@ from pydantic import BaseModel
 from coordstore.errors import GitError, InputError
 from coordstore.private import private_dir
 
-from .gitrepo import (
+from gitwork.repo import (
     common_dir,
     dirty_paths,
     first_line,

@@ -33,7 +33,7 @@ from typing import Any
 from coordstore.errors import GitError, InputError, UsageError
 from coordstore.models import Dependency, Task, TaskGraph
 
-from .gitrepo import _LOCATING_ENV, git_out, resolve_commit, run_git
+from gitwork.repo import _LOCATING_ENV, git_out, resolve_commit, run_git
 
 DEPS_MODES = ("none", "files", "linear")
 SHORT_SHA = 12  # git's own abbreviation length for large repositories; fixed so ids stay stable

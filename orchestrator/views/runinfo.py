@@ -35,7 +35,7 @@ from coordstore.errors import InputError, NotFound, StoreDamaged, StoreError, Us
 from coordstore.models import AGENT_STATUSES, TASK_STATUSES, TERMINAL, Agent, Run, Transition
 from coordstore.private import write_private
 
-from .rundir import RunPaths, RunSpec
+from orchestrator.rundir import RunPaths, RunSpec
 
 SCHEMA_VERSION = 1  # of every --json shape here; bump on an incompatible change
 DEFAULT_RESULTS = Path("experiments/results")
@@ -139,7 +139,7 @@ def process_alive(pid: int | None, create_time: float | None) -> bool:
     """Whether the process recorded as (pid, create_time) still runs (a reused pid does not)."""
     if not pid or create_time is None:
         return False
-    from .procs import AgentProcess
+    from orchestrator.supervision.procs import AgentProcess
 
     return AgentProcess.attach(pid, create_time) is not None
 

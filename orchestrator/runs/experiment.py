@@ -19,7 +19,7 @@ from pydantic_core import PydanticCustomError
 from coordstore.errors import InputError, UsageError
 from coordstore.paths import PathEscape, path_component
 
-from .resources import experiment_files
+from orchestrator.runs.resources import experiment_files
 
 Policy = Literal["pull", "push", "hybrid", "solo", "relay"]
 # working agents per variant: each is a process with its own git worktree (a full checkout), so a
@@ -106,7 +106,7 @@ class Execution(_Strict):
     @field_validator("supervision")
     @classmethod
     def _thresholds(cls, v: dict[str, Any]) -> dict[str, Any]:
-        from .verdicts import SupervisionConfig
+        from orchestrator.supervision.verdicts import SupervisionConfig
 
         SupervisionConfig.model_validate(v)  # checked here, at load, before any run directory exists
         return v

@@ -17,10 +17,10 @@ from pydantic import ValidationError
 from coordstore.errors import InputError, UsageError
 from coordstore.snapshot import read_text
 
-from .experiment import Execution, find_variant
-from .resources import find_template
-from .rundir import RunPaths, RunSpec
-from .setup import agents_for, load_graph, prepare_run
+from orchestrator.runs.experiment import Execution, find_variant
+from orchestrator.runs.resources import find_template
+from orchestrator.rundir import RunPaths, RunSpec
+from orchestrator.runs.prepare import agents_for, load_graph, prepare_run
 
 HEADLINE = ("wall_clock_ms", "lower_bound_ms", "efficiency", "tasks_completed", "tasks_failed", "tasks_cancelled",
             "tasks_total", "claim_contention", "dispatch_latency_ms", "merge_conflicts", "retries", "cost_usd")
@@ -95,8 +95,8 @@ def _preflight(variant, agents) -> None:
     check_options(variant.policy, variant.policy_options)
     served = {}
     if variant.model_server:  # the run's own server will provide base URLs and keys
-        from .modelserver.context import agent_env
-        from .modelserver.scripts import make_script
+        from agents.clis.serverurl import agent_env
+        from orchestrator.modelserver.scripts import make_script
 
         make_script(variant.model_server, None)  # an unknown script or missing file fails now
         served = agent_env("http://127.0.0.1:1", "the run's key")
@@ -121,7 +121,7 @@ def plan_runs(req: RunRequest) -> list[tuple[RunSpec, RunPaths, object, str | No
     graph = load_graph(template)
     repo = None
     if req.repo is not None or exp.repo:
-        from .gitrepo import check_repo, resolve_commit
+        from gitwork.repo import check_repo, resolve_commit
 
         repo = check_repo(Path(req.repo or exp.repo))
         base = resolve_commit(repo, req.base)
@@ -159,8 +159,8 @@ def plan_runs(req: RunRequest) -> list[tuple[RunSpec, RunPaths, object, str | No
 
 
 def run_one(spec: RunSpec, paths: RunPaths, graph, exp_text: str | None, demo: bool, progress=None) -> RunOutcome:
-    from .interrupts import Interrupted
-    from .run import Orchestrator
+    from orchestrator.supervision.interrupts import Interrupted
+    from orchestrator.runs.loop import Orchestrator
 
     prepare_run(spec, paths, graph, exp_text, demo)
     orch = Orchestrator(spec, paths)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from .verdicts import AgentObservation
+from orchestrator.supervision.verdicts import AgentObservation
 
 RECENT_STEPS = 32  # enough for any sensible loop_repeats
 

@@ -6,8 +6,8 @@ import json
 
 from coordstore.private import write_private
 
-from .metrics import compute_metrics
-from .rundir import RunPaths, RunSpec
+from orchestrator.views.metrics import compute_metrics
+from orchestrator.rundir import RunPaths, RunSpec
 
 
 def export_run(spec: RunSpec, paths: RunPaths, store) -> dict:
@@ -18,7 +18,7 @@ def export_run(spec: RunSpec, paths: RunPaths, store) -> dict:
     write_private(paths.transitions, "".join(t.model_dump_json() + "\n" for t in dump.history))
     metrics = compute_metrics(dump)
     write_private(paths.metrics, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-    from .criteria import from_experiment_file
+    from orchestrator.views.criteria import from_experiment_file
 
     criteria = from_experiment_file(paths.experiment, metrics)
     write_private(paths.criteria, json.dumps(criteria, indent=2, sort_keys=True) + "\n")

@@ -19,7 +19,7 @@ from rich.text import Text
 from coordstore.base import CoordStore
 from coordstore.models import TERMINAL, Transition
 
-from .runinfo import CERTAIN_EVIDENCE, RunRef, latest_verdicts, liveness, now_ms
+from orchestrator.views.runinfo import CERTAIN_EVIDENCE, RunRef, latest_verdicts, liveness, now_ms
 
 RECENT_ROWS = 8  # history lines shown: enough to follow a run, short enough for one screen
 # without an orchestrator pid file, liveness is judged from runner processes, which can all be

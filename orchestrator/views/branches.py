@@ -14,9 +14,9 @@ from typing import Any
 
 from coordstore.errors import GitError
 
-from .gitrepo import full_ref, git_out, ref_exists, resolve_commit, run_git
-from .runinfo import SCHEMA_VERSION, RunRef, merge_summary
-from .worktrees import CleanReport, clean
+from gitwork.repo import full_ref, git_out, ref_exists, resolve_commit, run_git
+from orchestrator.views.runinfo import SCHEMA_VERSION, RunRef, merge_summary
+from gitwork.worktrees import CleanReport, clean
 
 TASK_SUBJECT = re.compile(r"^task (?P<id>\S+?): ")
 _SHORTSTAT = re.compile(r"(\d+) files? changed(?:, (\d+) insertions?\(\+\))?(?:, (\d+) deletions?\(-\))?")
@@ -147,7 +147,7 @@ def clean_run(ref: RunRef, delete_branches: bool, apply: bool, remove_ignored: b
     only reports what would happen. Refused while any process of the run is alive."""
     from coordstore.errors import InputError
 
-    from .runinfo import live_processes, liveness
+    from orchestrator.views.runinfo import live_processes, liveness
 
     with ref.open_store() as store:
         live = live_processes(ref, store)  # runners outlive a killed orchestrator: they count too

@@ -10,12 +10,12 @@ from pathlib import Path
 
 from coordstore.models import Transition
 
-from .rundir import RunSpec
+from orchestrator.rundir import RunSpec
 
 
 def merge_completed(spec: RunSpec, store) -> list:
-    from .gitrepo import identity_env
-    from .merging import Merger
+    from gitwork.repo import identity_env
+    from gitwork.merging import Merger
 
     merger = Merger(Path(spec.repo), f"refs/heads/{spec.merged_branch}")
     last_done: dict[str, int] = {}

@@ -14,9 +14,9 @@ from pathlib import Path
 from coordstore import open_store
 from coordstore.models import TERMINAL
 
-from .control import RunController
-from .interrupts import Interrupted, catch_signals, deferred
-from .rundir import RunPaths, RunSpec
+from orchestrator.supervision.control import RunController
+from orchestrator.supervision.interrupts import Interrupted, catch_signals, deferred
+from orchestrator.rundir import RunPaths, RunSpec
 
 TICK_S = 0.25  # how often the supervisor judges when no event wakes the loop
 DRAIN_S = 5.0  # how long runners get to exit by themselves once every task is terminal
@@ -26,8 +26,8 @@ RESUME_LOCK_TIMEOUT_S = 30.0
 
 class Orchestrator:
     def __init__(self, spec: RunSpec, paths: RunPaths, clock=time.time):
-        from .supervisor import Supervisor
-        from .watcher import EventWatcher
+        from orchestrator.supervision.supervisor import Supervisor
+        from orchestrator.runs.watcher import EventWatcher
 
         self.spec = spec
         self.paths = paths
@@ -48,9 +48,9 @@ class Orchestrator:
             return
         from agents.clis.base import MODEL_SERVER_ENV
 
-        from .modelserver import ModelServer
-        from .modelserver.context import agent_env
-        from .modelserver.tasksource import StoreTasks
+        from orchestrator.modelserver import ModelServer
+        from agents.clis.serverurl import agent_env
+        from orchestrator.modelserver.tasksource import StoreTasks
 
         options = {"repo": self.spec.repo} if self.spec.model_server == "replay" else None
         # a fresh key per start, given only to this run's runners; files are read only in its worktrees
@@ -63,7 +63,7 @@ class Orchestrator:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
-        from .runinfo import write_pidfile
+        from orchestrator.views.runinfo import write_pidfile
 
         write_pidfile(self.paths)  # lets `orch runs`/`status` tell a live run from an interrupted one
         self._owner = True
@@ -91,7 +91,7 @@ class Orchestrator:
 
         from coordstore.errors import InputError
 
-        from .runinfo import RunRef, live_processes, write_pidfile
+        from orchestrator.views.runinfo import RunRef, live_processes, write_pidfile
 
         run_id = self.spec.run_id
         lock = filelock.FileLock(str(self.paths.root / RESUME_LOCK), timeout=RESUME_LOCK_TIMEOUT_S)
@@ -184,14 +184,14 @@ class Orchestrator:
             if a.status not in ("stopped", "dead"):
                 self.store.set_agent_status(self.spec.run_id, a.id, "stopped", reason=f"run {status}")
         if self.spec.merge_mode == "deferred":
-            from .finalmerge import merge_completed
+            from orchestrator.runs.finalmerge import merge_completed
 
             merge_completed(self.spec, self.store)
-        from .outcome import settle
+        from orchestrator.runs.outcome import settle
 
         status, reason = settle(self.spec, self.store, status)
         self.store.finish_run(self.spec.run_id, status, reason=reason)
-        from .exports import export_run
+        from orchestrator.runs.exports import export_run
 
         export_run(self.spec, self.paths, self.store)
         return status
@@ -206,7 +206,7 @@ class Orchestrator:
     def of_run(cls, run_dir: Path) -> "Orchestrator":
         """The orchestrator of an existing run (for ``conduct(resume=True)``); ``InputError`` when
         ``run_dir`` is not a run or its store is gone."""
-        from .runinfo import open_run
+        from orchestrator.views.runinfo import open_run
 
         ref = open_run(run_dir)
         ref.open_store().close()  # a missing store is an error, not a new empty one

@@ -8,7 +8,7 @@ import typer
 
 from coordstore.lint import lint_file, show_file
 
-from .cli import print_json, template_app
+from orchestrator.cli.app import print_json, template_app
 
 
 @template_app.command("lint")
@@ -72,7 +72,7 @@ def from_history_cmd(
     from coordstore import snapshot
     from coordstore.templates import TGMCP, encode_document, save_file
 
-    from .fromhistory import build, run_hint
+    from gitwork.history import build, run_hint
 
     made = build(repo, rev_range, deps)
     info = made.summary

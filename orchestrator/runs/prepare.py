@@ -14,7 +14,7 @@ from coordstore.errors import InputError
 from coordstore.models import Run, TaskGraph
 from coordstore.private import private_dir, write_private
 
-from .rundir import AgentSpec, RunPaths, RunSpec
+from orchestrator.rundir import AgentSpec, RunPaths, RunSpec
 
 
 def agents_for(policy: str, worker_defs: list, default_kind: str) -> list[AgentSpec]:
@@ -45,9 +45,9 @@ def load_graph(template: Path) -> TaskGraph:
 def prepare_run(spec: RunSpec, paths: RunPaths, graph: TaskGraph, experiment_text: str | None, demo: bool) -> None:
     """Create the run directory, the demo repo (``demo``), the store's run and graph, the merged
     branch and the worktrees. The user's repository was checked by the caller (check_repo)."""
-    from .gitrepo import resolve_commit
-    from .merging import Merger
-    from .worktrees import Worktrees
+    from gitwork.repo import resolve_commit
+    from gitwork.merging import Merger
+    from gitwork.worktrees import Worktrees
 
     if paths.root.exists() and any(paths.root.iterdir()):
         raise InputError(f"{paths.root}: run directory exists and is not empty")
@@ -57,7 +57,7 @@ def prepare_run(spec: RunSpec, paths: RunPaths, graph: TaskGraph, experiment_tex
         for d in (paths.events, paths.logs, paths.agent_configs, paths.worktrees):
             private_dir(d)
         if demo:
-            from .demo import build_demo_repo
+            from gitwork.demo import build_demo_repo
 
             build_demo_repo(Path(spec.repo), graph, Path(spec.template).stem)
         paths.write_spec(spec)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from coordstore.errors import OrchError
 
-from .compare import COMPARED, compare, markdown
+from orchestrator.views.compare import COMPARED, compare, markdown
 
 
 def _plt():
@@ -115,7 +115,7 @@ def boxplots(by_variant: dict[str, list[dict]], metrics: tuple[str, ...], out: P
 
 
 def criteria_results(run: dict, run_dir: Path) -> list[tuple[str, bool]]:
-    from .criteria import from_experiment_file
+    from orchestrator.views.criteria import from_experiment_file
 
     return [(f"{c['metric']} {c['op']} {c['value']} (got {c['got']})", c["passed"])
             for c in from_experiment_file(run_dir / "experiment.yaml", run["metrics"])]
@@ -138,7 +138,7 @@ def _reported_metrics(by_variant: dict[str, list[dict]]) -> tuple[str, ...]:
 
 
 def write_report(experiment_dir: Path) -> tuple[Path, Path]:
-    from .compare import find_runs
+    from orchestrator.views.compare import find_runs
 
     experiment_dir = Path(experiment_dir)
     by_variant = find_runs([experiment_dir])

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import typer
 
-from .cli import app, print_json
-from .runinfo import DEFAULT_RESULTS
+from orchestrator.cli.app import app, print_json
+from orchestrator.views.runinfo import DEFAULT_RESULTS
 
 RUN_DIR_HELP = "A run directory (or a run id, looked up below experiments/results)."
 JSON_HELP = "Print one JSON object (stable shape, \"version\": 1) instead of text."
@@ -31,7 +31,7 @@ def _secs(ms) -> str:
 
 
 def _open(run_dir: Path):
-    from .runinfo import open_run
+    from orchestrator.views.runinfo import open_run
 
     return open_run(run_dir)
 
@@ -43,7 +43,7 @@ def runs_cmd(
 ) -> None:
     """List the runs found below a results directory, newest first, with their status; exits 1,
     naming each on stderr, when a run's store is damaged."""
-    from .runinfo import list_runs
+    from orchestrator.views.runinfo import list_runs
 
     view = list_runs(results)
     if as_json:
@@ -79,7 +79,7 @@ def status_cmd(
     """Tasks by status, each agent's verdict, current task and last event, and the merge state."""
     from rich.table import Table
 
-    from .runinfo import status_view
+    from orchestrator.views.runinfo import status_view
 
     v = status_view(_open(run_dir))
     if as_json:
@@ -116,7 +116,7 @@ def watch_cmd(
     exit_status: bool = typer.Option(False, "--exit-status", help="Exit 1 when the run ends other than finished."),
 ) -> None:
     """Live view of a run (from its store, so it works from another terminal); exits when the run ends."""
-    from .watchview import watch_run
+    from orchestrator.views.watchview import watch_run
 
     view = watch_run(_open(run_dir), interval, _console())
     typer.echo(f"run {view['run_id']}: {view['status']} ({view['evidence']}), {view['done']}/{view['total']} tasks ended")
@@ -136,7 +136,7 @@ def branches_cmd(
     """Each agent's branch: commits and tasks since the base, diffstat, merged or not, conflicts."""
     from rich.table import Table
 
-    from .runinfo_git import branches_view
+    from orchestrator.views.branches import branches_view
 
     v = branches_view(_open(run_dir))
     if as_json:
@@ -174,7 +174,7 @@ def diff_cmd(
     stat: bool = typer.Option(False, "--stat", help="Only the diffstat."),
 ) -> None:
     """An agent's changes: git diff from the run's base to the agent's branch."""
-    from .runinfo_git import agent_diff
+    from orchestrator.views.branches import agent_diff
 
     out = agent_diff(_open(run_dir), agent, stat)
     typer.echo(out, nl=bool(out) and not out.endswith("\n"))
@@ -187,7 +187,7 @@ def log_cmd(
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """An agent's commits since the base, newest first, with the task id of each."""
-    from .runinfo_git import agent_log
+    from orchestrator.views.branches import agent_log
 
     v = agent_log(_open(run_dir), agent)
     if as_json:
@@ -207,7 +207,7 @@ def logs_cmd(
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new output until the run ends (Ctrl-C stops)."),
 ) -> None:
     """An agent's process output (stdout and stderr logs of its runner)."""
-    from .runinfo import is_running, log_files
+    from orchestrator.views.runinfo import is_running, log_files
 
     ref = _open(run_dir)
     offsets: dict[Path, int] = {}
@@ -250,7 +250,7 @@ def clean_cmd(
 ) -> None:
     """Remove a run's worktrees (and with --branches its branches), never unmerged work or (without --ignored)
     git-ignored files; says what it keeps and why. Refused while any process of the run is alive."""
-    from .runinfo_git import clean_run
+    from orchestrator.views.branches import clean_run
 
     ref = _open(run_dir)
     apply = yes
@@ -298,7 +298,7 @@ def history_cmd(
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """The run's transitions, readable: time offset, entity, id, from -> to, agent, reason."""
-    from .runinfo import history_view
+    from orchestrator.views.runinfo import history_view
 
     v = history_view(_open(run_dir), task=task, agent=agent, entity=entity)
     if as_json:

@@ -9,7 +9,7 @@ import typer
 from coordstore import open_store
 from coordstore.templates import EXPORT_FORMATS, export_run, import_file, read_for_import
 
-from .cli import app, print_json
+from orchestrator.cli.app import app, print_json
 
 
 def _counts(by_type: dict[str, int]) -> str:
