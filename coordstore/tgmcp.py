@@ -14,7 +14,7 @@ Reading (``parse`` collects every problem as an ``Issue``; ``to_graph`` raises t
 * ``metrics``: the 8-slot array (0 input tokens, 1 output, 2 cached, 3 thinking; 4-7 unused by
   orch), or the ``metric_0``..``metric_7`` columns task-graph-mcp's importer reads.
 * dependency rows ``{from_task_id, to_task_id, dep_type}``; ``follows`` reads "from follows to"
-  (to runs first), as the templates mean it (see models.Dependency and DESIGN §3).
+  (to runs first), as the templates mean it (see models.Dependency).
 * orch extensions on a task row, ignored by task-graph-mcp's importer (it reads named columns
   only): ``file_scope`` (array or JSON string of paths) and ``orch_meta`` (object -> Task.meta).
 * ``attachments`` rows are kept in ``Task.meta["tgmcp_attachments"]`` and written back on export;

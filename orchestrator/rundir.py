@@ -1,6 +1,6 @@
 """One run's directory and its frozen specification: every path of a run comes from ``RunPaths``.
 
-Layout (DESIGN §2)::
+Layout::
 
     <run dir>/run.json          the frozen RunSpec (what resume needs)
     <run dir>/experiment.yaml   the experiment file as it was

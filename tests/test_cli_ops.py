@@ -21,7 +21,7 @@ import pytest
 from coordstore import open_store
 from coordstore.errors import NotFound
 from coordstore.models import TERMINAL
-from orchestrator.cli.app import main
+from orchestrator.cli.main import main
 from orchestrator.rundir import RunPaths
 
 RUN_ARGS = ["--variant", "pull-4", "--template", "tiny-feature", "--runs", "1"]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.cli.app import main
+from orchestrator.cli.main import main
 from orchestrator.runs.experiment import load_experiment
 from orchestrator.runs.resources import experiment_files
 

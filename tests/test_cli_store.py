@@ -14,7 +14,7 @@ from fixtures_path import tgmcp_fixture
 
 from coordstore import open_store
 from coordstore.models import Agent, Event, Transition
-from orchestrator.cli.app import main
+from orchestrator.cli.main import main
 
 
 def run_cli(capsys, *args):

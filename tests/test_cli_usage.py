@@ -18,7 +18,7 @@ import pytest
 import typer
 
 from orchestrator.cli import app as cli_mod
-from orchestrator.cli.app import main
+from orchestrator.cli.main import main
 
 FAST = "0.00005"
 TEMPLATE = Path(__file__).resolve().parents[1] / "templates" / "tiny-feature.json"
@@ -42,7 +42,7 @@ def assert_usage_error(result, *needles) -> None:
 
 def leaf_commands() -> list[tuple[list[str], object]]:
     """Every command that runs something, as (its words after `orch`, its click command)."""
-    from orchestrator import cli_analysis, cli_model, cli_ops, cli_run, cli_store, cli_template  # noqa: F401
+    from orchestrator.cli import analysis, model, ops, run, store, template  # noqa: F401
 
     out = []
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from coordstore import lint
 from coordstore.models import Dependency, Task, TaskGraph
-from orchestrator.cli.app import main
+from orchestrator.cli.main import main
 
 
 def run_cli(capsys, *args):

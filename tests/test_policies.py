@@ -221,7 +221,7 @@ def test_push_reassigns_a_task_the_supervisor_requeued(local):
 
 
 def test_hybrid_units_split_a_single_root_container():
-    from agents.dispatch import hybrid_units
+    from agents.policies.base import hybrid_units
     from coordstore.graph import validate
 
     g = graph([{"id": i} for i in ("root", "A", "B", "a1", "b1", "lone")],
@@ -234,7 +234,7 @@ def test_hybrid_units_split_a_single_root_container():
 
 def test_push_coordinator_avoids_the_worker_a_task_was_taken_from(tmp_path):
     """A requeued task goes to another idle worker that fits, not back to the one it failed on."""
-    from agents.dispatch import PushCoordinator
+    from agents.policies.dispatch import PushCoordinator
     from agents.events import EventWriter
     from agents.policies import PolicyEnv
     from agents.pulse import Pulse

@@ -26,7 +26,7 @@ from coordstore.errors import AgentError
 from coordstore.models import Task
 from coordstore.templates import load_graph
 from gitwork import history as fromhistory
-from orchestrator.cli.app import main
+from orchestrator.cli.main import main
 from orchestrator.runs.launch import RunRequest, plan_runs, run_one
 
 AUTHORS = [("Alice Archer", "alice@example.org"), ("Bob Baker", "bob@example.org"), ("Carol Cruz", "carol@example.org")]

@@ -6,7 +6,7 @@ import pytest
 
 from coordstore import BACKENDS, open_store
 from coordstore.errors import StoreURLError
-from orchestrator.cli.app import main
+from orchestrator.cli.main import main
 from fixtures_path import tgmcp_fixture
 
 

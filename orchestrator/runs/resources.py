@@ -23,7 +23,7 @@ def _shipped(package: str, folder: str) -> Path | None:
     for loc in (spec.submodule_search_locations or []) if spec else []:
         if Path(loc).is_dir():  # an editable install may list mapped paths that do not exist
             return Path(loc)
-    fallback = Path(__file__).resolve().parent.parent / folder  # a source checkout
+    fallback = Path(__file__).resolve().parents[2] / folder  # a source checkout
     return fallback if fallback.is_dir() else None
 
 

@@ -86,7 +86,7 @@ class RunController:
             "ORCH_AGENT_ID": a.id,
             "ORCH_STORE_URL": self.spec.store_url,
             "ORCH_WORKTREE": str(self.paths.worktree_of(a.id)) if a.works else "",
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH", "")])),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")])),
         }
         cwd = self.paths.worktree_of(a.id) if a.works else self.paths.root
         with deferred():  # a signal now would leave a runner nobody knows of: it waits until it is recorded

@@ -1,4 +1,4 @@
-"""Supervision: judge every agent each tick and climb the recovery ladder (DESIGN §5).
+"""Supervision: judge every agent each tick and climb the recovery ladder.
 
 ``Supervisor.tick(now)`` asks the ``Controller`` for an observation of every agent, judges it
 (``verdicts.judge``, pure), records each *change* of verdict with ``store.set_agent_status``

@@ -1,4 +1,4 @@
-"""Judging one agent from what can be observed of it: the pure half of supervision (DESIGN §5).
+"""Judging one agent from what can be observed of it: the pure half of supervision.
 
 ``judge(previous, observation, config, now)`` is a pure function: it returns the ``Verdict`` and
 the ``Track`` to hand back on the next call (the previous observation plus the three instants

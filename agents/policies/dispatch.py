@@ -14,7 +14,7 @@ from coordstore.errors import InvalidTransition, NotFound, StaleAttempt
 from coordstore.graph import GraphIndex, estimate_ms, tags_fit, wanted_score
 from coordstore.models import ACTIVE, TERMINAL, Task
 
-from agents.policies import AGAIN, OVER, WAIT, Policy, PolicyEnv, _ms, _order
+from agents.policies.base import AGAIN, OVER, WAIT, Policy, PolicyEnv, hybrid_units, ms_option, order_option
 
 UNAVAILABLE = frozenset({"dead", "stalled", "looping", "stopped", "killed"})
 _MOVED_ON = (InvalidTransition, StaleAttempt, NotFound)  # the task changed under us: skip it
@@ -26,18 +26,6 @@ def _workers(env: PolicyEnv) -> list:
     return [a for a in env.store.list_agents(env.run_id) if a.role == "worker" and a.status not in UNAVAILABLE]
 
 
-def hybrid_units(ix: GraphIndex) -> list[str]:
-    """The subtrees a hybrid lead hands out: the top-level containers. A graph under a single
-    root container is split one level lower (repeatedly), or one worker would get everything."""
-    units = [t for t in ix.order if t not in ix.parent and ix.is_container(t)]
-    while len(units) == 1:
-        inner = [c for c in ix.children.get(units[0], ()) if ix.is_container(c)]
-        if not inner:
-            break
-        units = inner
-    return units
-
-
 class PushCoordinator(Policy):
     """Assigns every task: ready tasks best first, each to an idle worker whose tags fit."""
 
@@ -45,8 +33,8 @@ class PushCoordinator(Policy):
 
     def __init__(self, env: PolicyEnv):
         super().__init__(env)
-        self.order = _order(env, "push", "priority")
-        self.latency_s = _ms(env, "push", "dispatch_latency_ms", 0) / 1000.0
+        self.order = order_option(env, "push", "priority")
+        self.latency_s = ms_option(env, "push", "dispatch_latency_ms", 0) / 1000.0
         self.last_given: dict[str, int] = {}  # worker -> round it last got a task (fairness)
         self.round = 0
 
@@ -99,8 +87,8 @@ class HybridLead(Policy):
 
     def __init__(self, env: PolicyEnv):
         super().__init__(env)
-        self.latency_s = _ms(env, "hybrid", "dispatch_latency_ms", 0) / 1000.0
-        self.settle_s = _ms(env, "hybrid", "settle_ms", SETTLE_MS) / 1000.0
+        self.latency_s = ms_option(env, "hybrid", "dispatch_latency_ms", 0) / 1000.0
+        self.settle_s = ms_option(env, "hybrid", "settle_ms", SETTLE_MS) / 1000.0
         self.settled = False
         self._seen: tuple[frozenset, float] | None = None
 

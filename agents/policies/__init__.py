@@ -1,0 +1,45 @@
+"""Distribution policies: which task an agent runs next. Selected by name, enforced in code.
+
+``policy.next()`` returns a ``Task`` the agent now owns (status ``assigned``, owner = the agent),
+``WAIT`` (nothing for it now: the runner sleeps ``poll_ms``), ``AGAIN`` (a dispatcher made progress:
+ask again at once) or ``OVER`` (every task is terminal, or the run was closed). Roles per policy:
+
+=========  ==========================================  =====================================
+policy     executes tasks                              hands out tasks
+=========  ==========================================  =====================================
+pull       worker: ``claim_next(order)``               -
+solo       solo (one agent): pull, critical-path first -
+relay      specialist: pull routed by its tags;        -
+           records ``handoff`` notes
+push       worker: only tasks assigned to it           coordinator (``dispatch.PushCoordinator``)
+hybrid     worker: pull within its containers, steal   lead (``dispatch.HybridLead``)
+=========  ==========================================  =====================================
+
+Pulling agents look with the read-only ``ready_tasks`` before they claim, so an idle agent
+polling an empty queue does not write an ``empty`` claim row every ``poll_ms``; a claim that
+loses a race is still recorded by the store (``lost``), which is what contention measures.
+"""
+
+from __future__ import annotations
+
+from coordstore.errors import InputError
+
+from agents.policies.base import AGAIN, OPTIONS, OVER, WAIT, Policy, PolicyEnv, check_options
+from agents.policies.dispatch import HybridLead, PushCoordinator
+from agents.policies.workers import HybridWorker, Pull, PushWorker, Relay, Solo
+
+__all__ = ["AGAIN", "OPTIONS", "OVER", "WAIT", "Policy", "PolicyEnv", "check_options", "make_policy"]
+
+WORKER_POLICIES = {"pull": Pull, "solo": Solo, "relay": Relay, "push": PushWorker, "hybrid": HybridWorker}
+
+
+def make_policy(name: str, env: PolicyEnv) -> Policy:
+    """The policy object for this agent's role under policy ``name`` (``InputError`` if the pair
+    makes no sense, e.g. a coordinator under pull)."""
+    check_options(name, env.options)
+    if env.role in ("coordinator", "lead"):
+        wanted = {"coordinator": ("push", PushCoordinator), "lead": ("hybrid", HybridLead)}[env.role]
+        if name != wanted[0]:
+            raise InputError(f"role {env.role} only exists under policy {wanted[0]}, not {name}")
+        return wanted[1](env)
+    return WORKER_POLICIES[name](env)

@@ -1,0 +1,114 @@
+"""What every policy shares: the answers ``next()`` gives, the options each policy understands
+and their checks, the environment a policy may use. ``agents.policies`` says what each policy does."""
+
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from coordstore.errors import InputError
+from coordstore.graph import GraphIndex
+from coordstore.models import TERMINAL, Task
+from coordstore.numbers import is_number
+
+WAIT = "wait"  # nothing to do now: sleep poll_ms
+OVER = "over"  # every task terminal (or the run closed): finish
+AGAIN = "again"  # progress was made (e.g. assignments): ask again at once
+ORDERS = ("priority", "critical-path", "fifo")
+# policy -> options it understands (a typo in an experiment must not silently use a default)
+OPTIONS: dict[str, tuple[str, ...]] = {
+    "pull": ("order",),
+    "solo": ("order",),
+    "relay": ("order",),
+    "push": ("order", "dispatch_latency_ms"),
+    "hybrid": ("order", "dispatch_latency_ms", "settle_ms"),
+}
+
+
+@dataclass
+class PolicyEnv:
+    """What a policy may use: the store, who the agent is, its options, and how to wait."""
+
+    store: Any
+    run_id: str
+    agent_id: str
+    role: str
+    tags: list[str] | None
+    options: dict[str, Any]
+    pulse: Any  # agents.pulse.Pulse: sleep() keeps the heartbeats going
+    events: Any  # agents.events.EventWriter
+    _index: Any = field(default=None, repr=False)
+
+    def index(self):
+        """The run's graph index (the structure never changes during a run), built once."""
+        if self._index is None:
+            self._index = GraphIndex(self.store.list_tasks(self.run_id), self.store.dependencies(self.run_id))
+        return self._index
+
+    def tasks(self) -> dict[str, Task]:
+        return {t.id: t for t in self.store.list_tasks(self.run_id)}
+
+    def run_over(self, tasks: dict[str, Task] | None = None) -> bool:
+        """Every task terminal, or the run no longer running (closed or interrupted)."""
+        tasks = self.tasks() if tasks is None else tasks
+        if all(t.status in TERMINAL for t in tasks.values()):
+            return True
+        return self.store.get_run(self.run_id).status != "running"
+
+    def option(self, key: str, default: Any) -> Any:
+        return self.options.get(key, default)
+
+
+def order_option(env: PolicyEnv, policy: str, default: str) -> str:
+    return _order_value(policy, env.option("order", default))
+
+
+def _order_value(policy: str, order: Any) -> str:
+    if order not in ORDERS:
+        raise InputError(f"policy {policy}: policy_options.order={order!r} is not one of {', '.join(ORDERS)}")
+    return order
+
+
+def ms_option(env: PolicyEnv, policy: str, key: str, default: int) -> int:
+    return _ms_value(policy, key, env.option(key, default))
+
+
+def _ms_value(policy: str, key: str, v: Any) -> int:
+    if not is_number(v) or v < 0:
+        raise InputError(f"policy {policy}: policy_options.{key}={v!r} must be a number >= 0 (milliseconds)")
+    return int(v)
+
+
+def check_options(name: str, options: dict[str, Any]) -> None:
+    """The policy's name and options, checked as its agents will read them (``order`` one of
+    ORDERS, every other option milliseconds): at plan time, before a run directory exists."""
+    if name not in OPTIONS:
+        raise InputError(f"policy {name!r} is unknown; known: {', '.join(OPTIONS)}")
+    unknown = sorted(set(options) - set(OPTIONS[name]))
+    if unknown:
+        raise InputError(f"policy {name}: unknown policy_options.{unknown[0]} (known: {', '.join(OPTIONS[name])})")
+    for key, v in options.items():
+        _order_value(name, v) if key == "order" else _ms_value(name, key, v)
+
+
+class Policy:
+    name = ""
+
+    def __init__(self, env: PolicyEnv):
+        self.env = env
+
+    def next(self) -> Task | str:
+        raise NotImplementedError
+
+
+def hybrid_units(ix: GraphIndex) -> list[str]:
+    """The subtrees a hybrid lead hands out: the top-level containers. A graph under a single
+    root container is split one level lower (repeatedly), or one worker would get everything."""
+    units = [t for t in ix.order if t not in ix.parent and ix.is_container(t)]
+    while len(units) == 1:
+        inner = [c for c in ix.children.get(units[0], ()) if ix.is_container(c)]
+        if not inner:
+            break
+        units = inner
+    return units
