@@ -22,9 +22,10 @@ from typing import Any
 from coordstore import open_store
 from coordstore.models import Agent, Run, TaskGraph
 
+from gitwork.runner import git, identity
+
 REPO_ROOT = Path(__file__).resolve().parents[1]  # so runners import this checkout's packages
-BASE_IDENTITY = {"GIT_AUTHOR_NAME": "orch harness", "GIT_AUTHOR_EMAIL": "harness@orch.invalid",
-                 "GIT_COMMITTER_NAME": "orch harness", "GIT_COMMITTER_EMAIL": "harness@orch.invalid"}
+BASE_IDENTITY = identity("orch harness", "harness@orch.invalid")
 
 
 def no_git_identity_env(home: Path) -> dict[str, str]:
@@ -41,10 +42,8 @@ IDENTITY_VARS = ("EMAIL", "GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_
 
 
 def _git(cwd: Path, *args: str) -> str:
-    p = subprocess.run(["git", "-C", str(cwd), *args], capture_output=True, text=True, env={**os.environ, **BASE_IDENTITY})
-    if p.returncode != 0:
-        raise RuntimeError(f"git {' '.join(args)} in {cwd}: {p.stderr.strip()}")
-    return p.stdout
+    """stdout of ``git ARGS`` in ``cwd``, as git printed it (file contents stay exact)."""
+    return git(cwd, *args, env=BASE_IDENTITY).stdout
 
 
 class LocalRun:

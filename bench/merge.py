@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from gitwork.repo import identity_env
+from gitwork.runner import identity_env
 from gitwork.merging import Merger
 
 FILES_PER_BRANCH = 3  # each agent edits a few of its own files, as a small task would

@@ -12,6 +12,7 @@
     │   ├── StaleAttempt         a write from an attempt (or owner) that has been replaced
     │   └── StoreDamaged         the store's files are empty, torn, foreign or corrupt
     ├── GitError                 a git operation failed (repo missing, dirty, ref unknown, ...)
+    │   └── ReplayError          a recorded commit cannot be replayed (replay kind, replay script)
     └── AgentError               an agent process or kind could not be run
 
 Lower-level errors (sqlite3, OSError, json, pydantic, git) are translated at the boundary
@@ -19,6 +20,8 @@ that sees them and re-raised ``from`` the original, so the CLI can print one lin
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 
 class OrchError(Exception):
@@ -66,7 +69,24 @@ class StoreDamaged(StoreError):
 
 
 class GitError(OrchError):
-    """A git operation failed or the repository is not usable."""
+    """A git operation failed or the repository is not usable.
+
+    Raised for a failed git command (by ``gitwork.runner``, the one place orch runs git), it also
+    carries ``command`` (the argv), ``code`` (git's exit status) and ``last_line`` (the line git
+    failed with); for other failures (a path that is no repository, an unknown ref) they are None.
+    """
+
+    def __init__(self, message: str, *, command: Sequence[str] | None = None, code: int | None = None,
+                 last_line: str | None = None) -> None:
+        super().__init__(message)
+        self.command = tuple(command) if command is not None else None
+        self.code = code
+        self.last_line = last_line
+
+
+class ReplayError(GitError):
+    """A recorded commit cannot be replayed: not in the repository, unreadable, a git step of the
+    replay failed, or its change conflicts with the files it lands on; the message says which."""
 
 
 class AgentError(OrchError):

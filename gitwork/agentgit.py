@@ -1,38 +1,23 @@
-"""Git in the agent's own worktree, with plain ``subprocess`` (the runner must start fast).
+"""Git in the agent's own worktree (through ``gitwork.runner``, cheap to import: the runner must
+start fast).
 
 Merges into the run's merged ref and catch-up use the shared ``gitwork.merging`` (imported
 lazily, only once a merge is due); everything a runner does to its own worktree is here.
-Failures raise ``GitError`` with one line naming the worktree and git's message.
+Failures raise the runner's ``GitError``.
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Mapping
 
-from coordstore.errors import GitError
-
-_QUIET_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_EDITOR": "true", "GIT_MERGE_AUTOEDIT": "no"}
+from gitwork.runner import failure, git, identity_env
+from gitwork.runner import is_ancestor  # noqa: F401 - the one is_ancestor, where the agent's runner looks
 
 
 def identity(agent_id: str) -> dict[str, str]:
     """The agent's commit identity (author and committer), from the one shared definition."""
-    from gitwork.repo import identity_env  # lazily: it loads GitPython
-
     return identity_env(agent_id)
-
-
-def git(wt: str | os.PathLike, *args: str, env: Mapping[str, str] | None = None, ok: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess:
-    try:
-        p = subprocess.run(["git", "-C", str(wt), *args], capture_output=True, text=True,
-                           env={**os.environ, **_QUIET_ENV, **(env or {})})
-    except FileNotFoundError as e:
-        raise GitError("git is not installed or not on PATH") from e
-    if p.returncode not in ok:
-        msg = next((ln.strip() for ln in (p.stderr or p.stdout).splitlines() if ln.strip()), f"exit {p.returncode}")
-        raise GitError(f"git {args[0]} failed in {wt}: {msg.removeprefix('fatal: ').removeprefix('error: ')}")
-    return p
 
 
 def head(wt: str | os.PathLike) -> str:
@@ -70,10 +55,6 @@ def discard(wt: str | os.PathLike, to: str | None = None) -> None:
     git(wt, "clean", "-q", "-f", "-d")
 
 
-def is_ancestor(wt: str | os.PathLike, a: str, b: str) -> bool:
-    return git(wt, "merge-base", "--is-ancestor", a, b, ok=(0, 1)).returncode == 0
-
-
 def merge_into_worktree(wt: str | os.PathLike, commit: str, message: str, ident: Mapping[str, str]) -> list[str]:
     """Merge ``commit`` into the worktree's branch; on a conflict abort and return the paths."""
     p = git(wt, "merge", "-q", "--no-ff", "--no-edit", "--no-gpg-sign", "-m", message, commit, env=ident, ok=(0, 1, 128))
@@ -82,7 +63,6 @@ def merge_into_worktree(wt: str | os.PathLike, commit: str, message: str, ident:
     conflicts = [f for f in git(wt, "diff", "--name-only", "--diff-filter=U", "-z").stdout.split("\0") if f]
     git(wt, "merge", "--abort", ok=(0, 128))
     if not conflicts:  # a failure that is not a conflict (unknown commit, dirty tree, ...)
-        msg = next((ln for ln in (p.stderr or p.stdout).splitlines() if ln.strip()), "no message")
-        raise GitError(f"git merge {commit[:12]} failed in {wt}: {msg.strip()}")
+        raise failure(p, what=f"git merge {commit[:12]}")
     return conflicts
 

@@ -7,8 +7,6 @@ hunks) while sequential ones still build on each other's work.
 
 from __future__ import annotations
 
-import os
-import subprocess
 from collections import defaultdict
 from pathlib import Path
 
@@ -16,12 +14,9 @@ from coordstore.errors import GitError
 from coordstore.models import TaskGraph
 from coordstore.paths import check_relative, confine
 
-DEMO_IDENTITY = {
-    "GIT_AUTHOR_NAME": "orch demo",
-    "GIT_AUTHOR_EMAIL": "demo@orch.invalid",
-    "GIT_COMMITTER_NAME": "orch demo",
-    "GIT_COMMITTER_EMAIL": "demo@orch.invalid",
-}
+from gitwork.runner import NO_SYSTEM_CONFIG, git, identity
+
+DEMO_IDENTITY = identity("orch demo", "demo@orch.invalid")
 
 
 def _comment(path: str) -> str:
@@ -58,14 +53,8 @@ def build_demo_repo(dest: Path, graph: TaskGraph, name: str) -> Path:
         p = confine(dest, rel)
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(text)
-    env = {**os.environ, **DEMO_IDENTITY, "GIT_CONFIG_NOSYSTEM": "1"}
-
-    def git(*args: str) -> None:
-        r = subprocess.run(["git", *args], cwd=dest, env=env, capture_output=True, text=True)
-        if r.returncode != 0:
-            raise GitError(f"{dest}: git {' '.join(args)} failed: {r.stderr.strip().splitlines()[-1:]}")
-
-    git("init", "-q", "-b", "main")
-    git("add", "-A")
-    git("commit", "-q", "-m", f"demo project for template {name}")
+    env = {**DEMO_IDENTITY, **NO_SYSTEM_CONFIG}
+    git(dest, "init", "-q", "-b", "main", env=env)
+    git(dest, "add", "-A", env=env)
+    git(dest, "commit", "-q", "-m", f"demo project for template {name}", env=env)
     return dest

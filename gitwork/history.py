@@ -33,7 +33,8 @@ from typing import Any
 from coordstore.errors import GitError, InputError, UsageError
 from coordstore.models import Dependency, Task, TaskGraph
 
-from gitwork.repo import _LOCATING_ENV, git_out, resolve_commit, run_git
+from gitwork.repo import resolve_commit
+from gitwork.runner import git, git_out, is_ancestor
 
 DEPS_MODES = ("none", "files", "linear")
 SHORT_SHA = 12  # git's own abbreviation length for large repositories; fixed so ids stay stable
@@ -98,8 +99,8 @@ def open_repo(repo: str | os.PathLike) -> Path:
     p = Path(repo).expanduser()
     if not p.is_dir():
         raise GitError(f"repository {p} does not exist or is not a directory")
-    status, out, _ = run_git(p, ["rev-parse", "--git-dir"], ok=(0, 128))
-    if status != 0 or not out.strip():
+    found = git(p, "rev-parse", "--git-dir", ok=(0, 128))
+    if found.returncode != 0 or not found.stdout.strip():
         raise GitError(f"{p} is not a git repository")
     return p.resolve()
 
@@ -119,16 +120,11 @@ def _add_numstat(repo: Path, commits: list[HistoryCommit]) -> None:
     """Paths and line counts of each commit, from one ``git diff-tree --stdin`` for all of them."""
     if not commits:
         return
-    import subprocess  # diff-tree --stdin needs input, which run_git does not pass
-
-    p = subprocess.run(["git", "-C", str(repo), "diff-tree", "--stdin", "-r", "-z", "--numstat", "--no-renames", "--root"],
-                       input="".join(c.sha + "\n" for c in commits), capture_output=True, text=True,
-                       errors="surrogateescape", env={k: v for k, v in os.environ.items() if k not in _LOCATING_ENV})
-    if p.returncode != 0:
-        raise GitError(f"git diff-tree failed in {repo}: {(p.stderr.strip().splitlines() or ['no message'])[0]}")
+    out = git(repo, "diff-tree", "--stdin", "-r", "-z", "--numstat", "--no-renames", "--root",
+              input="".join(c.sha + "\n" for c in commits)).stdout
     by_sha = {c.sha: c for c in commits}
     cur: HistoryCommit | None = None
-    for entry in p.stdout.split("\0"):
+    for entry in out.split("\0"):
         if not entry:
             continue
         if "\t" not in entry:  # a commit header: the sha alone
@@ -192,7 +188,7 @@ def build(repo: str | os.PathLike, rev_range: str, deps: str = "files") -> Histo
 
     graphs.validate(graph)  # edges only point forward in history; a failure here is a bug, said loudly
     warnings = []
-    if run_git(root, ["merge-base", "--is-ancestor", base, head], ok=(0, 1))[0] != 0:
+    if not is_ancestor(root, base, head):
         warnings.append(f"{a} is not an ancestor of {b}: replaying on {a} will not reproduce {b}")
     skipped = len(every) - len(commits)
     if skipped:

@@ -20,15 +20,8 @@ from pydantic import BaseModel
 
 from coordstore.errors import GitError
 
-from gitwork.repo import (
-    first_line,
-    full_ref,
-    git_out,
-    is_full_sha,
-    require_git_version,
-    resolve_commit,
-    run_git,
-)
+from gitwork.repo import full_ref, is_full_sha, require_git_version, resolve_commit
+from gitwork.runner import failure, git, git_out, is_ancestor
 
 # Attempts to land one merge while other writers keep moving the merged ref; each lost race
 # means someone else made progress, so a handful is plenty and a bound stops a livelock.
@@ -53,21 +46,14 @@ class MergeResult(BaseModel):
 
 def _merge_tree(cwd: Path, ours: str, theirs: str) -> tuple[str, list[str]]:
     """(tree, conflicting paths) of merging ``theirs`` into ``ours``; no work tree involved."""
-    status, out, err = run_git(
-        cwd, ["merge-tree", "--write-tree", "-z", "--name-only", "--no-messages", ours, theirs], ok=(0, 1, 128)
-    )
-    fields = out.split("\0")
+    p = git(cwd, "merge-tree", "--write-tree", "-z", "--name-only", "--no-messages", ours, theirs, ok=(0, 1, 128))
+    fields = p.stdout.split("\0")
     tree = fields[0].strip()
     # status 1 is both "conflicts" and some errors (unknown revision): a tree id tells them apart
-    if status not in (0, 1) or not is_full_sha(tree):
-        raise GitError(f"git merge-tree {ours[:12]} {theirs[:12]} failed in {cwd}: {first_line(err)}")
-    conflicts = list(dict.fromkeys(f for f in fields[1:] if f)) if status == 1 else []
+    if p.returncode not in (0, 1) or not is_full_sha(tree):
+        raise failure(p, what=f"git merge-tree {ours[:12]} {theirs[:12]}")
+    conflicts = list(dict.fromkeys(f for f in fields[1:] if f)) if p.returncode == 1 else []
     return tree, conflicts
-
-
-def _is_ancestor(cwd: Path, a: str, b: str) -> bool:
-    status, _, _ = run_git(cwd, ["merge-base", "--is-ancestor", a, b], ok=(0, 1))
-    return status == 0
 
 
 def _commit_tree(cwd: Path, tree: str, parents: list[str], message: str, identity: Mapping[str, str]) -> str:
@@ -93,8 +79,7 @@ class Merger:
         require_git_version()
         self.repo = Path(repo)
         self.ref = full_ref(merged_ref)
-        status, _, _ = run_git(self.repo, ["check-ref-format", self.ref], ok=(0, 1, 128))
-        if status != 0:
+        if git(self.repo, "check-ref-format", self.ref, ok=(0, 1, 128)).returncode != 0:
             raise GitError(f"invalid merged ref name {merged_ref!r}")
         self._mutex = threading.Lock()
         self._tip: str | None = None  # commit and tree of the ref as last seen or written
@@ -106,8 +91,7 @@ class Merger:
         sha = resolve_commit(self.repo, base_sha)
         with self._mutex:
             create = ["update-ref", "-m", "orch: create merged ref", self.ref, sha, ""]  # "": must not exist
-            status, _, _ = run_git(self.repo, create, ok=(0, 1, 128))
-            if status != 0:
+            if git(self.repo, *create, ok=(0, 1, 128)).returncode != 0:
                 self._tip = None
                 current = self._read()[0]
                 if current != sha:
@@ -122,9 +106,9 @@ class Merger:
 
     def _read(self) -> tuple[str, str]:
         args = ["rev-parse", f"{self.ref}^{{commit}}", f"{self.ref}^{{tree}}"]
-        status, out, _ = run_git(self.repo, args, ok=(0, 128))
-        lines = out.split()
-        if status != 0 or len(lines) != 2:
+        p = git(self.repo, *args, ok=(0, 128))
+        lines = p.stdout.split()
+        if p.returncode != 0 or len(lines) != 2:
             raise GitError(f"merged ref {self.ref} does not exist in {self.repo}; create it first")
         self._tip, self._tree = lines
         return self._tip, self._tree
@@ -144,7 +128,7 @@ class Merger:
                 cached = self._tip is not None
                 tip, tip_tree = (self._tip, self._tree) if cached else self._read()
                 tree, conflicts = _merge_tree(self.repo, tip, src)
-                landed = not conflicts and tree == tip_tree and _is_ancestor(self.repo, src, tip)
+                landed = not conflicts and tree == tip_tree and is_ancestor(self.repo, src, tip)
                 if conflicts or landed:
                     # an answer that moves nothing gets no compare-and-swap check: confirm the tip
                     if cached and self._read()[0] != tip:
@@ -154,12 +138,12 @@ class Merger:
                     return MergeResult(ok=True, sha=tip, already_merged=True, source=src)
                 new = _commit_tree(self.repo, tree, [tip, src], message, identity)
                 reflog = "orch: " + (message.splitlines() or ["merge"])[0]
-                status, _, err = run_git(self.repo, ["update-ref", "-m", reflog, self.ref, new, tip], ok=(0, 1, 128))
-                if status == 0:
+                p = git(self.repo, "update-ref", "-m", reflog, self.ref, new, tip, ok=(0, 1, 128))
+                if p.returncode == 0:
                     self._tip, self._tree = new, tree
                     return MergeResult(ok=True, sha=new, source=src)
                 if self._read()[0] == tip:  # the ref did not move: the failure is not a lost race
-                    raise GitError(f"cannot update {self.ref} in {self.repo}: {first_line(err)}")
+                    raise failure(p, what=f"git update-ref {self.ref}")
             raise GitError(
                 f"gave up merging {source} into {self.ref}: the ref moved {MAX_CAS_RETRIES} times during the merge"
             )
@@ -177,10 +161,10 @@ def catch_up(worktree: str | os.PathLike, merged_ref: str, identity: Mapping[str
     ref = full_ref(merged_ref)
     head = resolve_commit(wt, "HEAD")
     target = resolve_commit(wt, ref)
-    status, out, _ = run_git(wt, ["merge-base", head, target], ok=(0, 1))
-    if status != 0:
+    p = git(wt, "merge-base", head, target, ok=(0, 1))
+    if p.returncode != 0:
         raise GitError(f"worktree {wt} and {ref} share no history; cannot catch up")
-    base = out.strip()
+    base = p.stdout.strip()
     if base == target:
         return MergeResult(ok=True, sha=head, already_merged=True, source=target)
     if base == head:
@@ -191,5 +175,5 @@ def catch_up(worktree: str | os.PathLike, merged_ref: str, identity: Mapping[str
             return MergeResult(ok=False, sha=head, conflicts=conflicts, source=target)
         branch = git_out(wt, "rev-parse", "--abbrev-ref", "HEAD").strip()
         new = _commit_tree(wt, tree, [head, target], f"orch: merge {ref} into {branch}", identity)
-    run_git(wt, ["reset", "--quiet", "--keep", new], what=f"catching up worktree {wt} with {ref}")
+    git(wt, "reset", "--quiet", "--keep", new, what=f"catching up worktree {wt} with {ref}")
     return MergeResult(ok=True, sha=new, source=target)

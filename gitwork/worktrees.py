@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
@@ -23,18 +22,8 @@ from pydantic import BaseModel
 from coordstore.errors import GitError, InputError
 from coordstore.private import private_dir
 
-from gitwork.repo import (
-    common_dir,
-    dirty_paths,
-    first_line,
-    full_ref,
-    git_out,
-    ignored_paths,
-    list_worktrees,
-    ref_exists,
-    resolve_commit,
-    run_git,
-)
+from gitwork.repo import common_dir, dirty_paths, full_ref, ignored_paths, list_worktrees, ref_exists, resolve_commit
+from gitwork.runner import git, git_out, last_line
 
 # How long to wait for another process's worktree operation; a checkout of a large repository
 # can take a while, a lock held longer than this is a stuck process worth reporting.
@@ -91,8 +80,8 @@ class Worktrees:
         valid name, or the base is not a commit. The branch does not track anything.
         """
         path = self.path(agent)
-        status, _, _ = run_git(self.repo, ["check-ref-format", "--branch", branch], ok=(0, 1, 128))
-        if status != 0 or branch.startswith("-"):
+        valid = git(self.repo, "check-ref-format", "--branch", branch, ok=(0, 1, 128)).returncode == 0
+        if not valid or branch.startswith("-"):
             raise GitError(f"invalid branch name {branch!r} for agent {agent}")
         with _Locked(self._lock, self.repo):
             if path.exists() or path.is_symlink():
@@ -103,11 +92,8 @@ class Worktrees:
             made_root = not self.root.exists()
             private_dir(self.root)  # the worktrees' container; the checkouts inside keep git's modes
             try:
-                run_git(
-                    self.repo,
-                    ["worktree", "add", "--quiet", "--no-track", "-b", branch, str(path), sha],
-                    what=f"git worktree add for agent {agent}",
-                )
+                git(self.repo, "worktree", "add", "--quiet", "--no-track", "-b", branch, str(path), sha,
+                    what=f"git worktree add for agent {agent}")
             except GitError:
                 if made_root and not any(self.root.iterdir()):
                     self.root.rmdir()
@@ -122,12 +108,12 @@ class Worktrees:
             if not any(_same_path(w.path, path) for w in list_worktrees(self.repo)):
                 raise GitError(f"{path} is not a worktree of {self.repo}")
             args = ["worktree", "remove", *(["--force"] if force else []), str(path)]
-            run_git(self.repo, args, what=f"git worktree remove for agent {agent}")
+            git(self.repo, *args, what=f"git worktree remove for agent {agent}")
 
     def prune(self) -> None:
         """Forget worktrees whose directories were deleted by hand."""
         with _Locked(self._lock, self.repo):
-            run_git(self.repo, ["worktree", "prune"], what="git worktree prune")
+            git(self.repo, "worktree", "prune", what="git worktree prune")
 
 
 class CleanItem(BaseModel):
@@ -154,15 +140,7 @@ def _not_merged_count(repo: Path, tip: str, elsewhere: list[str]) -> int:
     # refs go on stdin: a repository can have more refs than a command line holds
     args = ["rev-list", "--count", "--stdin"]
     stdin = "\n".join([tip, *(f"^{r}" for r in elsewhere)]) + "\n"
-    return int(_git_stdin(repo, args, stdin).strip() or 0)
-
-
-def _git_stdin(repo: Path, args: list[str], stdin: str) -> str:
-    # plain subprocess: GitPython's execute takes stdin only as a file object
-    proc = subprocess.run(["git", "-C", str(repo), *args], input=stdin, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise GitError(f"git {args[0]} failed in {repo}: {first_line(proc.stderr)}")
-    return proc.stdout
+    return int(git_out(repo, *args, input=stdin).strip() or 0)
 
 
 def _some(paths: list[str], n: int = 3) -> str:
@@ -209,7 +187,7 @@ def clean(
                 continue
             if not path.exists():
                 if apply:
-                    run_git(repo, ["worktree", "prune"], what="git worktree prune")
+                    git(repo, "worktree", "prune", what="git worktree prune")
                 report.removed.append(CleanItem(kind="worktree", name=str(path),
                                                 reason="directory was gone; " + ("pruned" if apply else "prune")))
                 gone.append(path)
@@ -231,7 +209,7 @@ def clean(
                     f"{len(ignored)} git-ignored files or directories ({_some(ignored)}); --ignored deletes them")))
                 continue
             if apply:
-                run_git(repo, ["worktree", "remove", str(path)], what=f"git worktree remove {path}")
+                git(repo, "worktree", "remove", str(path), what=f"git worktree remove {path}")
             deleted = f"; {len(ignored)} git-ignored files or directories deleted ({_some(ignored)})" if ignored else ""
             report.removed.append(CleanItem(kind="worktree", name=str(path), reason="clean" + deleted))
             gone.append(path)
@@ -255,9 +233,9 @@ def clean(
                 report.kept.append(CleanItem(kind="branch", name=ref, reason=f"{n} commits not merged anywhere"))
                 continue
             if apply:
-                status, _, err = run_git(repo, ["update-ref", "-d", ref, sha], ok=(0, 1, 128))
-                if status != 0:
-                    report.kept.append(CleanItem(kind="branch", name=ref, reason=f"moved during clean: {first_line(err)}"))
+                p = git(repo, "update-ref", "-d", ref, sha, ok=(0, 1, 128))
+                if p.returncode != 0:
+                    report.kept.append(CleanItem(kind="branch", name=ref, reason=f"moved during clean: {last_line(p.stderr)}"))
                     continue
             in_merged = merged_full in elsewhere and _not_merged_count(repo, sha, [merged_full]) == 0
             where = f"merged into {merged_full}" if in_merged else "all its commits are on other refs"

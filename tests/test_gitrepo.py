@@ -13,10 +13,10 @@ from gitwork.repo import (
     check_repo,
     common_dir,
     dirty_paths,
-    identity_env,
     list_worktrees,
     resolve_commit,
 )
+from gitwork.runner import identity_env
 
 TESTER = identity_env("tester")
 

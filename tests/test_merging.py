@@ -12,7 +12,7 @@ import pytest
 
 from coordstore.errors import GitError
 from gitfixtures import run_git as git
-from gitwork.repo import identity_env
+from gitwork.runner import identity_env
 from gitwork.merging import Merger, catch_up
 from gitwork.worktrees import Worktrees
 
@@ -145,7 +145,7 @@ MERGE_CHILD = textwrap.dedent(
     """
     import sys, time, pathlib
     sys.path.insert(0, sys.argv[1])
-    from gitwork.repo import identity_env
+    from gitwork.runner import identity_env
     from gitwork.merging import Merger
     repo, ref, go, *branches = sys.argv[2:]
     m = Merger(repo, ref)

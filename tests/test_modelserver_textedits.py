@@ -10,7 +10,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from coordstore.errors import InputError
+from coordstore.errors import ReplayError
 from gitfixtures import git, make_repo
 from orchestrator.modelserver import ModelServer, session_url
 from orchestrator.modelserver.changes import replay_changes
@@ -110,5 +110,5 @@ def test_replay_changes_merge_onto_the_worktree_and_say_what_text_cannot(serve, 
     assert "Not changed here: gone.txt (deleted: a text edit cannot do that); new/b.bin (binary content" in text
 
     (wt / "a.txt").write_text("one\nTWO?\nthree\n")  # the same line changed differently: a conflict
-    with pytest.raises(InputError, match="a.txt: the commit's change conflicts"):
+    with pytest.raises(ReplayError, match="a.txt: the commit's change conflicts"):
         replay_changes(str(wt), sha, f"{sha}^")

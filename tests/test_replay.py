@@ -227,7 +227,7 @@ def test_stdout_template_and_one_line_errors(history, tmp_path, capsys):
 
 # ------------------------------------------------------------------------------ the kind alone
 def _ctx(tmp_path: Path, wt: Path, agent: str = "w1") -> KindContext:
-    from gitwork.repo import identity_env
+    from gitwork.runner import identity_env
 
     return KindContext("r", agent, wt, 1, TIME_SCALE, 1, EventWriter(tmp_path / "events" / agent, agent), None,
                        identity_env(agent))

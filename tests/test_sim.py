@@ -14,7 +14,7 @@ from agents.harness import LocalRun
 from agents.kinds import resolve_kind
 from agents.kinds.sim import CRASH_EXIT, SimKind
 from agents.kinds.simplan import SimOptions, edit_targets, edit_text, make_plan, own_file
-from coordstore.errors import AgentError
+from coordstore.errors import AgentError, GitError
 from coordstore.models import Dependency, Task, TaskGraph
 
 SCALE = 0.003
@@ -104,7 +104,7 @@ def outcome(run: LocalRun) -> tuple[dict, dict, dict]:
     for rel in ("src/m0.py", "src/m1.py", "src/m2.py", own_file("loose")):
         try:
             files[rel] = run.merged_text(rel)
-        except RuntimeError:  # not in the merged tree (its task failed)
+        except GitError:  # not in the merged tree (its task failed)
             files[rel] = None
     return durations, statuses, files
 

@@ -15,7 +15,7 @@ import pytest
 
 from coordstore.errors import GitError, InputError
 from gitfixtures import run_git as git
-from gitwork.repo import identity_env
+from gitwork.runner import identity_env
 from gitwork.merging import Merger
 from gitwork.worktrees import Worktrees, clean, repo_lock
 

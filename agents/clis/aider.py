@@ -74,11 +74,10 @@ def git_identity_env(worktree: str) -> dict[str, str]:
     the repository's config, which all worktrees share: a change to the user's repository, and a
     lock race between aiders starting together. A stand-in identity for aider's process alone
     (``GIT_CONFIG_COUNT``) prevents that; orch's commits carry the agent's identity anyway."""
-    import subprocess
+    from gitwork.runner import git
 
     stand_in = {"user.name": "orch agent", "user.email": "agent@orch.invalid"}
-    got = subprocess.run(["git", "-C", worktree, "config", "--get-regexp", r"^user\.(name|email)$"],
-                         capture_output=True, text=True).stdout
+    got = git(worktree, "config", "--get-regexp", r"^user\.(name|email)$", ok=None).stdout  # 1: none set
     have = {key for key, _, value in (ln.partition(" ") for ln in got.splitlines()) if value}  # aider skips empty ones too
     missing = [k for k in stand_in if k not in have]
     if not missing:

@@ -28,33 +28,25 @@ meaningful; false: as fast as git goes).
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
 import time
 from typing import Any
 
+from coordstore.errors import ReplayError
+
+from gitwork.runner import git
 from agents.kinds import KindContext, Result
 
 COMMITTERS = ("agent", "original")
 OPTIONS = {"committer": "agent", "pace": True}
 _PERSON = re.compile(rb"^(?P<name>.*?) <(?P<email>[^>]*)> (?P<date>\d+ [+-]\d{4})$")
-_QUIET_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_EDITOR": "true"}
-
-
-class ReplayError(Exception):
-    """A git step of the replay failed; its message becomes the task's failure reason."""
 
 
 def _git(wt, *args: str, env: dict[str, str] | None = None, stdin: bytes | None = None,
          ok: tuple[int, ...] = (0,)) -> tuple[int, bytes]:
-    """``git -C wt args`` with bytes in and out (commit messages are kept byte for byte)."""
-    p = subprocess.run(["git", "-C", str(wt), *args], input=stdin, capture_output=True,
-                       env={**os.environ, **_QUIET_ENV, **(env or {})})
-    if p.returncode not in ok:
-        err = p.stderr.decode(errors="replace").strip().splitlines()
-        msg = (err[0] if err else f"exit {p.returncode}").removeprefix("fatal: ").removeprefix("error: ")
-        raise ReplayError(f"git {args[0]} failed: {msg}")
+    """``git -C wt args`` with bytes in and out (commit messages are kept byte for byte); a failed
+    step raises ``ReplayError``, whose message becomes the task's failure reason."""
+    p = git(wt, *args, env=env, input=stdin, ok=ok, binary=True, error=ReplayError)
     return p.returncode, p.stdout
 
 

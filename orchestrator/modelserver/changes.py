@@ -4,18 +4,18 @@ calls and edit by text instead (aider), a script states its changes rather than 
 ``sim_changes``: the sim kind's edits, each applied to the file as the worktree has it (a file
 edited twice in a plan gets both). ``replay_changes``: a recorded commit, file by file; where the
 worktree's file is not the commit's parent version, the three-way merge ``git apply --3way``
-would have made (``git merge-file``), and a conflict is an error naming the file.
+would have made (``git merge-file``), and a conflict is a ``ReplayError`` naming the file.
 """
 
 from __future__ import annotations
 
-import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from coordstore.errors import InputError
+from coordstore.errors import ReplayError
 
+from gitwork.runner import git
 from orchestrator.modelserver.confine import confine_to
 
 
@@ -45,12 +45,8 @@ def sim_changes(worktree: str, task, plan) -> list[FileChange]:
 
 
 def replay_git(repo: str, *args: str) -> bytes:
-    """``git ARGS`` in ``repo``, its stdout; an ``InputError`` naming the command and git's message."""
-    p = subprocess.run(["git", "-C", repo, *args], capture_output=True)
-    if p.returncode != 0:
-        raise InputError(f"script replay: git {' '.join(args[:2])} in {repo}: "
-                         f"{(p.stderr.decode(errors='replace').strip().splitlines() or [p.returncode])[-1]}")
-    return p.stdout
+    """``git ARGS`` in ``repo``, its stdout; a ``ReplayError`` naming the command and git's message."""
+    return git(repo, *args, binary=True, error=ReplayError, what=f"script replay: git {' '.join(args[:2])}").stdout
 
 
 def _blob(repo: str, rev: str, rel: str) -> bytes:
@@ -98,7 +94,8 @@ def _merge(repo: str, rel: str, current: str, base: str, theirs: str) -> str:
             f = Path(d) / name
             f.write_text(text, encoding="utf-8", errors="surrogateescape")
             files.append(str(f))
-        p = subprocess.run(["git", "merge-file", "-p", *files], capture_output=True)
+        # outside any repository: merge-file reads and writes only the files it is given
+        p = git(d, "merge-file", "-p", *files, ok=None)
     if p.returncode != 0:
-        raise InputError(f"script replay: {rel}: the commit's change conflicts with the worktree's version")
-    return p.stdout.decode("utf-8", "surrogateescape")
+        raise ReplayError(f"script replay: {rel}: the commit's change conflicts with the worktree's version")
+    return p.stdout

@@ -14,7 +14,7 @@ from orchestrator.rundir import RunSpec
 
 
 def merge_completed(spec: RunSpec, store) -> list:
-    from gitwork.repo import identity_env
+    from gitwork.runner import identity_env
     from gitwork.merging import Merger
 
     merger = Merger(Path(spec.repo), f"refs/heads/{spec.merged_branch}")

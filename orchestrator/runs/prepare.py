@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 from coordstore import open_store
-from coordstore.errors import InputError
+from coordstore.errors import GitError, InputError
 from coordstore.models import Run, TaskGraph
 from coordstore.private import private_dir, write_private
 
@@ -88,15 +88,20 @@ def prepare_run(spec: RunSpec, paths: RunPaths, graph: TaskGraph, experiment_tex
 
 
 def _undo(spec: RunSpec, paths: RunPaths, created_root: bool) -> None:
-    import subprocess
+    from gitwork.runner import git
 
-    repo = spec.repo
+    def best_effort(*args: str) -> None:  # what was never made cannot be removed: any outcome will do
+        try:
+            git(spec.repo, *args, ok=None)
+        except GitError:
+            pass
+
     for a in spec.agents:
         wt = paths.worktree_of(a.id)
         if wt.exists():
-            subprocess.run(["git", "-C", repo, "worktree", "remove", "--force", str(wt)], capture_output=True)
-        subprocess.run(["git", "-C", repo, "branch", "-D", spec.agent_branch(a.id)], capture_output=True)
-    subprocess.run(["git", "-C", repo, "branch", "-D", spec.merged_branch], capture_output=True)
-    subprocess.run(["git", "-C", repo, "worktree", "prune"], capture_output=True)
+            best_effort("worktree", "remove", "--force", str(wt))
+        best_effort("branch", "-D", spec.agent_branch(a.id))
+    best_effort("branch", "-D", spec.merged_branch)
+    best_effort("worktree", "prune")
     if created_root:
         shutil.rmtree(paths.root, ignore_errors=True)

@@ -14,7 +14,8 @@ from typing import Any
 
 from coordstore.errors import GitError
 
-from gitwork.repo import full_ref, git_out, ref_exists, resolve_commit, run_git
+from gitwork.repo import full_ref, ref_exists, resolve_commit
+from gitwork.runner import git_out, is_ancestor
 from orchestrator.views.runinfo import SCHEMA_VERSION, RunRef, merge_summary
 from gitwork.worktrees import CleanReport, clean
 
@@ -70,13 +71,9 @@ def _branch_view(ref: RunRef, repo: Path, base: str, agent: str, merged_sha: str
     unmerged = None
     if merged_sha is not None:
         unmerged = int(git_out(repo, "rev-list", "--count", "--no-merges", f"{merged_sha}..{sha}").strip() or 0)
-    merged = None if merged_sha is None else _is_ancestor(repo, sha, merged_sha)
+    merged = None if merged_sha is None else is_ancestor(repo, sha, merged_sha)
     return {**view, "sha": sha, "commits": len(own), "tasks": tasks, "diffstat": diffstat(repo, base, sha),
             "merged": merged, "unmerged_commits": unmerged, "conflicts": conflicts}
-
-
-def _is_ancestor(repo: Path, a: str, b: str) -> bool:
-    return run_git(repo, ["merge-base", "--is-ancestor", a, b], ok=(0, 1))[0] == 0
 
 
 def branches_view(ref: RunRef) -> dict[str, Any]:
