@@ -8,7 +8,7 @@ BEFORE ``store.complete``, so dependents that become ready see the work -> compl
 
 A ``StaleAttempt`` (the supervisor took the task away) drops the task and the loop goes on.
 SIGTERM (how the orchestrator stops runners) emits a ``log`` event and exits 143 at once.
-Start-up is kept cheap: no typer, watchdog or GitPython until a merge is due.
+Start-up is kept cheap: no typer or watchdog; git runs through ``gitwork.runner`` (standard library only).
 
 Exit status: 0 run over, 1 error (one line on stderr), 2 bad configuration, 143 SIGTERM.
 """
