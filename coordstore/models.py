@@ -19,6 +19,18 @@ ACTIVE: frozenset[str] = frozenset({"assigned", "working"})
 DepType = Literal["blocks", "follows", "contains"]
 DEP_TYPES: tuple[str, ...] = ("blocks", "follows", "contains")
 
+# Who an agent is in its run. Dispatch roles (the push coordinator, the hybrid lead) hand out work
+# and execute none: no worktree, no agent kind.
+Role = Literal["worker", "coordinator", "lead", "solo", "specialist"]
+ROLES: tuple[str, ...] = get_args(Role)
+DISPATCH_ROLES: frozenset[str] = frozenset({"coordinator", "lead"})
+
+
+def works(role: str) -> bool:
+    """Whether an agent of ``role`` executes tasks (dispatch roles only hand them out)."""
+    return role not in DISPATCH_ROLES
+
+
 # killed: the supervisor stopped its process after a stalled/looping/dead verdict; it waits for its respawn
 AgentStatus = Literal["registered", "active", "idle", "stalled", "looping", "dead", "stopped", "paused", "killed"]
 AGENT_STATUSES: tuple[str, ...] = get_args(AgentStatus)
@@ -133,7 +145,7 @@ class Run(_Model):
 class Agent(_Model):
     id: str = Field(min_length=1)
     kind: str = "sim"
-    role: str = "worker"  # worker | coordinator | lead | solo | specialist
+    role: str = "worker"  # one of ROLES (a str: a store reads back whatever it holds)
     tags: list[str] = Field(default_factory=list)
     status: AgentStatus = "registered"
     pid: int | None = None
