@@ -12,9 +12,11 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 TaskStatus = Literal["pending", "assigned", "working", "completed", "failed", "cancelled"]
-TASK_STATUSES: tuple[str, ...] = ("pending", "assigned", "working", "completed", "failed", "cancelled")
+TASK_STATUSES: tuple[str, ...] = get_args(TaskStatus)
 TERMINAL: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
 ACTIVE: frozenset[str] = frozenset({"assigned", "working"})
+UNSUCCESSFUL: tuple[str, ...] = ("failed", "cancelled")  # terminal without the work done
+REQUEUABLE: frozenset[str] = ACTIVE | {"failed"}  # the statuses a requeue takes a task back to pending from
 
 DepType = Literal["blocks", "follows", "contains"]
 DEP_TYPES: tuple[str, ...] = ("blocks", "follows", "contains")
@@ -31,11 +33,23 @@ def works(role: str) -> bool:
     return role not in DISPATCH_ROLES
 
 
-# killed: the supervisor stopped its process after a stalled/looping/dead verdict; it waits for its respawn
-AgentStatus = Literal["registered", "active", "idle", "stalled", "looping", "dead", "stopped", "paused", "killed"]
+# The supervisor's verdicts on an agent (orchestrator/supervision/verdicts.py judges them); each
+# is recorded as the agent's status.
+VerdictKind = Literal["active", "idle", "stalled", "looping", "dead", "stopped", "paused"]
+VERDICT_KINDS: tuple[str, ...] = get_args(VerdictKind)
+# verdicts that climb the recovery ladder (kill -> requeue -> respawn -> fallback -> fail)
+FAILURES: frozenset[str] = frozenset({"stalled", "looping", "dead"})
+# registered: not judged yet; killed: the supervisor stopped its process after a FAILURES verdict;
+# it waits for its respawn
+AgentStatus = Literal["registered", VerdictKind, "killed"]
 AGENT_STATUSES: tuple[str, ...] = get_args(AgentStatus)
+SETTLED: frozenset[str] = frozenset({"dead", "stopped", "killed"})  # agents known not to be running
+UNAVAILABLE: frozenset[str] = FAILURES | SETTLED  # agents a dispatcher gives no work
+
 RunStatus = Literal["running", "finished", "failed", "interrupted"]
 RUN_STATUSES: tuple[str, ...] = get_args(RunStatus)
+RUN_FINAL: tuple[str, ...] = ("finished", "failed", "interrupted")  # the statuses finish_run may set
+RUN_OVER: frozenset[str] = frozenset({"finished", "failed"})  # ended for good: nothing to resume
 MergeState = Literal["merged", "conflict", "error"]
 MERGE_STATES: tuple[str, ...] = get_args(MergeState)
 EntityKind = Literal["task", "agent", "merge", "run", "claim"]
@@ -191,6 +205,11 @@ class Transition(_Model):
     @property
     def is_note(self) -> bool:
         return self.from_state == self.to_state and "action" in self.data
+
+    @property
+    def is_requeue(self) -> bool:
+        """A task taken back to pending (by the supervisor, a lease reaper or a retry)."""
+        return self.entity == "task" and self.to_state == "pending" and self.from_state in REQUEUABLE
 
 
 class RunDump(_Model):

@@ -42,18 +42,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from coordstore.errors import InputError
+from coordstore.models import FAILURES, VERDICT_KINDS, VerdictKind  # the words, with the agent statuses they become
 
 from agents.config import HEARTBEAT_MS
-
-VerdictKind = Literal["active", "idle", "stalled", "looping", "dead", "paused", "stopped"]
-VERDICT_KINDS: tuple[str, ...] = ("active", "idle", "stalled", "looping", "dead", "paused", "stopped")
-# verdicts that climb the recovery ladder (kill -> requeue -> respawn -> fallback -> fail)
-FAILURES: frozenset[str] = frozenset({"stalled", "looping", "dead"})
 
 
 class SupervisionConfig(BaseModel):
