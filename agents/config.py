@@ -1,112 +1,158 @@
-"""The runner's configuration: one JSON file per agent, written by the orchestrator.
+"""The runner's configuration: one JSON file per agent, written by the orchestrator (or the test
+harness) with ``write`` and read by the runner with ``load``.
 
-A plain dataclass (not pydantic) so the runner starts fast; every problem is an ``InputError``
-naming the file and the key. Unknown keys are refused: a typo must not silently fall back to a
-default in an experiment.
+One pydantic model for both sides: the writer builds it from typed fields (values it took from a
+validated experiment, so a failure there is a bug: pydantic's own error), the runner validates the
+file against the same model, and then checks its worktree is there. Every problem of a file is an
+``InputError`` naming the file and the key. Unknown keys are refused: a typo must not
+silently fall back to a default in an experiment. Numbers are strict: ``"5"``, ``5.0`` or
+``true`` is not a count of milliseconds, NaN and infinity are no time scale.
+
+The schema is built on first use (``defer_build``), like the store's models, so importing the
+runner stays cheap.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WrapValidator, model_validator
 
 from coordstore.errors import InputError
-from coordstore.numbers import is_number
+from coordstore.models import ROLES, Role, works
+from coordstore.private import write_private
 
-ROLES = ("worker", "coordinator", "lead", "solo", "specialist")
-MERGE_MODES = ("immediate", "deferred")
-# roles that hand out work and execute none (no worktree, no agent kind)
-DISPATCH_ROLES = ("coordinator", "lead")
+MergeMode = Literal["immediate", "deferred"]
+MERGE_MODES: tuple[str, ...] = get_args(MergeMode)
+
+# A runner's rhythm, the orchestrator's defaults: it renews its lease every HEARTBEAT_MS; the lease
+# lasts LEASE_MS without one before reap_expired may requeue its task; POLL_MS is its wait between
+# looks at the store when nothing is ready.
+HEARTBEAT_MS = 1_000
+LEASE_MS = 30_000
+POLL_MS = 20
 
 
-@dataclass
-class RunnerConfig:
-    store_url: str
-    run_id: str
-    agent_id: str
-    events_dir: str
-    role: str = "worker"
-    tags: list[str] | None = None  # None: takes any task
+class _BadKey(ValueError):
+    """A rule that spans keys, reported against ``key``."""
+
+    def __init__(self, key: str, msg: str):
+        super().__init__(msg)
+        self.key = key
+
+
+def _rule(words: str) -> WrapValidator:
+    """Whatever is wrong with the value, say it in ``words`` (``{!r}`` stands for the value)."""
+
+    def check(value: Any, handler: Any) -> Any:
+        try:
+            return handler(value)
+        except ValidationError:
+            raise ValueError(words.format(value)) from None
+
+    return WrapValidator(check)
+
+
+_NONE_IS_EMPTY = BeforeValidator(lambda v: {} if v is None else v)
+Name = Annotated[str, Field(min_length=1), _rule("must be a non-empty string")]
+Millis = Annotated[int, Field(gt=0), _rule("{!r} must be a positive integer (milliseconds)")]
+Options = Annotated[dict[str, Any], _NONE_IS_EMPTY, _rule("must be a mapping")]
+
+
+class RunnerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, defer_build=True)
+
+    store_url: Name
+    run_id: Name
+    agent_id: Name
+    events_dir: Name
+    role: Annotated[Role, _rule(f"{{!r}} is not one of {', '.join(ROLES)}")] = "worker"
+    tags: Annotated[list[str] | None, _rule("must be a list of strings or null")] = None  # None: takes any task
     kind: str = "sim"
-    kind_options: dict[str, Any] = field(default_factory=dict)
+    kind_options: Options = Field(default_factory=dict)
     policy: str = "pull"
-    policy_options: dict[str, Any] = field(default_factory=dict)
+    policy_options: Options = Field(default_factory=dict)
     worktree: str | None = None  # None for coordinators and leads
     repo: str | None = None  # the main repository (merges land there)
     merged_ref: str | None = None
     branch: str | None = None  # the agent's branch (informational; the worktree has it checked out)
-    merge_mode: str = "immediate"
-    seed: int = 0
-    time_scale: float = 1.0
-    heartbeat_ms: int = 1_000
-    lease_ms: int = 30_000
-    poll_ms: int = 20
-    source: str = field(default="", repr=False)  # where this config came from, for messages
+    merge_mode: Annotated[MergeMode, _rule(f"{{!r}} is not one of {', '.join(MERGE_MODES)}")] = "immediate"
+    seed: Annotated[int, _rule("{!r} must be an integer")] = 0
+    time_scale: Annotated[float, Field(gt=0), _rule("{!r} must be a finite number > 0")] = 1.0
+    heartbeat_ms: Millis = HEARTBEAT_MS
+    lease_ms: Millis = LEASE_MS
+    poll_ms: Millis = POLL_MS
+
+    @model_validator(mode="after")
+    def _executes(self) -> "RunnerConfig":
+        if self.works:
+            if not self.worktree:
+                raise _BadKey("worktree", f"role {self.role} executes tasks and needs a worktree")
+            if self.merge_mode == "immediate" and not (self.repo and self.merged_ref):
+                raise _BadKey("merged_ref", "merge_mode immediate needs both 'repo' and 'merged_ref'")
+        return self
 
     @property
     def works(self) -> bool:
         """Whether this agent executes tasks (coordinators and leads only hand them out)."""
-        return self.role not in DISPATCH_ROLES
+        return works(self.role)
 
-    def _bad(self, key: str, msg: str) -> InputError:
-        return InputError(f"{self.source or 'runner config'}: key {key!r}: {msg}")
-
-    def check(self) -> "RunnerConfig":
-        for key in ("store_url", "run_id", "agent_id", "events_dir"):
-            if not isinstance(getattr(self, key), str) or not getattr(self, key):
-                raise self._bad(key, "must be a non-empty string")
-        if self.role not in ROLES:
-            raise self._bad("role", f"{self.role!r} is not one of {', '.join(ROLES)}")
-        if self.merge_mode not in MERGE_MODES:
-            raise self._bad("merge_mode", f"{self.merge_mode!r} is not one of {', '.join(MERGE_MODES)}")
-        if self.tags is not None and (not isinstance(self.tags, list) or not all(isinstance(t, str) for t in self.tags)):
-            raise self._bad("tags", "must be a list of strings or null")
-        for key in ("kind_options", "policy_options"):
-            if not isinstance(getattr(self, key), dict):
-                raise self._bad(key, "must be a mapping")
-        for key in ("heartbeat_ms", "lease_ms", "poll_ms"):
-            v = getattr(self, key)
-            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-                raise self._bad(key, f"{v!r} must be a positive integer (milliseconds)")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
-            raise self._bad("seed", f"{self.seed!r} must be an integer")
-        if not is_number(self.time_scale) or self.time_scale <= 0:
-            raise self._bad("time_scale", f"{self.time_scale!r} must be a finite number > 0")
-        if self.works:
-            if not self.worktree:
-                raise self._bad("worktree", f"role {self.role} executes tasks and needs a worktree")
-            if not Path(self.worktree).is_dir():
-                raise self._bad("worktree", f"{self.worktree} is not a directory")
-            if self.merge_mode == "immediate" and not (self.repo and self.merged_ref):
-                raise self._bad("merged_ref", "merge_mode immediate needs both 'repo' and 'merged_ref'")
-        return self
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "") -> "RunnerConfig":
-        if not isinstance(data, dict):
-            raise InputError(f"{source or 'runner config'}: must be a JSON object")
-        known = {f.name for f in fields(cls)} - {"source"}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise InputError(f"{source or 'runner config'}: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
-        missing = [k for k in ("store_url", "run_id", "agent_id", "events_dir") if k not in data]
-        if missing:
-            raise InputError(f"{source or 'runner config'}: missing key {missing[0]!r}")
-        opts = {k: (v if v is not None else {}) for k, v in data.items() if k in ("kind_options", "policy_options")}
-        return cls(**{**data, **opts}, source=source).check()
+    # ------------------------------------------------------------------ the file
+    def write(self, path: str | Path) -> None:
+        """The config file, replaced atomically, for its owner's eyes only."""
+        write_private(path, self.model_dump_json(indent=2) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> "RunnerConfig":
         p = Path(path)
         try:
-            data = json.loads(p.read_text())
+            text = p.read_bytes()
         except FileNotFoundError as e:
             raise InputError(f"runner config {p}: no such file") from e
-        except (OSError, ValueError) as e:
+        except OSError as e:
             raise InputError(f"runner config {p}: unreadable ({e})") from e
-        return cls.from_dict(data, source=str(p))
+        try:
+            cfg = cls.model_validate_json(text)
+        except ValidationError as e:
+            raise _input_error(e, str(p)) from e
+        return cfg._on_disk(str(p))
 
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "source"}
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "") -> "RunnerConfig":
+        """A config read from a mapping (JSON already parsed), checked as ``load`` checks a file."""
+        try:
+            cfg = cls.model_validate(data)
+        except ValidationError as e:
+            raise _input_error(e, source) from e
+        return cfg._on_disk(source)
+
+    def _on_disk(self, source: str) -> "RunnerConfig":
+        """What the runner needs of the machine it runs on: its worktree."""
+        if self.works and not Path(self.worktree or "").is_dir():
+            raise InputError(f"{source or 'runner config'}: key 'worktree': {self.worktree} is not a directory")
+        return self
+
+
+def _input_error(e: ValidationError, source: str) -> InputError:
+    """The one line for a config that does not validate: bad JSON or shape first, then unknown
+    keys (the first by name, with the known ones), missing keys, the first bad value."""
+    where = source or "runner config"
+    errors = e.errors()
+    kinds = {err["type"] for err in errors}
+    if "json_invalid" in kinds:
+        bad = next(err for err in errors if err["type"] == "json_invalid")
+        return InputError(f"runner config {source}: unreadable ({bad['msg']})")
+    if "model_type" in kinds:
+        return InputError(f"{where}: must be a JSON object")
+    unknown = sorted(str(err["loc"][0]) for err in errors if err["type"] == "extra_forbidden")
+    if unknown:
+        return InputError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(RunnerConfig.model_fields))})")
+    missing = [str(err["loc"][0]) for err in errors if err["type"] == "missing"]
+    if missing:
+        return InputError(f"{where}: missing key {missing[0]!r}")
+    err = errors[0]
+    cause = (err.get("ctx") or {}).get("error")
+    key = cause.key if isinstance(cause, _BadKey) else ".".join(str(p) for p in err["loc"])
+    msg = str(cause) if isinstance(cause, ValueError) else err["msg"]
+    return InputError(f"{where}: key {key!r}: {msg}")

@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from coordstore import open_store
-from coordstore.models import Agent, Run, TaskGraph
+from coordstore.models import Agent, Run, TaskGraph, works
+
+from agents.config import LEASE_MS, RunnerConfig
 
 from gitwork.runner import git, identity
 
@@ -49,7 +51,7 @@ def _git(cwd: Path, *args: str) -> str:
 class LocalRun:
     def __init__(self, root: Path, graph: TaskGraph, *, run_id: str = "r1", seed: int = 0, time_scale: float = 0.001,
                  merge_mode: str = "immediate", files: dict[str, str | bytes] | None = None, on_blocker_failure: str = "cancel",
-                 heartbeat_ms: int = 200, lease_ms: int = 30_000, poll_ms: int = 10, store: str = "sqlite",
+                 heartbeat_ms: int = 200, lease_ms: int = LEASE_MS, poll_ms: int = 10, store: str = "sqlite",
                  symlinks: dict[str, str] | None = None):
         """``files``: the base commit's files (text or bytes; default the demo files of ``graph``);
         ``symlinks``: links committed with them (path -> target, as ``ln -s target path``)."""
@@ -89,22 +91,20 @@ class LocalRun:
         """Worktree, config file and store registration of one agent (as the orchestrator does)."""
         from gitwork.worktrees import Worktrees
 
-        works = role not in ("coordinator", "lead")
         branch = f"orch/{self.run_id}/{agent_id}"
-        wt = Worktrees(self.repo, self.root / "worktrees").add(agent_id, branch, self.base) if works else None
-        cfg = {
+        wt = Worktrees(self.repo, self.root / "worktrees").add(agent_id, branch, self.base) if works(role) else None
+        cfg = RunnerConfig(**{
             "store_url": self.store_url, "run_id": self.run_id, "agent_id": agent_id, "role": role, "tags": tags,
-            "kind": kind if works else "none", "kind_options": kind_options or {}, "policy": policy,
+            "kind": kind if works(role) else "none", "kind_options": kind_options or {}, "policy": policy,
             "policy_options": policy_options or {}, "worktree": str(wt) if wt else None, "repo": str(self.repo),
             "events_dir": str(self.events_dir(agent_id)), "merged_ref": self.merged_ref, "branch": branch,
             "merge_mode": self.merge_mode, "seed": self.seed, "time_scale": self.time_scale, **self.timing, **overrides,
-        }
+        })
         path = self.root / "agents" / f"{agent_id}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(cfg, indent=2))
+        cfg.write(path)
         self.configs[agent_id] = path
-        self.store.register_agent(self.run_id, Agent(id=agent_id, kind=cfg["kind"], role=role, tags=tags or []),
-                                  lease_ms=self.timing["lease_ms"])
+        self.store.register_agent(self.run_id, Agent(id=agent_id, kind=cfg.kind, role=role, tags=tags or []), lease_ms=cfg.lease_ms)
         return path
 
     def events_dir(self, agent_id: str) -> Path:

@@ -19,14 +19,13 @@ import signal
 import sys
 from pathlib import Path
 
-from coordstore.errors import InvalidTransition, NotFound, OrchError, StaleAttempt, StoreError
+from coordstore.errors import MOVED_ON, NotFound, OrchError, StoreError
 
 from agents.config import RunnerConfig
 from agents.policies import AGAIN, OVER, WAIT
 
 EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_TERMINATED = 0, 1, 2, 143
 MAX_LOOP_ERRORS = 20  # consecutive store errors before giving up: the store is gone, not busy
-_TAKEN_AWAY = (StaleAttempt, InvalidTransition, NotFound)
 
 
 class Terminated(BaseException):
@@ -140,7 +139,7 @@ class Runner:
                 self.take_in_blockers(task)
             try:
                 task = self.store.start(c.run_id, tid, c.agent_id, att)
-            except _TAKEN_AWAY as e:
+            except MOVED_ON as e:
                 ev.log(f"task {tid} was taken away before it started ({e})", level="warning", task=tid)
                 return
             ev.log(f"task {tid} started (attempt {att})", task=tid)
@@ -181,7 +180,7 @@ class Runner:
         try:
             call()
             return True
-        except _TAKEN_AWAY as e:
+        except MOVED_ON as e:
             self.events.log(f"task {tid} could not be {what}: it was taken away ({e})", level="warning", task=tid)
             return False
 

@@ -45,13 +45,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 
 from coordstore.errors import InvalidTransition
-from coordstore.models import Agent, ClaimOrder, Event, Run, RunDump, Task, TaskGraph, Transition
+from coordstore.models import RUN_OVER, Agent, ClaimOrder, Event, Run, RunDump, Task, TaskGraph, Transition
 
 
 def reopen_needed(run_id: str, status: str) -> bool:
     """The rule of ``reopen_run``, written once for every backend: an ``interrupted`` run reopens
     (True), a ``running`` one is left as it is (False), an ended one is refused."""
-    if status in ("finished", "failed"):
+    if status in RUN_OVER:
         raise InvalidTransition(f"run {run_id!r} already {status}; only an interrupted run can be resumed")
     return status != "running"
 

@@ -91,3 +91,9 @@ class ReplayError(GitError):
 
 class AgentError(OrchError):
     """An agent kind or process could not be started or run."""
+
+
+# The task moved on under whoever acted on an older view of it: another attempt holds it, it is in
+# another status now, or it is gone. The supervisor, the dispatchers and a runner reporting its
+# work catch these and drop that one action; the loop goes on.
+MOVED_ON: tuple[type[StoreError], ...] = (InvalidTransition, StaleAttempt, NotFound)

@@ -12,18 +12,44 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 TaskStatus = Literal["pending", "assigned", "working", "completed", "failed", "cancelled"]
-TASK_STATUSES: tuple[str, ...] = ("pending", "assigned", "working", "completed", "failed", "cancelled")
+TASK_STATUSES: tuple[str, ...] = get_args(TaskStatus)
 TERMINAL: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
 ACTIVE: frozenset[str] = frozenset({"assigned", "working"})
+UNSUCCESSFUL: tuple[str, ...] = ("failed", "cancelled")  # terminal without the work done
+REQUEUABLE: frozenset[str] = ACTIVE | {"failed"}  # the statuses a requeue takes a task back to pending from
 
 DepType = Literal["blocks", "follows", "contains"]
 DEP_TYPES: tuple[str, ...] = ("blocks", "follows", "contains")
 
-# killed: the supervisor stopped its process after a stalled/looping/dead verdict; it waits for its respawn
-AgentStatus = Literal["registered", "active", "idle", "stalled", "looping", "dead", "stopped", "paused", "killed"]
+# Who an agent is in its run. Dispatch roles (the push coordinator, the hybrid lead) hand out work
+# and execute none: no worktree, no agent kind.
+Role = Literal["worker", "coordinator", "lead", "solo", "specialist"]
+ROLES: tuple[str, ...] = get_args(Role)
+DISPATCH_ROLES: frozenset[str] = frozenset({"coordinator", "lead"})
+
+
+def works(role: str) -> bool:
+    """Whether an agent of ``role`` executes tasks (dispatch roles only hand them out)."""
+    return role not in DISPATCH_ROLES
+
+
+# The supervisor's verdicts on an agent (orchestrator/supervision/verdicts.py judges them); each
+# is recorded as the agent's status.
+VerdictKind = Literal["active", "idle", "stalled", "looping", "dead", "stopped", "paused"]
+VERDICT_KINDS: tuple[str, ...] = get_args(VerdictKind)
+# verdicts that climb the recovery ladder (kill -> requeue -> respawn -> fallback -> fail)
+FAILURES: frozenset[str] = frozenset({"stalled", "looping", "dead"})
+# registered: not judged yet; killed: the supervisor stopped its process after a FAILURES verdict;
+# it waits for its respawn
+AgentStatus = Literal["registered", VerdictKind, "killed"]
 AGENT_STATUSES: tuple[str, ...] = get_args(AgentStatus)
+SETTLED: frozenset[str] = frozenset({"dead", "stopped", "killed"})  # agents known not to be running
+UNAVAILABLE: frozenset[str] = FAILURES | SETTLED  # agents a dispatcher gives no work
+
 RunStatus = Literal["running", "finished", "failed", "interrupted"]
 RUN_STATUSES: tuple[str, ...] = get_args(RunStatus)
+RUN_FINAL: tuple[str, ...] = ("finished", "failed", "interrupted")  # the statuses finish_run may set
+RUN_OVER: frozenset[str] = frozenset({"finished", "failed"})  # ended for good: nothing to resume
 MergeState = Literal["merged", "conflict", "error"]
 MERGE_STATES: tuple[str, ...] = get_args(MergeState)
 EntityKind = Literal["task", "agent", "merge", "run", "claim"]
@@ -133,7 +159,7 @@ class Run(_Model):
 class Agent(_Model):
     id: str = Field(min_length=1)
     kind: str = "sim"
-    role: str = "worker"  # worker | coordinator | lead | solo | specialist
+    role: str = "worker"  # one of ROLES (a str: a store reads back whatever it holds)
     tags: list[str] = Field(default_factory=list)
     status: AgentStatus = "registered"
     pid: int | None = None
@@ -179,6 +205,11 @@ class Transition(_Model):
     @property
     def is_note(self) -> bool:
         return self.from_state == self.to_state and "action" in self.data
+
+    @property
+    def is_requeue(self) -> bool:
+        """A task taken back to pending (by the supervisor, a lease reaper or a retry)."""
+        return self.entity == "task" and self.to_state == "pending" and self.from_state in REQUEUABLE
 
 
 class RunDump(_Model):

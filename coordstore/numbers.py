@@ -1,4 +1,4 @@
-"""The one test of a number read from a hand-checked config (runner config, sim and policy
+"""The one test of a number read from a hand-checked config (sim and policy
 options, model-server faults): an int or float, never a bool, and finite -- NaN slips through
 every comparison (``nan < 0`` is false) and infinity through every ``>= 0``."""
 

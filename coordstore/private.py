@@ -54,14 +54,18 @@ def create_private(path: str | os.PathLike) -> bool:
 
 
 def write_private(path: str | os.PathLike, data: str | bytes) -> None:
-    """Replace ``path`` atomically (a temp file beside it, then a rename) with ``data``, as a file
-    only its owner can read."""
+    """Replace ``path`` atomically with ``data``, as a file only its owner can read: a temp file
+    beside it, flushed to disk, then renamed into place, so a reader (or a crash) finds the old
+    file or the new one, never half of one. orch's one atomic write; the event writer's delivery
+    (agents/events.py) is another protocol: no-clobber links to sequence names."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     fd = open_private(tmp, os.O_WRONLY | os.O_TRUNC)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -19,7 +19,6 @@ import gzip
 import io
 import json
 import os
-import tempfile
 import zlib
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from pydantic import ValidationError
 from coordstore import graph
 from coordstore.errors import GraphError, InputError
 from coordstore.models import RunDump, TaskGraph
+from coordstore.private import write_private
 
 FORMAT = "orch-snapshot"
 VERSION = 1
@@ -59,27 +59,19 @@ def gzip_bytes(data: bytes) -> bytes:
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` (gzipped when the name ends in .gz) to a temp file beside ``path``, then
-    rename it into place: readers see the old file or the new one, never half of one."""
+    """Write ``data`` (gzipped when the name ends in .gz) atomically with ``private.write_private``:
+    readers see the old file or the new one, never half of one. A missing directory or a failed
+    write is one ``InputError`` naming the file."""
     path = Path(path)
     if is_gzip_name(path):
         data = gzip_bytes(data)
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise InputError(f"{path}: directory {str(parent)!r} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_private(path, data)
     except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
         raise InputError(f"{path}: cannot write: {e.strerror or e}") from e
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_bytes(path: str | os.PathLike) -> bytes:

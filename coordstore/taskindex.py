@@ -15,10 +15,9 @@ from typing import get_args
 
 from coordstore import graph as g
 from coordstore.errors import InputError, NotFound
-from coordstore.models import TASK_STATUSES, TERMINAL, ClaimOrder, Dependency, Task
+from coordstore.models import TASK_STATUSES, TERMINAL, UNSUCCESSFUL, ClaimOrder, Dependency, Task
 
 ORDERS: tuple[str, ...] = get_args(ClaimOrder)
-UNSUCCESSFUL = frozenset({"failed", "cancelled"})
 
 
 def _one_of(value: str, allowed: Iterable[str], what: str) -> str:

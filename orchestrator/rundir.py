@@ -22,13 +22,14 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from coordstore.errors import InputError
+from coordstore.models import Role, works
 from coordstore.private import private_dir, write_private
 
 
 class AgentSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     id: str
-    role: str = "worker"  # worker | coordinator | lead | solo | specialist
+    role: Role = "worker"
     tags: list[str] | None = None  # None: takes any task
     kind: str = "sim"
     options: dict[str, Any] = Field(default_factory=dict)
@@ -36,7 +37,7 @@ class AgentSpec(BaseModel):
     @property
     def works(self) -> bool:
         """Coordinators and leads hand out work; they get no worktree."""
-        return self.role not in ("coordinator", "lead")
+        return works(self.role)
 
 
 class RunSpec(BaseModel):

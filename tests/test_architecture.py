@@ -86,3 +86,72 @@ def test_modules_hold_one_idea():
     big = {str(p.relative_to(ROOT)): n for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")
            if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert big == {}
+
+
+# Shared words have one home each (coordstore/models.py, coordstore/errors.py, agents/config.py):
+# a set of them spelled out anywhere else is a second definition waiting to drift.
+def _vocabulary() -> dict[frozenset, tuple[str, str]]:
+    from agents import config
+    from coordstore import models
+
+    words = {name: ("coordstore/models.py", getattr(models, name)) for name in (
+        "ROLES", "DISPATCH_ROLES", "TASK_STATUSES", "TERMINAL", "ACTIVE", "UNSUCCESSFUL", "REQUEUABLE",
+        "VERDICT_KINDS", "FAILURES", "AGENT_STATUSES", "SETTLED", "UNAVAILABLE", "RUN_FINAL", "RUN_OVER")}
+    words["MERGE_MODES"] = ("agents/config.py", config.MERGE_MODES)
+    return {frozenset(value): (name, home) for name, (home, value) in words.items()}
+
+
+MOVED_ON = {"InvalidTransition", "StaleAttempt", "NotFound"}  # coordstore/errors.py
+# atomic replacement of a file: coordstore/private.py's write_private; the event writer's
+# Maildir delivery (no-clobber link, rename where links fail) is a protocol of its own
+REPLACERS = {"coordstore/private.py", "agents/events.py"}
+# the store's state machine (runstate.py, sqlitestore.py) is being rewritten apart from this
+# change; these copies go when it imports the words from models
+NOT_YET = {("coordstore/runstate.py", "RUN_FINAL"), ("coordstore/runstate.py", "SETTLED"),
+           ("coordstore/runstate.py", "REQUEUABLE"), ("coordstore/sqlitestore.py", "RUN_FINAL"),
+           ("coordstore/sqlitestore.py", "ACTIVE"), ("coordstore/sqlitestore.py", "REQUEUABLE")}
+
+
+def second_definitions(root: Path, packages=PACKAGES) -> list[str]:
+    import ast
+
+    vocabulary = _vocabulary()
+    found: list[tuple[str, int, str]] = []
+    for pkg in packages:
+        for path in sorted((root / pkg).rglob("*.py")):
+            rel = str(path.relative_to(root))
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, (ast.Tuple, ast.Set, ast.List)) and len(node.elts) >= 2:
+                    if all(isinstance(e, ast.Constant) and isinstance(e.value, str) for e in node.elts):
+                        name, home = vocabulary.get(frozenset(e.value for e in node.elts), (None, None))
+                        if name and rel != home and (rel, name) not in NOT_YET:
+                            found.append((rel, node.lineno, f"spells {name} ({home})"))
+                    if {getattr(e, "id", None) for e in node.elts} == MOVED_ON and rel != "coordstore/errors.py":
+                        found.append((rel, node.lineno, "spells MOVED_ON (coordstore/errors.py)"))
+                if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ("replace", "rename")
+                        and getattr(node.func.value, "id", None) == "os" and rel not in REPLACERS):
+                    found.append((rel, node.lineno, "replaces a file by hand (coordstore/private.py: write_private)"))
+    return [f"{rel}:{line} {what}" for rel, line, what in sorted(found)]
+
+
+def test_shared_words_have_one_home():
+    assert second_definitions(ROOT) == []
+
+
+def test_the_word_finder_finds_second_definitions(tmp_path):
+    pkg = tmp_path / "orchestrator"
+    pkg.mkdir()
+    (pkg / "x.py").write_text(
+        "import os\n"
+        "BUSY = {'working', 'assigned'}\n"
+        "def works(role):\n    return role not in ('coordinator', 'lead')\n"
+        "GONE = (StaleAttempt, InvalidTransition, NotFound)\n"
+        "os.replace('a.tmp', 'a')\n"
+        "WORDS = ('idle', 'busy')\n"
+    )
+    assert second_definitions(tmp_path, ("orchestrator",)) == [
+        "orchestrator/x.py:2 spells ACTIVE (coordstore/models.py)",
+        "orchestrator/x.py:4 spells DISPATCH_ROLES (coordstore/models.py)",
+        "orchestrator/x.py:5 spells MOVED_ON (coordstore/errors.py)",
+        "orchestrator/x.py:6 replaces a file by hand (coordstore/private.py: write_private)",
+    ]

@@ -135,3 +135,13 @@ def test_a_binary_experiment_file_is_named(tmp_path):
     f.write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe")
     with pytest.raises(InputError, match=r"x.yaml: not a text file \(not UTF-8 at byte 0\)"):
         load_experiment(f)
+
+
+def test_an_unknown_role_is_named_at_load(tmp_path):
+    """A role is one of the roles runners know, checked with the file, before any run exists
+    (it used to reach the runner, whose agent then died at every respawn)."""
+    f = tmp_path / "x.yaml"
+    f.write_text(BASE + "variants:\n  - name: a\n    policy: pull\n    agents: [{count: 2}, {role: boss}]\n")
+    with pytest.raises(InputError) as e:
+        load_experiment(f)
+    assert str(e.value).startswith(f"{f}: variants.0.agents.1.role (line 6): Input should be 'worker', 'coordinator'"), str(e.value)

@@ -205,6 +205,33 @@ def test_config_checks_without_a_process(tmp_path):
         RunnerConfig.from_dict({**base, "role": "worker", "worktree": str(tmp_path)})
 
 
+def test_the_orchestrator_writes_what_the_runner_reads(tmp_path):
+    """One model on both sides: each role's config as the orchestrator writes it is the config the
+    runner loads, private to its owner, with the runner's own heartbeat, lease and poll."""
+    from agents.config import HEARTBEAT_MS, LEASE_MS, POLL_MS
+    from orchestrator.rundir import AgentSpec, RunPaths, RunSpec
+    from orchestrator.supervision.control import RunController
+
+    paths = RunPaths(tmp_path / "run")
+    spec = RunSpec(run_id="r1", experiment_id="e", variant="v", policy="push", template="t.json", repo=str(tmp_path / "repo"),
+                   base="0" * 40, store_url="sqlite:///x.db", seed=3, time_scale=0.01, timeout_s=60, kind_options={"p_fail": 0.1, "x": 1},
+                   agents=[AgentSpec(id="coordinator", role="coordinator", kind="none"), AgentSpec(id="w1", tags=["py"], options={"p_fail": 0.5})])
+    paths.worktree_of("w1").mkdir(parents=True)
+    paths.agent_configs.mkdir(parents=True)
+    ctl = RunController(spec, paths, store=None)
+    read = {}
+    for a in spec.agents:
+        ctl.runner_config(a).write(paths.agent_config(a.id))
+        assert paths.agent_config(a.id).stat().st_mode & 0o777 == 0o600
+        read[a.id] = RunnerConfig.load(paths.agent_config(a.id))
+        assert read[a.id] == ctl.runner_config(a)
+    w1, coordinator = read["w1"], read["coordinator"]
+    assert w1.works and w1.worktree == str(paths.worktree_of("w1")) and w1.tags == ["py"]
+    assert w1.kind_options == {"p_fail": 0.5, "x": 1} and w1.merged_ref == "refs/heads/orch/r1/merged" and w1.branch == "orch/r1/w1"
+    assert not coordinator.works and coordinator.worktree is None and coordinator.kind == "none"
+    assert (w1.heartbeat_ms, w1.lease_ms, w1.poll_ms) == (HEARTBEAT_MS, LEASE_MS, POLL_MS)
+
+
 def test_pulse_beats_when_due_and_speaks_only_into_silence(tmp_path):
     now = [0.0]
     naps: list[float] = []

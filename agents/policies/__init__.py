@@ -23,6 +23,7 @@ loses a race is still recorded by the store (``lost``), which is what contention
 from __future__ import annotations
 
 from coordstore.errors import InputError
+from coordstore.models import works
 
 from agents.policies.base import AGAIN, OPTIONS, OVER, WAIT, Policy, PolicyEnv, check_options
 from agents.policies.dispatch import HybridLead, PushCoordinator
@@ -37,7 +38,7 @@ def make_policy(name: str, env: PolicyEnv) -> Policy:
     """The policy object for this agent's role under policy ``name`` (``InputError`` if the pair
     makes no sense, e.g. a coordinator under pull)."""
     check_options(name, env.options)
-    if env.role in ("coordinator", "lead"):
+    if not works(env.role):
         wanted = {"coordinator": ("push", PushCoordinator), "lead": ("hybrid", HybridLead)}[env.role]
         if name != wanted[0]:
             raise InputError(f"role {env.role} only exists under policy {wanted[0]}, not {name}")

@@ -10,14 +10,12 @@ tags takes any task (the orchestrator stores "takes anything" as an empty tag li
 
 from __future__ import annotations
 
-from coordstore.errors import InvalidTransition, NotFound, StaleAttempt
+from coordstore.errors import MOVED_ON
 from coordstore.graph import GraphIndex, estimate_ms, tags_fit, wanted_score
-from coordstore.models import ACTIVE, TERMINAL, Task
+from coordstore.models import ACTIVE, TERMINAL, UNAVAILABLE, Task
 
 from agents.policies.base import AGAIN, OVER, WAIT, Policy, PolicyEnv, hybrid_units, ms_option, order_option
 
-UNAVAILABLE = frozenset({"dead", "stalled", "looping", "stopped", "killed"})
-_MOVED_ON = (InvalidTransition, StaleAttempt, NotFound)  # the task changed under us: skip it
 SETTLE_MS = 100  # the lead waits until the worker set has not changed for this long (they
 # are registered at spawn, well before the lead has imported anything, so this is a safety net)
 
@@ -62,7 +60,7 @@ class PushCoordinator(Policy):
                 e.pulse.sleep(self.latency_s)  # the coordinator deciding
             try:
                 e.store.assign(e.run_id, task.id, w.id, by=e.agent_id)
-            except _MOVED_ON:
+            except MOVED_ON:
                 continue
             e.events.step("assign", args={"task": task.id, "to": w.id})
             self.last_given[w.id] = self.round
@@ -75,7 +73,7 @@ class PushCoordinator(Policy):
     def _previous_owner(self, task_id: str) -> str | None:
         """Who held the task when it was last taken back (the requeue row's ``data.previous``)."""
         rows = [r for r in self.env.store.history(self.env.run_id, entity="task", entity_id=task_id)
-                if r.to_state == "pending" and r.from_state in ("assigned", "working")]
+                if r.to_state == "pending" and r.from_state in ACTIVE]
         return (rows[-1].data or {}).get("previous") if rows else None
 
 
@@ -132,7 +130,7 @@ class HybridLead(Policy):
                 e.pulse.sleep(self.latency_s)
             try:
                 e.store.assign(e.run_id, u, w, by=e.agent_id)
-            except _MOVED_ON:
+            except MOVED_ON:
                 continue
             e.events.step("assign", args={"task": u, "to": w})
             load[w] += self.work_of(ix, tasks, u)

@@ -102,6 +102,8 @@ def resume_cmd(
 ) -> None:
     """Finish an interrupted run: re-attach live runners, respawn the others, requeue their tasks, export.
     Refused while the run's orchestrator is alive, and for a run that already ended."""
+    from coordstore.models import UNSUCCESSFUL
+
     from orchestrator.runs.loop import Orchestrator
 
     orch = Orchestrator.of_run(run_dir)
@@ -113,7 +115,7 @@ def resume_cmd(
     if as_json:
         print_json({"version": 1, "run_dir": str(orch.paths.root), "status": status, "metrics": metrics})
     else:
-        failures = "".join(f", {metrics[f'tasks_{k}']} {k}" for k in ("failed", "cancelled") if metrics[f"tasks_{k}"])
+        failures = "".join(f", {metrics[f'tasks_{k}']} {k}" for k in UNSUCCESSFUL if metrics[f"tasks_{k}"])
         typer.echo(f"{orch.spec.run_id}: {status}, {metrics['tasks_completed']}/{metrics['tasks_total']} tasks completed{failures}")
     if status != "finished":
         raise typer.Exit(1)

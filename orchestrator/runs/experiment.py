@@ -17,7 +17,10 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, Validatio
 from pydantic_core import PydanticCustomError
 
 from coordstore.errors import InputError, UsageError
+from coordstore.models import BlockerFailurePolicy, Role
 from coordstore.paths import PathEscape, path_component
+
+from agents.config import MergeMode
 
 from orchestrator.runs.resources import experiment_files
 
@@ -48,7 +51,7 @@ class AgentDef(_Strict):
     """One agent of a variant, or ``count`` identical ones."""
 
     count: int = Field(default=1, ge=1, le=MAX_AGENTS)
-    role: str = "worker"
+    role: Role = "worker"
     tags: list[str] = Field(default_factory=list)
     kind: str | None = None  # None: the variant's kind
     options: dict[str, Any] = Field(default_factory=dict)
@@ -96,8 +99,8 @@ class Execution(_Strict):
     time_scale: float = Field(default=0.001, gt=0, le=1)
     timeout_s: float = Field(default=600, gt=0)
     store: str = "sqlite"  # a scheme (store inside the run dir) or a full URL
-    merge_mode: Literal["immediate", "deferred"] = "immediate"
-    on_blocker_failure: Literal["cancel", "wait"] = "cancel"
+    merge_mode: MergeMode = "immediate"
+    on_blocker_failure: BlockerFailurePolicy = "cancel"
     supervision: dict[str, Any] = Field(default_factory=dict)
     # failed or cancelled tasks fail the run (status failed, exit 1) unless the experiment accepts
     # them, as a fault-injection experiment does

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from coordstore import open_store
-from coordstore.models import TERMINAL
+from coordstore.models import ACTIVE, RUN_OVER, TERMINAL
 
 from orchestrator.supervision.control import RunController
 from orchestrator.supervision.interrupts import Interrupted, catch_signals, deferred
@@ -79,7 +79,7 @@ class Orchestrator:
         self._start_model_server()  # a new port: re-attached runners keep the old URL and get requeued if they fail
         self.watcher.start()
         for agent_id in self.controller.attach_all():
-            for t in self.store.list_tasks(self.spec.run_id, status=("assigned", "working"), owner=agent_id):
+            for t in self.store.list_tasks(self.spec.run_id, status=ACTIVE, owner=agent_id):
                 self.store.requeue(self.spec.run_id, t.id, reason="runner gone after orchestrator restart", by="orchestrator")
             self.controller.spawn(agent_id)
 
@@ -104,7 +104,7 @@ class Orchestrator:
             if live:
                 raise InputError(f"run {run_id} is still running ({live[0]} alive); resume is for a run whose orchestrator is gone")
             run = self.store.get_run(run_id)
-            if run.status in ("finished", "failed"):
+            if run.status in RUN_OVER:
                 why = f" ({run.reason})" if run.reason else ""
                 raise InputError(f"run {run_id} already {run.status}{why}; nothing to resume")
             write_pidfile(self.paths)

@@ -5,19 +5,15 @@ Implements the supervisor's ``Controller`` protocol over real processes (``procs
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
 
-from coordstore.private import private_dir, write_private
+from coordstore.private import private_dir
+
+from agents.config import RunnerConfig
 
 from orchestrator.rundir import AgentSpec, RunPaths, RunSpec
-
-# how long a runner's lease lasts without a heartbeat before reap_expired may requeue its task
-LEASE_MS = 30_000
-HEARTBEAT_MS = 1_000
-POLL_MS = 20  # runner's wait between looks at the store when nothing is ready
 
 
 class RunController:
@@ -43,30 +39,28 @@ class RunController:
         """The kind the agent's runner runs now (its fallback kind once the supervisor switched it)."""
         return self.kind_override.get(agent_id, self.agent(agent_id).kind)
 
-    def runner_config(self, a: AgentSpec) -> dict:
+    def runner_config(self, a: AgentSpec) -> RunnerConfig:
+        """The agent's runner config (heartbeat, lease and poll at the runner's defaults)."""
         s = self.spec
-        return {
-            "store_url": s.store_url,
-            "run_id": s.run_id,
-            "agent_id": a.id,
-            "role": a.role,
-            "tags": a.tags,
-            "kind": self.kind_of(a.id),
-            "kind_options": {**s.kind_options, **a.options},
-            "policy": s.policy,
-            "policy_options": s.policy_options,
-            "worktree": str(self.paths.worktree_of(a.id)) if a.works else None,
-            "repo": s.repo,
-            "events_dir": str(self.paths.events_of(a.id)),
-            "merged_ref": f"refs/heads/{s.merged_branch}",
-            "branch": s.agent_branch(a.id),
-            "merge_mode": s.merge_mode,
-            "seed": s.seed,
-            "time_scale": s.time_scale,
-            "heartbeat_ms": HEARTBEAT_MS,
-            "lease_ms": LEASE_MS,
-            "poll_ms": POLL_MS,
-        }
+        return RunnerConfig(
+            store_url=s.store_url,
+            run_id=s.run_id,
+            agent_id=a.id,
+            role=a.role,
+            tags=a.tags,
+            kind=self.kind_of(a.id),
+            kind_options={**s.kind_options, **a.options},
+            policy=s.policy,
+            policy_options=s.policy_options,
+            worktree=str(self.paths.worktree_of(a.id)) if a.works else None,
+            repo=s.repo,
+            events_dir=str(self.paths.events_of(a.id)),
+            merged_ref=f"refs/heads/{s.merged_branch}",
+            branch=s.agent_branch(a.id),
+            merge_mode=s.merge_mode,
+            seed=s.seed,
+            time_scale=s.time_scale,
+        )
 
     def spawn(self, agent_id: str) -> None:
         from coordstore.models import Agent
@@ -75,9 +69,9 @@ class RunController:
         from orchestrator.supervision.procs import spawn
 
         a = self.agent(agent_id)
-        cfg = self.paths.agent_config(a.id)
+        cfg, config = self.paths.agent_config(a.id), self.runner_config(a)
         private_dir(cfg.parent)
-        write_private(cfg, json.dumps(self.runner_config(a), indent=2))
+        config.write(cfg)
         private_dir(self.paths.events_of(a.id))
         env = {
             **os.environ,
@@ -95,7 +89,7 @@ class RunController:
             self.store.register_agent(
                 self.spec.run_id,
                 Agent(id=a.id, kind=self.kind_of(a.id), role=a.role, tags=a.tags or [], pid=proc.pid, create_time=proc.create_time),
-                lease_ms=LEASE_MS,
+                lease_ms=config.lease_ms,
             )
 
     def spawn_all(self) -> None:

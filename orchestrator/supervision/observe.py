@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
+from coordstore.models import ACTIVE
+
 from orchestrator.supervision.verdicts import AgentObservation
 
 RECENT_STEPS = 32  # enough for any sensible loop_repeats
@@ -58,7 +60,7 @@ def observe_agent(ctl, agent_id: str, now: int) -> AgentObservation:
             cpu, ctx = stats.cpu_s, stats.ctx_voluntary
     log_bytes = sum(p.stat().st_size for p in ctl.paths.logs.glob(f"{agent_id}.*") if p.is_file())
     current = None
-    for t in ctl.store.list_tasks(ctl.spec.run_id, status=("assigned", "working"), owner=agent_id):
+    for t in ctl.store.list_tasks(ctl.spec.run_id, status=ACTIVE, owner=agent_id):
         if t.status == "working" or current is None:
             current = (t.id, t.attempt)
     return AgentObservation(

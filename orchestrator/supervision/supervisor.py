@@ -34,14 +34,13 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from coordstore.base import CoordStore
-from coordstore.errors import InvalidTransition, NotFound, OrchError, StaleAttempt
-from coordstore.models import ACTIVE, Task, Transition
+from coordstore.errors import MOVED_ON, NotFound, OrchError
+from coordstore.models import ACTIVE, FAILURES, Task, Transition
 
-from orchestrator.supervision.verdicts import FAILURES, AgentObservation, SupervisionConfig, Track, Verdict, judge
+from orchestrator.supervision.verdicts import AgentObservation, SupervisionConfig, Track, Verdict, judge
 
 SUPERVISOR = "supervisor"  # the `by` of every store write the supervisor makes
 DEGRADED = "degraded"  # the action of the run note written when the circuit opens
-_MOVED_ON = (InvalidTransition, StaleAttempt, NotFound)  # the task changed under us: nothing to do
 
 
 @runtime_checkable
@@ -168,7 +167,7 @@ class Supervisor:
                         continue
                     self.controller.avoid(t.id, agent)
                 self.store.requeue(self.run_id, t.id, reason=kind, by=SUPERVISOR, now=now)
-            except _MOVED_ON:
+            except MOVED_ON:
                 continue
 
     def _respawn(self, agent: str, slot: Slot, now: int) -> bool:
@@ -213,7 +212,7 @@ class Supervisor:
             for t in self._owned_work(a):
                 try:
                     self.store.requeue(self.run_id, t.id, reason="degraded", by=SUPERVISOR, now=now)
-                except _MOVED_ON:
+                except MOVED_ON:
                     continue
 
     # ------------------------------------------------------------------ store helpers

@@ -42,16 +42,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from coordstore.errors import InputError
+from coordstore.models import FAILURES, VERDICT_KINDS, VerdictKind  # the words, with the agent statuses they become
 
-VerdictKind = Literal["active", "idle", "stalled", "looping", "dead", "paused", "stopped"]
-VERDICT_KINDS: tuple[str, ...] = ("active", "idle", "stalled", "looping", "dead", "paused", "stopped")
-# verdicts that climb the recovery ladder (kill -> requeue -> respawn -> fallback -> fail)
-FAILURES: frozenset[str] = frozenset({"stalled", "looping", "dead"})
+from agents.config import HEARTBEAT_MS
 
 
 class SupervisionConfig(BaseModel):
@@ -65,8 +63,8 @@ class SupervisionConfig(BaseModel):
     # extra silence allowed while the agent burns CPU (builds, test suites), capped so a spin dies too
     # (agent time, like stall_after_ms)
     busy_grace_ms: int = Field(default=480_000, ge=0)
-    # the least stall window time scaling may give (wall clock): five of a runner's 1 s heartbeats
-    stall_floor_ms: int = Field(default=5_000, gt=0)
+    # the least stall window time scaling may give (wall clock): five of a runner's heartbeats
+    stall_floor_ms: int = Field(default=5 * HEARTBEAT_MS, gt=0)
     # share of one core that counts as "busy"; a process blocked on I/O or sleeping uses ~0
     busy_cpu_fraction: float = Field(default=0.05, ge=0.0)
     # the same tool call with the same args this many times in a row never makes progress

@@ -14,6 +14,7 @@ from pathlib import Path
 from statistics import mean, median, stdev
 
 from coordstore.errors import InputError, OrchError
+from coordstore.models import works
 
 COMPARED = ("wall_clock_ms", "efficiency", "lower_bound_ms", "throughput_tasks_per_h", "completion_rate",
             "queue_wait_ms", "dispatch_latency_ms", "pickup_latency_ms", "claim_contention", "gini_tasks",
@@ -120,7 +121,7 @@ def compare(dirs: list[Path], metrics: tuple[str, ...] = COMPARED) -> dict:
         base = summarize(_values(by_variant[solo], "wall_clock_ms")).get("mean")
         for v in variants:
             wall = summarize(_values(by_variant[v], "wall_clock_ms")).get("mean")
-            workers = sum(1 for a in by_variant[v][0]["spec"]["agents"] if a["role"] not in ("coordinator", "lead"))
+            workers = sum(1 for a in by_variant[v][0]["spec"]["agents"] if works(a["role"]))
             if base and wall:
                 speedup[v] = {"speedup": base / wall, "efficiency_per_agent": base / wall / workers}
     return {

@@ -134,7 +134,7 @@ def compute_metrics(dump: RunDump) -> dict[str, Any]:
 
     claims = [r for r in rows if r.entity == "claim"]
     lost = sum(r.to_state == "lost" for r in claims)
-    requeues = [r for r in rows if r.entity == "task" and r.to_state == "pending" and r.from_state in ("assigned", "working", "failed")]
+    requeues = [r for r in rows if r.is_requeue]
     reassign = sum(1 for r in rows if r.entity == "task" and r.from_state == "assigned" and r.to_state == "assigned")
     tokens = {"in": 0, "out": 0, "cached": 0, "thinking": 0}
     cost = 0.0

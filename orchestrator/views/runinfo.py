@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 from coordstore import open_store
 from coordstore.base import CoordStore
 from coordstore.errors import InputError, NotFound, StoreDamaged, StoreError, UsageError
-from coordstore.models import AGENT_STATUSES, TASK_STATUSES, TERMINAL, Agent, Run, Transition
+from coordstore.models import ACTIVE, AGENT_STATUSES, SETTLED, TASK_STATUSES, TERMINAL, UNSUCCESSFUL, Agent, Run, Transition
 from coordstore.private import write_private
 
 from orchestrator.rundir import RunPaths, RunSpec
@@ -43,11 +43,8 @@ PIDFILE_NAME = "orchestrator.json"
 # beyond the longest respawn backoff: time for the supervisor's next tick and the respawn itself
 QUIET_MARGIN_MS = 10_000
 DEFAULT_BACKOFF_MAX_MS = 60_000  # SupervisionConfig.respawn_backoff_max_ms's default
-# statuses an agent history row can carry (every agent row is on its chain of statuses)
-VERDICTS = AGENT_STATUSES
 # evidence of liveness() that needs no confirmation: the store's own status, or the pid file
 CERTAIN_EVIDENCE = ("store says", "orchestrator process")
-_SETTLED = frozenset({"dead", "stopped", "killed"})  # agents the supervisor already knows are not running
 
 
 def now_ms() -> int:
@@ -184,7 +181,7 @@ def liveness(ref: RunRef, store: CoordStore, run: Run, now: int | None = None) -
     agents = store.list_agents(ref.run_id)
     if any(process_alive(a.pid, a.create_time) for a in agents):
         return "running", "runner processes alive"
-    if agents and all(a.status in _SETTLED for a in agents):
+    if agents and all(a.status in SETTLED for a in agents):
         rows = store.history(ref.run_id)  # only reached in this rare state, so the full read is fine
         last = max([rows[-1].ts_ms if rows else 0, *(a.last_heartbeat or 0 for a in agents)])
         quiet = int(ref.spec.supervision.get("respawn_backoff_max_ms", DEFAULT_BACKOFF_MAX_MS)) + QUIET_MARGIN_MS
@@ -245,10 +242,11 @@ def list_runs(results: Path, now: int | None = None) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------- status
 def latest_verdicts(rows: list[Transition]) -> dict[str, Transition]:
-    """Per agent, its latest history row whose ``to_state`` is a verdict (not an action)."""
+    """Per agent, its latest history row whose ``to_state`` is a verdict (not an action): every
+    agent row is on its chain of statuses."""
     out: dict[str, Transition] = {}
     for r in rows:
-        if r.entity == "agent" and r.to_state in VERDICTS:
+        if r.entity == "agent" and r.to_state in AGENT_STATUSES:
             out[r.entity_id] = r
     return out
 
@@ -263,7 +261,7 @@ def last_event(store: CoordStore, run_id: str, agent: str):
 
 def _agent_view(spec_agent, rec: Agent | None, verdict: Transition | None, tasks, ev, now: int) -> dict[str, Any]:
     aid = spec_agent.id if spec_agent is not None else rec.id  # type: ignore[union-attr]
-    owned = [t for t in tasks if t.owner == aid and t.status in ("assigned", "working")]
+    owned = [t for t in tasks if t.owner == aid and t.status in ACTIVE]
     current = next((t.id for t in owned if t.status == "working"), owned[0].id if owned else None)
     return {
         "id": aid,
@@ -319,7 +317,7 @@ def status_view(ref: RunRef, now: int | None = None) -> dict[str, Any]:
         "wall_clock_ms": _wall_clock([r for r in rows if r.entity == "task"], status == "running", now),
         "tasks": {"total": len(tasks), "by_status": by_status,
                   "problems": [{"id": t.id, "status": t.status, "reason": t.reason}
-                               for t in tasks if t.status in ("failed", "cancelled")]},
+                               for t in tasks if t.status in UNSUCCESSFUL]},
         "agents": [_agent_view(spec_agents.get(i), records.get(i), verdicts.get(i), tasks, events.get(i), now) for i in ids],
         "merge": merge_summary(ref, rows),
     }

@@ -17,15 +17,17 @@ from rich.table import Table
 from rich.text import Text
 
 from coordstore.base import CoordStore
-from coordstore.models import TERMINAL, Transition
+from coordstore.models import ACTIVE, FAILURES, TERMINAL, Transition
 
+from orchestrator.supervision.supervisor import DEGRADED
 from orchestrator.views.runinfo import CERTAIN_EVIDENCE, RunRef, latest_verdicts, liveness, now_ms
 
 RECENT_ROWS = 8  # history lines shown: enough to follow a run, short enough for one screen
 # without an orchestrator pid file, liveness is judged from runner processes, which can all be
 # gone for a moment between a crash and the supervisor's next tick: confirm an end this long
 CONFIRM_END_S = 2.0
-PROBLEM_STATES = {"stalled", "looping", "dead", "killed", "failed", "conflict", "degraded"}
+# failing verdicts, a killed agent, a failed task, a merge conflict, a degraded run
+PROBLEM_STATES = FAILURES | {"killed", "failed", "conflict", DEGRADED}
 VERDICT_STYLE = {"active": "green", "idle": "dim", "stalled": "yellow", "looping": "yellow", "dead": "red", "killed": "red", "stopped": "dim"}
 
 
@@ -33,10 +35,6 @@ def _row_text(r: Transition, origin: int) -> str:
     who = f" {r.agent}" if r.agent and r.agent != r.entity_id else ""
     why = f"  ({r.reason})" if r.reason and r.reason != r.to_state else ""
     return f"+{(r.ts_ms - origin) / 1000:7.2f}s {r.entity:6} {r.entity_id} {r.from_state or '-'} -> {r.to_state}{who}{why}"
-
-
-def _is_retry(r: Transition) -> bool:
-    return r.entity == "task" and r.to_state == "pending" and r.from_state in ("assigned", "working", "failed")
 
 
 class Watch:
@@ -62,9 +60,9 @@ class Watch:
             if r.entity == "claim" and r.to_state == "empty":
                 continue  # idle polling, not news
             self.recent.append(r)
-            if r.entity == "agent" and r.to_state in ("stalled", "looping", "dead") and not r.is_note:
+            if r.entity == "agent" and r.to_state in FAILURES and not r.is_note:
                 self.counts[r.to_state] += 1
-            if _is_retry(r):
+            if r.is_requeue:
                 self.counts["retries"] += 1
             if r.entity == "merge" and r.to_state == "conflict":
                 self.counts["conflicts"] += 1
@@ -90,7 +88,7 @@ class Watch:
         ids = [*(a.id for a in self.ref.spec.agents), *sorted(set(records) - set(self.ref.agent_ids()))]
         self._ingest_events(ids)
         tasks = self.store.list_tasks(self.ref.run_id)
-        working = {t.owner: t.id for t in tasks if t.owner and t.status in ("assigned", "working")}
+        working = {t.owner: t.id for t in tasks if t.owner and t.status in ACTIVE}
         agents = []
         for a in ids:
             v = self.verdicts.get(a)
@@ -103,7 +101,7 @@ class Watch:
             "done": sum(t.status in TERMINAL for t in tasks), "total": len(tasks),
             "by_status": dict(Counter(t.status for t in tasks)), "agents": agents,
             "recent": [_row_text(r, self.origin or r.ts_ms) for r in self.recent],
-            "problems": [r.to_state in PROBLEM_STATES or r.data.get("action") in PROBLEM_STATES or _is_retry(r)
+            "problems": [r.to_state in PROBLEM_STATES or r.data.get("action") in PROBLEM_STATES or r.is_requeue
                          for r in self.recent],
             "counts": dict(self.counts),
         }
