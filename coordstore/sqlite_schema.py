@@ -107,7 +107,6 @@ DDL = [
     "CREATE INDEX IF NOT EXISTS history_merge ON history(run_id, entity_id, seq) WHERE entity='merge'",
 ]
 TABLES = frozenset(m.group(1) for stmt in DDL if (m := re.match(r"CREATE TABLE IF NOT EXISTS (\w+)", stmt)))
-SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
 # ---------------------------------------------------------------------------- errors
@@ -178,16 +177,21 @@ def connect(path: str, busy_timeout_s: float = BUSY_TIMEOUT_S) -> sqlite3.Connec
 def connect_readonly(path: str, busy_timeout_s: float = BUSY_TIMEOUT_S) -> sqlite3.Connection:
     """Open an existing orch store for reading only: no directory, schema, WAL switch or migration.
 
-    The file is checked before SQLite sees it (SQLite would take a 0-byte file for a new database,
-    and zero-fill a last page cut short); SQLite itself refuses a file cut at a page boundary.
+    The file's size is checked by ``stat`` (SQLite would take a 0-byte file for a new database, and
+    zero-fill a last page cut short); SQLite itself refuses a foreign file or one cut at a page
+    boundary. Nothing here opens the file outside SQLite: closing any descriptor of a database file
+    drops every POSIX lock this process holds on it, a writer's connection's included (the model
+    server reads the store inside the orchestrator's process), and that corrupts the database.
     Opening a WAL database still lets SQLite create its empty -wal/-shm side files, which readers
     need to see a consistent state while a writer runs; the database file itself is never written.
     """
-    _check_file(path)
+    _check_size(path)
     with mapped(path):
         conn = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True, timeout=busy_timeout_s,
                                isolation_level=None, cached_statements=CACHED_STATEMENTS)
         try:
+            page = conn.execute("PRAGMA page_size").fetchone()[0]  # "file is not a database" if foreign
+            _check_size(path, page)
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         except BaseException:
@@ -205,23 +209,18 @@ def connect_readonly(path: str, busy_timeout_s: float = BUSY_TIMEOUT_S) -> sqlit
     return conn
 
 
-def _check_file(path: str) -> None:
-    """Refuse what cannot be an orch SQLite store: missing, empty, foreign, or cut inside a page."""
+def _check_size(path: str, page: int | None = None) -> None:
+    """Refuse what cannot be an orch SQLite store by its size alone: missing, empty, or (given the
+    page size) cut inside a page. ``stat`` only: see ``connect_readonly`` on why not ``open``."""
     try:
-        with open(path, "rb") as f:
-            header = f.read(100)
-            size = os.fstat(f.fileno()).st_size
+        size = os.stat(path).st_size
     except FileNotFoundError:
         raise InputError(f"store {path}: no such file") from None
     except OSError as e:
         raise StoreError(f"store {path}: cannot read ({e.strerror or e})") from e
     if size == 0:
         raise StoreDamaged(f"store {path}: damaged: the file is empty (0 bytes)")
-    if len(header) < 100 or not header.startswith(SQLITE_MAGIC):
-        raise StoreDamaged(f"store {path}: damaged: not a SQLite database (no SQLite header)")
-    page = int.from_bytes(header[16:18], "big")
-    page = 65536 if page == 1 else page
-    if size % page:
+    if page and size % page:
         raise StoreDamaged(f"store {path}: damaged: cut short ({size} bytes are not a whole number of "
                            f"{page}-byte pages)")
 

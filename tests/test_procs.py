@@ -44,8 +44,13 @@ def truly_gone(pid: int, create_time: float) -> bool:
         return True
 
 
+_OLDER: set[int] = set()  # children this process had before the test: earlier tests' business
+
+
 def no_zombie_children() -> bool:
-    return not [c for c in psutil.Process().children() if c.status() == psutil.STATUS_ZOMBIE]
+    """No zombie among the children the current test started (an earlier test's process that
+    ends while this one runs is not this test's to reap)."""
+    return not [c for c in psutil.Process().children() if c.pid not in _OLDER and c.status() == psutil.STATUS_ZOMBIE]
 
 
 @pytest.fixture(autouse=True)
@@ -53,6 +58,8 @@ def no_leftovers(tmp_path: Path):
     """If a test fails half-way, still kill what it started (pid files of tree.py included)."""
     started = psutil.Process().create_time()
     before = {c.pid for c in psutil.Process().children(recursive=True)}
+    _OLDER.clear()
+    _OLDER.update(before)
     yield
     for child in psutil.Process().children(recursive=True):
         if child.pid not in before:

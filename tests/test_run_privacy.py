@@ -118,8 +118,9 @@ def test_a_script_task_sees_no_credential_of_the_environment(tmp_path, monkeypat
              script_task("verify", "true", verify='echo "v=$MY_DB_PASSWORD"; env'),
              script_task("fails", 'echo "key=$ANTHROPIC_API_KEY"; env; exit 3')]
     out, repo = run(tmp_path, experiment(tmp_path, tasks, agents=1))
-    assert out.status == "finished"
+    assert out.status == "failed"  # "fails" fails on purpose: its failure reason is checked too
     everything = everything_in(out.run_dir, repo)
+    assert b"exit 3" in everything or b"exited 3" in everything or b"status 3" in everything
     assert SECRET.encode() not in everything
     assert b"home=" + os.environ["HOME"].encode() in everything  # the commands did run, with HOME
     assert subprocess.run(["git", "show", f"{out.spec.merged_branch}:seen.txt"], cwd=repo, capture_output=True,

@@ -207,3 +207,41 @@ def test_a_writer_still_recovers_a_torn_tail(tmp_path):
         s.claim("r", "c", "w3")
     assert journal.read_bytes().endswith(b"\n")
     assert dump(url, readonly=True).run.id == "r"
+
+
+_PROBE = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+try:  # SQLite's SHARED byte range: PENDING_BYTE (0x40000000) + 2, 510 bytes
+    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 510, 0x40000002, 0)
+    print("free")
+except OSError:
+    print("held")
+"""
+
+
+def shared_lock_state(db: Path) -> str:
+    """Whether some process holds SQLite's shared lock on ``db`` (a WAL connection always does)."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-c", _PROBE, str(db)], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_a_reader_in_the_writers_process_keeps_the_writers_locks(tmp_path):
+    """A read-only open inside a process that holds a writer connection (the model server reads
+    the store inside the orchestrator) must not open and close the database file itself: POSIX
+    drops every lock a process holds on a file when it closes any descriptor of it. Without the
+    writer's shared lock, another process closing its connection can take itself for the last
+    one, checkpoint and delete the WAL under the writer's feet: the database ends up malformed."""
+    url = make_store_url("sqlite", tmp_path)
+    db = Path(store_path(url))
+    with open_store(url) as writer:
+        writer.create_run(Run(id="r"))
+        writer.add_graph("r", make_graph(["a"]))
+        assert shared_lock_state(db) == "held"
+        with open_store(url, readonly=True) as reader:  # in the writer's own process
+            assert reader.get_run("r").id == "r"
+        assert shared_lock_state(db) == "held"
+        writer.append_events("r", [Event(agent="a", seq=1, ts_ms=2, type="log", data={})])
+    assert shared_lock_state(db) == "free"  # the probe sees a lock released, when it is
