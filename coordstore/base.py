@@ -40,10 +40,10 @@ supervisor's respawn, a handoff, a degraded run) is a ``note``: its row repeats 
 
 from __future__ import annotations
 
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 
+from coordstore.clock import wall_clock_ms
 from coordstore.errors import InvalidTransition
 from coordstore.models import Agent, ClaimOrder, Event, Run, RunDump, Task, TaskGraph, Transition
 
@@ -54,10 +54,6 @@ def reopen_needed(run_id: str, status: str) -> bool:
     if status in ("finished", "failed"):
         raise InvalidTransition(f"run {run_id!r} already {status}; only an interrupted run can be resumed")
     return status != "running"
-
-
-def wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class CoordStore(ABC):

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import Any, NamedTuple
 
 from coordstore import open_store
 from coordstore.base import CoordStore
+from coordstore.clock import wall_clock_ms
 from coordstore.errors import InputError, NotFound, StoreDamaged, StoreError, UsageError
 from coordstore.models import AGENT_STATUSES, TASK_STATUSES, TERMINAL, Agent, Run, Transition
 from coordstore.private import write_private
@@ -48,10 +48,6 @@ VERDICTS = AGENT_STATUSES
 # evidence of liveness() that needs no confirmation: the store's own status, or the pid file
 CERTAIN_EVIDENCE = ("store says", "orchestrator process")
 _SETTLED = frozenset({"dead", "stopped", "killed"})  # agents the supervisor already knows are not running
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 # ---------------------------------------------------------------------------------- opening runs
@@ -188,10 +184,10 @@ def liveness(ref: RunRef, store: CoordStore, run: Run, now: int | None = None) -
         rows = store.history(ref.run_id)  # only reached in this rare state, so the full read is fine
         last = max([rows[-1].ts_ms if rows else 0, *(a.last_heartbeat or 0 for a in agents)])
         quiet = int(ref.spec.supervision.get("respawn_backoff_max_ms", DEFAULT_BACKOFF_MAX_MS)) + QUIET_MARGIN_MS
-        if (now or now_ms()) - last < quiet:
+        if (now or wall_clock_ms()) - last < quiet:
             return "running", "no runner alive; waiting for a respawn"
         return "interrupted", f"no runner alive and no activity for {quiet // 1000}s"
-    if not agents and (now or now_ms()) - (run.created_at or 0) < QUIET_MARGIN_MS:
+    if not agents and (now or wall_clock_ms()) - (run.created_at or 0) < QUIET_MARGIN_MS:
         return "running", "starting"
     return "interrupted", "agents not stopped but no runner process alive"
 
@@ -210,7 +206,7 @@ def _wall_clock(rows: list[Transition], running: bool, now: int) -> int | None:
 def run_row(run_dir: Path, now: int | None = None) -> dict[str, Any]:
     """One line of ``orch runs``; a run whose store cannot be read is listed with the error
     (status ``damaged`` when the store is, see ``StoreDamaged``)."""
-    now = now or now_ms()
+    now = now or wall_clock_ms()
     row: dict[str, Any] = {"run_dir": str(run_dir), "run_id": run_dir.name, "experiment": None, "variant": None,
                            "status": "unreadable", "evidence": None, "tasks_completed": None, "tasks_terminal": None,
                            "tasks_total": None, "wall_clock_ms": None, "created_at": None}
@@ -292,7 +288,7 @@ def merge_summary(ref: RunRef, rows: list[Transition]) -> dict[str, Any]:
 
 
 def status_view(ref: RunRef, now: int | None = None) -> dict[str, Any]:
-    now = now or now_ms()
+    now = now or wall_clock_ms()
     with ref.open_store() as store:
         run = store.get_run(ref.run_id)
         status, evidence = liveness(ref, store, run, now)
