@@ -112,8 +112,8 @@ class RunController:
         gone = []
         for a in self.spec.agents:
             rec = records.get(a.id)
-            proc = AgentProcess.attach(rec.pid, rec.create_time, a.id) if rec and rec.pid and rec.create_time else None
-            if proc is not None and proc.alive():
+            proc = AgentProcess.attach(rec.pid, rec.create_time, a.id) if rec else None  # None: gone
+            if proc is not None:
                 self.procs[a.id] = proc
             else:
                 gone.append(a.id)

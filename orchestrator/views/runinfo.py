@@ -36,6 +36,7 @@ from coordstore.models import AGENT_STATUSES, TASK_STATUSES, TERMINAL, Agent, Ru
 from coordstore.private import write_private
 
 from orchestrator.rundir import RunPaths, RunSpec
+from orchestrator.supervision.procs import process_alive
 
 SCHEMA_VERSION = 1  # of every --json shape here; bump on an incompatible change
 DEFAULT_RESULTS = Path("experiments/results")
@@ -129,15 +130,6 @@ def write_pidfile(paths: RunPaths, pid: int | None = None) -> Path:
     target = pidfile(paths)
     write_private(target, json.dumps({"pid": proc.pid, "create_time": proc.create_time()}) + "\n")
     return target
-
-
-def process_alive(pid: int | None, create_time: float | None) -> bool:
-    """Whether the process recorded as (pid, create_time) still runs (a reused pid does not)."""
-    if not pid or create_time is None:
-        return False
-    from orchestrator.supervision.procs import AgentProcess
-
-    return AgentProcess.attach(pid, create_time) is not None
 
 
 def _orchestrator_recorded(paths: RunPaths) -> tuple[bool, int | None]:
