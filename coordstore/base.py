@@ -257,8 +257,9 @@ class CoordStore(ABC):
     @abstractmethod
     def reap_expired(self, run_id: str, now: int | None = None) -> list[str]:
         """Agents whose lease ran out (not stopped/dead/killed) become ``dead`` (reason ``lease
-        expired``); their assigned/working tasks are requeued in the same step. Leases are compared
-        with ``now`` as given. Returns the requeued task ids."""
+        expired``); their assigned/working tasks are requeued in the same step (reason ``lease
+        expired: agent <id>``). Leases are compared with ``now`` as given. Returns the requeued
+        task ids."""
 
     # ------------------------------------------------------------------ events
     @abstractmethod

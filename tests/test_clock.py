@@ -1,5 +1,5 @@
-"""Every loop on one fake clock, stepped without a real sleep: a runner working a sim task of
-minutes, and the dispatching policies' waits.
+"""Every loop on one fake clock, stepped without a real sleep: the run loop (its tick cadence and
+the lease it reaps), a runner working a sim task of minutes, and the dispatching policies' waits.
 
 Assertions are on the fake clock's values and on the outcomes, never on how fast anything ran:
 a wait that still slept for real would make these tests run for minutes, not fail them.
@@ -18,10 +18,72 @@ from agents.runner import Runner
 from coordstore import open_store
 from coordstore.clock import wall_clock_ms
 from coordstore.models import Agent, Run
+from orchestrator.runs.launch import RunRequest, plan_runs
+from orchestrator.runs.loop import TICK_S, Orchestrator
+from orchestrator.runs.prepare import prepare_run
 
 from conftest import FakeClock, make_graph
+from contract_helpers import chain_errors
+from test_run_loop import task, write_experiment
 
 pytestmark = pytest.mark.usefixtures("no_git_identity")
+LEASE_MS = 5_000
+TICK_MS = round(TICK_S * 1000)
+
+
+def prepared_run(tmp_path):
+    """A prepared one-agent run (store, graph, worktree), no process started."""
+    exp = write_experiment(tmp_path, [task("t1", ["f1.txt"], est_ms=60_000)], [], {"policy": "pull", "agents": 1, "kind": "sim"},
+                           supervision={"lease_ms": LEASE_MS, "stall_after_ms": 600_000,
+                                        "respawn_backoff_ms": 600_000, "respawn_backoff_max_ms": 600_000})
+    [plan] = plan_runs(RunRequest(variant="v", experiment=exp, repo=None, results=tmp_path / "results"))
+    prepare_run(*plan)
+    return plan[0], plan[1]
+
+
+def test_the_run_loop_ticks_on_its_clock_and_reaps_a_runner_whose_lease_ran_out(tmp_path):
+    spec, paths = prepared_run(tmp_path)
+    clock = FakeClock(wall_clock_ms())  # after the rows prepare_run wrote on the real clock
+    orch = Orchestrator(spec, paths, wall=clock, clock=clock)
+    run, store = spec.run_id, orch.store
+    try:
+        # a runner the orchestrator did not spawn (another host): only its lease and events tell
+        agent = spec.agents[0].id
+        store.register_agent(run, Agent(id=agent, kind="sim"), lease_ms=LEASE_MS)
+        t = store.claim(run, "t1", agent)
+        store.start(run, "t1", agent, t.attempt)
+        events = EventWriter(paths.events_of(agent), agent, clock=clock)
+        events.started(kind="sim")
+        assert orch.step() is False  # the first step judges at once
+        for _ in range(4):  # it renews its lease every second: alive, whatever process we cannot see
+            clock.advance(1_000)
+            store.heartbeat(run, agent, LEASE_MS, current_task="t1")
+            events.heartbeat(task="t1")
+            orch.step()
+        assert store.get_agent(run, agent).status == "active"
+        last_beat = clock.now
+        clock.advance(LEASE_MS)  # its host is gone: no beat since; the lease ends exactly now
+        orch.step()
+        assert store.get_agent(run, agent).status == "active"
+        clock.advance(1)  # the lease ran out, but the supervisor judges once per tick
+        orch.step()
+        assert store.get_agent(run, agent).status == "active"
+        clock.advance(TICK_MS - 1)
+        orch.step()
+        rows = store.history(run)
+        assert store.get_agent(run, agent).status == "killed"
+        requeue = next(r for r in rows if r.entity == "task" and r.to_state == "pending" and r.from_state == "working")
+        assert requeue.reason == f"lease expired: agent {agent}" and requeue.data["previous"] == agent
+        assert requeue.ts_ms == last_beat + LEASE_MS + TICK_MS  # the fake clock's time, in the store
+        path = [(r.to_state, r.reason) for r in rows if r.entity == "agent" and r.entity_id == agent]
+        assert path[-2:] == [("dead", "lease expired"), ("killed", "dead: lease expired (no local process)")]
+        task_rows = [r for r in rows if r.entity == "task" and r.entity_id == "t1"]
+        assert [r.to_state for r in task_rows].count("pending") == 2  # imported, then requeued once
+        assert store.get_task(run, "t1").attempt == 1  # the next claim makes it 2
+        assert chain_errors(rows) == []
+        assert clock.slept == []  # a step never waits
+    finally:
+        orch.close()
 
 
 def test_a_runner_works_minutes_of_sim_time_on_a_fake_clock(local):

@@ -14,9 +14,7 @@ from coordstore.private import private_dir, write_private
 
 from orchestrator.rundir import AgentSpec, RunPaths, RunSpec
 
-# how long a runner's lease lasts without a heartbeat before reap_expired may requeue its task
-LEASE_MS = 30_000
-HEARTBEAT_MS = 1_000
+HEARTBEAT_MS = 1_000  # how often a runner renews its lease (execution.supervision.lease_ms: how long it lasts)
 POLL_MS = 20  # runner's wait between looks at the store when nothing is ready
 
 
@@ -64,7 +62,7 @@ class RunController:
             "seed": s.seed,
             "time_scale": s.time_scale,
             "heartbeat_ms": HEARTBEAT_MS,
-            "lease_ms": LEASE_MS,
+            "lease_ms": self.supervision.lease_ms,
             "poll_ms": POLL_MS,
         }
 
@@ -95,7 +93,7 @@ class RunController:
             self.store.register_agent(
                 self.spec.run_id,
                 Agent(id=a.id, kind=self.kind_of(a.id), role=a.role, tags=a.tags or [], pid=proc.pid, create_time=proc.create_time),
-                lease_ms=LEASE_MS,
+                lease_ms=self.supervision.lease_ms,
             )
 
     def spawn_all(self) -> None:
