@@ -15,6 +15,10 @@ a new writer resumes after the highest final name already in the directory.
 Event JSON: ``{"agent", "seq", "ts_ms", "type", "task", "data"}`` -- the shape of
 ``coordstore.models.Event``. This module is imported by the agent runner, whose start-up must be
 cheap: it uses the standard library only (json, os, time, threading) and never pydantic.
+
+``ts_ms`` is epoch milliseconds, the convention of ``coordstore.clock.WALL``; the writer keeps its
+own stamp rather than import coordstore (standard library only), and takes a ``clock`` instead
+when one is injected (a test's fake clock).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import json
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -81,14 +86,19 @@ def args_digest(args: Any) -> str:
     return hashlib.blake2b(blob, digest_size=8).hexdigest()
 
 
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
 class EventWriter:
     """Writes one agent's events into its own directory. Safe to share between threads."""
 
-    def __init__(self, events_dir: Path | str, agent: str):
+    def __init__(self, events_dir: Path | str, agent: str, clock: Callable[[], int] | None = None):
         if not agent or "/" in agent or agent.startswith("."):
             raise ValueError(f"agent id {agent!r}: must be non-empty, without '/', not starting with '.'")
         self.dir = Path(events_dir)
         self.agent = agent
+        self.clock = clock or _wall_ms  # stamps ts_ms
         # events carry prompts and command output: the owner's alone, as coordstore.private makes
         # every file of a run (not imported: this module stays standard-library only)
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -108,7 +118,7 @@ class EventWriter:
         with self._lock:
             while True:
                 seq = self._next
-                ts_ms = time.time_ns() // 1_000_000
+                ts_ms = self.clock()
                 record = {"agent": self.agent, "seq": seq, "ts_ms": ts_ms, "type": type, "task": task, "data": data}
                 # serialise before touching the disk: a bad payload must not burn a seq
                 blob = json.dumps(record, separators=(",", ":")).encode()

@@ -9,29 +9,31 @@ supervisor must detect.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
+import math
 
+from coordstore.clock import MONOTONIC, Clock
 from coordstore.errors import StoreError
 
-# longest single sleep, so a beat is never late by more than this and SIGTERM is seen at once
-MAX_NAP_S = 0.25
+# longest single nap, so a beat is never late by more than this and SIGTERM is seen at once
+MAX_NAP_MS = 250
 
 
 class Pulse:
+    """``clock`` (ms, monotonic by default) decides when a beat is due and does the napping: a
+    test's fake clock steps every wait of the runner, its policy and its kind without sleeping."""
+
     def __init__(self, store, run_id: str, agent_id: str, events, heartbeat_ms: int, lease_ms: int,
-                 clock: Callable[[], float] = time.monotonic, nap: Callable[[float], None] = time.sleep):
+                 clock: Clock = MONOTONIC):
         self.store = store
         self.run_id = run_id
         self.agent_id = agent_id
         self.events = events
-        self.heartbeat_s = heartbeat_ms / 1000.0
+        self.heartbeat_ms = heartbeat_ms
         self.lease_ms = lease_ms
         self.clock = clock
-        self.nap = nap
         self.current_task: str | None = None
         self.silent = False
-        self._last_beat = float("-inf")
+        self._last_beat: float = float("-inf")
         self._seq_at_beat = events.next_seq  # events said since then prove life: no heartbeat needed
 
     def renew(self, force: bool = False) -> bool:
@@ -43,7 +45,7 @@ class Pulse:
         if self.silent:
             return False
         now = self.clock()
-        if not force and now - self._last_beat < self.heartbeat_s:
+        if not force and now - self._last_beat < self.heartbeat_ms:
             return False
         self._last_beat = now
         try:
@@ -62,14 +64,15 @@ class Pulse:
         self._seq_at_beat = self.events.next_seq
 
     def sleep(self, seconds: float) -> None:
-        """Wait ``seconds``, beating whenever one is due."""
-        end = self.clock() + max(0.0, seconds)
+        """Wait ``seconds`` (kinds and policies count in seconds) on the clock, beating whenever
+        one is due."""
+        end = self.clock() + math.ceil(max(0.0, seconds) * 1000)
         while True:
             self.beat()
             left = end - self.clock()
             if left <= 0:
                 return
-            self.nap(min(left, MAX_NAP_S, self.heartbeat_s))
+            self.clock.sleep(min(left, MAX_NAP_MS, self.heartbeat_ms))
 
     def go_silent(self) -> None:
         """Stop every heartbeat for good (a simulated stall)."""

@@ -19,6 +19,7 @@ import signal
 import sys
 from pathlib import Path
 
+from coordstore.clock import MONOTONIC, WALL, Clock
 from coordstore.errors import MOVED_ON, NotFound, OrchError, StoreError
 
 from agents.config import RunnerConfig
@@ -37,7 +38,9 @@ class Terminated(BaseException):
 
 
 class Runner:
-    def __init__(self, cfg: RunnerConfig, store=None):
+    def __init__(self, cfg: RunnerConfig, store=None, clock: Clock = MONOTONIC, wall: Clock = WALL):
+        """``clock`` times every wait (the pulse's, hence the policy's and the kind's), ``wall``
+        stamps the events (``coordstore.clock``); a test passes one fake clock for both."""
         from coordstore import open_store
 
         from agents.events import EventWriter
@@ -45,9 +48,9 @@ class Runner:
         from agents.pulse import Pulse
 
         self.cfg = cfg
-        self.events = EventWriter(cfg.events_dir, cfg.agent_id)
+        self.events = EventWriter(cfg.events_dir, cfg.agent_id, clock=wall)
         self.store = store if store is not None else open_store(cfg.store_url)
-        self.pulse = Pulse(self.store, cfg.run_id, cfg.agent_id, self.events, cfg.heartbeat_ms, cfg.lease_ms)
+        self.pulse = Pulse(self.store, cfg.run_id, cfg.agent_id, self.events, cfg.heartbeat_ms, cfg.lease_ms, clock=clock)
         self.env = PolicyEnv(self.store, cfg.run_id, cfg.agent_id, cfg.role, cfg.tags, cfg.policy_options, self.pulse, self.events)
         self.policy = make_policy(cfg.policy, self.env)
         self.kind = None

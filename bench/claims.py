@@ -31,6 +31,7 @@ from collections import Counter
 from pathlib import Path
 
 from coordstore import open_store
+from coordstore.clock import wall_clock_ms
 from coordstore.models import Run, Task, TaskGraph
 
 DEFAULT_PROCS = {"sqlite": 16, "file": 8}
@@ -148,7 +149,7 @@ def raw_sqlite_worker(path: str, agent: str, barrier, out) -> None:
         row = c.execute(RAW_CLAIM, (agent,)).fetchone()
         if row is not None:
             c.execute("INSERT INTO history (ts_ms, entity_id, to_state, agent) VALUES (?, ?, 'assigned', ?)",
-                      (time.time_ns() // 1_000_000, row[0], agent))
+                      (wall_clock_ms(), row[0], agent))
         c.execute("COMMIT")
         if row is None:
             break

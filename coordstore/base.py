@@ -40,10 +40,10 @@ supervisor's respawn, a handoff, a degraded run) is a ``note``: its row repeats 
 
 from __future__ import annotations
 
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 
+from coordstore.clock import wall_clock_ms
 from coordstore.errors import InvalidTransition
 from coordstore.models import RUN_OVER, Agent, ClaimOrder, Event, Run, RunDump, Task, TaskGraph, Transition
 
@@ -54,10 +54,6 @@ def reopen_needed(run_id: str, status: str) -> bool:
     if status in RUN_OVER:
         raise InvalidTransition(f"run {run_id!r} already {status}; only an interrupted run can be resumed")
     return status != "running"
-
-
-def wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class CoordStore(ABC):
@@ -261,8 +257,9 @@ class CoordStore(ABC):
     @abstractmethod
     def reap_expired(self, run_id: str, now: int | None = None) -> list[str]:
         """Agents whose lease ran out (not stopped/dead/killed) become ``dead`` (reason ``lease
-        expired``); their assigned/working tasks are requeued in the same step. Leases are compared
-        with ``now`` as given. Returns the requeued task ids."""
+        expired``); their assigned/working tasks are requeued in the same step (reason ``lease
+        expired: agent <id>``). Leases are compared with ``now`` as given. Returns the requeued
+        task ids."""
 
     # ------------------------------------------------------------------ events
     @abstractmethod

@@ -6,6 +6,7 @@ opened fails the suite (never skips), and a new backend without a URL builder he
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -54,10 +55,12 @@ def other_store_url(backend, tmp_path) -> str:
 
 
 class FakeClock:
-    """An injectable store clock in integer ms; tests move it explicitly."""
+    """A ``coordstore.clock.Clock`` in integer ms that only tests move: ``advance`` explicitly,
+    or ``sleep``, which moves the time instead of waiting (``slept`` records each call)."""
 
     def __init__(self, start: int = T0):
         self.now = start
+        self.slept: list[float] = []
 
     def __call__(self) -> int:
         return self.now
@@ -65,6 +68,11 @@ class FakeClock:
     def advance(self, ms: int = 1) -> int:
         self.now += ms
         return self.now
+
+    def sleep(self, ms: float) -> None:
+        self.slept.append(ms)
+        if ms > 0:
+            self.now += math.ceil(ms)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 from coordstore.errors import AgentError
-from orchestrator.supervision.procs import AgentProcess, become_subreaper, reap_orphans, spawn
+from orchestrator.supervision.procs import AgentProcess, become_subreaper, process_alive, reap_orphans, spawn
 
 PROGS = Path(__file__).parent / "progs"
 PY = sys.executable
@@ -216,6 +216,20 @@ def test_attach_refuses_reused_or_missing_pid(tmp_path: Path) -> None:
     taken = {proc.pid for proc in psutil.process_iter()}
     free = next(n for n in range(4_000_000, 1, -1) if n not in taken)
     assert AgentProcess.attach(free, 0.0) is None
+
+
+def test_process_alive_by_identity_and_the_state_a_verdict_cites(tmp_path: Path) -> None:
+    p = spawn([PY, str(PROGS / "silent.py"), str(tmp_path / "ev"), "s4"], "s4", None, tmp_path, tmp_path / "logs")
+    try:
+        assert process_alive(p.pid, p.create_time)
+        assert not process_alive(p.pid, p.create_time + 1.0) and not process_alive(p.pid, None) and not process_alive(None, 0.0)
+        os.kill(p.pid, signal.SIGSTOP)  # alive, but it renews nothing: the lease decides, the state explains
+        assert wait_for(lambda: p.state() == psutil.STATUS_STOPPED, what="stopped state")
+        assert process_alive(p.pid, p.create_time)
+        os.kill(p.pid, signal.SIGCONT)
+    finally:
+        p.stop(grace_s=1.0)
+    assert not process_alive(p.pid, p.create_time) and p.state() is None
 
 
 def test_stop_escalates_to_sigkill_when_term_is_ignored(tmp_path: Path) -> None:

@@ -134,3 +134,29 @@ def test_histories_stay_chains_through_a_stall_a_crash_and_respawns(tmp_path):
         assert path[i + 1:i + 3] == [(verdict, "killed"), ("killed", "registered")], path
         respawned = [r for r in dump.history if r.entity_id == agent and r.data.get("action") == "respawned"]
         assert respawned and (respawned[0].from_state, respawned[0].to_state) == ("registered", "registered")
+
+
+def test_a_stopped_runner_whose_lease_runs_out_is_reaped_by_the_supervisor(tmp_path):
+    # the lease (3 s) runs out long before the stall window (600 s of agent time: 12 s here)
+    supervision = {**QUICK_LADDER, "lease_ms": 3_000, "stall_after_ms": 600_000}
+    with live_run(tmp_path, n_tasks=6, agents=2, supervision=supervision) as run:
+        agent, tid = run.signal_worker(signal.SIGSTOP, avoid=set())
+        # generous bound, not a speed target
+        requeue = wait_for(lambda: next((r for r in run.task_rows(tid) if r.to_state == "pending" and r.from_state == "working"),
+                                        None), timeout=60)
+        assert requeue.reason == f"lease expired: agent {agent}" and requeue.data["previous"] == agent
+        assert run.finish() == 0
+        dump = run.store.dump_run(run.run_id)
+    assert {t.status for t in dump.tasks} == {"completed"}
+    assert chain_errors(dump.history) == []
+    path = [(r.from_state, r.to_state, r.reason) for r in dump.history if r.entity == "agent" and r.entity_id == agent]
+    i = next(k for k, (_, to, _) in enumerate(path) if to == "dead")
+    # reaped by the store, then the ladder: its stopped process is killed and a new runner registers
+    assert path[i][2] == "lease expired"
+    assert path[i + 1] == ("dead", "killed", "dead: lease expired (process stopped)")
+    assert path[i + 2][:2] == ("killed", "registered")
+    assert "stalled" not in [to for _, to, _ in path]
+    # one requeue of that attempt, one new attempt after it
+    rows = [r for r in dump.history if r.entity == "task" and r.entity_id == tid]
+    assert sum(r.to_state == "pending" and r.from_state == "working" for r in rows) == 1
+    assert [r.data["attempt"] for r in rows if r.to_state == "working"] == [1, 2]

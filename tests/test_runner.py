@@ -7,13 +7,12 @@ import json
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 
 from agents.config import RunnerConfig
 from agents.events import EventWriter
-from conftest import wait_for
+from conftest import T0, FakeClock, wait_for
 from agents.harness import LocalRun
 from agents.pulse import Pulse
 from coordstore import open_store
@@ -233,30 +232,23 @@ def test_the_orchestrator_writes_what_the_runner_reads(tmp_path):
 
 
 def test_pulse_beats_when_due_and_speaks_only_into_silence(tmp_path):
-    now = [0.0]
-    naps: list[float] = []
-
-    def nap(s: float) -> None:
-        naps.append(s)
-        now[0] += s
-
-    store = open_store(f"sqlite://{tmp_path / 'p.db'}")
+    clock = FakeClock()  # the store's, the pulse's and the events' time: nothing sleeps
+    store = open_store(f"sqlite://{tmp_path / 'p.db'}", clock=clock)
     store.create_run(Run(id="r"))
     store.register_agent("r", Agent(id="w1"), lease_ms=1000)
-    ev = EventWriter(tmp_path / "ev", "w1")
-    pulse = Pulse(store, "r", "w1", ev, heartbeat_ms=100, lease_ms=1000, clock=lambda: now[0], nap=nap)
+    ev = EventWriter(tmp_path / "ev", "w1", clock=clock)
+    pulse = Pulse(store, "r", "w1", ev, heartbeat_ms=100, lease_ms=1000, clock=clock)
     pulse.beat()
     assert [json.loads(p.read_text())["type"] for p in sorted((tmp_path / "ev").iterdir())] == ["heartbeat"]
     lease = store.get_agent("r", "w1").lease_expires
     pulse.beat()  # not due yet: nothing
     assert ev.next_seq == 1 and store.get_agent("r", "w1").lease_expires == lease
     ev.log("busy")  # something was said: the next beat renews the lease without a heartbeat event
-    time.sleep(0.01)  # the store's own clock must move for the lease to move
-    now[0] += 0.1
+    clock.advance(100)
     pulse.beat()
-    assert ev.next_seq == 2 and store.get_agent("r", "w1").lease_expires > lease
+    assert ev.next_seq == 2 and store.get_agent("r", "w1").lease_expires == lease + 100
     pulse.sleep(0.35)  # three more beats, each into silence
-    assert ev.next_seq == 5 and max(naps) <= 0.1
+    assert ev.next_seq == 5 and max(clock.slept) <= 100 and clock.now == T0 + 450
     pulse.go_silent()
     pulse.sleep(0.5)
     assert ev.next_seq == 5

@@ -104,6 +104,7 @@ def test_reap_expired_requeues_tasks(store, new_run, clock):
     assert sorted((r.entity, r.entity_id, r.from_state, r.to_state) for r in new) == [
         ("agent", "w1", "registered", "dead"), ("task", "a", "assigned", "pending"), ("task", "b", "working", "pending")]
     assert [r.reason for r in new if r.entity == "agent"] == ["lease expired"]
+    assert [r.reason for r in new if r.entity == "task"] == ["lease expired: agent w1"] * 2  # the supervisor counts these
     assert {(t.id, t.status, t.owner) for t in store.list_tasks(run)} == {("a", "pending", None), ("b", "pending", None), ("c", "assigned", "w2")}
     assert {a.id: a.status for a in store.list_agents(run)} == {"w1": "dead", "w2": "registered", "w3": "stopped"}
     assert store.reap_expired(run, now=T0 + 3000) == []

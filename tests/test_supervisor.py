@@ -139,6 +139,47 @@ def test_stalled_agent_is_killed_task_requeued_and_respawned_after_backoff(store
     assert again == ("t1", 2)
 
 
+def test_a_lapsed_lease_is_reaped_by_the_tick_and_the_ladder_climbs_once(store):
+    ctl = RecordingController(["w1", "w2"])
+    sup = Supervisor(store, RUN, CFG.model_copy(update={"stall_after_ms": 60_000}), ctl)
+    cur = take(store, "w1", T0)
+    store.heartbeat(RUN, "w1", lease_ms=2_000, now=T0)  # renewed until T0 + 2 s, then never again (SIGSTOP)
+    ctl.obs["w1"] = AgentObservation(agent="w1", alive=True, last_event_ms=T0, current_task=cur, process_state="stopped")
+    assert {v.agent: v.kind for v in sup.tick(T0 + 2_000)} == {"w1": "active", "w2": "idle"}  # it holds to its end
+    n = len(store.history(RUN))
+    verdicts = {v.agent: v for v in sup.tick(T0 + 2_001)}
+    assert verdicts["w1"].kind == "dead" and verdicts["w2"].kind == "idle"  # w2 renews: left alone
+    assert verdicts["w1"].evidence["lease_expired"] is True and verdicts["w1"].evidence["process_state"] == "stopped"
+    assert [(r.entity, r.entity_id, r.from_state, r.to_state, r.reason) for r in store.history(RUN, since_seq=n)] == [
+        ("agent", "w1", "active", "dead", "lease expired"),  # the store's reap ...
+        ("task", "t1", "working", "pending", "lease expired: agent w1"),  # ... requeues in the same step
+        ("agent", "w1", "dead", "killed", "dead: lease expired (process stopped)"),  # the ladder: the process goes
+    ]
+    assert ctl.calls == [("kill", "w1")]  # and the task is not requeued a second time
+    assert store.get_task(RUN, "t1").attempt == 1
+    sup.tick(T0 + 2_501)
+    assert ctl.ops("respawn") == [("respawn", "w1", None)]
+    assert take(store, "w2", T0 + 2_600) == ("t1", 2)  # one requeue, one new attempt
+    assert chain_errors(store.history(RUN)) == []
+
+
+def test_a_task_that_lost_its_lease_on_its_last_attempt_fails_naming_every_failure(store):
+    ctl = RecordingController(["w1", "w2"])
+    sup = Supervisor(store, RUN, CFG.model_copy(update={"stall_after_ms": 60_000}), ctl)
+    take(store, "w2", T0)
+    store.heartbeat(RUN, "w2", lease_ms=1_000, now=T0)
+    sup.tick(T0 + 1_001)  # attempt 1: w2's lease ran out
+    take(store, "w1", T0 + 1_100)
+    store.requeue(RUN, "t1", reason="looping", by="supervisor", now=T0 + 1_200)  # attempt 2: the ladder's
+    assert take(store, "w1", T0 + 1_300) == ("t1", 3)
+    store.heartbeat(RUN, "w1", lease_ms=1_000, now=T0 + 1_300)
+    sup.tick(T0 + 2_301)  # attempt 3, the last: w1's lease ran out
+    t1 = store.get_task(RUN, "t1")
+    assert t1.status == "failed"
+    assert t1.reason == "lease expired: agent w2, looping, lease expired: agent w1 after 3 attempts (max_retries 3)"
+    assert chain_errors(store.history(RUN)) == []
+
+
 def test_ladder_backoff_doubles_then_fallback_then_task_fails_naming_the_verdicts(store):
     ctl = RecordingController(["w1"])
     sup = Supervisor(store, RUN, CFG, ctl)

@@ -146,6 +146,24 @@ def test_paused_agent_is_never_stalled_and_silence_counts_from_the_pause_end():
     assert kinds[70] == "stalled"
 
 
+def test_an_expired_lease_is_death_whatever_the_process_looks_like():
+    # a SIGSTOPped runner: its process is there, its lease is not
+    dead, _ = judge(None, working(lease_expired=True, process_state="stopped"), CFG, T0)
+    assert dead.kind == "dead" and dead.failed
+    assert dead.evidence["lease_expired"] is True and dead.evidence["process_state"] == "stopped"
+    assert dead.summary == "dead: lease expired (process stopped)"
+    # a runner on another host: events and the lease are all there is
+    kinds, _ = run_ticks([working(local=False)] * 3, [T0, T0 + 5_000, T0 + 9_999])
+    assert kinds == ["active"] * 3
+    remote, _ = judge(None, working(local=False, lease_expired=True), CFG, T0)
+    assert remote.summary == "dead: lease expired (no local process)"
+    # a process that exited is dead at once; a lapsed lease too only adds to the reason
+    gone, _ = judge(None, working(alive=False, exit_code=-9, lease_expired=True), CFG, T0)
+    assert gone.summary == "dead: process gone (exit code -9, lease expired)"
+    # a runner that finished holds no lease worth keeping
+    assert judge(None, working(alive=False, exit_code=0, finished=True, lease_expired=True), CFG, T0)[0].kind == "stopped"
+
+
 def test_dead_stopped_and_idle():
     dead, _ = judge(None, working(alive=False, exit_code=-9), CFG, T0)
     assert dead.kind == "dead" and dead.evidence["exit_code"] == -9 and dead.failed
@@ -187,6 +205,9 @@ def test_config_defaults_backoff_and_errors_name_the_key():
     with pytest.raises(InputError, match="respawn_backoff_max_ms"):
         SupervisionConfig.load({"respawn_backoff_ms": 5_000, "respawn_backoff_max_ms": 10})
     assert SupervisionConfig.load({"fallback_kind": "script"}).fallback_kind == "script"
+    with pytest.raises(InputError, match=r"execution\.supervision\.lease_ms: .*3000"):  # under three 1 s heartbeats
+        SupervisionConfig.load({"lease_ms": 1_000}, where="execution.supervision")
+    assert d.lease_ms == 30_000 and SupervisionConfig.load({"lease_ms": 3_000}).lease_ms == 3_000
 
 
 # ---------------------------------------------------------------------------- agent time vs wall clock

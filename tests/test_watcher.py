@@ -17,6 +17,8 @@ from coordstore.models import Event, Run
 from orchestrator.runs import watcher as watcher_mod
 from orchestrator.runs.watcher import EventWatcher
 
+from conftest import FakeClock
+
 PROGS = Path(__file__).parent / "progs"
 RUN = "r1"
 
@@ -28,14 +30,6 @@ def store(store_url):
     s.create_run(Run(id=RUN))
     yield s
     s.close()
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def seqs(store, agent: str) -> list[int]:
@@ -113,18 +107,18 @@ def test_gap_waits_then_skips_and_a_late_file_is_ignored(store, tmp_path: Path) 
         wr.heartbeat()
     (root / "a" / event_name(1)).unlink()  # a writer that "died" between reserving 1..2 and linking
     (root / "a" / event_name(2)).unlink()
-    clock = Clock()
+    clock = FakeClock()
     w = EventWatcher(root, store, RUN, gap_wait_s=2.0, clock=clock)
     assert w.poll() == 1 and seqs(store, "a") == [0]
-    clock.t += 1.0
+    clock.advance(1000)
     assert w.poll() == 0  # still waiting: 3 and 4 are not ingested before 1 and 2
-    clock.t += 1.5
+    clock.advance(1500)
     assert w.poll() == 3  # the gap is recorded as one error event at seq 2, then 3 and 4
     events = store.read_events(RUN, "a")
     assert [(e.seq, e.type) for e in events] == [(0, "heartbeat"), (2, "error"), (3, "heartbeat"), (4, "heartbeat")]
     assert events[1].data["missing"] == f"{event_name(1)}..{event_name(2)}"
     (root / "a" / event_name(1)).write_text('{"agent":"a","seq":1,"ts_ms":1,"type":"log","task":null,"data":{}}')
-    clock.t += 10
+    clock.advance(10000)
     assert w.poll() == 0 and seqs(store, "a") == [0, 2, 3, 4]
 
 
@@ -135,10 +129,10 @@ def test_a_gap_that_fills_in_time_is_ingested_in_order(store, tmp_path: Path) ->
         wr.heartbeat()
     hidden = root / "a" / ".held"
     (root / "a" / event_name(1)).rename(hidden)
-    clock = Clock()
+    clock = FakeClock()
     w = EventWatcher(root, store, RUN, gap_wait_s=2.0, clock=clock)
     assert w.poll() == 1
-    clock.t += 1.0
+    clock.advance(1000)
     hidden.rename(root / "a" / event_name(1))  # the slow writer delivers
     assert w.poll() == 2
     assert [e.type for e in store.read_events(RUN, "a")] == ["heartbeat"] * 3
@@ -168,16 +162,16 @@ def test_observer_wakes_the_loop(store, tmp_path: Path) -> None:
 
 def test_rescan_finds_what_arrived_while_the_observer_was_stopped(store, tmp_path: Path) -> None:
     root = tmp_path / "events"
-    clock = Clock()
+    clock = FakeClock()
     w = EventWatcher(root, store, RUN, rescan_s=3.0, clock=clock)
     w.start()
     assert w.observing
     assert w.poll() == 0  # first poll is a full rescan
     w.stop()  # inotify is gone: as if its queue overflowed
     EventWriter(root / "late", "late").started()
-    clock.t += 1.0
+    clock.advance(1000)
     assert w.poll() == 0  # unknown directory, no notification: not seen yet
-    clock.t += 2.5
+    clock.advance(2500)
     assert w.poll() == 1  # the periodic rescan finds it
     assert seqs(store, "late") == [0]
     EventWriter(root / "late", "late").heartbeat()

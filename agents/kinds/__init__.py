@@ -62,6 +62,10 @@ class KindContext:
     def sleep(self, seconds: float) -> None:
         self.pulse.sleep(seconds)
 
+    def now_s(self) -> float:
+        """The runner's clock in seconds (monotonic; a test's fake clock): pace with it, not time.monotonic."""
+        return self.pulse.clock() / 1000.0
+
 
 class Kind(Protocol):
     name: str

@@ -29,7 +29,6 @@ meaningful; false: as fast as git goes).
 from __future__ import annotations
 
 import re
-import time
 from typing import Any
 
 from coordstore.errors import ReplayError
@@ -122,7 +121,7 @@ class ReplayKind:
         ref = task.meta.get("commit")
         if not isinstance(ref, str) or not ref.strip():
             return Result(ok=False, reason=f"replay: task {task.id} has no meta.commit (the commit to replay)")
-        t0 = time.monotonic()
+        t0 = ctx.now_s() if self.pace else 0.0
         ctx.events.step("replay", args={"commit": ref}, task=task.id)
         try:
             data = self.apply(ref.strip(), ctx)
@@ -136,7 +135,7 @@ class ReplayKind:
         if self.pace:
             from coordstore.graph import estimate_ms
 
-            ctx.sleep(t0 + estimate_ms(task) * ctx.time_scale / 1000.0 - time.monotonic())
+            ctx.sleep(t0 + estimate_ms(task) * ctx.time_scale / 1000.0 - ctx.now_s())
         return Result(ok=True, data={"replay": data})
 
     def apply(self, ref: str, ctx: KindContext) -> dict[str, Any]:

@@ -74,9 +74,9 @@ class SimKind:
         totals = {"in": 0, "out": 0, "cached": 0, "thinking": 0, "cost_usd": 0.0}
         edited: set[str] = set()
         not_edited: dict[str, str] = {}  # path of the scope -> why no text edit fits it
-        t0 = time.monotonic()
+        t0 = ctx.now_s()
         for i, step in enumerate(plan.steps):
-            ctx.sleep(t0 + step.at_s - time.monotonic())
+            ctx.sleep(t0 + step.at_s - ctx.now_s())
             if i == plan.rate_limit_step:
                 self._announce(ctx, tid, "rate_limited", i, retry_after=plan.retry_after_s)
                 ev.rate_limited(plan.retry_after_s, task=tid)
@@ -107,7 +107,7 @@ class SimKind:
                         _edit(path, rel, task, plan.digest)
                 except (InputError, OSError) as e:
                     return Result(ok=False, reason=f"sim: cannot edit {rel}: {e}", tokens=totals)
-        ctx.sleep(t0 + plan.duration_s - time.monotonic())
+        ctx.sleep(t0 + plan.duration_s - ctx.now_s())
         summary = plan.summary() | ({"not_edited": not_edited} if not_edited else {})
         return Result(ok=True, data={"sim": summary}, tokens=totals)
 

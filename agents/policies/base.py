@@ -36,7 +36,7 @@ class PolicyEnv:
     role: str
     tags: list[str] | None
     options: dict[str, Any]
-    pulse: Any  # agents.pulse.Pulse: sleep() keeps the heartbeats going
+    pulse: Any  # agents.pulse.Pulse: sleep() keeps the heartbeats going; its clock is the policy's
     events: Any  # agents.events.EventWriter
     _index: Any = field(default=None, repr=False)
 

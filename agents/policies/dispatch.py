@@ -86,19 +86,18 @@ class HybridLead(Policy):
     def __init__(self, env: PolicyEnv):
         super().__init__(env)
         self.latency_s = ms_option(env, "hybrid", "dispatch_latency_ms", 0) / 1000.0
-        self.settle_s = ms_option(env, "hybrid", "settle_ms", SETTLE_MS) / 1000.0
+        self.settle_ms = ms_option(env, "hybrid", "settle_ms", SETTLE_MS)
         self.settled = False
-        self._seen: tuple[frozenset, float] | None = None
+        self._seen: tuple[frozenset, int] | None = None
 
     def _settle(self, workers: list) -> bool:
-        """True once the set of workers stopped changing (they register as they start)."""
-        import time
-
+        """True once the set of workers stopped changing (they register as they start), on the
+        pulse's clock (the one the runner waits on)."""
         ids = frozenset(w.id for w in workers)
-        now = time.monotonic()
+        now = self.env.pulse.clock()
         if self._seen is None or self._seen[0] != ids:
             self._seen = (ids, now)
-        self.settled = bool(ids) and now - self._seen[1] >= self.settle_s
+        self.settled = bool(ids) and now - self._seen[1] >= self.settle_ms
         return self.settled
 
     def work_of(self, ix: GraphIndex, tasks: dict[str, Task], container: str) -> int:

@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs
 
+from coordstore.clock import wall_clock_ms
 from coordstore.errors import OrchError
 
 from orchestrator.modelserver import anthropic_api, gemini_api, openai_api
@@ -209,7 +210,7 @@ class Handler(BaseHTTPRequestHandler):
             view.ctx = fill(view.ctx, view.prompt, m.tasks)
         except OrchError as e:  # the task source cannot be read (a store gone, ...)
             return self._json(500, self._error_body(api, 500, f"task lookup: {e}"))
-        entry: dict[str, Any] = {"seq": seq, "ts_ms": int(time.time() * 1000), "api": api, "path": path,
+        entry: dict[str, Any] = {"seq": seq, "ts_ms": wall_clock_ms(), "api": api, "path": path,
                                  "session": view.ctx.session, "task": (view.ctx.task or {}).get("id"),
                                  "script": view.ctx.script or getattr(m.script, "name", "?"), "model": view.model,
                                  "stream": view.stream, "messages": view.messages, "tools": view.tools, "turn": view.turn,

@@ -1,17 +1,18 @@
 """The run loop: spawn, watch, supervise, finish, export — and resume after the orchestrator died.
 
 ``Orchestrator.step(now)`` is one turn of the loop (ingest events, judge agents, check the end);
-``run()`` repeats it, waking on new events; ``conduct()`` wraps start and run so that a stop signal
+``run()`` repeats it, waking on new events; time comes from injected clocks (``coordstore.clock``),
+so a test steps the loop with a fake one; ``conduct()`` wraps start and run so that a stop signal
 leaves the run interrupted, not orphaned. All state lives in the store and the run directory, so
 ``Orchestrator.of_run(run_dir).conduct(resume=True)`` picks a run up however its orchestrator stopped.
 """
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from coordstore import open_store
+from coordstore.clock import MONOTONIC, WALL, Clock
 from coordstore.models import ACTIVE, RUN_OVER, TERMINAL
 
 from orchestrator.supervision.control import RunController
@@ -25,18 +26,22 @@ RESUME_LOCK_TIMEOUT_S = 30.0
 
 
 class Orchestrator:
-    def __init__(self, spec: RunSpec, paths: RunPaths, clock=time.time):
+    def __init__(self, spec: RunSpec, paths: RunPaths, wall: Clock = WALL, clock: Clock = MONOTONIC):
+        """``wall``: the run's time, compared with leases and event stamps (the store's clock and
+        the supervisor's ``now``); ``clock``: this process's deadlines and the watcher's waits.
+        A test passes one fake clock for both and calls ``step()``."""
         from orchestrator.supervision.supervisor import Supervisor
         from orchestrator.runs.watcher import EventWatcher
 
         self.spec = spec
         self.paths = paths
+        self.wall = wall
         self.clock = clock
-        self.store = open_store(spec.store_url)
+        self.store = open_store(spec.store_url, clock=wall)
         self.controller = RunController(spec, paths, self.store)
-        self.watcher = EventWatcher(paths.events, self.store, spec.run_id)
+        self.watcher = EventWatcher(paths.events, self.store, spec.run_id, clock=clock)
         self.supervisor = Supervisor(self.store, spec.run_id, self.controller.supervision, self.controller)
-        self.deadline = self.clock() + spec.timeout_s
+        self.deadline = self.clock() + round(spec.timeout_s * 1000)
         self.progress = None  # optional callback(done, total)
         self.model_server = None
         self._last_tick_ms = -1 << 62  # the first step always judges
@@ -118,7 +123,7 @@ class Orchestrator:
 
     def step(self, now_ms: int | None = None) -> bool:
         """One turn: ingest events, judge agents, report progress. True when every task is terminal."""
-        now_ms = int(self.clock() * 1000) if now_ms is None else now_ms
+        now_ms = self.wall() if now_ms is None else now_ms
         self.watcher.poll()
         # events wake the loop many times a second; judging agents (a few queries each) need not
         if now_ms - self._last_tick_ms >= TICK_S * 1000:
@@ -173,7 +178,7 @@ class Orchestrator:
     def finish(self, status: str) -> str:
         """Let runners exit, stop the rest, merge what waited, export, close the run; returns
         the run's final status."""
-        end = self.clock() + DRAIN_S
+        end = self.clock() + round(DRAIN_S * 1000)
         while not self.controller.all_exited() and self.clock() < end:
             self.watcher.wait(0.05)
             self.watcher.poll()

@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import os
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +43,7 @@ from watchdog.observers import Observer
 
 from agents.events import event_name, parse_event_name
 from coordstore.base import CoordStore
+from coordstore.clock import MONOTONIC, Clock
 from coordstore.errors import InputError
 from coordstore.models import Event
 from coordstore.private import private_dir
@@ -57,7 +57,7 @@ FALLBACK_WAKE_S = 0.05  # without inotify (watch limit reached) wait() degrades 
 @dataclass
 class _AgentState:
     last: int  # highest seq ingested (or skipped as a gap)
-    gap: tuple[int, float] | None = None  # (missing seq, clock() when first seen)
+    gap: tuple[int, int] | None = None  # (missing seq, clock() when first seen)
 
 
 class _Wake(FileSystemEventHandler):
@@ -93,16 +93,16 @@ class EventWatcher:
         run_id: str,
         rescan_s: float = RESCAN_S,
         gap_wait_s: float = GAP_WAIT_S,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock = MONOTONIC,
         on_change: Callable[[], None] | None = None,
         on_ingested: Callable[[list[Event]], None] | None = None,
     ):
         self.root = Path(events_root).absolute()
         self.store = store
         self.run_id = run_id
-        self.rescan_s = rescan_s
-        self.gap_wait_s = gap_wait_s
-        self.clock = clock
+        self.rescan_ms = round(rescan_s * 1000)
+        self.gap_wait_ms = round(gap_wait_s * 1000)
+        self.clock = clock  # ms: gap waits and rescans are due on it (a test steps it)
         self.on_change = on_change  # called on the observer thread: keep it tiny
         self.on_ingested = on_ingested  # called after each committed batch, on the polling thread
         self.observer_error: str | None = None  # why inotify is not in use, if it is not
@@ -111,7 +111,7 @@ class EventWatcher:
         self._lock = threading.Lock()  # guards the two hint fields below
         self._seen_max: dict[str, int] = {}  # agent -> highest seq the observer reported
         self._new_dir = False  # the observer saw a directory appear: list the root
-        self._last_rescan: float | None = None
+        self._last_rescan: int | None = None
         self._observer = None
 
     # -- observer ----------------------------------------------------------------------------
@@ -184,7 +184,7 @@ class EventWatcher:
     def _rescan_due_in(self) -> float | None:
         if self._last_rescan is None:
             return 0.0
-        return max(0.0, self._last_rescan + self.rescan_s - self.clock())
+        return max(0.0, (self._last_rescan + self.rescan_ms - self.clock()) / 1000.0)
 
     # -- ingestion ---------------------------------------------------------------------------
     def poll(self) -> int:
@@ -195,7 +195,7 @@ class EventWatcher:
         with self._lock:
             hints, self._seen_max = self._seen_max, {}
             new_dir, self._new_dir = self._new_dir, False
-        full = self._last_rescan is None or now - self._last_rescan >= self.rescan_s
+        full = self._last_rescan is None or now - self._last_rescan >= self.rescan_ms
         if full or new_dir:
             self._discover()
         if full:
@@ -230,7 +230,7 @@ class EventWatcher:
             if name not in self._agents:
                 self._agents[name] = _AgentState(last=self.store.last_event_seq(self.run_id, name))
 
-    def _collect(self, agent: str, st: _AgentState, now: float, full: bool, hint: int) -> tuple[list[Event], int]:
+    def _collect(self, agent: str, st: _AgentState, now: int, full: bool, hint: int) -> tuple[list[Event], int]:
         """The agent's next contiguous events (at most MAX_BATCH), and the seq they reach."""
         events: list[Event] = []
         seq = st.last + 1
@@ -250,9 +250,9 @@ class EventWatcher:
             if st.gap is None or st.gap[0] != seq:
                 st.gap = (seq, now)  # start the wait
                 break
-            if now - st.gap[1] < self.gap_wait_s:
+            if now - st.gap[1] < self.gap_wait_ms:
                 break
-            events.append(self._gap_event(agent, seq, nxt - 1, now - st.gap[1]))
+            events.append(self._gap_event(agent, seq, nxt - 1, (now - st.gap[1]) / 1000.0))
             st.gap = None
             seq = nxt
         if st.gap is not None and st.gap[0] < seq:
@@ -286,7 +286,7 @@ class EventWatcher:
         try:
             ts = os.stat(path).st_mtime_ns // 1_000_000  # when the bad file was written
         except OSError:
-            ts = time.time_ns() // 1_000_000
+            ts = self.store.clock()
         data = {"source": "watcher", "file": f"{agent}/{path.name}", "error": why}
         return Event(agent=agent, seq=seq, ts_ms=ts, type="error", data=data)
 
@@ -308,7 +308,7 @@ class EventWatcher:
         return Event(
             agent=agent,
             seq=last,
-            ts_ms=time.time_ns() // 1_000_000,
+            ts_ms=self.store.clock(),
             type="error",
             data={"source": "watcher", "missing": missing, "error": f"event files missing after {waited_s:.1f}s wait; skipped"},
         )

@@ -60,6 +60,7 @@ class RunController:
             merge_mode=s.merge_mode,
             seed=s.seed,
             time_scale=s.time_scale,
+            lease_ms=self.supervision.lease_ms,
         )
 
     def spawn(self, agent_id: str) -> None:
@@ -106,8 +107,8 @@ class RunController:
         gone = []
         for a in self.spec.agents:
             rec = records.get(a.id)
-            proc = AgentProcess.attach(rec.pid, rec.create_time, a.id) if rec and rec.pid and rec.create_time else None
-            if proc is not None and proc.alive():
+            proc = AgentProcess.attach(rec.pid, rec.create_time, a.id) if rec else None  # None: gone
+            if proc is not None:
                 self.procs[a.id] = proc
             else:
                 gone.append(a.id)

@@ -51,10 +51,12 @@ def observe_agent(ctl, agent_id: str, now: int) -> AgentObservation:
     st = states.setdefault(agent_id, EventState())
     st.fold(ctl.store.read_events(ctl.spec.run_id, agent=agent_id, since_seq=st.cursor))
     proc = ctl.procs.get(agent_id)
-    alive = bool(proc is not None and proc.alive())
-    exit_code = None if proc is None or alive else proc.returncode
-    cpu, ctx = 0.0, 0
-    if alive:
+    local = proc is not None  # else its runner lives elsewhere: the lease and its events tell
+    alive = proc.alive() if local else True
+    exit_code = None if not local or alive else proc.returncode
+    cpu, ctx, state = 0.0, 0, None
+    if local and alive:
+        state = proc.state()
         stats = proc.stats()  # None when the process ended since alive(): judged next tick
         if stats is not None:
             cpu, ctx = stats.cpu_s, stats.ctx_voluntary
@@ -74,6 +76,8 @@ def observe_agent(ctl, agent_id: str, now: int) -> AgentObservation:
         recent_steps=tuple(st.steps),
         current_task=current,
         rate_limited_until_ms=st.rate_limited_until_ms,
-        finished=st.done and (not alive) and exit_code == 0,
+        finished=st.done and (not local or (not alive and exit_code == 0)),
         time_scale=ctl.spec.time_scale if time_scaled(ctl.kind_of(agent_id)) else 1.0,
+        local=local,
+        process_state=state,
     )

@@ -7,7 +7,8 @@ signal is sent, and every descendant ever seen by ``stats()`` is remembered for 
 
 A process is identified by (pid, psutil ``create_time``): a recorded pid whose create time no
 longer matches belongs to someone else and is never signalled. That is also how a restarted
-orchestrator re-attaches to the runners of the previous one (``AgentProcess.attach``).
+orchestrator re-attaches to the runners of the previous one (``AgentProcess.attach``), and the
+one way anything tells whether a recorded process still runs (``process_alive``).
 
 Zombies: the orchestrator makes itself a *child subreaper* (Linux ``PR_SET_CHILD_SUBREAPER``) on
 its first spawn, so an agent's orphaned descendants are re-parented to it rather than to PID 1
@@ -77,6 +78,13 @@ def reap_orphans(sessions: Collection[int]) -> list[int]:
         if pid:
             reaped.append(pid)
     return reaped
+
+
+def process_alive(pid: int | None, create_time: float | None) -> bool:
+    """Whether the process recorded as (pid, create_time) still runs: the one test of a recorded
+    process's liveness (a reused pid or a zombie is not alive). `runs`, `status`, `clean` and
+    `resume` ask it of a run's orchestrator and runners; re-attaching is ``AgentProcess.attach``."""
+    return AgentProcess.attach(pid, create_time) is not None
 
 
 @dataclass(frozen=True)
@@ -156,9 +164,11 @@ class AgentProcess:
         return f"AgentProcess(agent={self.agent!r}, pid={self.pid}, create_time={self.create_time})"
 
     @classmethod
-    def attach(cls, pid: int, create_time: float, agent: str = "") -> AgentProcess | None:
+    def attach(cls, pid: int | None, create_time: float | None, agent: str = "") -> AgentProcess | None:
         """Re-attach to a runner recorded as (pid, create_time), or None if it is gone, dead
-        (a zombie) or the pid now belongs to another process."""
+        (a zombie), the pid now belongs to another process, or nothing was recorded."""
+        if not pid or create_time is None:
+            return None
         try:
             proc = psutil.Process(pid)
         except psutil.Error:
@@ -188,6 +198,16 @@ class AgentProcess:
             self._reap_attached()  # keeps its exit status if it is our child
             return False
         return True
+
+    def state(self) -> str | None:
+        """The leader's scheduler state as psutil names it (``running``, ``sleeping``, ``stopped``
+        after SIGSTOP, ``zombie``, ...), or None once it is gone: evidence for a verdict."""
+        if self._proc is None or not self.alive():
+            return None
+        try:
+            return self._proc.status()
+        except psutil.Error:
+            return None
 
     def _tree(self, extra: list[psutil.Process] = ()) -> list[psutil.Process]:
         """The leader (if alive) and every live descendant -- of it, of ``extra``, or seen before

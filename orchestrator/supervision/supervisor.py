@@ -1,17 +1,23 @@
 """Supervision: judge every agent each tick and climb the recovery ladder.
 
-``Supervisor.tick(now)`` asks the ``Controller`` for an observation of every agent, judges it
-(``verdicts.judge``, pure), records each *change* of verdict with ``store.set_agent_status``
-(the evidence in the transition's data), and for ``stalled`` / ``looping`` / ``dead`` climbs:
+``Supervisor.tick(now)`` first lets the store reap expired leases (``store.reap_expired(now)``:
+an agent that stopped renewing its lease -- SIGSTOPped, hung, on a host that went away -- is
+``dead`` with reason ``lease expired`` and its tasks are requeued in the same step, each row
+naming the lease; a task that had used ``max_retries`` attempts then fails, as below). Then it
+asks the ``Controller`` for an observation of every agent, judges it (``verdicts.judge``, pure;
+a reaped agent is ``dead`` whatever its process looks like, the process state is evidence),
+records each *change* of verdict with ``store.set_agent_status`` (the evidence in the
+transition's data), and for ``stalled`` / ``looping`` / ``dead`` climbs:
 
 1. kill the process group (the controller does SIGTERM, grace, SIGKILL) and set the agent
    ``killed``: the verdict's summary is the reason, the backoff and due respawn are in the row's
    data. If something survives, the error goes into that row and the ladder goes on: the requeue
    bumps the attempt, so the store refuses any late write of the old process;
 2. the agent's current task: ``store.fail`` if it has used ``max_retries`` attempts (the reason
-   names every verdict that cost it an attempt), else ``controller.avoid`` (routing hint) and
-   ``store.requeue`` with the verdict as reason (the next claim/assign increments the attempt).
-   Other work tasks it held but had not started are requeued too: their process is gone;
+   names every verdict and expired lease that cost it an attempt), else ``controller.avoid``
+   (routing hint) and ``store.requeue`` with the verdict as reason (the next claim/assign
+   increments the attempt). Other work tasks it held but had not started are requeued too:
+   their process is gone. A reaped agent holds none any more: its tasks are requeued once;
 3. respawn the runner after ``backoff_ms(consecutive failures)``; a later tick performs it once
    ``now >= due`` (nothing sleeps);
 4. once the slot has failed ``max_retries`` times in a row, it respawns as ``fallback_kind``
@@ -21,7 +27,8 @@
    (idempotency key ``degrade:<run>``), and the other agents' tasks are requeued.
 
 An agent's history is one chain of statuses (coordstore/chains.py): ``... -> stalled -> killed
--> registered`` (the respawned runner's registration) ``-> idle ...``. Actions that change no
+-> registered`` (the respawned runner's registration) ``-> idle ...``, or ``... -> dead`` (the
+reap, reason ``lease expired``) ``-> killed -> registered ...``. Actions that change no
 status are notes (``store.note``: the row repeats the status, ``data.action`` names it):
 ``respawned`` (with the fallback and the streak) and ``respawn-failed`` (the slot stays
 ``killed``). Store writes made here use ``by="supervisor"``. A new Supervisor (after ``orch
@@ -30,7 +37,7 @@ resume``) starts with empty streaks but knows from the history whether the run w
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol, runtime_checkable
 
 from coordstore.base import CoordStore
@@ -40,6 +47,7 @@ from coordstore.models import ACTIVE, FAILURES, Task, Transition
 from orchestrator.supervision.verdicts import AgentObservation, SupervisionConfig, Track, Verdict, judge
 
 SUPERVISOR = "supervisor"  # the `by` of every store write the supervisor makes
+LEASE_EXPIRED = "lease expired"  # how reap_expired's rows begin (coordstore.base)
 DEGRADED = "degraded"  # the action of the run note written when the circuit opens
 
 
@@ -98,8 +106,9 @@ class Supervisor:
 
     # ------------------------------------------------------------------ the loop step
     def tick(self, now: int) -> list[Verdict]:
-        """Judge every agent at ``now`` (ms) and act; returns the verdicts of the agents judged
-        (agents waiting for their respawn have no process to judge)."""
+        """Reap expired leases, judge every agent at ``now`` (ms) and act; returns the verdicts of
+        the agents judged (agents waiting for their respawn have no process to judge)."""
+        reaped = self._reap(now)
         agents = list(self.controller.agents())
         verdicts: list[Verdict] = []
         for agent in agents:
@@ -111,13 +120,30 @@ class Supervisor:
                     continue
                 if not self._respawn(agent, slot, now):
                     continue
-            verdicts.append(self._judge(agent, slot, now))
+            verdicts.append(self._judge(agent, slot, now, agent in reaped))
         self._circuit([a for a in agents if not self.slots[a].retired], now)
         return verdicts
 
-    def _judge(self, agent: str, slot: Slot, now: int) -> Verdict:
+    def _reap(self, now: int) -> set[str]:
+        """The agents whose lease ran out at ``now``, reaped by the store (module docstring)."""
+        agents = self.store.list_agents(self.run_id)
+        if not any(a.lease_expires is not None and a.lease_expires < now for a in agents):
+            return set()  # nothing can have run out: spare the store a write
+        was = {a.id: a.status for a in agents}
+        for tid in self.store.reap_expired(self.run_id, now):
+            rows = self.store.history(self.run_id, entity="task", entity_id=tid)
+            if rows and rows[-1].from_state == "working":  # it cost an attempt, like the ladder's current task
+                try:
+                    self._give_up_if_exhausted(self.store.get_task(self.run_id, tid), None, now)
+                except _MOVED_ON:
+                    continue
+        return {a.id for a in self.store.list_agents(self.run_id) if a.status == "dead" and was.get(a.id) != "dead"}
+
+    def _judge(self, agent: str, slot: Slot, now: int, lease_expired: bool = False) -> Verdict:
         before = slot.track.obs.current_task if slot.track else None
         obs = self.controller.observe(agent, now)
+        if lease_expired:
+            obs = replace(obs, lease_expired=True)
         verdict, slot.track = judge(slot.track, obs, self.config, now)
         if verdict.kind != slot.status:
             self.store.set_agent_status(self.run_id, agent, verdict.kind, reason=verdict.summary, data=verdict.evidence, now=now)
@@ -160,15 +186,22 @@ class Supervisor:
         for t in owned:
             try:
                 if current and t.id == current[0]:
-                    if t.attempt >= self.config.max_retries:
-                        reasons = self._failure_reasons(t.id) + [kind]
-                        reason = f"{', '.join(reasons)} after {t.attempt} attempts (max_retries {self.config.max_retries})"
-                        self.store.fail(self.run_id, t.id, None, None, reason=reason, now=now)
+                    if self._give_up_if_exhausted(t, kind, now):
                         continue
                     self.controller.avoid(t.id, agent)
                 self.store.requeue(self.run_id, t.id, reason=kind, by=SUPERVISOR, now=now)
             except MOVED_ON:
                 continue
+
+    def _give_up_if_exhausted(self, t: Task, why: str | None, now: int) -> bool:
+        """Fail ``t`` once it has used ``max_retries`` attempts, the reason naming every failure
+        that cost one (and ``why``, this one, if no row names it yet); True if it failed."""
+        if t.attempt < self.config.max_retries:
+            return False
+        reasons = self._failure_reasons(t.id) + ([why] if why else [])
+        reason = f"{', '.join(reasons)} after {t.attempt} attempts (max_retries {self.config.max_retries})"
+        self.store.fail(self.run_id, t.id, None, None, reason=reason, now=now)
+        return True
 
     def _respawn(self, agent: str, slot: Slot, now: int) -> bool:
         """Perform a due respawn; a failing respawn counts as one more failure and backs off."""
@@ -223,7 +256,8 @@ class Supervisor:
 
     def _failure_reasons(self, task_id: str) -> list[str]:
         rows = self.store.history(self.run_id, entity="task", entity_id=task_id)
-        return [r.reason for r in rows if r.to_state == "pending" and r.reason in FAILURES]  # type: ignore[misc]
+        return [r.reason for r in rows if r.to_state == "pending" and r.reason
+                and (r.reason in FAILURES or r.reason.startswith(LEASE_EXPIRED))]
 
     def _completed_by(self, task_id: str, agent: str) -> bool:
         try:

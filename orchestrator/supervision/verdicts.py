@@ -8,7 +8,9 @@ grew, when it last used CPU). No clock, no I/O, so tests drive it with hand-made
 Rules, first match wins:
 
 1. ``stopped``  the runner finished (said ``done`` / exited 0 at the end of the run).
-2. ``dead``     the process is gone without having finished.
+2. ``dead``     its lease ran out (the store reaped it: no heartbeat for ``lease_ms``, whatever
+                its process looks like -- SIGSTOPped, hung, on a host that went away), or its
+                local process is gone without having finished. The process state is evidence.
 3. ``paused``   a ``rate_limited`` event's retry time is still ahead. Back-pressure, not a failure:
                 a paused agent is never judged stalled, and its silence counts from the end of
                 the pause, not from the rate-limit event.
@@ -35,7 +37,7 @@ kind (``sim``, ``replay``: ``time_scaled`` on the kind class) lives ``observatio
 times faster or slower than the wall clock, so both are multiplied by it; the stall window never
 shrinks below ``stall_floor_ms`` that way (a healthy runner beats once a second whatever the
 scale). Real agents (CLIs, ``command``, ``script``) have ``time_scale`` 1: seconds stay seconds.
-The other thresholds (kill grace, respawn backoff) are the orchestrator's wall clock.
+The other thresholds (lease, kill grace, respawn backoff) are the orchestrator's wall clock.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from coordstore.errors import InputError
 from coordstore.models import FAILURES, VERDICT_KINDS, VerdictKind  # the words, with the agent statuses they become
 
-from agents.config import HEARTBEAT_MS
+from agents.config import HEARTBEAT_MS, LEASE_MS
 
 
 class SupervisionConfig(BaseModel):
@@ -65,6 +67,9 @@ class SupervisionConfig(BaseModel):
     busy_grace_ms: int = Field(default=480_000, ge=0)
     # the least stall window time scaling may give (wall clock): five of a runner's heartbeats
     stall_floor_ms: int = Field(default=5 * HEARTBEAT_MS, gt=0)
+    # a runner that renewed no lease for this long is dead to the run (the store reaps it and
+    # requeues its tasks), whatever its process looks like (wall clock): three heartbeats at least
+    lease_ms: int = Field(default=LEASE_MS, ge=3 * HEARTBEAT_MS)
     # share of one core that counts as "busy"; a process blocked on I/O or sleeping uses ~0
     busy_cpu_fraction: float = Field(default=0.05, ge=0.0)
     # the same tool call with the same args this many times in a row never makes progress
@@ -133,6 +138,9 @@ class AgentObservation:
     rate_limited_until_ms: int | None = None  # retry_after of the latest `rate_limited` event
     finished: bool = False  # the runner said `done` / exited 0 at the end of the run
     time_scale: float = 1.0  # the agent's time per wall time: the run's time_scale for time-scaled kinds
+    lease_expired: bool = False  # the store reaped the agent at this tick: its lease ran out
+    local: bool = True  # its process runs on this host (False: only the lease and events tell)
+    process_state: str | None = None  # psutil's state of the local process (``stopped`` after SIGSTOP)
 
 
 @dataclass(frozen=True)
@@ -153,8 +161,12 @@ class Verdict:
             return f"stalled: silent for {e['silent_ms']} ms (limit {e['limit_ms']} ms), log unchanged, cpu +{e['cpu_delta_s']:.2f} s"
         if self.kind == "looping":
             return f"looping: step {e['step']} repeated {e['repeats']} times"
+        if self.kind == "dead" and e.get("alive", True) and e.get("lease_expired"):
+            where = f"process {e.get('process_state') or 'alive'}" if e.get("local", True) else "no local process"
+            return f"dead: lease expired ({where})"
         if self.kind == "dead":
-            return f"dead: process gone (exit code {e.get('exit_code')})"
+            lease = ", lease expired" if e.get("lease_expired") else ""
+            return f"dead: process gone (exit code {e.get('exit_code')}{lease})"
         if self.kind == "paused":
             return f"paused: rate limited until {e['rate_limited_until_ms']}"
         return self.kind
@@ -194,6 +206,9 @@ def judge(prev: Track | None, obs: AgentObservation, cfg: SupervisionConfig, now
     track, deltas = _advance(prev, obs, cfg, now)
     ev: dict[str, Any] = {
         "alive": obs.alive,
+        "process_state": obs.process_state,
+        "lease_expired": obs.lease_expired,
+        "local": obs.local,
         "task": obs.current_task[0] if obs.current_task else None,
         "attempt": obs.current_task[1] if obs.current_task else None,
         "last_event_ms": obs.last_event_ms,
@@ -208,7 +223,7 @@ def judge(prev: Track | None, obs: AgentObservation, cfg: SupervisionConfig, now
 
     if obs.finished:
         return verdict("stopped", exit_code=obs.exit_code)
-    if not obs.alive:
+    if not obs.alive or obs.lease_expired:
         return verdict("dead", exit_code=obs.exit_code)
     until = obs.rate_limited_until_ms
     if until is not None and now < until:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,11 +30,13 @@ from typing import Any, NamedTuple
 
 from coordstore import open_store
 from coordstore.base import CoordStore
+from coordstore.clock import wall_clock_ms
 from coordstore.errors import InputError, NotFound, StoreDamaged, StoreError, UsageError
 from coordstore.models import ACTIVE, AGENT_STATUSES, SETTLED, TASK_STATUSES, TERMINAL, UNSUCCESSFUL, Agent, Run, Transition
 from coordstore.private import write_private
 
 from orchestrator.rundir import RunPaths, RunSpec
+from orchestrator.supervision.procs import process_alive
 
 SCHEMA_VERSION = 1  # of every --json shape here; bump on an incompatible change
 DEFAULT_RESULTS = Path("experiments/results")
@@ -45,10 +46,6 @@ QUIET_MARGIN_MS = 10_000
 DEFAULT_BACKOFF_MAX_MS = 60_000  # SupervisionConfig.respawn_backoff_max_ms's default
 # evidence of liveness() that needs no confirmation: the store's own status, or the pid file
 CERTAIN_EVIDENCE = ("store says", "orchestrator process")
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 # ---------------------------------------------------------------------------------- opening runs
@@ -132,15 +129,6 @@ def write_pidfile(paths: RunPaths, pid: int | None = None) -> Path:
     return target
 
 
-def process_alive(pid: int | None, create_time: float | None) -> bool:
-    """Whether the process recorded as (pid, create_time) still runs (a reused pid does not)."""
-    if not pid or create_time is None:
-        return False
-    from orchestrator.supervision.procs import AgentProcess
-
-    return AgentProcess.attach(pid, create_time) is not None
-
-
 def _orchestrator_recorded(paths: RunPaths) -> tuple[bool, int | None]:
     """(pid file present, the pid of its process if that very process is alive)."""
     try:
@@ -185,10 +173,10 @@ def liveness(ref: RunRef, store: CoordStore, run: Run, now: int | None = None) -
         rows = store.history(ref.run_id)  # only reached in this rare state, so the full read is fine
         last = max([rows[-1].ts_ms if rows else 0, *(a.last_heartbeat or 0 for a in agents)])
         quiet = int(ref.spec.supervision.get("respawn_backoff_max_ms", DEFAULT_BACKOFF_MAX_MS)) + QUIET_MARGIN_MS
-        if (now or now_ms()) - last < quiet:
+        if (now or wall_clock_ms()) - last < quiet:
             return "running", "no runner alive; waiting for a respawn"
         return "interrupted", f"no runner alive and no activity for {quiet // 1000}s"
-    if not agents and (now or now_ms()) - (run.created_at or 0) < QUIET_MARGIN_MS:
+    if not agents and (now or wall_clock_ms()) - (run.created_at or 0) < QUIET_MARGIN_MS:
         return "running", "starting"
     return "interrupted", "agents not stopped but no runner process alive"
 
@@ -207,7 +195,7 @@ def _wall_clock(rows: list[Transition], running: bool, now: int) -> int | None:
 def run_row(run_dir: Path, now: int | None = None) -> dict[str, Any]:
     """One line of ``orch runs``; a run whose store cannot be read is listed with the error
     (status ``damaged`` when the store is, see ``StoreDamaged``)."""
-    now = now or now_ms()
+    now = now or wall_clock_ms()
     row: dict[str, Any] = {"run_dir": str(run_dir), "run_id": run_dir.name, "experiment": None, "variant": None,
                            "status": "unreadable", "evidence": None, "tasks_completed": None, "tasks_terminal": None,
                            "tasks_total": None, "wall_clock_ms": None, "created_at": None}
@@ -290,7 +278,7 @@ def merge_summary(ref: RunRef, rows: list[Transition]) -> dict[str, Any]:
 
 
 def status_view(ref: RunRef, now: int | None = None) -> dict[str, Any]:
-    now = now or now_ms()
+    now = now or wall_clock_ms()
     with ref.open_store() as store:
         run = store.get_run(ref.run_id)
         status, evidence = liveness(ref, store, run, now)

@@ -17,10 +17,11 @@ from rich.table import Table
 from rich.text import Text
 
 from coordstore.base import CoordStore
+from coordstore.clock import wall_clock_ms
 from coordstore.models import ACTIVE, FAILURES, TERMINAL, Transition
 
 from orchestrator.supervision.supervisor import DEGRADED
-from orchestrator.views.runinfo import CERTAIN_EVIDENCE, RunRef, latest_verdicts, liveness, now_ms
+from orchestrator.views.runinfo import CERTAIN_EVIDENCE, RunRef, latest_verdicts, liveness
 
 RECENT_ROWS = 8  # history lines shown: enough to follow a run, short enough for one screen
 # without an orchestrator pid file, liveness is judged from runner processes, which can all be
@@ -80,7 +81,7 @@ class Watch:
 
     def refresh(self, now: int | None = None) -> dict[str, Any]:
         """Read what changed and return the view (plain data: tests and ``render`` use it)."""
-        now = now or now_ms()
+        now = now or wall_clock_ms()
         run = self.store.get_run(self.ref.run_id)
         status, evidence = liveness(self.ref, self.store, run, now)
         self._ingest_history()
