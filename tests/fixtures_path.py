@@ -1,4 +1,5 @@
-"""Where the third-party task-graph-mcp fixtures live: ``shared/`` beside the repository.
+"""Where test data lives: the repository, tests' own programs and fixtures, and the third-party
+task-graph-mcp fixtures in ``shared/`` beside the repository.
 
 CI clones the repository with ``shared/`` as its sibling, so the path is computed from this file,
 never configured. A missing directory FAILS the test that needs it: silently skipping would let
@@ -11,7 +12,11 @@ from pathlib import Path
 
 import pytest
 
-TGMCP_FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "task-graph-mcp"
+TESTS = Path(__file__).resolve().parent
+REPO_ROOT = TESTS.parent
+PROGS = TESTS / "progs"  # small programs the tests run as agents, CLIs and process trees
+TEST_FIXTURES = TESTS / "fixtures"
+TGMCP_FIXTURES = REPO_ROOT.parent / "shared" / "fixtures" / "task-graph-mcp"
 
 
 def tgmcp_fixture(name: str) -> Path:

@@ -17,18 +17,15 @@ from pathlib import Path
 
 import psutil
 import pytest
-import yaml
 
 from coordstore import open_store
 from coordstore.errors import GitError, InputError
 from gitfixtures import make_repo
 from orchestrator.runs.launch import RunRequest, plan_runs, run_one
+from runfixtures import task, write_experiment
+from fixtures_path import PROGS
 
-PROGS = Path(__file__).parent / "progs"
-FAST_SUPERVISION = {"stall_after_ms": 1500, "busy_grace_ms": 0, "kill_grace_s": 0.5, "loop_repeats": 5,
-                    "respawn_backoff_ms": 100, "respawn_backoff_max_ms": 400, "max_retries": 3}
-
-
+PROGS = PROGS
 @pytest.fixture(autouse=True)
 def runner_kinds_on_path(no_git_identity, monkeypatch):
     """No git identity (conftest), and tests/progs importable by runners (faulty_kinds)."""
@@ -38,22 +35,6 @@ def runner_kinds_on_path(no_git_identity, monkeypatch):
 def git(repo: Path, *args: str, env: dict | None = None) -> str:
     e = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@x", **(env or {})}
     return subprocess.run(["git", *args], cwd=repo, env=e, check=True, capture_output=True, text=True).stdout
-
-
-def task(tid, scope=(), est_ms=2000, **extra):
-    return {"id": tid, "title": f"do {tid}", "time_estimate_ms": est_ms, "points": 1, "file_scope": list(scope), **extra}
-
-
-def write_experiment(tmp_path: Path, tasks, deps, variant: dict, **execution) -> Path:
-    tpl = tmp_path / "graph.json"
-    tpl.write_text(json.dumps({"format": "orch-graph", "version": 1, "tasks": tasks,
-                               "dependencies": [{"from_id": a, "to_id": b, "type": k} for a, b, k in deps]}))
-    exp = {"experiment": {"id": "t"}, "template": str(tpl),
-           "execution": {"runs": 1, "seed": 1, "time_scale": 0.05, "timeout_s": 90, "supervision": FAST_SUPERVISION, **execution},
-           "variants": [{"name": "v", **variant}]}
-    f = tmp_path / "exp.yaml"
-    f.write_text(yaml.safe_dump(exp))
-    return f
 
 
 def run(tmp_path, exp: Path, repo: Path | None):

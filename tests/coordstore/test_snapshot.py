@@ -1,6 +1,6 @@
 """orch's snapshot format: canonical bytes, gzip stability, atomic writes, one-line errors.
 
-Store round trips (export -> import -> export through real backends) are in test_cli_store.py.
+Store round trips (export -> import -> export through real backends) are in orchestrator/cli/test_orch_store.py.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 - argv snapshots per preset, and every flag orch passes checked against the INSTALLED CLI's own
   ``--help`` (a CLI that is not installed fails that test, it does not skip)
-- (their parsers, on streams recorded from the real CLIs: ``test_cli_parsers.py``)
+- (their parsers, on streams recorded from the real CLIs: ``test_agent_cli_parsers.py``)
 - the kind running fake CLIs (``tests/progs/fakecli/``, which replay those recordings and perform
   their tool calls) as real processes in a real git worktree, with a real store behind the pulse
 - preflight: missing executable, missing credentials, bad options -- before any worktree exists
@@ -32,8 +32,9 @@ from agents.pulse import Pulse
 from coordstore import open_store
 from coordstore.errors import AgentError
 from coordstore.models import Agent, Run, Task
+from fixtures_path import PROGS
 
-FAKECLI = Path(__file__).parent / "progs" / "fakecli"
+FAKECLI = PROGS / "fakecli"
 KEYS = ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "CODEX_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY", "OPENROUTER_API_KEY",
         "GOOGLE_GENAI_USE_VERTEXAI", "GOOGLE_GENAI_USE_GCA", "CLAUDE_CODE_USE_BEDROCK", "CLAUDE_CODE_USE_VERTEX",
         "CLAUDE_CODE_USE_FOUNDRY", "GOOGLE_GENERATIVE_AI_API_KEY", "GROQ_API_KEY", "XAI_API_KEY", "DEEPSEEK_API_KEY",

@@ -1,7 +1,7 @@
 """The model server's answers for clients that edit by text (aider): format and fence detection,
 whole-file and SEARCH/REPLACE rendering of the sim and replay scripts' changes, turn counting
 past canned example exchanges, and what a text edit cannot carry. Real git repositories, the
-real server, the official OpenAI SDK as the client; aider itself runs in test_real_agents.py."""
+real server, the official OpenAI SDK as the client; aider itself runs in agents/clis/test_real_agent_clis.py."""
 
 from __future__ import annotations
 

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from agents.clis import parser_class
+from fixtures_path import TEST_FIXTURES
 
-FIXTURES = Path(__file__).parent / "fixtures" / "cli"
+FIXTURES = TEST_FIXTURES / "cli"
 
 
 def parse(cli: str, name: str, rc: int = 0, cwd: str = "WT"):

@@ -18,9 +18,10 @@ from gitfixtures import run_git as git
 from gitwork.runner import identity_env
 from gitwork.merging import Merger
 from gitwork.worktrees import Worktrees, clean, repo_lock
+from fixtures_path import REPO_ROOT
 
 TESTER = identity_env("tester")
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 
 
 pytestmark = pytest.mark.usefixtures("no_git_identity")

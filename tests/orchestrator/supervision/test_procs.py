@@ -15,8 +15,9 @@ import pytest
 
 from coordstore.errors import AgentError
 from orchestrator.supervision.procs import AgentProcess, become_subreaper, process_alive, reap_orphans, spawn
+from fixtures_path import PROGS
 
-PROGS = Path(__file__).parent / "progs"
+PROGS = PROGS
 PY = sys.executable
 LINUX = sys.platform.startswith("linux")
 

@@ -27,8 +27,9 @@ from gitfixtures import make_repo
 from gitfixtures import run_git as git
 from orchestrator.supervision.interrupts import Interrupted, catch_signals, deferred
 from orchestrator.rundir import RunPaths
+from fixtures_path import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = REPO_ROOT
 CHAIN = 7  # tasks in a chain, so a run cannot finish before the signal comes
 TASK_MS = 1500  # sim duration of one task (time_scale 1): the chain takes over 10 s
 SUPERVISION = {"stall_after_ms": 8000, "kill_grace_s": 0.5, "respawn_backoff_ms": 100, "respawn_backoff_max_ms": 400}

@@ -18,8 +18,9 @@ from orchestrator.runs import watcher as watcher_mod
 from orchestrator.runs.watcher import EventWatcher
 
 from conftest import FakeClock
+from fixtures_path import PROGS
 
-PROGS = Path(__file__).parent / "progs"
+PROGS = PROGS
 RUN = "r1"
 
 

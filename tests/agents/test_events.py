@@ -13,8 +13,9 @@ import pytest
 
 from agents.events import EventWriter, args_digest, event_name, highest_seq, parse_event_name
 from coordstore.models import Event
+from fixtures_path import PROGS
 
-PROGS = Path(__file__).parent / "progs"
+PROGS = PROGS
 
 
 def final_files(d: Path) -> list[str]:

@@ -24,7 +24,7 @@ from orchestrator.runs.prepare import prepare_run
 
 from conftest import FakeClock, make_graph
 from contract_helpers import chain_errors
-from test_run_loop import task, write_experiment
+from runfixtures import task, write_experiment
 
 pytestmark = pytest.mark.usefixtures("no_git_identity")
 LEASE_MS = 5_000

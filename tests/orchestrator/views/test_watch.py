@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_cli_ops import completed, isolated_env, start_run
+from cliruns import completed, isolated_env, start_run
 
 WATCH_SCALE = "0.002"  # tiny-feature runs several seconds: time for a few frames before it ends
 SGR = re.compile(r"\x1b\[([0-9;]*)m")

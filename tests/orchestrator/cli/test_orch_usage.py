@@ -19,10 +19,11 @@ import typer
 
 from orchestrator.cli import app as cli_mod
 from orchestrator.cli.main import main
+from fixtures_path import REPO_ROOT
 
 FAST = "0.00005"
-TEMPLATE = Path(__file__).resolve().parents[1] / "templates" / "tiny-feature.json"
-EXPERIMENT = Path(__file__).resolve().parents[1] / "experiments" / "coordination.yaml"
+TEMPLATE = REPO_ROOT / "templates" / "tiny-feature.json"
+EXPERIMENT = REPO_ROOT / "experiments" / "coordination.yaml"
 
 
 def cli(capsys, *args) -> tuple[int, str, str]:

@@ -16,8 +16,9 @@ from coordstore.errors import GitError, OrchError, ReplayError
 from gitfixtures import git as fixture_git
 from gitfixtures import make_repo
 from gitwork.runner import git, git_out, is_ancestor
+from fixtures_path import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 PACKAGES = ("coordstore", "gitwork", "agents", "orchestrator")
 RUNNER = Path("gitwork") / "runner.py"
 

@@ -24,6 +24,7 @@ from orchestrator.supervision.supervisor import Supervisor
 from orchestrator.supervision.verdicts import AgentObservation, SupervisionConfig
 
 from contract_helpers import chain_errors
+from fixtures_path import PROGS, REPO_ROOT
 
 RUN = "r1"
 T0 = 1_700_000_000_000
@@ -404,8 +405,8 @@ def test_kill_and_respawn_errors_are_recorded_and_the_ladder_goes_on(store):
 # ---------------------------------------------------------------------------------------------
 # real processes: tests/progs observed through orchestrator/procs.py and their events directory
 
-PROGS = Path(__file__).parent / "progs"
-REPO_ROOT = Path(__file__).resolve().parent.parent
+PROGS = PROGS
+REPO_ROOT = REPO_ROOT
 
 
 class ProcController:

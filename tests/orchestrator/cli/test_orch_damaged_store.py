@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_cli_ops import SLOW_SCALE, cli, env, run_quietly, start_run  # noqa: F401 (env: a module fixture)
+from cliruns import SLOW_SCALE, cli, env, run_quietly, start_run  # noqa: F401 (env: a module fixture)
 from damage_helpers import FILE_DAMAGE, SQLITE_DAMAGE, fingerprint, store_path
 
 from coordstore import open_store

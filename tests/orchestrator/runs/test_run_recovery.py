@@ -23,7 +23,7 @@ from gitfixtures import make_repo
 
 from conftest import wait_for
 from contract_helpers import chain_errors
-from test_run_loop import task, write_experiment
+from runfixtures import task, write_experiment
 
 # fast respawns; the stall window is each test's own business
 QUICK_LADDER = {"kill_grace_s": 0.5, "respawn_backoff_ms": 100, "respawn_backoff_max_ms": 400}

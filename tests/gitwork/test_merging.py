@@ -15,11 +15,12 @@ from gitfixtures import run_git as git
 from gitwork.runner import identity_env
 from gitwork.merging import Merger, catch_up
 from gitwork.worktrees import Worktrees
+from fixtures_path import REPO_ROOT
 
 TESTER = identity_env("tester")
 ORCH = identity_env("orchestrator")
 MERGED = "refs/heads/orch/r1/merged"
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 
 
 pytestmark = pytest.mark.usefixtures("no_git_identity")
