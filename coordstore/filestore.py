@@ -2,14 +2,15 @@
 
 The directory, its journal and the replay into memory are ``filejournal.FileJournal``'s (its
 docstring describes the layout and why a journal); each run's state in memory is a
-``runstate.RunState``: a write locks, catches up, runs the operation on the run's state and
-appends what it changed as one journal line.
+``runstate.RunState``, and the rules of every verb are ``statemachine``'s: a write locks, catches
+up, runs the verb on the run's state and appends what it changed as one journal line.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
+from coordstore import statemachine as sm
 from coordstore.base import CoordStore, wall_clock_ms
 from coordstore.errors import InvalidTransition
 from coordstore.filejournal import FSYNC_DEFAULT, FileJournal
@@ -51,13 +52,11 @@ class FileStore(FileJournal, CoordStore):
         return sorted(runs, key=lambda r: r.created_at or 0)
 
     def finish_run(self, run_id: str, status: str, reason: str | None = None, now: int | None = None) -> Run:
-        now = self._now(now)
-        self._write(run_id, lambda rs: rs.finish(status, reason, now))
+        self._verb(run_id, now, sm.finish_run, status, reason)
         return Run.model_validate(self._runs[run_id].run)
 
     def reopen_run(self, run_id: str, reason: str | None = None, now: int | None = None) -> Run:
-        now = self._now(now)
-        self._write(run_id, lambda rs: rs.reopen(reason, now))
+        self._verb(run_id, now, sm.reopen_run, reason)
         return Run.model_validate(self._runs[run_id].run)
 
     # ------------------------------------------------------------------ tasks
@@ -87,49 +86,47 @@ class FileStore(FileJournal, CoordStore):
         return None if tid is None else self._task(run_id, tid)
 
     def claim(self, run_id: str, task_id: str, agent: str, now: int | None = None) -> Task | None:
-        now = self._now(now)
-        tid = self._write(run_id, lambda rs: rs.claim(task_id, agent, now))
-        return None if tid is None else self._task(run_id, tid)
+        won = self._verb(run_id, now, sm.claim, task_id, agent)
+        return self._task(run_id, task_id) if won else None
 
-    def _task_op(self, run_id: str, task_id: str, op: Callable[[RunState], object]) -> Task:
-        self._write(run_id, op)
+    def _verb(self, run_id: str, now: int | None, verb: Callable, *args):
+        """One verb of the state machine on the run's state: ``verb(state, *args, now)``, with
+        ``now`` raised to keep the history in time order."""
+        now = self._now(now)
+        return self._write(run_id, lambda rs: verb(rs, *args, rs.at(now)))
+
+    def _task_verb(self, run_id: str, now: int | None, verb: Callable, task_id: str, *args) -> Task:
+        self._verb(run_id, now, verb, task_id, *args)
         return self._task(run_id, task_id)
 
     def assign(self, run_id, task_id, agent, by, now=None) -> Task:
-        now = self._now(now)
-        return self._task_op(run_id, task_id, lambda rs: rs.assign(task_id, agent, by, now))
+        return self._task_verb(run_id, now, sm.assign, task_id, agent, by)
 
     def start(self, run_id, task_id, agent, attempt, now=None) -> Task:
-        now = self._now(now)
-        return self._task_op(run_id, task_id, lambda rs: rs.start(task_id, agent, attempt, now))
+        return self._task_verb(run_id, now, sm.start, task_id, agent, attempt)
 
     def complete(self, run_id, task_id, agent, attempt, data=None, now=None) -> Task:
-        now = self._now(now)
-        return self._task_op(run_id, task_id, lambda rs: rs.complete(task_id, agent, attempt, data, now))
+        return self._task_verb(run_id, now, sm.complete, task_id, agent, attempt, data)
 
     def fail(self, run_id, task_id, agent, attempt, reason, now=None) -> Task:
-        now = self._now(now)
-        return self._task_op(run_id, task_id, lambda rs: rs.fail(task_id, agent, attempt, reason, now))
+        return self._task_verb(run_id, now, sm.fail, task_id, agent, attempt, reason)
 
     def requeue(self, run_id, task_id, reason, by=None, now=None) -> Task:
-        now = self._now(now)
-        return self._task_op(run_id, task_id, lambda rs: rs.requeue(task_id, reason, by, now))
+        return self._task_verb(run_id, now, sm.requeue, task_id, reason, by)
 
     def cancel(self, run_id, task_id, reason, by=None, now=None) -> Task:
-        now = self._now(now)
-        return self._task_op(run_id, task_id, lambda rs: rs.cancel(task_id, reason, by, now))
+        return self._task_verb(run_id, now, sm.cancel, task_id, reason, by)
 
     def add_usage(self, run_id, task_id, tokens_in=0, tokens_out=0, tokens_cached=0, tokens_thinking=0, cost_usd=0.0):
         self._write(run_id, lambda rs: rs.add_usage(task_id, tokens_in, tokens_out, tokens_cached, tokens_thinking, cost_usd))
 
     # ------------------------------------------------------------------ agents
-    def _agent_op(self, run_id: str, agent_id: str, op: Callable[[RunState], object]) -> Agent:
-        self._write(run_id, op)
+    def _agent(self, run_id: str, agent_id: str) -> Agent:
         return Agent.model_validate(self._runs[run_id].agents[agent_id])
 
     def register_agent(self, run_id, agent, lease_ms=None, now=None) -> Agent:
-        now = self._now(now)
-        return self._agent_op(run_id, agent.id, lambda rs: rs.register(agent, lease_ms, now))
+        self._verb(run_id, now, sm.register, agent, lease_ms)
+        return self._agent(run_id, agent.id)
 
     def get_agent(self, run_id: str, agent_id: str) -> Agent:
         return Agent.model_validate(self._read(run_id).agent(agent_id))
@@ -140,11 +137,12 @@ class FileStore(FileJournal, CoordStore):
 
     def heartbeat(self, run_id, agent_id, lease_ms, current_task=None, now=None) -> Agent:
         now = self._now(now)
-        return self._agent_op(run_id, agent_id, lambda rs: rs.heartbeat(agent_id, lease_ms, current_task, now))
+        self._write(run_id, lambda rs: rs.heartbeat(agent_id, lease_ms, current_task, now))
+        return self._agent(run_id, agent_id)
 
     def set_agent_status(self, run_id, agent_id, status, reason=None, data=None, now=None) -> Agent:
-        now = self._now(now)
-        return self._agent_op(run_id, agent_id, lambda rs: rs.set_agent_status(agent_id, status, reason, data, now))
+        self._verb(run_id, now, sm.set_agent_status, agent_id, status, reason, data)
+        return self._agent(run_id, agent_id)
 
     def reap_expired(self, run_id: str, now: int | None = None) -> list[str]:
         now = self._now(now)

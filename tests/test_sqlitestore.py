@@ -19,7 +19,7 @@ from coordstore.models import Dependency, Event, Run, Task, TaskGraph, Transitio
 from coordstore.sqlite_schema import PAGE_SIZE, READY_ORDERS, SCHEMA_VERSION, translate
 from coordstore.sqlite_records import _MERGE_HEAD
 from coordstore.sqlite_tx import _LAST_ROW, _OPEN_DEPENDENTS, _OPEN_DESCENDANTS, _UNBLOCK, Tx
-from coordstore.sqlitestore import SQLiteStore
+from coordstore.sqlitestore import SQLiteStore, _claim_params
 
 CTX = mp.get_context("fork")  # children open their own connection after the fork
 T0 = 1_700_000_000_000
@@ -244,7 +244,7 @@ def test_claims_walk_a_ready_index_without_sorting(store, db, order):
     with open_store(url_of(db)) as other:  # visible to every connection
         assert other._c.execute("SELECT 1 FROM sqlite_master WHERE name=?", (READY_ORDERS[order][1],)).fetchone()
     for within in (False, True):
-        params = ("a", "a", 1, 1, "r") + (("r", "x") if within else ())
+        params = _claim_params("a", 1) + ("r",) + (("r", "x") if within else ())
         plan = _plan(store._c, SQLiteStore._claim_best_sql(order, within), params)
         assert f"USING INDEX {READY_ORDERS[order][1]}" in plan, plan
         assert "TEMP B-TREE" not in plan and "SCAN tasks" not in plan, plan
