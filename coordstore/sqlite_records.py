@@ -9,7 +9,7 @@ from coordstore import statemachine as sm
 from coordstore.chains import check_note, check_record, note_data
 from coordstore.errors import InvalidTransition, NotFound
 from coordstore.graph import validate
-from coordstore.models import Agent, Dependency, Event, RunDump, TaskGraph, Transition
+from coordstore.models import ACTIVE, Agent, Dependency, Event, RunDump, TaskGraph, Transition
 from coordstore.sqlite_schema import (
     AGENT_COLS, EVENT_COLS, HISTORY_COLS, INSERT_HISTORY, RUN_COLS, TASK_SELECT, agent_from_row, agent_row, dumps,
     event_from_row, run_from_row, run_row, task_from_row, transition_from_row, transition_row,
@@ -22,8 +22,9 @@ _STATUS_OF = {
     "agent": "SELECT status FROM agents WHERE run_id=? AND id=?",
     "run": "SELECT status FROM runs WHERE id=? AND id=?",
 }
-# the assigned or working tasks of one agent, in template order (requeued when it is reaped)
-_OWNED_ACTIVE = "SELECT id FROM tasks WHERE run_id=? AND owner=? AND status IN ('assigned', 'working') ORDER BY ord"
+# the active (assigned or working) tasks of one agent, in template order: requeued when it is reaped
+_OWNED_ACTIVE = ("SELECT id FROM tasks WHERE run_id=? AND owner=? AND status IN ("
+                 + ", ".join(f"'{s}'" for s in sorted(ACTIVE)) + ") ORDER BY ord")
 # the latest row of one merge (the head of its chain), through the partial index history_merge
 _MERGE_HEAD = "SELECT to_state FROM history WHERE run_id=? AND entity='merge' AND entity_id=? ORDER BY seq DESC LIMIT 1"
 

@@ -25,7 +25,7 @@ from coordstore.models import TERMINAL, ClaimOrder, Dependency, Run, Task, TaskG
 from coordstore.sqlite_records import SQLiteRecords
 from coordstore.sqlite_schema import (
     BUSY_TIMEOUT_S, INSERT_DEF, INSERT_TASK, READY_ORDERS, READY_WHERE, RUN_COLS, TASK_COLS, TASK_SELECT,
-    connect, connect_readonly, loads, mapped, ready_index_ddl, run_from_row, run_row, task_from_row,
+    connect, connect_readonly, dumps, loads, mapped, ready_index_ddl, run_from_row, run_row, task_from_row,
     task_rows, translate,
 )
 from coordstore.sqlite_tx import Tx, TxRun
@@ -36,6 +36,13 @@ _CLAIM_SET = "UPDATE tasks SET " + ", ".join(f"{k}=?" for k in _TAKEN) + ", atte
 _CLAIM_RETURNING = f" AND status='pending' RETURNING {TASK_COLS}"
 _CLAIM = _CLAIM_SET + "WHERE run_id=? AND id=?" + _CLAIM_RETURNING
 _WITHIN = " AND id IN (SELECT task_id FROM ancestry WHERE run_id=? AND ancestor=?)"
+
+
+@functools.lru_cache(maxsize=1024)
+def _claimed_rows(agent: str, attempt: int) -> tuple:
+    """A won claim's rows (``statemachine.claimed_rows``), their data encoded once per agent and
+    attempt: claims repeat the same few, and encoding them is a good part of a claim's time in the lock."""
+    return tuple((entity, frm, to, dumps(data)) for entity, frm, to, data in sm.claimed_rows(agent, attempt))
 
 
 def _claim_params(agent: str, now: int) -> tuple:
@@ -290,13 +297,13 @@ class SQLiteStore(SQLiteRecords, CoordStore):
             else:
                 tid = self._pick(tx.c, run_id, tags, order, within)
                 rows = [] if tid is None else tx.c.execute(_CLAIM, _claim_params(agent, now) + (run_id, tid)).fetchall()
-            st = TxRun(tx, run_id)
             if not rows:
                 self._policy_of(run_id)
-                sm.nothing_to_claim(st, agent, now)
+                sm.nothing_to_claim(TxRun(tx, run_id), agent, now)
                 return None
             row = rows[0]  # TASK_COLS: id, status, attempt, ...
-            sm.claimed(st, row[0], agent, row[2], now)
+            for entity, frm, to, data in _claimed_rows(agent, row[2]):
+                tx.emit(run_id, entity, row[0], frm, to, agent, None, data)
         return task_from_row(row)
 
     def claim(self, run_id: str, task_id: str, agent: str, now: int | None = None) -> Task | None:

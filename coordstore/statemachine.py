@@ -139,26 +139,26 @@ def taken(agent: str, by: str, attempt: int, now: int) -> dict:
             "started_at": None, "updated_at": now}
 
 
-def took(st: Storage, tid: str, frm: str, previous: str | None, agent: str, by: str, attempt: int, now: int,
-         claim: bool) -> None:
-    """The rows of a task taken for ``attempt``: a claim writes its ``won`` row first; a
-    reassignment names the previous owner."""
-    if claim:
-        st.emit("claim", tid, None, "won", now, agent=agent, data={"attempt": attempt})
+def took_rows(agent: str, by: str, frm: str, previous: str | None, attempt: int, claim: bool) -> list[tuple]:
+    """The history rows, as (entity, from, to, data), of a task taken by ``agent`` for ``attempt``
+    (its id and ``agent`` on each): a claim's ``won`` row first; a reassignment names the previous owner."""
     data = {"by": by, "attempt": attempt}
     if frm == "assigned":
         data["previous"] = previous
-    st.emit("task", tid, frm, TARGET["claim"], now, agent=agent, data=data)
+    task = ("task", frm, TARGET["claim"], data)
+    return [("claim", None, "won", {"attempt": attempt}), task] if claim else [task]
 
 
-def claimed(st: Storage, tid: str, agent: str, attempt: int, now: int) -> None:
-    """The rows of a won claim whose fields (``taken``) the backend wrote in one statement of its own."""
-    took(st, tid, ALLOWED["claim"][0], None, agent, agent, attempt, now, claim=True)
+def claimed_rows(agent: str, attempt: int) -> list[tuple]:
+    """The rows of a won claim (``took_rows``): for a backend that writes the fields (``taken``) of
+    the claimed task in one statement of its own."""
+    return took_rows(agent, agent, ALLOWED["claim"][0], None, attempt, claim=True)
 
 
 def take(st: Storage, tid: str, s: TaskState, agent: str, by: str, now: int, claim: bool = False) -> None:
     st.set_task(tid, taken(agent, by, s.attempt + 1, now))
-    took(st, tid, s.status, s.owner, agent, by, s.attempt + 1, now, claim)
+    for entity, frm, to, data in took_rows(agent, by, s.status, s.owner, s.attempt + 1, claim):
+        st.emit(entity, tid, frm, to, now, agent=agent, data=data)
 
 
 def claim(st: Storage, tid: str, agent: str, now: int) -> bool:
