@@ -250,7 +250,7 @@ _SCALAR = {str: encode_basestring_ascii, int: int.__repr__, bool: {True: "true",
 def dumps(v: Any) -> str | None:
     """JSON for a dict/list column; empty containers are stored as NULL. A flat dict of str keys
     and str/int/bool/None values (most history data: attempts, owners, blockers) is written without
-    the encoder's per-call setup, to the same text: every claim writes two of them."""
+    the encoder's per-call setup, to the same text."""
     if not v:
         return None
     if type(v) is dict:
