@@ -187,21 +187,21 @@ def start(st: Storage, tid: str, agent: str, attempt: int, now: int) -> None:
 def complete(st: Storage, tid: str, agent: str, attempt: int, data: dict | None, now: int) -> None:
     """The task keeps its last reason (why it was last requeued); the row has none."""
     s = check(st, "complete", tid, agent, attempt)
-    _move(st, tid, s.status, {"status": "completed", "completed_by": agent, "completed_at": now}, now, agent=agent,
-          data=data)
-    settle(st, tid, "completed", now)
+    _move(st, tid, s.status, {"status": TARGET["complete"], "completed_by": agent, "completed_at": now}, now,
+          agent=agent, data=data)
+    settle(st, tid, TARGET["complete"], now)
 
 
 def fail(st: Storage, tid: str, agent: str | None, attempt: int | None, reason: str, now: int) -> None:
     s = check(st, "fail", tid, agent, attempt)
-    _move(st, tid, s.status, {"status": "failed", "reason": reason}, now, agent=agent, reason=reason)
-    settle(st, tid, "failed", now)
+    _move(st, tid, s.status, {"status": TARGET["fail"], "reason": reason}, now, agent=agent, reason=reason)
+    settle(st, tid, TARGET["fail"], now)
 
 
 def cancel(st: Storage, tid: str, reason: str, by: str | None, now: int) -> None:
     s = check(st, "cancel", tid)
-    _move(st, tid, s.status, {"status": "cancelled", "reason": reason}, now, agent=by, reason=reason)
-    settle(st, tid, "cancelled", now)
+    _move(st, tid, s.status, {"status": TARGET["cancel"], "reason": reason}, now, agent=by, reason=reason)
+    settle(st, tid, TARGET["cancel"], now)
 
 
 def requeue(st: Storage, tid: str, reason: str, by: str | None, now: int) -> None:
@@ -219,7 +219,7 @@ def requeue(st: Storage, tid: str, reason: str, by: str | None, now: int) -> Non
 
 
 def _reopen(st: Storage, tid: str, s: TaskState, reason: str, by: str | None, now: int) -> None:
-    fields = {"status": "pending", "owner": None, "assigned_by": None, "claimed_at": None, "started_at": None,
+    fields = {"status": TARGET["requeue"], "owner": None, "assigned_by": None, "claimed_at": None, "started_at": None,
               "reason": reason}
     _move(st, tid, s.status, fields, now, agent=by, reason=reason, data={"previous": s.owner} if s.owner else None)
 
