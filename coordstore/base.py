@@ -8,6 +8,9 @@ General rules (every backend, every method):
   change: either both are visible to every other process, or neither is. History is append
   only; ``seq`` is per run, starts at 1 and increases by one in commit order (no gaps).
 * Atomic operations are abstract here on purpose: no backend may inherit a check-then-set.
+* One state machine (``statemachine.py``): which status each verb moves a task from, what it
+  sets, the rows it writes, the error (class and text) of each refusal and the cascades are
+  written once there; a backend gives it storage inside its atomic step, not rules of its own.
 * ``now`` arguments are integer milliseconds; ``None`` means "the store's clock" (``self.clock``,
   injectable for tests).
 * Errors: ``NotFound`` for a missing run/task/agent, ``InvalidTransition`` when the status does
@@ -44,16 +47,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 
 from coordstore.clock import wall_clock_ms
-from coordstore.errors import InvalidTransition
-from coordstore.models import RUN_OVER, Agent, ClaimOrder, Event, Run, RunDump, Task, TaskGraph, Transition
-
-
-def reopen_needed(run_id: str, status: str) -> bool:
-    """The rule of ``reopen_run``, written once for every backend: an ``interrupted`` run reopens
-    (True), a ``running`` one is left as it is (False), an ended one is refused."""
-    if status in RUN_OVER:
-        raise InvalidTransition(f"run {run_id!r} already {status}; only an interrupted run can be resumed")
-    return status != "running"
+from coordstore.models import Agent, ClaimOrder, Event, Run, RunDump, Task, TaskGraph, Transition
 
 
 class CoordStore(ABC):
@@ -106,7 +100,7 @@ class CoordStore(ABC):
     def reopen_run(self, run_id: str, reason: str | None = None, now: int | None = None) -> Run:
         """Set an ``interrupted`` run back to ``running`` (resume): clears ``finished_at``, writes
         ``run`` ``interrupted -> running``. A ``running`` run is a no-op; a ``finished`` or
-        ``failed`` one is an ``InvalidTransition`` and nothing changes (``reopen_needed``).
+        ``failed`` one is an ``InvalidTransition`` and nothing changes (``statemachine.reopen_needed``).
         """
 
     # ------------------------------------------------------------------ tasks

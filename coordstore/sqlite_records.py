@@ -1,24 +1,30 @@
 """SQLite backend, part 3: the run's records around the task graph — agents, events, history, and
-whole-run dump/load — as a mixin of ``SQLiteStore`` (which provides ``_write``, ``_all``,
+whole-run dump/load — as a mixin of ``SQLiteStore`` (which provides ``_write``, ``_verb``, ``_all``,
 ``_policy_of``, ``_require_run``, ``_snapshot`` and ``_insert_graph``).
 """
 
 from __future__ import annotations
 
+from coordstore import statemachine as sm
 from coordstore.chains import check_note, check_record, note_data
 from coordstore.errors import InvalidTransition, NotFound
 from coordstore.graph import validate
-from coordstore.models import AGENT_STATUSES, Agent, Dependency, Event, RunDump, TaskGraph, Transition
+from coordstore.models import ACTIVE, Agent, Dependency, Event, RunDump, TaskGraph, Transition
 from coordstore.sqlite_schema import (
     AGENT_COLS, EVENT_COLS, HISTORY_COLS, INSERT_HISTORY, RUN_COLS, TASK_SELECT, agent_from_row, agent_row, dumps,
     event_from_row, run_from_row, run_row, task_from_row, transition_from_row, transition_row,
 )
+from coordstore.sqlite_tx import TxRun
+
 # the stored status of what note() annotates, by (run, id); a run note's id is the run's (check_note)
 _STATUS_OF = {
     "task": "SELECT status FROM tasks WHERE run_id=? AND id=?",
     "agent": "SELECT status FROM agents WHERE run_id=? AND id=?",
     "run": "SELECT status FROM runs WHERE id=? AND id=?",
 }
+# the active (assigned or working) tasks of one agent, in template order: requeued when it is reaped
+_OWNED_ACTIVE = ("SELECT id FROM tasks WHERE run_id=? AND owner=? AND status IN ("
+                 + ", ".join(f"'{s}'" for s in sorted(ACTIVE)) + ") ORDER BY ord")
 # the latest row of one merge (the head of its chain), through the partial index history_merge
 _MERGE_HEAD = "SELECT to_state FROM history WHERE run_id=? AND entity='merge' AND entity_id=? ORDER BY seq DESC LIMIT 1"
 
@@ -28,20 +34,9 @@ class SQLiteRecords:
 
     # ------------------------------------------------------------------ agents
     def register_agent(self, run_id: str, agent: Agent, lease_ms: int | None = None, now: int | None = None) -> Agent:
-        now = self._now(now)
-        with self._write(now, run_id) as tx:
-            now = tx.now
-            a = agent.model_copy(update={
-                "status": "registered", "registered_at": now, "last_heartbeat": now,
-                "lease_expires": now + lease_ms if lease_ms is not None else agent.lease_expires,
-            })
+        with self._write(self._now(now), run_id) as tx:
             self._policy_of(run_id)
-            old = tx.c.execute("SELECT status FROM agents WHERE run_id=? AND id=?", (run_id, a.id)).fetchone()
-            tx.c.execute(f"INSERT OR REPLACE INTO agents (run_id, {AGENT_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                         agent_row(run_id, a))
-            tx.emit(run_id, "agent", a.id, old[0] if old else None, "registered", agent=a.id,
-                    reason="respawned" if old else None, data={"pid": a.pid, "kind": a.kind})
-        return a
+            return sm.register(TxRun(tx, run_id), agent, lease_ms, tx.now)
 
     def get_agent(self, run_id: str, agent_id: str) -> Agent:
         rows = self._all(f"SELECT {AGENT_COLS} FROM agents WHERE run_id=? AND id=?", (run_id, agent_id))
@@ -66,16 +61,7 @@ class SQLiteRecords:
 
     def set_agent_status(self, run_id: str, agent_id: str, status: str, reason: str | None = None,
                          data: dict | None = None, now: int | None = None) -> Agent:
-        if status not in AGENT_STATUSES:
-            raise InvalidTransition(f"agent {agent_id!r}: unknown status {status!r}; one of {', '.join(AGENT_STATUSES)}")
-        now = self._now(now)
-        with self._write(now, run_id) as tx:
-            old = tx.c.execute("SELECT status FROM agents WHERE run_id=? AND id=?", (run_id, agent_id)).fetchone()
-            if old is None:
-                raise NotFound(f"run {run_id!r}: no agent {agent_id!r}")
-            if old[0] != status:
-                tx.c.execute("UPDATE agents SET status=? WHERE run_id=? AND id=?", (status, run_id, agent_id))
-                tx.emit(run_id, "agent", agent_id, old[0], status, agent=agent_id, reason=reason, data=data)
+        self._verb(run_id, now, sm.set_agent_status, agent_id, status, reason, data)
         return self.get_agent(run_id, agent_id)
 
     def reap_expired(self, run_id: str, now: int | None = None) -> list[str]:
@@ -83,18 +69,14 @@ class SQLiteRecords:
         requeued: list[str] = []
         with self._write(now, run_id) as tx:  # leases are compared with now as given; rows at tx.now
             self._policy_of(run_id)
-            expired = tx.c.execute(
-                "SELECT id, status FROM agents WHERE run_id=? AND lease_expires IS NOT NULL AND lease_expires < ? "
-                "AND status NOT IN ('stopped', 'dead', 'killed') ORDER BY id", (run_id, now)).fetchall()
-            for agent_id, old in expired:
-                tx.c.execute("UPDATE agents SET status='dead', current_task=NULL WHERE run_id=? AND id=?", (run_id, agent_id))
-                tx.emit(run_id, "agent", agent_id, old, "dead", agent=agent_id, reason="lease expired")
-                owned = tx.c.execute(
-                    "SELECT id FROM tasks WHERE run_id=? AND owner=? AND status IN ('assigned', 'working') ORDER BY ord",
-                    (run_id, agent_id)).fetchall()
-                for (tid,) in owned:
-                    tx.requeue(run_id, tid, tx.state(run_id, tid), f"lease expired: agent {agent_id}", None)
-                    requeued.append(tid)
+            st = TxRun(tx, run_id)
+            agents = tx.c.execute("SELECT id, status, lease_expires FROM agents WHERE run_id=? AND lease_expires < ? "
+                                  "ORDER BY id", (run_id, now)).fetchall()
+            for agent_id, status, lease_expires in agents:
+                if sm.expired(status, lease_expires, now):
+                    owned = [t for (t,) in tx.c.execute(_OWNED_ACTIVE, (run_id, agent_id))]
+                    sm.reap(st, agent_id, owned, tx.now)
+                    requeued += owned
         return requeued
 
     # ------------------------------------------------------------------ events

@@ -26,6 +26,7 @@ import re
 import sqlite3
 import time
 from contextlib import contextmanager
+from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any
 from urllib.parse import quote
 
@@ -240,11 +241,23 @@ def _create_schema(conn: sqlite3.Connection) -> None:
 
 # ---------------------------------------------------------------------------- codecs
 _encode = json.JSONEncoder(separators=(",", ":")).encode  # built once: json.dumps(separators=) builds one per call
+# how the encoder writes each scalar of a flat dict (bool before int: True is an int too)
+_SCALAR = {str: encode_basestring_ascii, int: int.__repr__, bool: {True: "true", False: "false"}.__getitem__,
+           type(None): lambda _: "null"}
 
 
 def dumps(v: Any) -> str | None:
-    """JSON for a dict/list column; empty containers are stored as NULL."""
-    return _encode(v) if v else None
+    """JSON for a dict/list column; empty containers are stored as NULL. A flat dict of str keys
+    and str/int/bool/None values (most history data: attempts, owners, blockers) is written without
+    the encoder's per-call setup, to the same text."""
+    if not v:
+        return None
+    if type(v) is dict:
+        try:
+            return "{" + ",".join([f"{encode_basestring_ascii(k)}:{_SCALAR[type(x)](x)}" for k, x in v.items()]) + "}"
+        except (KeyError, TypeError):  # a nested, float or other value, or a key that is not a str
+            pass
+    return _encode(v)
 
 
 def loads(s: str | None, empty: Any) -> Any:

@@ -1,34 +1,23 @@
-"""SQLite backend, part 2: one write transaction and the cascades that run inside it.
+"""SQLite backend, part 2: one write transaction, and the state machine's storage inside it.
 
 A ``Tx`` lives between ``BEGIN IMMEDIATE`` and ``COMMIT``: given the run it writes, it reads the run's
 latest history row once, under the lock, and raises ``now`` to its time (``chains.raised``: history
-stays in time order), then hands out history ``seq`` numbers (max + 1), buffers transition rows (written by one
-``executemany`` just before COMMIT: fewer round trips while the write lock is held), and applies the task-graph
-consequences of a task reaching a terminal status (dependents unblocked or cancelled, containers
-completed or failed, recursively) so they commit together with the change that caused them.
+stays in time order), then hands out history ``seq`` numbers (max + 1) and buffers transition rows
+(written by one ``executemany`` just before COMMIT: fewer round trips while the write lock is held).
+A ``TxRun`` is one run's ``statemachine.Storage`` inside a ``Tx``: the verbs' rules and cascades are
+the state machine's, so they commit together with the change that caused them.
 """
-
 from __future__ import annotations
 
 import sqlite3
-from collections import deque
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 from coordstore.chains import raised
 from coordstore.errors import NotFound
-from coordstore.models import TERMINAL
-from coordstore.sqlite_schema import INSERT_HISTORY, TASK_COLS, TERMINAL_SQL, dumps, translate
-
-
-class TaskState(NamedTuple):
-    status: str
-    attempt: int
-    owner: str | None
-    parent: str | None
-    is_container: int
-    blockers_left: int
-
+from coordstore.models import Agent
+from coordstore.sqlite_schema import AGENT_COLS, INSERT_HISTORY, TASK_COLS, TERMINAL_SQL, agent_row, dumps, translate
+from coordstore.statemachine import TaskState
 
 _STATE = "SELECT status, attempt, owner, parent, is_container, blockers_left FROM tasks WHERE run_id=? AND id=?"
 _MAX_SEQ = "SELECT COALESCE(MAX(seq), 0) FROM history WHERE run_id=?"
@@ -45,12 +34,14 @@ _OPEN_DESCENDANTS = (
     "SELECT t.id, t.status FROM ancestry a CROSS JOIN tasks t ON t.run_id=a.run_id AND t.id=a.task_id "
     f"WHERE a.run_id=? AND a.ancestor=? AND t.status NOT IN {TERMINAL_SQL} ORDER BY t.ord"
 )
-_CHILD_COUNTS = (
-    f"SELECT COUNT(*), SUM(status NOT IN {TERMINAL_SQL}), SUM(status != 'completed') "
-    "FROM tasks WHERE run_id=? AND parent=?"
-)
+_OPEN_CHILD = f"SELECT 1 FROM tasks WHERE run_id=? AND parent=? AND status NOT IN {TERMINAL_SQL} LIMIT 1"
 _FIRST_UNCOMPLETED_CHILD = (
     "SELECT id, status FROM tasks WHERE run_id=? AND parent=? AND status != 'completed' ORDER BY ord LIMIT 1"
+)
+# only when an assignment is refused: the blockers it waits on, named
+_WAITING_ON = (
+    "SELECT e.blocker FROM eff_blocks e CROSS JOIN tasks t ON t.run_id=e.run_id AND t.id=e.blocker "
+    "WHERE e.run_id=? AND e.blocked=? AND t.status != 'completed' ORDER BY e.blocker"
 )
 
 
@@ -62,7 +53,7 @@ class Tx:
     (after writing the buffered history) or ROLLBACK on any error; sqlite3 errors leave as StoreError.
     A plain class rather than @contextmanager: this wraps every claim, and that costs less."""
 
-    __slots__ = ("c", "now", "_run", "_seq", "_rows", "_policy_of", "_path")
+    __slots__ = ("c", "now", "_run", "_seq", "_rows", "policy_of", "_path")
 
     def __init__(self, conn: sqlite3.Connection, now: int, policy_of: Callable[[str], str], path: str,
                  run_id: str | None = None):
@@ -71,7 +62,7 @@ class Tx:
         self._run = run_id
         self._seq: dict[str, int] = {}
         self._rows: list[tuple] = []
-        self._policy_of = policy_of
+        self.policy_of = policy_of
         self._path = path
 
     def __enter__(self) -> "Tx":
@@ -137,83 +128,73 @@ class Tx:
         rows = self.c.execute(sql, (*cols.values(), run_id, task_id)).fetchall()
         return rows[0] if returning else None
 
-    # ------------------------------------------------------------------ cascades
-    def settle(self, run_id: str, task_id: str, status: str) -> None:
-        """Apply the consequences of ``task_id`` having just become ``status`` (terminal).
 
-        completed: its dependents lose one blocker. failed (policy ``cancel``) or cancelled: every
-        open dependent is cancelled, naming the blocker that started the chain. A failed or
-        cancelled container takes its open descendants with it. Then the parent container
-        completes (all children completed) or fails (all terminal, not all completed), and so on up.
-        """
-        self._drain(run_id, deque([(task_id, status, task_id, status)]))
+class TxRun:
+    """One run's storage for the state machine (``statemachine.Storage``) inside one ``Tx``.
 
-    def close_containers(self, run_id: str, containers: list[str]) -> None:
-        """Complete or fail each open container whose children are all terminal, with its cascade."""
-        queue: deque = deque()
-        for c in containers:
-            self._close_container(run_id, c, queue)
-            self._drain(run_id, queue)
+    ``target``: the task the verb is about; its row is read back as it is written (``row``, as
+    TASK_COLS), so the verb's result costs no extra SELECT."""
 
-    def _drain(self, run_id: str, queue: deque) -> None:
-        policy = self._policy_of(run_id)
-        while queue:
-            tid, st, origin, origin_st = queue.popleft()
-            s = self.state(run_id, tid)
-            if st == "completed":
-                self.c.execute(_UNBLOCK, (run_id, run_id, tid))
-            else:
-                if st == "cancelled" or policy == "cancel":
-                    for dep, dep_st in self.c.execute(_OPEN_DEPENDENTS, (run_id, tid)).fetchall():
-                        data = {"blocker": origin} if origin == tid else {"blocker": origin, "via": tid}
-                        self._cancel_one(run_id, dep, dep_st, f"blocker {origin} {origin_st}", data)
-                        queue.append((dep, "cancelled", origin, origin_st))
-                if s.is_container:
-                    for sub, sub_st in self.c.execute(_OPEN_DESCENDANTS, (run_id, tid)).fetchall():
-                        self._cancel_one(run_id, sub, sub_st, f"container {tid} {st}", {"container": tid})
-                        queue.append((sub, "cancelled", tid, st))
-            if s.parent is not None:
-                self._close_container(run_id, s.parent, queue)
+    __slots__ = ("tx", "c", "run_id", "target", "row")
 
-    def _cancel_one(self, run_id: str, task_id: str, from_state: str, reason: str, data: dict) -> None:
-        self.update(run_id, task_id, status="cancelled", reason=reason)
-        self.emit(run_id, "task", task_id, from_state, "cancelled", reason=reason, data=data)
+    def __init__(self, tx: Tx, run_id: str, target: str | None = None):
+        self.tx, self.c, self.run_id, self.target = tx, tx.c, run_id, target
+        self.row: tuple | None = None
 
-    def _close_container(self, run_id: str, container: str, queue: deque) -> None:
-        ps = self.state(run_id, container)
-        if ps.status in TERMINAL:
-            return
-        total, open_, not_done = self.c.execute(_CHILD_COUNTS, (run_id, container)).fetchone()
-        if not total or open_:
-            return
-        if not not_done:
-            reason = "all children completed"
-            self.update(run_id, container, status="completed", completed_at=self.now, reason=None)
-            self.emit(run_id, "task", container, ps.status, "completed", reason=reason)
-            queue.append((container, "completed", container, "completed"))
-        else:
-            child, child_st = self.c.execute(_FIRST_UNCOMPLETED_CHILD, (run_id, container)).fetchone()
-            reason = f"children not all completed: {child} {child_st}"
-            self.update(run_id, container, status="failed", reason=reason)
-            self.emit(run_id, "task", container, ps.status, "failed", reason=reason, data={"child": child})
-            queue.append((container, "failed", container, "failed"))
+    def policy(self) -> str:
+        return self.tx.policy_of(self.run_id)
 
-    def requeue(self, run_id: str, task_id: str, s: TaskState, reason: str, by: str | None) -> tuple:
-        """Back to pending, owner cleared (kept in ``data.previous``), attempt kept; failed
-        ancestor containers reopen (their failure was this child's)."""
-        row = self.update(run_id, task_id, returning=True, status="pending", owner=None, assigned_by=None,
-                          claimed_at=None, started_at=None, reason=reason)
-        self.emit(run_id, "task", task_id, s.status, "pending", agent=by, reason=reason,
-                  data={"previous": s.owner} if s.owner else None)
-        parent = s.parent
-        while parent is not None:
-            ps = self.state(run_id, parent)
-            if ps.status != "failed":
-                break
-            why = f"child {task_id} requeued"
-            self.update(run_id, parent, status="pending", owner=None, assigned_by=None, claimed_at=None,
-                        started_at=None, reason=why)
-            self.emit(run_id, "task", parent, "failed", "pending", agent=by, reason=why,
-                      data={"previous": ps.owner} if ps.owner else None)
-            parent = ps.parent
-        return row
+    def state(self, tid: str) -> TaskState:
+        return self.tx.state(self.run_id, tid)
+
+    def set_task(self, tid: str, fields: dict) -> None:
+        if fields.get("status") == "completed":  # its dependents lose one blocker
+            self.c.execute(_UNBLOCK, (self.run_id, self.run_id, tid))
+        mine = tid == self.target
+        row = self.tx.update(self.run_id, tid, returning=mine, **fields)
+        if mine:
+            self.row = row
+
+    def emit(self, entity: str, entity_id: str, frm: str | None, to: str, now: int, agent: str | None = None,
+             reason: str | None = None, data: dict | None = None) -> int:
+        return self.tx.emit(self.run_id, entity, entity_id, frm, to, agent, reason, data)  # tx.emit writes at tx.now
+
+    def _pairs(self, sql: str, tid: str) -> list[tuple[str, str]]:
+        return self.c.execute(sql, (self.run_id, tid)).fetchall()
+
+    def waiting_on(self, tid: str) -> list[str]:
+        return [b for (b,) in self.c.execute(_WAITING_ON, (self.run_id, tid))]
+
+    def has_open_children(self, tid: str) -> bool:
+        return self.c.execute(_OPEN_CHILD, (self.run_id, tid)).fetchone() is not None
+
+    def first_uncompleted_child(self, tid: str) -> tuple[str, str] | None:
+        return self.c.execute(_FIRST_UNCOMPLETED_CHILD, (self.run_id, tid)).fetchone()
+
+    def open_dependents(self, tid: str) -> list[tuple[str, str]]:
+        return self._pairs(_OPEN_DEPENDENTS, tid)
+
+    def open_descendants(self, tid: str) -> list[tuple[str, str]]:
+        return self._pairs(_OPEN_DESCENDANTS, tid)
+
+    def agent_status(self, aid: str) -> str | None:
+        row = self.c.execute("SELECT status FROM agents WHERE run_id=? AND id=?", (self.run_id, aid)).fetchone()
+        return None if row is None else row[0]
+
+    def put_agent(self, agent: Agent) -> None:
+        self.c.execute(f"INSERT OR REPLACE INTO agents (run_id, {AGENT_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                       agent_row(self.run_id, agent))
+
+    def set_agent(self, aid: str, fields: dict) -> None:
+        sets = ", ".join(f"{k}=?" for k in fields)
+        self.c.execute(f"UPDATE agents SET {sets} WHERE run_id=? AND id=?", (*fields.values(), self.run_id, aid))
+
+    def run_status(self) -> str:
+        row = self.c.execute("SELECT status FROM runs WHERE id=?", (self.run_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no run {self.run_id!r}")
+        return row[0]
+
+    def set_run(self, fields: dict) -> None:
+        sets = ", ".join(f"{k}=?" for k in fields)
+        self.c.execute(f"UPDATE runs SET {sets} WHERE id=?", (*fields.values(), self.run_id))

@@ -4,8 +4,9 @@ Every write runs inside ``BEGIN IMMEDIATE`` (a deferred BEGIN would fail most co
 it upgrades to a writer) on an autocommit connection in WAL mode, and writes its transition rows in
 the same transaction. Claims pick the best ready row from a partial index, update it with
 ``UPDATE ... WHERE status='pending' RETURNING``, and build the returned model after COMMIT so the
-write lock is held as briefly as possible. Schema and codecs: ``sqlite_schema``; transaction and
-cascades: ``sqlite_tx``; agents, events, history and snapshots: ``sqlite_records``.
+write lock is held as briefly as possible. The rules of every verb are ``statemachine``'s: this
+backend stores what they decide. Schema and codecs: ``sqlite_schema``; the transaction and the
+state machine's storage in it: ``sqlite_tx``; agents, events, history and snapshots: ``sqlite_records``.
 """
 
 from __future__ import annotations
@@ -15,26 +16,40 @@ import sqlite3
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 
-from coordstore.base import CoordStore, reopen_needed, wall_clock_ms
-from coordstore.errors import InputError, InvalidTransition, NotFound, StaleAttempt, StoreError, StoreURLError
+from coordstore import statemachine as sm
+from coordstore.base import CoordStore, wall_clock_ms
+from coordstore.errors import InputError, InvalidTransition, NotFound, StoreError, StoreURLError
 from coordstore.graph import GraphIndex, tail_lengths, tags_fit, validate, wanted_score
 from coordstore.models import TERMINAL, ClaimOrder, Dependency, Run, Task, TaskGraph
 from coordstore.sqlite_records import SQLiteRecords
 from coordstore.sqlite_schema import (
     BUSY_TIMEOUT_S, INSERT_DEF, INSERT_TASK, READY_ORDERS, READY_WHERE, RUN_COLS, TASK_COLS, TASK_SELECT,
-    TERMINAL_SQL, connect, connect_readonly, loads, mapped, ready_index_ddl, run_from_row, run_row, task_from_row,
+    connect, connect_readonly, dumps, loads, mapped, ready_index_ddl, run_from_row, run_row, task_from_row,
     task_rows, translate,
 )
-from coordstore.sqlite_tx import TaskState, Tx
+from coordstore.sqlite_tx import Tx, TxRun
 
-FINAL_RUN_STATUSES = ("finished", "failed", "interrupted")
-
-_CLAIM_SET = "UPDATE tasks SET status='assigned', owner=?, assigned_by=?, attempt=attempt+1, claimed_at=?, updated_at=? "
+# A claim's one UPDATE sets the fields of a taken task (statemachine.taken), the attempt one up.
+_TAKEN = [k for k in sm.taken("", "", 0, 0) if k != "attempt"]
+_CLAIM_SET = "UPDATE tasks SET " + ", ".join(f"{k}=?" for k in _TAKEN) + ", attempt=attempt+1 "
 _CLAIM_RETURNING = f" AND status='pending' RETURNING {TASK_COLS}"
 _CLAIM = _CLAIM_SET + "WHERE run_id=? AND id=?" + _CLAIM_RETURNING
 _WITHIN = " AND id IN (SELECT task_id FROM ancestry WHERE run_id=? AND ancestor=?)"
+
+
+@functools.lru_cache(maxsize=1024)
+def _claimed_rows(agent: str, attempt: int) -> tuple:
+    """A won claim's rows (``statemachine.claimed_rows``), their data encoded once per agent and
+    attempt: claims repeat the same few, and encoding them is a good part of a claim's time in the lock."""
+    return tuple((entity, frm, to, dumps(data)) for entity, frm, to, data in sm.claimed_rows(agent, attempt))
+
+
+def _claim_params(agent: str, now: int) -> tuple:
+    """The values of ``_CLAIM_SET``'s placeholders: a claim is taken by the agent itself."""
+    fields = sm.taken(agent, agent, 0, now)
+    del fields["attempt"]
+    return (*fields.values(),)
 
 
 def _path_of(url: str) -> str:
@@ -113,13 +128,16 @@ class SQLiteStore(SQLiteRecords, CoordStore):
             ts = self._tagsets[s] = frozenset(loads(s, []))
         return ts
 
-    @staticmethod
-    def _check_owner(run_id: str, task_id: str, s: TaskState, agent: str | None, attempt: int | None) -> None:
-        if (agent is not None and s.owner != agent) or (attempt is not None and s.attempt != attempt):
-            raise StaleAttempt(
-                f"run {run_id!r} task {task_id!r}: attempt {attempt} of {agent!r} is not current "
-                f"(attempt {s.attempt}, owner {s.owner!r})"
-            )
+    def _verb(self, run_id: str, now: int | None, verb: Callable, *args, target: str | None = None) -> tuple:
+        """One verb of the state machine in one transaction: ``verb(storage, *args, now)``, ``now``
+        raised. Returns (the storage, whose ``row`` is ``target``'s as the verb left it, the result)."""
+        with self._write(self._now(now), run_id) as tx:
+            st = TxRun(tx, run_id, target)
+            result = verb(st, *args, tx.now)
+        return st, result
+
+    def _task_verb(self, run_id: str, now: int | None, verb: Callable, task_id: str, *args) -> Task:
+        return task_from_row(self._verb(run_id, now, verb, task_id, *args, target=task_id)[0].row)
 
     # ------------------------------------------------------------------ runs
     def create_run(self, run: Run, now: int | None = None) -> Run:
@@ -142,27 +160,11 @@ class SQLiteStore(SQLiteRecords, CoordStore):
         return [run_from_row(r) for r in self._all(f"SELECT {RUN_COLS} FROM runs ORDER BY created_at, rowid")]
 
     def finish_run(self, run_id: str, status: str, reason: str | None = None, now: int | None = None) -> Run:
-        if status not in FINAL_RUN_STATUSES:
-            raise InvalidTransition(f"run {run_id!r}: cannot finish as {status!r}; one of {', '.join(FINAL_RUN_STATUSES)}")
-        now = self._now(now)
-        with self._write(now, run_id) as tx:
-            row = tx.c.execute("SELECT status FROM runs WHERE id=?", (run_id,)).fetchone()
-            if row is None:
-                raise NotFound(f"no run {run_id!r}")
-            if row[0] != status:
-                tx.c.execute("UPDATE runs SET status=?, finished_at=?, reason=? WHERE id=?", (status, tx.now, reason, run_id))
-                tx.emit(run_id, "run", run_id, row[0], status, reason=reason)
+        self._verb(run_id, now, sm.finish_run, status, reason)
         return self.get_run(run_id)
 
     def reopen_run(self, run_id: str, reason: str | None = None, now: int | None = None) -> Run:
-        now = self._now(now)
-        with self._write(now, run_id) as tx:
-            row = tx.c.execute("SELECT status FROM runs WHERE id=?", (run_id,)).fetchone()
-            if row is None:
-                raise NotFound(f"no run {run_id!r}")
-            if reopen_needed(run_id, row[0]):
-                tx.c.execute("UPDATE runs SET status='running', finished_at=NULL, reason=? WHERE id=?", (reason, run_id))
-                tx.emit(run_id, "run", run_id, row[0], "running", reason=reason)
+        self._verb(run_id, now, sm.reopen_run, reason)
         return self.get_run(run_id)
 
     # ------------------------------------------------------------------ graph import
@@ -200,7 +202,7 @@ class SQLiteStore(SQLiteRecords, CoordStore):
                 tx.emit(run_id, "task", t.id, None, t.status, reason="import")
             # containers whose imported children are already all terminal close now, not never
             done_parents = {ix.parent[t.id] for t in graph.tasks if t.status in TERMINAL and t.id in ix.parent}
-            tx.close_containers(run_id, [t for t in ix.order if t in done_parents])
+            sm.close_containers(TxRun(tx, run_id), [t for t in ix.order if t in done_parents], tx.now)
 
     # ------------------------------------------------------------------ task reads
     def get_task(self, run_id: str, task_id: str) -> Task:
@@ -273,19 +275,6 @@ class SQLiteStore(SQLiteRecords, CoordStore):
         finally:
             cur.close()
 
-    def _take(self, tx: Tx, run_id: str, task_id: str, agent: str) -> tuple:
-        row = tx.c.execute(_CLAIM, (agent, agent, tx.now, tx.now, run_id, task_id)).fetchall()[0]
-        return self._won(tx, run_id, agent, row)
-
-    @staticmethod
-    def _won(tx: Tx, run_id: str, agent: str, row: tuple) -> tuple:
-        """Write the won claim's two rows; ``row`` is TASK_COLS. Returns it."""
-        attempt = row[2]
-        tx.emit(run_id, "claim", row[0], None, "won", agent=agent, data=f'{{"attempt":{attempt}}}')
-        tx.emit(run_id, "task", row[0], "pending", "assigned", agent=agent,
-                data=f'{{"by":{encode_basestring_ascii(agent)},"attempt":{attempt}}}')
-        return row
-
     @classmethod
     @functools.cache
     def _claim_best_sql(cls, order: str, within: bool) -> str:
@@ -303,109 +292,44 @@ class SQLiteStore(SQLiteRecords, CoordStore):
             if within is not None:
                 tx.state(run_id, within)  # NotFound for an unknown container
             if tags is None:  # the common case: pick and take in one statement
-                params = (agent, agent, now, now, run_id) if within is None else \
-                    (agent, agent, now, now, run_id, run_id, within)
+                params = _claim_params(agent, now) + ((run_id,) if within is None else (run_id, run_id, within))
                 rows = tx.c.execute(self._claim_best_sql(order, within is not None), params).fetchall()
             else:
                 tid = self._pick(tx.c, run_id, tags, order, within)
-                rows = [] if tid is None else tx.c.execute(_CLAIM, (agent, agent, now, now, run_id, tid)).fetchall()
+                rows = [] if tid is None else tx.c.execute(_CLAIM, _claim_params(agent, now) + (run_id, tid)).fetchall()
             if not rows:
                 self._policy_of(run_id)
-                tx.emit(run_id, "claim", "", None, "empty", agent=agent)
+                sm.nothing_to_claim(TxRun(tx, run_id), agent, now)
                 return None
-            row = self._won(tx, run_id, agent, rows[0])
+            row = rows[0]  # TASK_COLS: id, status, attempt, ...
+            for entity, frm, to, data in _claimed_rows(agent, row[2]):
+                tx.emit(run_id, entity, row[0], frm, to, agent, None, data)
         return task_from_row(row)
 
     def claim(self, run_id: str, task_id: str, agent: str, now: int | None = None) -> Task | None:
-        now = self._now(now)
-        with self._write(now, run_id) as tx:
-            s = tx.state(run_id, task_id)
-            if s.status != "pending" or s.is_container or s.blockers_left:
-                tx.emit(run_id, "claim", task_id, None, "lost", agent=agent, data={"status": s.status})
-                return None
-            row = self._take(tx, run_id, task_id, agent)
-        return task_from_row(row)
+        st, won = self._verb(run_id, now, sm.claim, task_id, agent, target=task_id)
+        return task_from_row(st.row) if won else None
 
     def assign(self, run_id: str, task_id: str, agent: str, by: str, now: int | None = None) -> Task:
-        now = self._now(now)
-        with self._write(now, run_id) as tx:
-            s = tx.state(run_id, task_id)
-            if s.status == "pending":
-                if not s.is_container and s.blockers_left:
-                    raise InvalidTransition(
-                        f"run {run_id!r} task {task_id!r}: not ready ({s.blockers_left} blocker(s) not completed)")
-            elif s.status != "assigned":
-                raise InvalidTransition(f"run {run_id!r} task {task_id!r}: cannot assign a {s.status} task")
-            row = tx.update(run_id, task_id, returning=True, status="assigned", owner=agent, assigned_by=by,
-                            attempt=s.attempt + 1, claimed_at=tx.now)
-            data = {"by": by, "attempt": s.attempt + 1}
-            if s.status == "assigned":
-                data["previous"] = s.owner
-            tx.emit(run_id, "task", task_id, s.status, "assigned", agent=agent, data=data)
-        return task_from_row(row)
+        return self._task_verb(run_id, now, sm.assign, task_id, agent, by)
 
     # ------------------------------------------------------------------ task lifecycle
     def start(self, run_id: str, task_id: str, agent: str, attempt: int, now: int | None = None) -> Task:
-        now = self._now(now)
-        with self._write(now, run_id) as tx:
-            s = tx.state(run_id, task_id)
-            self._check_owner(run_id, task_id, s, agent, attempt)
-            if s.status != "assigned":
-                raise InvalidTransition(f"run {run_id!r} task {task_id!r}: cannot start a {s.status} task")
-            row = tx.update(run_id, task_id, returning=True, status="working", started_at=tx.now)
-            tx.emit(run_id, "task", task_id, "assigned", "working", agent=agent, data={"attempt": attempt})
-        return task_from_row(row)
+        return self._task_verb(run_id, now, sm.start, task_id, agent, attempt)
 
     def complete(self, run_id: str, task_id: str, agent: str, attempt: int, data: dict | None = None,
                  now: int | None = None) -> Task:
-        now = self._now(now)
-        with self._write(now, run_id) as tx:
-            s = tx.state(run_id, task_id)
-            self._check_owner(run_id, task_id, s, agent, attempt)
-            if s.status not in ("assigned", "working"):
-                raise InvalidTransition(f"run {run_id!r} task {task_id!r}: cannot complete a {s.status} task")
-            if s.is_container and tx.c.execute(
-                    f"SELECT 1 FROM tasks WHERE run_id=? AND parent=? AND status NOT IN {TERMINAL_SQL} LIMIT 1",
-                    (run_id, task_id)).fetchone():
-                raise InvalidTransition(f"run {run_id!r} task {task_id!r}: container has unfinished children")
-            row = tx.update(run_id, task_id, returning=True, status="completed", completed_by=agent, completed_at=tx.now)
-            tx.emit(run_id, "task", task_id, s.status, "completed", agent=agent, data=data)
-            tx.settle(run_id, task_id, "completed")  # cascades touch dependents and parents, never this row
-        return task_from_row(row)
+        return self._task_verb(run_id, now, sm.complete, task_id, agent, attempt, data)
 
     def fail(self, run_id: str, task_id: str, agent: str | None, attempt: int | None, reason: str,
              now: int | None = None) -> Task:
-        now = self._now(now)
-        with self._write(now, run_id) as tx:
-            s = tx.state(run_id, task_id)
-            self._check_owner(run_id, task_id, s, agent, attempt)
-            by_orchestrator = agent is None and attempt is None
-            if s.status not in ("assigned", "working") and not (by_orchestrator and s.status == "pending"):
-                raise InvalidTransition(f"run {run_id!r} task {task_id!r}: cannot fail a {s.status} task")
-            row = tx.update(run_id, task_id, returning=True, status="failed", reason=reason)
-            tx.emit(run_id, "task", task_id, s.status, "failed", agent=agent, reason=reason)
-            tx.settle(run_id, task_id, "failed")
-        return task_from_row(row)
+        return self._task_verb(run_id, now, sm.fail, task_id, agent, attempt, reason)
 
     def requeue(self, run_id: str, task_id: str, reason: str, by: str | None = None, now: int | None = None) -> Task:
-        now = self._now(now)
-        with self._write(now, run_id) as tx:
-            s = tx.state(run_id, task_id)
-            if s.status not in ("assigned", "working", "failed"):
-                raise InvalidTransition(f"run {run_id!r} task {task_id!r}: cannot requeue a {s.status} task")
-            row = tx.requeue(run_id, task_id, s, reason, by)
-        return task_from_row(row)
+        return self._task_verb(run_id, now, sm.requeue, task_id, reason, by)
 
     def cancel(self, run_id: str, task_id: str, reason: str, by: str | None = None, now: int | None = None) -> Task:
-        now = self._now(now)
-        with self._write(now, run_id) as tx:
-            s = tx.state(run_id, task_id)
-            if s.status in TERMINAL:
-                raise InvalidTransition(f"run {run_id!r} task {task_id!r}: cannot cancel a {s.status} task")
-            row = tx.update(run_id, task_id, returning=True, status="cancelled", reason=reason)
-            tx.emit(run_id, "task", task_id, s.status, "cancelled", agent=by, reason=reason)
-            tx.settle(run_id, task_id, "cancelled")
-        return task_from_row(row)
+        return self._task_verb(run_id, now, sm.cancel, task_id, reason, by)
 
     def add_usage(self, run_id: str, task_id: str, tokens_in: int = 0, tokens_out: int = 0, tokens_cached: int = 0,
                   tokens_thinking: int = 0, cost_usd: float = 0.0) -> None:

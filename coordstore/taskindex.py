@@ -3,7 +3,7 @@
 Kept up to date on every status change (``_set_task``), so a claim is O(log ready) in the common
 case, not O(tasks): effective blockers and dependents (from ``graph.GraphIndex``), per-task
 counters of unmet blockers, the ready set, one sorted list per claim order (built on first use),
-and per container the count of open and of unsuccessful children. Readiness, tag routing and
+and per container the count of open children. Readiness, tag routing and
 critical-path rank come from ``coordstore/graph.py``; nothing here re-derives their meaning.
 """
 
@@ -15,7 +15,7 @@ from typing import get_args
 
 from coordstore import graph as g
 from coordstore.errors import InputError, NotFound
-from coordstore.models import TASK_STATUSES, TERMINAL, UNSUCCESSFUL, ClaimOrder, Dependency, Task
+from coordstore.models import TASK_STATUSES, TERMINAL, ClaimOrder, Dependency, Task
 
 ORDERS: tuple[str, ...] = get_args(ClaimOrder)
 
@@ -60,7 +60,6 @@ class TaskIndex:
         st = {t: d["status"] for t, d in self.tasks.items()}
         self.unmet = {t: sum(st[b] != "completed" for b in eff[t]) for t in self.order}
         self.open_kids = {p: sum(st[c] not in TERMINAL for c in k) for p, k in ix.children.items() if k}
-        self.bad_kids = {p: sum(st[c] in UNSUCCESSFUL for c in k) for p, k in ix.children.items() if k}
         self.tail = g.tail_lengths(ix) if self.order else {}
         self.ready = {t for t in self.order if self._is_ready(t)}
         self._ranked: dict[str, list[tuple]] = {}
@@ -107,7 +106,6 @@ class TaskIndex:
             p = self.ix.parent.get(tid)
             if p is not None:
                 self.open_kids[p] += (new not in TERMINAL) - (old not in TERMINAL)
-                self.bad_kids[p] += (new in UNSUCCESSFUL) - (old in UNSUCCESSFUL)
         self._refresh(tid)
 
     # ---------------------------------------------------------------- reads

@@ -105,13 +105,6 @@ MOVED_ON = {"InvalidTransition", "StaleAttempt", "NotFound"}  # coordstore/error
 # atomic replacement of a file: coordstore/private.py's write_private; the event writer's
 # Maildir delivery (no-clobber link, rename where links fail) is a protocol of its own
 REPLACERS = {"coordstore/private.py", "agents/events.py"}
-# the store's state machine (runstate.py, sqlitestore.py) is being rewritten apart from this
-# change; these copies go when it imports the words from models
-NOT_YET = {("coordstore/runstate.py", "RUN_FINAL"), ("coordstore/runstate.py", "SETTLED"),
-           ("coordstore/runstate.py", "REQUEUABLE"), ("coordstore/sqlitestore.py", "RUN_FINAL"),
-           ("coordstore/sqlitestore.py", "ACTIVE"), ("coordstore/sqlitestore.py", "REQUEUABLE")}
-
-
 def second_definitions(root: Path, packages=PACKAGES) -> list[str]:
     import ast
 
@@ -124,7 +117,7 @@ def second_definitions(root: Path, packages=PACKAGES) -> list[str]:
                 if isinstance(node, (ast.Tuple, ast.Set, ast.List)) and len(node.elts) >= 2:
                     if all(isinstance(e, ast.Constant) and isinstance(e.value, str) for e in node.elts):
                         name, home = vocabulary.get(frozenset(e.value for e in node.elts), (None, None))
-                        if name and rel != home and (rel, name) not in NOT_YET:
+                        if name and rel != home:
                             found.append((rel, node.lineno, f"spells {name} ({home})"))
                     if {getattr(e, "id", None) for e in node.elts} == MOVED_ON and rel != "coordstore/errors.py":
                         found.append((rel, node.lineno, "spells MOVED_ON (coordstore/errors.py)"))

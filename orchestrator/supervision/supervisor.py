@@ -43,11 +43,11 @@ from typing import Any, Protocol, runtime_checkable
 from coordstore.base import CoordStore
 from coordstore.errors import MOVED_ON, NotFound, OrchError
 from coordstore.models import ACTIVE, FAILURES, Task, Transition
+from coordstore.statemachine import LEASE_EXPIRED  # how reap_expired's rows begin
 
 from orchestrator.supervision.verdicts import AgentObservation, SupervisionConfig, Track, Verdict, judge
 
 SUPERVISOR = "supervisor"  # the `by` of every store write the supervisor makes
-LEASE_EXPIRED = "lease expired"  # how reap_expired's rows begin (coordstore.base)
 DEGRADED = "degraded"  # the action of the run note written when the circuit opens
 
 

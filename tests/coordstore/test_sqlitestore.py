@@ -4,6 +4,7 @@ test_store_contract.py / test_store_storm.py."""
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
 import signal
@@ -16,10 +17,10 @@ import pytest
 from coordstore import open_store
 from coordstore.errors import NotFound, StoreError, StoreURLError
 from coordstore.models import Dependency, Event, Run, Task, TaskGraph, Transition
-from coordstore.sqlite_schema import PAGE_SIZE, READY_ORDERS, SCHEMA_VERSION, translate
+from coordstore.sqlite_schema import PAGE_SIZE, READY_ORDERS, SCHEMA_VERSION, dumps, translate
 from coordstore.sqlite_records import _MERGE_HEAD
 from coordstore.sqlite_tx import _LAST_ROW, _OPEN_DEPENDENTS, _OPEN_DESCENDANTS, _UNBLOCK, Tx
-from coordstore.sqlitestore import SQLiteStore
+from coordstore.sqlitestore import SQLiteStore, _claim_params
 
 CTX = mp.get_context("fork")  # children open their own connection after the fork
 T0 = 1_700_000_000_000
@@ -244,7 +245,7 @@ def test_claims_walk_a_ready_index_without_sorting(store, db, order):
     with open_store(url_of(db)) as other:  # visible to every connection
         assert other._c.execute("SELECT 1 FROM sqlite_master WHERE name=?", (READY_ORDERS[order][1],)).fetchone()
     for within in (False, True):
-        params = ("a", "a", 1, 1, "r") + (("r", "x") if within else ())
+        params = _claim_params("a", 1) + ("r",) + (("r", "x") if within else ())
         plan = _plan(store._c, SQLiteStore._claim_best_sql(order, within), params)
         assert f"USING INDEX {READY_ORDERS[order][1]}" in plan, plan
         assert "TEMP B-TREE" not in plan and "SCAN tasks" not in plan, plan
@@ -268,6 +269,17 @@ def test_a_claim_rewrites_a_few_pages_even_for_long_definitions(store, db):
         frames.append((os.path.getsize(f"{db}-wal") - 32) // (PAGE_SIZE + 24))
     # hot row + ready index + history leaf (+ a rare b-tree split); inline, the 20 KB would be 10+ pages
     assert sum(frames) / len(frames) <= 5 and max(frames) <= 12, frames
+
+
+FLAT_AND_NOT = [{"attempt": 3}, {"by": "agent-\u00e9", "attempt": 1, "previous": None, "ok": True, "no": False},
+                {"s": 'q"\\\n\u2028'}, {"big": 10**30, "neg": -5}, {"f": 1.5}, {1: 2}, {"n": {"a": 1}}, {"l": [1, "x"]}]
+
+
+@pytest.mark.parametrize("data", FLAT_AND_NOT)
+def test_history_data_is_written_as_the_json_encoder_writes_it(data):
+    """dumps writes flat dicts (every claim's rows) without the encoder's setup: the text is the same."""
+    assert dumps(data) == json.JSONEncoder(separators=(",", ":")).encode(data)
+    assert dumps({}) is None and dumps([]) is None
 
 
 # ---------------------------------------------------------------------------- cascades specific to this backend
