@@ -135,7 +135,7 @@ class Supervisor:
             if rows and rows[-1].from_state == "working":  # it cost an attempt, like the ladder's current task
                 try:
                     self._give_up_if_exhausted(self.store.get_task(self.run_id, tid), None, now)
-                except _MOVED_ON:
+                except MOVED_ON:
                     continue
         return {a.id for a in self.store.list_agents(self.run_id) if a.status == "dead" and was.get(a.id) != "dead"}
 
