@@ -129,7 +129,7 @@ def branches_cmd(
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Each agent's branch: commits and tasks since the base, diffstat, merged or not, conflicts."""
-    # lazy: `orch`'s start-up; rich only for a table, filelock (gitwork.worktrees) only for git views
+    # lazy: `orch`'s start-up; rich only for a table, the git layer and filelock only for git views
     from rich.table import Table
     from orchestrator.views.branches import branches_view
 
@@ -169,7 +169,7 @@ def diff_cmd(
     stat: bool = typer.Option(False, "--stat", help="Only the diffstat."),
 ) -> None:
     """An agent's changes: git diff from the run's base to the agent's branch."""
-    from orchestrator.views.branches import agent_diff  # lazy: `orch`'s start-up; filelock only for git views
+    from orchestrator.views.branches import agent_diff  # lazy: `orch`'s start-up; git, filelock only for git views
 
     out = agent_diff(_open(run_dir), agent, stat)
     typer.echo(out, nl=bool(out) and not out.endswith("\n"))
@@ -182,7 +182,7 @@ def log_cmd(
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """An agent's commits since the base, newest first, with the task id of each."""
-    from orchestrator.views.branches import agent_log  # lazy: `orch`'s start-up; filelock only for git views
+    from orchestrator.views.branches import agent_log  # lazy: `orch`'s start-up; git, filelock only for git views
 
     v = agent_log(_open(run_dir), agent)
     if as_json:
@@ -243,7 +243,7 @@ def clean_cmd(
 ) -> None:
     """Remove a run's worktrees (and with --branches its branches), never unmerged work or (without --ignored)
     git-ignored files; says what it keeps and why. Refused while any process of the run is alive."""
-    from orchestrator.views.branches import clean_run  # lazy: `orch`'s start-up; filelock only for git views
+    from orchestrator.views.branches import clean_run  # lazy: `orch`'s start-up; git, filelock only for git views
 
     ref = _open(run_dir)
     apply = yes

@@ -11,8 +11,6 @@ from coordstore import snapshot
 from coordstore.lint import lint_file, show_file
 from coordstore.templates import TGMCP, encode_document, save_file
 
-from gitwork.history import build, run_hint
-
 from orchestrator.cli.app import print_json, template_app
 
 
@@ -72,6 +70,8 @@ def from_history_cmd(
     json_out: bool = typer.Option(False, "--json", help="With -o: print the summary as JSON."),
 ) -> None:
     """One task per non-merge commit of A..B (task-graph-mcp format) for the replay kind; run it with --base A."""
+    from gitwork.history import build, run_hint  # lazy: `orch`'s start-up; light commands never load the git layer
+
     made = build(repo, rev_range, deps)
     info = made.summary
     if output is None:  # stdout carries the template; the summary goes to stderr
