@@ -80,7 +80,7 @@ def highest_seq(events_dir: Path | str) -> int:
 def args_digest(args: Any) -> str:
     """A short stable digest of a step's arguments (canonical JSON), so loops are detectable
     without storing whole arguments."""
-    import hashlib  # lazily: only agents that emit steps pay for it
+    import hashlib  # lazy: the runner's start-up; only agents that emit steps pay for it (OpenSSL)
 
     blob = json.dumps(args, sort_keys=True, separators=(",", ":"), default=str).encode()
     return hashlib.blake2b(blob, digest_size=8).hexdigest()

@@ -21,10 +21,14 @@ from typing import Any
 
 from coordstore import open_store
 from coordstore.models import Agent, Run, TaskGraph, works
+from coordstore.paths import confine
 
 from agents.config import LEASE_MS, RunnerConfig
 
+from gitwork.demo import demo_files
+from gitwork.merging import Merger
 from gitwork.runner import git, identity
+from gitwork.worktrees import Worktrees
 
 REPO_ROOT = Path(__file__).resolve().parents[1]  # so runners import this checkout's packages
 BASE_IDENTITY = identity("orch harness", "harness@orch.invalid")
@@ -55,10 +59,6 @@ class LocalRun:
                  symlinks: dict[str, str] | None = None):
         """``files``: the base commit's files (text or bytes; default the demo files of ``graph``);
         ``symlinks``: links committed with them (path -> target, as ``ln -s target path``)."""
-        from coordstore.paths import confine
-        from gitwork.demo import demo_files
-        from gitwork.merging import Merger
-
         self.root = Path(root).resolve()  # absolute: git runs with -C from other directories
         self.run_id, self.seed, self.time_scale, self.merge_mode = run_id, seed, time_scale, merge_mode
         self.timing = {"heartbeat_ms": heartbeat_ms, "lease_ms": lease_ms, "poll_ms": poll_ms}
@@ -89,8 +89,6 @@ class LocalRun:
                   kind_options: dict[str, Any] | None = None, policy: str = "pull", policy_options: dict[str, Any] | None = None,
                   **overrides: Any) -> Path:
         """Worktree, config file and store registration of one agent (as the orchestrator does)."""
-        from gitwork.worktrees import Worktrees
-
         branch = f"orch/{self.run_id}/{agent_id}"
         wt = Worktrees(self.repo, self.root / "worktrees").add(agent_id, branch, self.base) if works(role) else None
         cfg = RunnerConfig(**{

@@ -15,15 +15,22 @@ Exit status: 0 run over, 1 error (one line on stderr), 2 bad configuration, 143 
 
 from __future__ import annotations
 
+import argparse
+import os
 import signal
 import sys
+import traceback
 from pathlib import Path
 
+from coordstore import open_store
 from coordstore.clock import MONOTONIC, WALL, Clock
-from coordstore.errors import MOVED_ON, NotFound, OrchError, StoreError
+from coordstore.errors import MOVED_ON, GitError, NotFound, OrchError, StoreError
+from coordstore.models import Agent, Transition
 
 from agents.config import RunnerConfig
-from agents.policies import AGAIN, OVER, WAIT
+from agents.events import EventWriter
+from agents.policies import AGAIN, OVER, WAIT, PolicyEnv, make_policy
+from agents.pulse import Pulse
 
 EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_TERMINATED = 0, 1, 2, 143
 MAX_LOOP_ERRORS = 20  # consecutive store errors before giving up: the store is gone, not busy
@@ -41,12 +48,6 @@ class Runner:
     def __init__(self, cfg: RunnerConfig, store=None, clock: Clock = MONOTONIC, wall: Clock = WALL):
         """``clock`` times every wait (the pulse's, hence the policy's and the kind's), ``wall``
         stamps the events (``coordstore.clock``); a test passes one fake clock for both."""
-        from coordstore import open_store
-
-        from agents.events import EventWriter
-        from agents.policies import PolicyEnv, make_policy
-        from agents.pulse import Pulse
-
         self.cfg = cfg
         self.events = EventWriter(cfg.events_dir, cfg.agent_id, clock=wall)
         self.store = store if store is not None else open_store(cfg.store_url)
@@ -55,7 +56,7 @@ class Runner:
         self.policy = make_policy(cfg.policy, self.env)
         self.kind = None
         if cfg.works:
-            from agents.kinds import resolve_kind
+            from agents.kinds import resolve_kind  # lazy: the runner's start-up; kinds and git only for working agents
 
             self.kind = resolve_kind(cfg.kind)(dict(cfg.kind_options))
         self.worktree = Path(cfg.worktree) if cfg.worktree else None
@@ -65,21 +66,17 @@ class Runner:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
-        from coordstore.models import Agent
-
         c = self.cfg
         self.events.started(kind=c.kind, role=c.role, policy=c.policy)
         try:
             self.store.get_agent(c.run_id, c.agent_id)
         except NotFound:  # started by hand or by a test: the orchestrator did not register us
-            import os
-
             self.store.register_agent(c.run_id, Agent(id=c.agent_id, kind=c.kind, role=c.role, tags=c.tags or [], pid=os.getpid()),
                                       lease_ms=c.lease_ms)
         for key in getattr(self.kind, "unknown", ()) or ():
             self.events.log(f"kind {c.kind}: option {key!r} is not one of its options; ignored", level="warning")
         if self.worktree is not None:
-            from gitwork import agentgit as gitops
+            from gitwork import agentgit as gitops  # lazy: the runner's start-up; git only for working agents
 
             if gitops.is_dirty(self.worktree):  # a crashed predecessor's half-done task
                 gitops.discard(self.worktree)
@@ -126,12 +123,13 @@ class Runner:
     @property
     def identity(self) -> dict[str, str]:
         if self._identity is None:
-            from gitwork.agentgit import identity
+            from gitwork.agentgit import identity  # lazy: the runner's start-up; git only for working agents
 
             self._identity = identity(self.cfg.agent_id)
         return self._identity
 
     def execute(self, task) -> None:
+        # lazy: the runner's start-up; kinds and git only for working agents
         from gitwork import agentgit as gitops
         from agents.kinds import KindContext, Result
 
@@ -153,8 +151,6 @@ class Runner:
             except OrchError as e:
                 result = Result(ok=False, reason=str(e))
             except Exception as e:  # a kind's bug fails its task, not the agent
-                import traceback
-
                 traceback.print_exc()  # into the agent's log, for whoever debugs the kind
                 ev.error(f"kind {c.kind} raised {type(e).__name__}: {e}", task=tid)
                 result = Result(ok=False, reason=f"kind {c.kind} raised {type(e).__name__}: {e}")
@@ -200,8 +196,9 @@ class Runner:
     def commit_and_verify(self, task, base: str, result):
         """Commit what the kind left (if it did not commit itself), announce the changed files,
         run the task's verify command. A failure here fails the task."""
+        # lazy: the runner's start-up; kinds and git only for working agents, after their first task
         from gitwork import agentgit as gitops
-        from agents.kinds import Result, output_tail
+        from agents.kinds import KindContext, Result, output_tail
         from agents.kinds.script import pass_env_list, run_command
 
         tid = task.id
@@ -217,8 +214,6 @@ class Runner:
         if verify:
             if not (isinstance(verify, str) or (isinstance(verify, list) and verify and all(isinstance(a, str) for a in verify))):
                 return Result(ok=False, reason=f"task {tid}: meta.verify must be an argv list (or a shell string)")
-            from agents.kinds import KindContext
-
             c = self.cfg
             try:  # a template command like the script kind's: the same filtered environment
                 passed = pass_env_list(c.kind_options.get("pass_env"), "kind_options.pass_env") + \
@@ -235,8 +230,6 @@ class Runner:
 
     # ------------------------------------------------------------------ git: taking in and handing out
     def _record_merge(self, tid: str, key: str, ok: bool, data: dict, reason: str | None = None) -> None:
-        from coordstore.models import Transition
-
         self.store.record(Transition(
             run_id=self.cfg.run_id, ts_ms=self.store.clock(), entity="merge", entity_id=tid,
             to_state="merged" if ok else ("conflict" if data.get("conflicts") else "error"), agent=self.cfg.agent_id,
@@ -245,12 +238,10 @@ class Runner:
 
     def merge(self, task, head: str) -> dict:
         """Merge the branch head into the merged ref; record the outcome as a ``merge`` transition."""
-        from coordstore.errors import GitError
-
         c, tid = self.cfg, task.id
         try:
             if self._merger is None:
-                from gitwork.merging import Merger
+                from gitwork.merging import Merger  # lazy: the runner's start-up; merging only in immediate mode, after a task
 
                 self._merger = Merger(c.repo, c.merged_ref)
             res = self._merger.merge(head, f"merge task {tid}: {task.title or tid} ({c.agent_id})", self.identity)
@@ -267,14 +258,12 @@ class Runner:
         """Bring the worktree up to date before a task with start-blockers: catch up with the
         merged ref (immediate) or merge each completed blocker's commit (deferred). A conflict is
         recorded and the task runs on the base it has (the merge metrics show the cost)."""
-        from coordstore.errors import GitError
-
-        from gitwork import agentgit as gitops
+        from gitwork import agentgit as gitops  # lazy: the runner's start-up; git only for working agents
 
         c, tid, att = self.cfg, task.id, task.attempt
         try:
             if c.merge_mode == "immediate":
-                from gitwork.merging import catch_up
+                from gitwork.merging import catch_up  # lazy: the runner's start-up; merging only in immediate mode
 
                 res = catch_up(self.worktree, c.merged_ref, self.identity)
                 if not res.ok:
@@ -315,8 +304,6 @@ def _on_signal(signum, frame):
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-
     ap = argparse.ArgumentParser(prog="python -m agents.runner", description="Run one orch agent until its run is over.")
     ap.add_argument("--config", required=True, help="the runner's JSON config file")
     args = ap.parse_args(argv)

@@ -26,6 +26,7 @@ from coordstore import graph, snapshot, tgmcp
 from coordstore.base import CoordStore
 from coordstore.errors import GraphError, InputError, InvalidTransition, UsageError
 from coordstore.models import DEP_TYPES, Run, RunDump, TaskGraph
+from coordstore.tgmcp_export import to_doc
 
 ORCH_SNAPSHOT = snapshot.FORMAT
 ORCH_GRAPH = "orch-graph"
@@ -100,8 +101,6 @@ def load_graph(path: str | os.PathLike) -> TaskGraph:
 def encode_document(obj: TaskGraph | RunDump, fmt: str = "orch") -> dict[str, Any]:
     """The document to write: ``orch`` gives a snapshot for a run, an orch-graph for a graph."""
     if fmt == TGMCP:
-        from coordstore.tgmcp_export import to_doc
-
         return to_doc(obj)
     if fmt != "orch":
         raise InputError(f"unknown export format {fmt!r} (known: {', '.join(EXPORT_FORMATS)})")

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from coordstore import graph as graphs
 from coordstore.errors import GitError, InputError, UsageError
 from coordstore.models import Dependency, Task, TaskGraph
 
@@ -184,8 +185,6 @@ def build(repo: str | os.PathLike, rev_range: str, deps: str = "files") -> Histo
         raise InputError(f"range {rev_range!r} in {root} holds {what}; nothing to replay")
     ids = task_ids(commits)
     graph = TaskGraph(tasks=[to_task(c, ids[c.sha]) for c in commits], dependencies=dependencies(commits, ids, deps))
-    from coordstore import graph as graphs
-
     graphs.validate(graph)  # edges only point forward in history; a failure here is a bug, said loudly
     warnings = []
     if not is_ancestor(root, base, head):

@@ -148,3 +148,66 @@ def test_the_word_finder_finds_second_definitions(tmp_path):
         "orchestrator/x.py:5 spells MOVED_ON (coordstore/errors.py)",
         "orchestrator/x.py:6 replaces a file by hand (coordstore/private.py: write_private)",
     ]
+
+
+# Imports sit at the top of a module. One inside a function waits for a reason (the start-up of the
+# runner or of `orch`, an optional dependency) and says so: a comment with "lazy" on its line, or
+# just above it or above the group of imports it belongs to (no blank line in between).
+def _says_lazy(line: str) -> bool:
+    return "#" in line and "lazy" in line.split("#", 1)[1].lower()
+
+
+def _lazy_reason_given(lines: list[str], lineno: int) -> bool:
+    i = lineno - 1
+    if _says_lazy(lines[i]):
+        return True
+    in_comment = False
+    for above in reversed(lines[:i]):
+        text = above.strip()
+        if text.startswith("#"):
+            in_comment = True
+        elif in_comment or not text.startswith(("import ", "from ")):  # past the comment and the import group
+            return False
+        if _says_lazy(above):
+            return True
+    return False
+
+
+def unexplained_inner_imports(root: Path, packages=PACKAGES) -> list[str]:
+    import ast
+
+    found = set()
+    for pkg in packages:
+        for path in sorted((root / pkg).rglob("*.py")):
+            lines = path.read_text().splitlines()
+            for fn in ast.walk(ast.parse(path.read_text())):
+                if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    for node in ast.walk(fn):
+                        if isinstance(node, (ast.Import, ast.ImportFrom)) and not _lazy_reason_given(lines, node.lineno):
+                            found.add((str(path.relative_to(root)), node.lineno, lines[node.lineno - 1].strip()))
+    return [f"{rel}:{line} {text}" for rel, line, text in sorted(found)]
+
+
+def test_imports_inside_functions_say_why_they_are_lazy():
+    assert unexplained_inner_imports(ROOT) == []
+
+
+def test_the_lazy_import_finder_finds_unexplained_ones(tmp_path):
+    pkg = tmp_path / "agents"
+    pkg.mkdir()
+    (pkg / "x.py").write_text(
+        "import os\n"
+        "try:\n    import yaml\nexcept ImportError:\n    yaml = None\n"
+        "def habit():\n    import json\n    return json\n"
+        "def said():\n    import re  # lazy: start-up\n    return re\n"
+        "class K:\n    def method(self):\n        # lazy: the runner's start-up\n        from a import b\n        from c import d\n"
+        "        # a comment that gives no reason\n        import shlex\n\n        import base64\n"
+        "    async def nested(self):\n        def inner():\n            try:\n                import scipy\n"
+        "            except ImportError:\n                pass\n"
+    )
+    assert unexplained_inner_imports(tmp_path, ("agents",)) == [
+        "agents/x.py:7 import json",
+        "agents/x.py:18 import shlex",
+        "agents/x.py:20 import base64",
+        "agents/x.py:24 import scipy",
+    ]

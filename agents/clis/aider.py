@@ -28,7 +28,10 @@ import os
 import re
 from pathlib import Path
 
+from gitwork.runner import git
+
 from agents.clis.base import MODEL_SERVER_ENV, CliEvent, Invocation, Parser, Preset, error, log, step, tokens
+from agents.clis.serverurl import session_url
 
 SERVED_MODEL = "openai/orch"  # aider's name for orch's model server (an OpenAI-compatible endpoint)
 
@@ -74,8 +77,6 @@ def git_identity_env(worktree: str) -> dict[str, str]:
     the repository's config, which all worktrees share: a change to the user's repository, and a
     lock race between aiders starting together. A stand-in identity for aider's process alone
     (``GIT_CONFIG_COUNT``) prevents that; orch's commits carry the agent's identity anyway."""
-    from gitwork.runner import git
-
     stand_in = {"user.name": "orch agent", "user.email": "agent@orch.invalid"}
     got = git(worktree, "config", "--get-regexp", r"^user\.(name|email)$", ok=None).stdout  # 1: none set
     have = {key for key, _, value in (ln.partition(" ") for ln in got.splitlines()) if value}  # aider skips empty ones too
@@ -98,8 +99,6 @@ def aider_env(inv: Invocation) -> dict[str, str]:
     env = git_identity_env(inv.worktree)
     served = os.environ.get(MODEL_SERVER_ENV)
     if served:
-        from agents.clis.serverurl import session_url
-
         base = f"{session_url(served, worktree=inv.worktree)}/v1"
         env.update({"OPENAI_BASE_URL": base, "OPENAI_API_BASE": base, "LITELLM_LOCAL_MODEL_COST_MAP": "True"})
     return env

@@ -23,6 +23,7 @@ Each preset adds its own settings (``agents/clis/<preset>.py``, ``PRESET.setting
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ from coordstore.numbers import is_number
 
 from agents.clis import PRESETS, get_preset, parser_class
 from agents.clis.base import Preset
+from agents.clis.prompt import check_template
 
 DEFAULT_TIMEOUT_S = 3600.0  # one task of a real agent: generous, a hung CLI still ends
 DEFAULT_RATE_LIMIT_RETRIES = 2  # reruns after the CLI itself gave up on a rate limit
@@ -115,8 +117,6 @@ class CliConfig:
             raise bad("check_key", f"{check!r} must be true or false")
         cfg.check_key = check
         if "prompt_template" in opts:
-            from agents.clis.prompt import check_template
-
             cfg.prompt_template = _str(opts, "prompt_template", bad)
             try:
                 check_template(cfg.prompt_template)
@@ -216,8 +216,6 @@ def _typed(opts: dict, key: str, default: Any, bad: _Bad) -> Any:
 
 
 def _vars(pattern: str) -> list[str]:
-    import re
-
     return re.findall(r"\$(\w+)", pattern)
 
 

@@ -32,7 +32,11 @@ from typing import Any
 
 from coordstore.errors import AgentError
 
-from agents.kinds import KINDS, KindContext, Result, output_tail
+from agents.clis import parser_class
+from agents.clis.base import Invocation
+from agents.clis.config import CliConfig
+from agents.clis.prompt import build_prompt
+from agents.kinds import KINDS, KindContext, Result, output_tail, resolve_kind
 
 POLL_S = 0.05  # how often the loop looks at the clock and the pulse while the CLI is quiet
 EXIT_GRACE_S = 2.0  # after the CLI exits, how long to wait for its pipes to close (a child may hold them)
@@ -56,24 +60,17 @@ class CommandKind:
     preset_name: str | None = None
 
     def __init__(self, options: dict[str, Any] | None = None) -> None:
-        from agents.clis.config import CliConfig
-
         self.cfg = CliConfig.build(self.name, options, self.preset_name)
 
     @classmethod
     def preflight(cls, options: dict[str, Any] | None) -> None:
         """Valid options, an executable, credentials: ``AgentError`` naming what is missing."""
-        from agents.clis.config import CliConfig
-
         cfg = CliConfig.build(cls.name, options, cls.preset_name)
         cfg.resolve_binary()
         cfg.check_credentials()
 
     # ------------------------------------------------------------------ one task
     def run(self, task, ctx: KindContext) -> Result:
-        from agents.clis.base import Invocation
-        from agents.clis.prompt import build_prompt
-
         cfg, tid = self.cfg, task.id
         binary = cfg.resolve_binary()
         role = getattr(ctx, "role", None) or "worker"
@@ -134,8 +131,6 @@ class CommandKind:
 
     def _run_once(self, argv: list[str], stdin_file: Path | None, task, ctx: KindContext, totals: dict,
                   extra_env: dict[str, str]) -> _Outcome:
-        from agents.clis import parser_class
-
         cfg, tid = self.cfg, task.id
         parser = parser_class(cfg.parser)()
         # PWD too: some CLIs (opencode) take their project directory from it, not from the real cwd
@@ -230,7 +225,7 @@ def _pump(stream, is_err: bool, lines: queue.Queue) -> None:
 
 def _kill_tree(proc: subprocess.Popen) -> None:
     """Kill the CLI and every process it started (its tool calls), then reap it."""
-    import psutil
+    import psutil  # lazy: the runner's start-up; psutil only to kill a CLI's process tree
 
     try:
         children = psutil.Process(proc.pid).children(recursive=True)
@@ -274,11 +269,7 @@ def preflight(kind: str, options: dict[str, Any] | None) -> None:
     if ":" in kind:
         return
     if kind not in KINDS:
-        from agents.kinds import resolve_kind
-
         resolve_kind(kind)  # raises the "unknown kind, known: ..." error
-    from agents.kinds import resolve_kind
-
     check = getattr(resolve_kind(kind), "preflight", None)  # CLI kinds, script (pass_env), sim (options)
     if check is not None:
         check(options)

@@ -31,7 +31,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from coordstore.errors import ReplayError
+from coordstore.errors import AgentError, ReplayError
+from coordstore.graph import estimate_ms
+from coordstore.paths import PathEscape, confine
 
 from gitwork.runner import git
 from agents.kinds import KindContext, Result
@@ -57,8 +59,6 @@ def _confine_writes(wt, sha: str, head_tree: str, tree: str) -> None:
     """Every path moving from ``head_tree`` to ``tree`` stays in the worktree and out of ``.git``.
     git refuses such trees itself when it checks them out; this names the rule and the path
     before anything is written. A link is replaced, never written through (``follow=False``)."""
-    from coordstore.paths import PathEscape, confine
-
     out = _git(wt, "diff-tree", "-r", "-z", "--name-only", "--no-renames", head_tree, tree)[1]
     for path in filter(None, out.decode("utf-8", "surrogateescape").split("\0")):
         try:
@@ -106,8 +106,6 @@ class ReplayKind:
     time_scaled = True  # it takes each task's estimate x the run's time_scale, like sim
 
     def __init__(self, options: dict[str, Any] | None = None) -> None:
-        from coordstore.errors import AgentError
-
         raw = dict(options or {})
         self.unknown = sorted(k for k in raw if k not in OPTIONS)
         self.committer = raw.get("committer", OPTIONS["committer"])
@@ -133,8 +131,6 @@ class ReplayKind:
         if data["empty"]:
             ctx.events.log(f"replay: {ref[:12]} changes nothing on this branch (already applied); no commit", task=task.id)
         if self.pace:
-            from coordstore.graph import estimate_ms
-
             ctx.sleep(t0 + estimate_ms(task) * ctx.time_scale / 1000.0 - ctx.now_s())
         return Result(ok=True, data={"replay": data})
 

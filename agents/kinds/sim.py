@@ -14,6 +14,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from coordstore.errors import InputError
+from coordstore.paths import PathEscape, check_relative, confine
+
 from agents.kinds import KindContext, Result
 from agents.kinds.simplan import SimOptions, SimPlan, edit_text, make_plan, own_file
 
@@ -26,8 +29,6 @@ def editable(worktree, rel: str) -> tuple[Path, None] | tuple[None, str]:
     """(the file to write, None), or (None, why no text edit fits it): a binary file, a symbolic
     link out of the worktree, something that is not a regular file. A path that is itself out of
     bounds (absolute, ``..`` out, ``.git``) raises ``PathEscape``: bad input, not file content."""
-    from coordstore.paths import PathEscape, check_relative, confine
-
     check_relative(rel, "path", "the worktree")
     try:
         path = confine(worktree, rel, inside="the worktree")
@@ -66,8 +67,6 @@ class SimKind:
         SimOptions.build(options or {})
 
     def run(self, task, ctx: KindContext) -> Result:
-        from coordstore.errors import InputError
-
         opts, _ = SimOptions.build(self.raw, task.meta.get("sim") or {})
         plan = make_plan(task, ctx.seed, ctx.attempt, ctx.time_scale, opts)
         ev, tid = ctx.events, task.id

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from orchestrator.cli.app import app, print_json
+from orchestrator.views.compare import compare, markdown
 
 
 @app.command("compare")
@@ -17,8 +18,6 @@ def compare_cmd(
     html_out: Path | None = typer.Option(None, "--html", help="Also write the tables as an HTML file."),
 ) -> None:
     """Compare variants: n, mean ± sd, median, 95% CI; Mann–Whitney U with A12, Holm-corrected."""
-    from orchestrator.views.compare import compare, markdown
-
     result = compare(dirs)
     md = markdown(result)
     if html_out is not None:
@@ -35,7 +34,7 @@ def report_cmd(
     experiment_dir: Path = typer.Argument(..., help="A results directory holding the runs of one experiment."),
 ) -> None:
     """Write report.md and report.html with charts (Gantt per run, completion curves, per-agent, box plots)."""
-    from orchestrator.views.report import write_report
+    from orchestrator.views.report import write_report  # lazy: `orch`'s start-up; yaml only for reports
 
     md, page = write_report(experiment_dir)
     typer.echo(f"wrote {md} and {page}")

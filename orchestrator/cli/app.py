@@ -14,6 +14,7 @@ from typing import Any
 import typer
 
 from orchestrator import __version__
+from orchestrator.supervision.interrupts import Interrupted
 
 app = typer.Typer(
     name="orch",
@@ -51,8 +52,6 @@ def print_json(obj: Any) -> None:
 def interrupt_exits() -> Iterator[None]:
     """Ctrl-C, SIGTERM or SIGHUP inside: one line on what became of the run, exit 128 + signal
     (typer would turn the interrupt into a silent 130)."""
-    from orchestrator.supervision.interrupts import Interrupted
-
     try:
         yield
     except Interrupted as e:

@@ -33,7 +33,7 @@ def _parser_message(e: Exception) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    # commands register on import; kept here so importing one command module stays light for tests
+    # lazy: commands register on import; here, not at the top, so importing one command module stays light (tests)
     # import order is the order of `orch --help`: running first, then reading, then the store layer
     from orchestrator.cli import run, analysis, ops, store, template, model  # noqa: F401, I001
 

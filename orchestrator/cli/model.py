@@ -27,7 +27,7 @@ FAULT_HELP = "KIND@TURN, e.g. rate_limit@1 or hang@2 (kinds: rate_limit, overloa
 
 def parse_fault_option(text: str):
     """``KIND@TURN[:times=N][:retry_after=S]`` -> (turn, Fault); UsageError names the option."""
-    from orchestrator.modelserver.turns import parse_fault
+    from orchestrator.modelserver.turns import parse_fault  # lazy: `orch`'s start-up; the model server only for its command
 
     head, *opts = text.split(":")
     kind, sep, turn = head.partition("@")
@@ -67,7 +67,7 @@ def model_server(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="print one line per request on stderr"),
 ) -> None:
     """Serve the Anthropic and OpenAI APIs on 127.0.0.1, answered by a script (for real agent CLIs, offline)."""
-    from orchestrator.modelserver import ModelServer
+    from orchestrator.modelserver import ModelServer  # lazy: `orch`'s start-up; the model server only for its command
 
     if not 0 <= port <= 65535:
         raise UsageError(f"--port {port}: must be between 0 and 65535")
@@ -78,13 +78,13 @@ def model_server(
         raise UsageError("--tasks and --store are alternatives: give one")
     source = None
     if tasks is not None:
-        from orchestrator.modelserver.tasksource import GraphTasks
+        from orchestrator.modelserver.tasksource import GraphTasks  # lazy: `orch`'s start-up (the model server package)
 
         if not tasks.is_file():
             raise InputError(f"--tasks {tasks}: no such file")
         source = GraphTasks(tasks)
     elif store is not None:
-        from orchestrator.modelserver.tasksource import StoreTasks
+        from orchestrator.modelserver.tasksource import StoreTasks  # lazy: `orch`'s start-up (the model server package)
 
         source = StoreTasks(store, run)
         try:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import typer
 
 from orchestrator.cli.app import app, print_json
-from orchestrator.views.runinfo import DEFAULT_RESULTS
+from orchestrator.views.runinfo import DEFAULT_RESULTS, history_view, is_running, list_runs, log_files, open_run, status_view
 
 RUN_DIR_HELP = "A run directory (or a run id, looked up below experiments/results)."
 JSON_HELP = "Print one JSON object (stable shape, \"version\": 1) instead of text."
@@ -18,7 +19,7 @@ FOLLOW_POLL_S = 0.5  # `logs --follow`: how often to look for new output
 
 
 def _console():
-    from rich.console import Console
+    from rich.console import Console  # lazy: `orch`'s start-up; rich only when something is drawn
 
     return Console()
 
@@ -31,8 +32,6 @@ def _secs(ms) -> str:
 
 
 def _open(run_dir: Path):
-    from orchestrator.views.runinfo import open_run
-
     return open_run(run_dir)
 
 
@@ -43,8 +42,6 @@ def runs_cmd(
 ) -> None:
     """List the runs found below a results directory, newest first, with their status; exits 1,
     naming each on stderr, when a run's store is damaged."""
-    from orchestrator.views.runinfo import list_runs
-
     view = list_runs(results)
     if as_json:
         print_json(view)
@@ -60,7 +57,7 @@ def runs_cmd(
 
 
 def _print_runs(runs: list[dict]) -> None:
-    from rich.table import Table
+    from rich.table import Table  # lazy: `orch`'s start-up; rich only when a table is printed
 
     table = Table(box=None, header_style="bold", pad_edge=False)
     for col in ("run", "experiment", "variant", "status", "done", "wall"):
@@ -77,9 +74,7 @@ def status_cmd(
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Tasks by status, each agent's verdict, current task and last event, and the merge state."""
-    from rich.table import Table
-
-    from orchestrator.views.runinfo import status_view
+    from rich.table import Table  # lazy: `orch`'s start-up; rich only when a table is printed
 
     v = status_view(_open(run_dir))
     if as_json:
@@ -116,7 +111,7 @@ def watch_cmd(
     exit_status: bool = typer.Option(False, "--exit-status", help="Exit 1 when the run ends other than finished."),
 ) -> None:
     """Live view of a run (from its store, so it works from another terminal); exits when the run ends."""
-    from orchestrator.views.watchview import watch_run
+    from orchestrator.views.watchview import watch_run  # lazy: `orch`'s start-up; rich and rich.live only for watch
 
     view = watch_run(_open(run_dir), interval, _console())
     typer.echo(f"run {view['run_id']}: {view['status']} ({view['evidence']}), {view['done']}/{view['total']} tasks ended")
@@ -134,8 +129,8 @@ def branches_cmd(
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Each agent's branch: commits and tasks since the base, diffstat, merged or not, conflicts."""
+    # lazy: `orch`'s start-up; rich only for a table, the git layer and filelock only for git views
     from rich.table import Table
-
     from orchestrator.views.branches import branches_view
 
     v = branches_view(_open(run_dir))
@@ -174,7 +169,7 @@ def diff_cmd(
     stat: bool = typer.Option(False, "--stat", help="Only the diffstat."),
 ) -> None:
     """An agent's changes: git diff from the run's base to the agent's branch."""
-    from orchestrator.views.branches import agent_diff
+    from orchestrator.views.branches import agent_diff  # lazy: `orch`'s start-up; git, filelock only for git views
 
     out = agent_diff(_open(run_dir), agent, stat)
     typer.echo(out, nl=bool(out) and not out.endswith("\n"))
@@ -187,7 +182,7 @@ def log_cmd(
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """An agent's commits since the base, newest first, with the task id of each."""
-    from orchestrator.views.branches import agent_log
+    from orchestrator.views.branches import agent_log  # lazy: `orch`'s start-up; git, filelock only for git views
 
     v = agent_log(_open(run_dir), agent)
     if as_json:
@@ -207,8 +202,6 @@ def logs_cmd(
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new output until the run ends (Ctrl-C stops)."),
 ) -> None:
     """An agent's process output (stdout and stderr logs of its runner)."""
-    from orchestrator.views.runinfo import is_running, log_files
-
     ref = _open(run_dir)
     offsets: dict[Path, int] = {}
     last: list[Path | None] = [None]
@@ -250,7 +243,7 @@ def clean_cmd(
 ) -> None:
     """Remove a run's worktrees (and with --branches its branches), never unmerged work or (without --ignored)
     git-ignored files; says what it keeps and why. Refused while any process of the run is alive."""
-    from orchestrator.views.branches import clean_run
+    from orchestrator.views.branches import clean_run  # lazy: `orch`'s start-up; git, filelock only for git views
 
     ref = _open(run_dir)
     apply = yes
@@ -271,8 +264,6 @@ def clean_cmd(
 
 def _short(name: str) -> str:
     """A branch without ``refs/heads/``; a path relative to the current directory when inside it."""
-    import os
-
     if name.startswith("refs/heads/"):
         return name.removeprefix("refs/heads/")
     rel = os.path.relpath(name)
@@ -298,8 +289,6 @@ def history_cmd(
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """The run's transitions, readable: time offset, entity, id, from -> to, agent, reason."""
-    from orchestrator.views.runinfo import history_view
-
     v = history_view(_open(run_dir), task=task, agent=agent, entity=entity)
     if as_json:
         print_json(v)

@@ -8,7 +8,11 @@ from pathlib import Path
 
 import typer
 
+from coordstore.models import UNSUCCESSFUL
+
 from orchestrator.cli.app import app, interrupt_exits, print_json
+from orchestrator.views.metrics import compute_metrics
+from orchestrator.views.runinfo import open_run
 
 
 def _fmt_s(ms) -> str:
@@ -16,6 +20,7 @@ def _fmt_s(ms) -> str:
 
 
 def _render_outcomes(outcomes, quiet: bool) -> None:
+    # lazy: `orch`'s start-up; rich only when a table is printed
     from rich.console import Console
     from rich.table import Table
 
@@ -60,7 +65,7 @@ def run_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No live progress."),
 ) -> None:
     """Run a variant of an experiment: set up worktrees, run the agents, merge, export metrics."""
-    from orchestrator.runs.launch import HEADLINE, RunRequest, plan_runs, run_one
+    from orchestrator.runs.launch import HEADLINE, RunRequest, plan_runs, run_one  # lazy: `orch`'s start-up; yaml, watchdog
 
     req = RunRequest(variant=variant, experiment=experiment, template=template, repo=repo, runs=runs, seed=seed,
                      time_scale=time_scale, store=store, results=results, base=base)
@@ -69,7 +74,7 @@ def run_cmd(
     live = not (quiet or as_json) and sys.stderr.isatty()
     for i, plan in enumerate(plans, 1):
         if live:
-            from rich.progress import Progress
+            from rich.progress import Progress  # lazy: `orch`'s start-up; rich only for live progress
 
             with Progress(transient=True) as bar:
                 job = bar.add_task(f"run {i}/{len(plans)} {plan[0].variant}", total=None)
@@ -102,9 +107,7 @@ def resume_cmd(
 ) -> None:
     """Finish an interrupted run: re-attach live runners, respawn the others, requeue their tasks, export.
     Refused while the run's orchestrator is alive, and for a run that already ended."""
-    from coordstore.models import UNSUCCESSFUL
-
-    from orchestrator.runs.loop import Orchestrator
+    from orchestrator.runs.loop import Orchestrator  # lazy: `orch`'s start-up; watchdog only for running
 
     orch = Orchestrator.of_run(run_dir)
     try:
@@ -127,9 +130,6 @@ def metrics_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print every metric as one JSON object."),
 ) -> None:
     """Compute a run's metrics from its recorded history."""
-    from orchestrator.views.metrics import compute_metrics
-    from orchestrator.views.runinfo import open_run
-
     ref = open_run(run_dir)
     with ref.open_store() as store:
         m = compute_metrics(store.dump_run(ref.run_id))
@@ -149,6 +149,6 @@ def agent_run_cmd(
     config: Path = typer.Option(..., "--config", help="The runner config JSON (orch writes one per agent under <run>/agents/)."),
 ) -> None:
     """Run one agent's loop (the same as `python -m agents.runner --config FILE`)."""
-    from agents.runner import main as runner_main
+    from agents.runner import main as runner_main  # lazy: `orch`'s start-up; the agent side only for `orch agent run`
 
     raise typer.Exit(runner_main(["--config", str(config)]))

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import typer
 
+from coordstore import snapshot
 from coordstore.lint import lint_file, show_file
+from coordstore.templates import TGMCP, encode_document, save_file
 
 from orchestrator.cli.app import print_json, template_app
 
@@ -67,12 +70,7 @@ def from_history_cmd(
     json_out: bool = typer.Option(False, "--json", help="With -o: print the summary as JSON."),
 ) -> None:
     """One task per non-merge commit of A..B (task-graph-mcp format) for the replay kind; run it with --base A."""
-    import sys
-
-    from coordstore import snapshot
-    from coordstore.templates import TGMCP, encode_document, save_file
-
-    from gitwork.history import build, run_hint
+    from gitwork.history import build, run_hint  # lazy: `orch`'s start-up; light commands never load the git layer
 
     made = build(repo, rev_range, deps)
     info = made.summary

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from orchestrator.modelserver.apicommon import Rendered, chunks, sse, text_of
+from orchestrator.modelserver.apicommon import Rendered, chunks, estimate_tokens, sse, text_of
 from orchestrator.modelserver.scripts import RequestView
 from orchestrator.modelserver.turns import Turn
 
@@ -87,6 +87,4 @@ def error(status: int, message: str) -> dict[str, Any]:
 
 def count_tokens(body: dict[str, Any]) -> dict[str, Any]:
     """``POST /v1/messages/count_tokens``: the same estimate the usage of a response uses."""
-    from orchestrator.modelserver.apicommon import estimate_tokens
-
     return {"input_tokens": estimate_tokens(len(json.dumps(body)))}

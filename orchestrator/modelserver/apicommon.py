@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from orchestrator.modelserver.scripts import RequestView
+from orchestrator.modelserver.tasksource import TASK_LINE
 from orchestrator.modelserver.tools import resolve
 from orchestrator.modelserver.turns import Turn
 
@@ -63,8 +64,6 @@ def task_prompt(messages: list[tuple[str, str]]) -> tuple[str, int]:
     (``Task <id>: ...``) in a conversation of (role, text) pairs, ``role`` being ``user`` or
     ``assistant``. The last such message counts: a client may send canned example exchanges or
     file contents before it (aider). With none, the first user message and every assistant turn."""
-    from orchestrator.modelserver.tasksource import TASK_LINE
-
     users = [i for i, (role, _) in enumerate(messages) if role == "user"]
     at = next((i for i in reversed(users) if TASK_LINE.search(messages[i][1])), users[0] if users else -1)
     turns = sum(1 for role, _ in messages[at + 1:] if role == "assistant")

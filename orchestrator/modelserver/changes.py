@@ -15,6 +15,8 @@ from pathlib import Path
 
 from coordstore.errors import ReplayError
 
+from agents.kinds.simplan import edit_text
+
 from gitwork.runner import git
 from orchestrator.modelserver.confine import confine_to
 
@@ -33,8 +35,6 @@ def _read(root: Path, rel: str) -> str | None:
 
 
 def sim_changes(worktree: str, task, plan) -> list[FileChange]:
-    from agents.kinds.simplan import edit_text
-
     root, now, first = Path(worktree), {}, {}
     for index in sorted(plan.edits):
         for rel in plan.edits[index]:

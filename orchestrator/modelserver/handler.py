@@ -9,6 +9,7 @@ import json
 import select
 import socket
 import time
+import traceback
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs
@@ -227,8 +228,6 @@ class Handler(BaseHTTPRequestHandler):
             m.record(entry)
             return self._json(400, self._error_body(api, 400, str(e)))
         except Exception as e:  # a script's bug: the client sees a 500 naming it, the server goes on
-            import traceback
-
             traceback.print_exc()
             entry.update(status=500, error=f"{type(e).__name__}: {e}")
             m.record(entry)

@@ -17,12 +17,20 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from coordstore.errors import InputError
+import yaml
 
+from coordstore.errors import InputError
+from coordstore.models import Task
+from coordstore.snapshot import read_text
+
+from agents.kinds.simplan import SimOptions, comment_marker, edit_text, make_plan, task_line
+
+from orchestrator.modelserver import textedits
 from orchestrator.modelserver.changes import replay_changes, replay_git, sim_changes
 from orchestrator.modelserver.confine import Worktrees, confine_to
 from agents.clis.serverurl import SessionContext
@@ -61,9 +69,7 @@ class RequestView:
     def edit_format(self) -> str | None:
         """``whole`` / ``diff`` when the client edits by text (aider: no tools, a format in its
         system prompt), else None."""
-        from orchestrator.modelserver.textedits import edit_format
-
-        return None if self.tools else edit_format(self.system)
+        return None if self.tools else textedits.edit_format(self.system)
 
     @property
     def cwd(self) -> str | None:
@@ -123,10 +129,6 @@ class FileScript:
 
     @classmethod
     def load(cls, path: str | Path) -> "FileScript":
-        import yaml
-
-        from coordstore.snapshot import read_text
-
         p = Path(path)
         try:
             text = read_text(p)
@@ -141,8 +143,6 @@ class FileScript:
 
 # ---------------------------------------------------------------- helpers shared by sim and replay
 def _task(view: RequestView, script: str):
-    from coordstore.models import Task
-
     raw = dict(view.ctx.task or {})
     if not raw.get("id"):
         raise InputError(f"script {script}: the request carries no task (use a /ctx/... base URL from context.session_url)")
@@ -189,22 +189,16 @@ class SimScript:
     name = "sim"
 
     def __init__(self, options: dict[str, Any] | None = None):
-        from agents.kinds.simplan import SimOptions
-
         self.options = dict(options or {})
         SimOptions.build(self.options)  # bad options fail at start-up, naming the key
 
     def plan(self, view: RequestView):
-        from agents.kinds.simplan import SimOptions, make_plan
-
         task = _task(view, "sim")
         opts, _ = SimOptions.build(self.options, task.meta.get("sim") or {})
         c = view.ctx
         return task, make_plan(task, c.seed, c.attempt, c.time_scale, opts)
 
     def turn(self, index: int, view: RequestView) -> Turn:
-        import shlex
-
         task, plan = self.plan(view)
         demanded = _faults_of(task)
         if index >= len(plan.steps):
@@ -250,10 +244,6 @@ class SimScript:
     def _edit_command(view: RequestView, task, rel: str, digest: str) -> str:
         """The edit the sim kind would make, as a shell command. The new content is computed from
         the file as it is now when the worktree is known; otherwise the task's line is appended."""
-        import shlex
-
-        from agents.kinds.simplan import comment_marker, edit_text, task_line
-
         cwd = view.cwd
         if cwd and Path(cwd).is_dir():
             path = confine_to(cwd, rel, f"task {task.id}: file_scope")
@@ -325,8 +315,6 @@ class ReplayScript:
         return _with_fault(Turn(text=text), demanded.get(index))
 
     def _commit_command(self, repo: str, sha: str, raw: bytes) -> str:
-        import shlex
-
         fmt = "%an%x00%ae%x00%ad"
         name, email, date = replay_git(repo, "log", "-1", "--date=raw", f"--format={fmt}", sha).decode(
             "utf-8", "surrogateescape").rstrip("\n").split("\0")

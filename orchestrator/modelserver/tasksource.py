@@ -14,6 +14,10 @@ import re
 from pathlib import Path
 from typing import Any, Protocol
 
+from coordstore import open_store
+from coordstore.errors import NotFound
+from coordstore.templates import load_graph
+
 from agents.clis.serverurl import SessionContext, task_context
 
 TASK_LINE = re.compile(r"^Task (\S+?):\s", re.M)  # the line orch's default prompt opens the task with
@@ -29,8 +33,6 @@ class GraphTasks:
     """Tasks of a template or snapshot file (read once)."""
 
     def __init__(self, path: str | Path):
-        from coordstore.templates import load_graph
-
         self.path = str(path)
         self.tasks = {t.id: task_context(t) for t in load_graph(path).tasks}
 
@@ -47,15 +49,10 @@ class StoreTasks:
 
     def check(self) -> None:
         """Fail now (``OrchError`` naming the store or run) rather than at the first request."""
-        from coordstore import open_store
-
         with open_store(self.store_url, readonly=True) as s:
             s.get_run(self.run_id)
 
     def lookup(self, task_id: str) -> dict[str, Any] | None:
-        from coordstore import open_store
-        from coordstore.errors import NotFound
-
         with open_store(self.store_url, readonly=True) as s:
             try:
                 t = s.get_task(self.run_id, task_id)

@@ -9,6 +9,8 @@ offers no candidate gets the first candidate's shape (a client without tools can
 
 from __future__ import annotations
 
+import base64
+import posixpath
 import shlex
 from typing import Any, Callable
 
@@ -33,8 +35,6 @@ def heredoc(text: str, into: str) -> str:
         tag += "_"
     if text.endswith("\n") and "\r" not in text and "\0" not in text:
         return f"{into} <<'{tag}'\n{text}{tag}"
-    import base64
-
     b64 = base64.b64encode(text.encode("utf-8", "surrogateescape")).decode()
     return f"base64 -d <<'{tag}' | {into}\n{b64}\n{tag}"
 
@@ -42,8 +42,6 @@ def heredoc(text: str, into: str) -> str:
 def write_command(path: str, content: str) -> str:
     """A shell command that writes ``content`` to ``path`` (parents created), byte for byte. No
     command substitution: gemini's shell tool refuses any ``$(...)``."""
-    import posixpath
-
     q, parent = shlex.quote(path), posixpath.dirname(path)
     mkdir = f"mkdir -p {shlex.quote(parent)} && " if parent else ""
     return mkdir + heredoc(content, f"cat > {q}")

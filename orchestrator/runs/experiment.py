@@ -19,10 +19,12 @@ from pydantic_core import PydanticCustomError
 from coordstore.errors import InputError, UsageError
 from coordstore.models import BlockerFailurePolicy, Role
 from coordstore.paths import PathEscape, path_component
+from coordstore.snapshot import read_text
 
 from agents.config import MergeMode
 
 from orchestrator.runs.resources import experiment_files
+from orchestrator.supervision.verdicts import SupervisionConfig
 
 Policy = Literal["pull", "push", "hybrid", "solo", "relay"]
 # working agents per variant: each is a process with its own git worktree (a full checkout), so a
@@ -109,8 +111,6 @@ class Execution(_Strict):
     @field_validator("supervision")
     @classmethod
     def _thresholds(cls, v: dict[str, Any]) -> dict[str, Any]:
-        from orchestrator.supervision.verdicts import SupervisionConfig
-
         SupervisionConfig.model_validate(v)  # checked here, at load, before any run directory exists
         return v
 
@@ -212,8 +212,6 @@ def _schema_error(path: Path, tree: yaml.Node | None, data: Any, e: ValidationEr
 
 def load_experiment(path: Path) -> Experiment:
     """Parse and validate an experiment file; InputError names file, key path and line."""
-    from coordstore.snapshot import read_text
-
     text = read_text(path)
     try:
         data = yaml.safe_load(text)

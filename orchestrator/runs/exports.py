@@ -5,21 +5,19 @@ from __future__ import annotations
 import json
 
 from coordstore.private import write_private
+from coordstore.snapshot import write_snapshot
 
+from orchestrator.views.criteria import from_experiment_file
 from orchestrator.views.metrics import compute_metrics
 from orchestrator.rundir import RunPaths, RunSpec
 
 
 def export_run(spec: RunSpec, paths: RunPaths, store) -> dict:
-    from coordstore.snapshot import write_snapshot
-
     dump = store.dump_run(spec.run_id)
     write_snapshot(paths.snapshot, dump)
     write_private(paths.transitions, "".join(t.model_dump_json() + "\n" for t in dump.history))
     metrics = compute_metrics(dump)
     write_private(paths.metrics, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-    from orchestrator.views.criteria import from_experiment_file
-
     criteria = from_experiment_file(paths.experiment, metrics)
     write_private(paths.criteria, json.dumps(criteria, indent=2, sort_keys=True) + "\n")
     status = f"{dump.run.status} ({dump.run.reason})" if dump.run.reason else dump.run.status

@@ -10,13 +10,13 @@ from pathlib import Path
 
 from coordstore.models import Transition
 
+from gitwork.merging import Merger
+from gitwork.runner import identity_env
+
 from orchestrator.rundir import RunSpec
 
 
 def merge_completed(spec: RunSpec, store) -> list:
-    from gitwork.runner import identity_env
-    from gitwork.merging import Merger
-
     merger = Merger(Path(spec.repo), f"refs/heads/{spec.merged_branch}")
     last_done: dict[str, int] = {}
     for t in store.history(spec.run_id, entity="task"):

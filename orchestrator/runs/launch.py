@@ -7,6 +7,7 @@ leaves nothing behind.
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import os
 import secrets
 from dataclasses import dataclass, field
@@ -14,13 +15,21 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from coordstore.errors import InputError, UsageError
+from coordstore.errors import AgentError, InputError, UsageError
 from coordstore.snapshot import read_text
+
+from gitwork.repo import check_repo, resolve_commit
+
+from agents.clis.serverurl import agent_env
+from agents.kinds.command import preflight
+from agents.policies import check_options
 
 from orchestrator.runs.experiment import Execution, find_variant
 from orchestrator.runs.resources import find_template
 from orchestrator.rundir import RunPaths, RunSpec
 from orchestrator.runs.prepare import agents_for, load_graph, prepare_run
+from orchestrator.runs.loop import Orchestrator
+from orchestrator.supervision.interrupts import Interrupted
 
 HEADLINE = ("wall_clock_ms", "lower_bound_ms", "efficiency", "tasks_completed", "tasks_failed", "tasks_cancelled",
             "tasks_total", "claim_contention", "dispatch_latency_ms", "merge_conflicts", "retries", "cost_usd")
@@ -88,15 +97,10 @@ def _check_results(results: Path) -> None:
 def _preflight(variant, agents) -> None:
     """Every working agent's kind can run (CLI present, credentials set, options valid), checked
     before any run directory or worktree exists."""
-    from agents.kinds.command import preflight
-    from agents.policies import check_options
-    from coordstore.errors import AgentError
-
     check_options(variant.policy, variant.policy_options)
     served = {}
     if variant.model_server:  # the run's own server will provide base URLs and keys
-        from agents.clis.serverurl import agent_env
-        from orchestrator.modelserver.scripts import make_script
+        from orchestrator.modelserver.scripts import make_script  # lazy: the model server only for variants that use one
 
         make_script(variant.model_server, None)  # an unknown script or missing file fails now
         served = agent_env("http://127.0.0.1:1", "the run's key")
@@ -121,8 +125,6 @@ def plan_runs(req: RunRequest) -> list[tuple[RunSpec, RunPaths, object, str | No
     graph = load_graph(template)
     repo = None
     if req.repo is not None or exp.repo:
-        from gitwork.repo import check_repo, resolve_commit
-
         repo = check_repo(Path(req.repo or exp.repo))
         base = resolve_commit(repo, req.base)
     agents = agents_for(variant.policy, variant.worker_defs(), variant.kind)
@@ -159,9 +161,6 @@ def plan_runs(req: RunRequest) -> list[tuple[RunSpec, RunPaths, object, str | No
 
 
 def run_one(spec: RunSpec, paths: RunPaths, graph, exp_text: str | None, demo: bool, progress=None) -> RunOutcome:
-    from orchestrator.supervision.interrupts import Interrupted
-    from orchestrator.runs.loop import Orchestrator
-
     prepare_run(spec, paths, graph, exp_text, demo)
     orch = Orchestrator(spec, paths)
     orch.progress = progress
@@ -175,8 +174,6 @@ def run_one(spec: RunSpec, paths: RunPaths, graph, exp_text: str | None, demo: b
         raise
     finally:
         orch.close()
-    import json
-
     metrics = json.loads(paths.metrics.read_text())
     criteria = json.loads(paths.criteria.read_text()) if paths.criteria.is_file() else []
     return RunOutcome(spec.run_id, paths.root, status, metrics, spec, criteria)

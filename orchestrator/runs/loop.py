@@ -11,12 +11,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import filelock
+
 from coordstore import open_store
 from coordstore.clock import MONOTONIC, WALL, Clock
+from coordstore.errors import InputError
 from coordstore.models import ACTIVE, RUN_OVER, TERMINAL
 
+from agents.clis.base import MODEL_SERVER_ENV
+from agents.clis.serverurl import agent_env
+
+from orchestrator.runs.exports import export_run
+from orchestrator.runs.finalmerge import merge_completed
+from orchestrator.runs.outcome import settle
+from orchestrator.runs.watcher import EventWatcher
 from orchestrator.supervision.control import RunController
 from orchestrator.supervision.interrupts import Interrupted, catch_signals, deferred
+from orchestrator.supervision.supervisor import Supervisor
+from orchestrator.views.runinfo import RunRef, live_processes, open_run, write_pidfile
 from orchestrator.rundir import RunPaths, RunSpec
 
 TICK_S = 0.25  # how often the supervisor judges when no event wakes the loop
@@ -30,9 +42,6 @@ class Orchestrator:
         """``wall``: the run's time, compared with leases and event stamps (the store's clock and
         the supervisor's ``now``); ``clock``: this process's deadlines and the watcher's waits.
         A test passes one fake clock for both and calls ``step()``."""
-        from orchestrator.supervision.supervisor import Supervisor
-        from orchestrator.runs.watcher import EventWatcher
-
         self.spec = spec
         self.paths = paths
         self.wall = wall
@@ -51,10 +60,8 @@ class Orchestrator:
         """The variant's scripted model server; runners (re)spawned from now on point at it."""
         if not self.spec.model_server:
             return
-        from agents.clis.base import MODEL_SERVER_ENV
-
+        # lazy: the model server only for variants that use one
         from orchestrator.modelserver import ModelServer
-        from agents.clis.serverurl import agent_env
         from orchestrator.modelserver.tasksource import StoreTasks
 
         options = {"repo": self.spec.repo} if self.spec.model_server == "replay" else None
@@ -68,8 +75,6 @@ class Orchestrator:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
-        from orchestrator.views.runinfo import write_pidfile
-
         write_pidfile(self.paths)  # lets `orch runs`/`status` tell a live run from an interrupted one
         self._owner = True
         self._start_model_server()
@@ -92,12 +97,6 @@ class Orchestrator:
         """Become the run's orchestrator, or ``InputError`` with nothing changed: while the one
         recorded is alive (two supervisors would fight over the runners), or when the run ended.
         Check and pid file are one step under a lock, so two resumes at once cannot both win."""
-        import filelock
-
-        from coordstore.errors import InputError
-
-        from orchestrator.views.runinfo import RunRef, live_processes, write_pidfile
-
         run_id = self.spec.run_id
         lock = filelock.FileLock(str(self.paths.root / RESUME_LOCK), timeout=RESUME_LOCK_TIMEOUT_S)
         try:
@@ -189,15 +188,9 @@ class Orchestrator:
             if a.status not in ("stopped", "dead"):
                 self.store.set_agent_status(self.spec.run_id, a.id, "stopped", reason=f"run {status}")
         if self.spec.merge_mode == "deferred":
-            from orchestrator.runs.finalmerge import merge_completed
-
             merge_completed(self.spec, self.store)
-        from orchestrator.runs.outcome import settle
-
         status, reason = settle(self.spec, self.store, status)
         self.store.finish_run(self.spec.run_id, status, reason=reason)
-        from orchestrator.runs.exports import export_run
-
         export_run(self.spec, self.paths, self.store)
         return status
 
@@ -211,8 +204,6 @@ class Orchestrator:
     def of_run(cls, run_dir: Path) -> "Orchestrator":
         """The orchestrator of an existing run (for ``conduct(resume=True)``); ``InputError`` when
         ``run_dir`` is not a run or its store is gone."""
-        from orchestrator.views.runinfo import open_run
-
         ref = open_run(run_dir)
         ref.open_store().close()  # a missing store is an error, not a new empty one
         return cls(ref.spec, ref.paths)

@@ -9,10 +9,16 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from coordstore import open_store
+from coordstore import open_store, templates
 from coordstore.errors import GitError, InputError
 from coordstore.models import Run, TaskGraph
 from coordstore.private import private_dir, write_private
+
+from gitwork.demo import build_demo_repo
+from gitwork.merging import Merger
+from gitwork.repo import resolve_commit
+from gitwork.runner import git
+from gitwork.worktrees import Worktrees
 
 from orchestrator.rundir import AgentSpec, RunPaths, RunSpec
 
@@ -37,18 +43,12 @@ def agents_for(policy: str, worker_defs: list, default_kind: str) -> list[AgentS
 
 def load_graph(template: Path) -> TaskGraph:
     """A template or snapshot file as a TaskGraph (either format; errors name the file)."""
-    from coordstore.templates import load_graph as _load
-
-    return _load(template)
+    return templates.load_graph(template)
 
 
 def prepare_run(spec: RunSpec, paths: RunPaths, graph: TaskGraph, experiment_text: str | None, demo: bool) -> None:
     """Create the run directory, the demo repo (``demo``), the store's run and graph, the merged
     branch and the worktrees. The user's repository was checked by the caller (check_repo)."""
-    from gitwork.repo import resolve_commit
-    from gitwork.merging import Merger
-    from gitwork.worktrees import Worktrees
-
     if paths.root.exists() and any(paths.root.iterdir()):
         raise InputError(f"{paths.root}: run directory exists and is not empty")
     created_root = not paths.root.exists()
@@ -57,8 +57,6 @@ def prepare_run(spec: RunSpec, paths: RunPaths, graph: TaskGraph, experiment_tex
         for d in (paths.events, paths.logs, paths.agent_configs, paths.worktrees):
             private_dir(d)
         if demo:
-            from gitwork.demo import build_demo_repo
-
             build_demo_repo(Path(spec.repo), graph, Path(spec.template).stem)
         paths.write_spec(spec)
         if experiment_text is not None:
@@ -88,8 +86,6 @@ def prepare_run(spec: RunSpec, paths: RunPaths, graph: TaskGraph, experiment_tex
 
 
 def _undo(spec: RunSpec, paths: RunPaths, created_root: bool) -> None:
-    from gitwork.runner import git
-
     def best_effort(*args: str) -> None:  # what was never made cannot be removed: any outcome will do
         try:
             git(spec.repo, *args, ok=None)

@@ -7,6 +7,7 @@ map onto the top-level ``templates/`` and ``experiments/`` folders). A local ``.
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 from coordstore.errors import InputError
@@ -14,8 +15,6 @@ from coordstore.errors import InputError
 
 def _shipped(package: str, folder: str) -> Path | None:
     """The installed data package's directory, else the source checkout's folder."""
-    import importlib.util
-
     try:
         spec = importlib.util.find_spec(package)
     except (ImportError, ValueError):

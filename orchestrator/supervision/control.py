@@ -9,11 +9,16 @@ import os
 import sys
 from pathlib import Path
 
+from coordstore.models import Agent
 from coordstore.private import private_dir
 
 from agents.config import RunnerConfig
 
 from orchestrator.rundir import AgentSpec, RunPaths, RunSpec
+from orchestrator.supervision.interrupts import deferred
+from orchestrator.supervision.observe import observe_agent
+from orchestrator.supervision.procs import AgentProcess, spawn
+from orchestrator.supervision.verdicts import SupervisionConfig
 
 
 class RunController:
@@ -27,8 +32,6 @@ class RunController:
         self.avoid_hints: dict[str, set[str]] = {}
         self.event_states: dict = {}  # observe.EventState per agent
         self.extra_env: dict[str, str] = {}  # e.g. the run's model server URL, given to every runner
-        from orchestrator.supervision.verdicts import SupervisionConfig
-
         self.supervision = SupervisionConfig.load(spec.supervision, where="execution.supervision")
 
     # ------------------------------------------------------------------ config + spawn
@@ -64,11 +67,6 @@ class RunController:
         )
 
     def spawn(self, agent_id: str) -> None:
-        from coordstore.models import Agent
-
-        from orchestrator.supervision.interrupts import deferred
-        from orchestrator.supervision.procs import spawn
-
         a = self.agent(agent_id)
         cfg, config = self.paths.agent_config(a.id), self.runner_config(a)
         private_dir(cfg.parent)
@@ -101,8 +99,6 @@ class RunController:
         """After an orchestrator restart: re-attach to live runners; return the ids of the agents
         whose runner is gone. Every one of them is respawned, "stopped" ones too: a resumed run is
         not over, and an interrupted run's runners were stopped (or never spawned) by the signal."""
-        from orchestrator.supervision.procs import AgentProcess
-
         records = {rec.id: rec for rec in self.store.list_agents(self.spec.run_id)}
         gone = []
         for a in self.spec.agents:
@@ -119,8 +115,6 @@ class RunController:
         return [a.id for a in self.spec.agents if a.id not in self.disabled]
 
     def observe(self, agent_id: str, now: int):
-        from orchestrator.supervision.observe import observe_agent
-
         return observe_agent(self, agent_id, now)
 
     def kill(self, agent_id: str) -> None:

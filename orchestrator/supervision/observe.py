@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 from coordstore.models import ACTIVE
 
+from agents.kinds import time_scaled
+
 from orchestrator.supervision.verdicts import AgentObservation
 
 RECENT_STEPS = 32  # enough for any sensible loop_repeats
@@ -45,8 +47,6 @@ class EventState:
 def observe_agent(ctl, agent_id: str, now: int) -> AgentObservation:
     """Build the observation of ``agent_id`` for ``Supervisor.tick`` from ``RunController`` state.
     Its ``time_scale`` is the run's when the agent's current kind is time-scaled, else 1."""
-    from agents.kinds import time_scaled
-
     states: dict[str, EventState] = ctl.event_states
     st = states.setdefault(agent_id, EventState())
     st.fold(ctl.store.read_events(ctl.spec.run_id, agent=agent_id, since_seq=st.cursor))

@@ -53,7 +53,7 @@ def become_subreaper() -> bool:
         _subreaper = False
         if sys.platform.startswith("linux"):
             try:
-                import ctypes
+                import ctypes  # lazy: `orch`'s start-up (every command loads this module); only for the subreaper
 
                 libc = ctypes.CDLL(None, use_errno=True)
                 _subreaper = libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0

@@ -12,11 +12,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-from coordstore.errors import GitError
+from coordstore.errors import GitError, InputError
 
 from gitwork.repo import full_ref, ref_exists, resolve_commit
 from gitwork.runner import git_out, is_ancestor
-from orchestrator.views.runinfo import SCHEMA_VERSION, RunRef, merge_summary
+from orchestrator.views.runinfo import SCHEMA_VERSION, RunRef, live_processes, liveness, merge_summary
 from gitwork.worktrees import CleanReport, clean
 
 TASK_SUBJECT = re.compile(r"^task (?P<id>\S+?): ")
@@ -142,10 +142,6 @@ def clean_run(ref: RunRef, delete_branches: bool, apply: bool, remove_ignored: b
     """Remove the run's worktrees (and, with ``delete_branches``, its branches), keeping every one
     that holds unmerged work or (unless ``remove_ignored``) git-ignored files; ``apply=False``
     only reports what would happen. Refused while any process of the run is alive."""
-    from coordstore.errors import InputError
-
-    from orchestrator.views.runinfo import live_processes, liveness
-
     with ref.open_store() as store:
         live = live_processes(ref, store)  # runners outlive a killed orchestrator: they count too
         status, evidence = liveness(ref, store, store.get_run(ref.run_id))

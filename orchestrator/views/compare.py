@@ -40,7 +40,7 @@ def find_runs(dirs: list[Path]) -> dict[str, list[dict]]:
 
 def _t975(df: int) -> float:
     try:
-        from scipy.stats import t
+        from scipy.stats import t  # lazy: scipy (optional, the analysis extra) only for comparisons
 
         return float(t.ppf(0.975, df))
     except ImportError:  # normal approximation when scipy (analysis extra) is absent
@@ -71,7 +71,7 @@ def mann_whitney_p(x: list[float], y: list[float]) -> float:
     if len(set(x) | set(y)) == 1:
         return 1.0
     try:
-        from scipy.stats import mannwhitneyu
+        from scipy.stats import mannwhitneyu  # lazy: scipy (optional, the analysis extra) only for comparisons
     except ImportError as e:
         raise OrchError("comparisons need scipy: python -m pip install 'orch[analysis]'") from e
     return float(mannwhitneyu(x, y, alternative="two-sided").pvalue)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import operator
 from pathlib import Path
 
+import yaml
+
 OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq, "!=": operator.ne}
 
 
@@ -20,8 +22,6 @@ def evaluate(criteria: list[dict], metrics: dict) -> list[dict]:
 
 def from_experiment_file(path: Path, metrics: dict) -> list[dict]:
     """Evaluate the criteria of a (frozen) experiment file; none when the file is absent."""
-    import yaml
-
     if not Path(path).is_file():
         return []
     crits = (yaml.safe_load(Path(path).read_text()) or {}).get("success_criteria") or []

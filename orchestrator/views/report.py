@@ -10,17 +10,20 @@ import html
 import json
 from pathlib import Path
 
+import yaml
+
 from coordstore.errors import OrchError
 
-from orchestrator.views.compare import COMPARED, compare, markdown
+from orchestrator.views.compare import COMPARED, compare, find_runs, markdown
+from orchestrator.views.criteria import from_experiment_file
 
 
 def _plt():
     try:
-        import matplotlib
+        import matplotlib  # lazy: matplotlib (optional, the analysis extra) only for the charts
 
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib.pyplot as plt  # lazy: after matplotlib.use (the backend is chosen first)
     except ImportError as e:
         raise OrchError("reports need matplotlib: python -m pip install 'orch[analysis]'") from e
     return plt
@@ -115,8 +118,6 @@ def boxplots(by_variant: dict[str, list[dict]], metrics: tuple[str, ...], out: P
 
 
 def criteria_results(run: dict, run_dir: Path) -> list[tuple[str, bool]]:
-    from orchestrator.views.criteria import from_experiment_file
-
     return [(f"{c['metric']} {c['op']} {c['value']} (got {c['got']})", c["passed"])
             for c in from_experiment_file(run_dir / "experiment.yaml", run["metrics"])]
 
@@ -126,8 +127,6 @@ DEFAULT_REPORTED = ("wall_clock_ms", "efficiency", "claim_contention", "dispatch
 
 def _reported_metrics(by_variant: dict[str, list[dict]]) -> tuple[str, ...]:
     """The experiment's own `metrics:` list (from a frozen experiment file), else the defaults."""
-    import yaml
-
     for runs in by_variant.values():
         exp_file = Path(runs[0]["run_dir"]) / "experiment.yaml"
         if exp_file.is_file():
@@ -138,8 +137,6 @@ def _reported_metrics(by_variant: dict[str, list[dict]]) -> tuple[str, ...]:
 
 
 def write_report(experiment_dir: Path) -> tuple[Path, Path]:
-    from orchestrator.views.compare import find_runs
-
     experiment_dir = Path(experiment_dir)
     by_variant = find_runs([experiment_dir])
     chosen = _reported_metrics(by_variant)

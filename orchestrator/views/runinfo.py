@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import psutil
+
 from coordstore import open_store
 from coordstore.base import CoordStore
 from coordstore.clock import wall_clock_ms
@@ -121,8 +123,6 @@ def pidfile(paths: RunPaths) -> Path:
 
 def write_pidfile(paths: RunPaths, pid: int | None = None) -> Path:
     """Record the orchestrator process of a run (call on start and on resume; atomic)."""
-    import psutil
-
     proc = psutil.Process(pid or os.getpid())
     target = pidfile(paths)
     write_private(target, json.dumps({"pid": proc.pid, "create_time": proc.create_time()}) + "\n")

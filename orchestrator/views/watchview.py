@@ -12,6 +12,7 @@ from collections import Counter, deque
 from typing import Any
 
 from rich.console import Console, Group
+from rich.live import Live
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
@@ -134,8 +135,6 @@ def render(view: dict[str, Any]) -> Group:
 
 def watch_run(ref: RunRef, interval: float, console: Console | None = None) -> dict[str, Any]:
     """Show the live view until the run is no longer running; return the last view."""
-    from rich.live import Live
-
     console = console or Console()
     ended_since: float | None = None
     with ref.open_store() as store:
