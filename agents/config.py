@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal, get_args
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WrapValidator, model_validator
 
 from coordstore.errors import InputError
+from coordstore.files import read_file
 from coordstore.models import ROLES, Role, works
 from coordstore.private import write_private
 
@@ -106,12 +107,7 @@ class RunnerConfig(BaseModel):
     @classmethod
     def load(cls, path: str | Path) -> "RunnerConfig":
         p = Path(path)
-        try:
-            text = p.read_bytes()
-        except FileNotFoundError as e:
-            raise InputError(f"runner config {p}: no such file") from e
-        except OSError as e:
-            raise InputError(f"runner config {p}: unreadable ({e})") from e
+        text = read_file(p, "runner config")
         try:
             cfg = cls.model_validate_json(text)
         except ValidationError as e:

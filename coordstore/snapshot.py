@@ -27,6 +27,7 @@ from pydantic import ValidationError
 
 from coordstore import graph
 from coordstore.errors import GraphError, InputError
+from coordstore.files import read_file
 from coordstore.models import RunDump, TaskGraph
 from coordstore.private import write_private
 
@@ -77,14 +78,7 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
 def read_bytes(path: str | os.PathLike) -> bytes:
     """The file's content, gunzipped when the name ends in .gz. InputError names the file."""
     p = Path(path)
-    try:
-        data = p.read_bytes()
-    except FileNotFoundError as e:
-        raise InputError(f"{path}: no such file") from e
-    except IsADirectoryError as e:
-        raise InputError(f"{path}: is a directory, not a file") from e
-    except OSError as e:
-        raise InputError(f"{path}: cannot read: {e.strerror or e}") from e
+    data = read_file(p)
     if is_gzip_name(p):
         try:
             data = gzip.decompress(data)

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import grimp
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("coordstore", "gitwork", "agents", "orchestrator")
@@ -82,6 +83,22 @@ def test_the_cycle_finder_finds_a_cycle(tmp_path, monkeypatch):
     assert import_cycles(grimp.build_graph("cyc", cache_dir=None)) == [["cyc.a", "cyc.b", "cyc.c"]]
 
 
+def python_sources(root: Path, packages=PACKAGES):
+    """(path relative to root, its lines, its syntax tree) for every module of the packages."""
+    import ast
+
+    for pkg in packages:
+        for path in sorted((root / pkg).rglob("*.py")):
+            text = path.read_text()
+            yield str(path.relative_to(root)), text.splitlines(), ast.parse(text)
+
+
+def one_module(root: Path, package: str, source: str) -> None:
+    """``root/package/x.py`` holding ``source``: a synthetic tree for a scanner's own test."""
+    (root / package).mkdir()
+    (root / package / "x.py").write_text(source)
+
+
 def test_modules_hold_one_idea():
     big = {str(p.relative_to(ROOT)): n for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")
            if (n := len(p.read_text().splitlines())) > MAX_LINES}
@@ -110,31 +127,23 @@ def second_definitions(root: Path, packages=PACKAGES) -> list[str]:
 
     vocabulary = _vocabulary()
     found: list[tuple[str, int, str]] = []
-    for pkg in packages:
-        for path in sorted((root / pkg).rglob("*.py")):
-            rel = str(path.relative_to(root))
-            for node in ast.walk(ast.parse(path.read_text())):
-                if isinstance(node, (ast.Tuple, ast.Set, ast.List)) and len(node.elts) >= 2:
-                    if all(isinstance(e, ast.Constant) and isinstance(e.value, str) for e in node.elts):
-                        name, home = vocabulary.get(frozenset(e.value for e in node.elts), (None, None))
-                        if name and rel != home:
-                            found.append((rel, node.lineno, f"spells {name} ({home})"))
-                    if {getattr(e, "id", None) for e in node.elts} == MOVED_ON and rel != "coordstore/errors.py":
-                        found.append((rel, node.lineno, "spells MOVED_ON (coordstore/errors.py)"))
-                if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ("replace", "rename")
-                        and getattr(node.func.value, "id", None) == "os" and rel not in REPLACERS):
-                    found.append((rel, node.lineno, "replaces a file by hand (coordstore/private.py: write_private)"))
+    for rel, _lines, tree in python_sources(root, packages):
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Tuple, ast.Set, ast.List)) and len(node.elts) >= 2:
+                if all(isinstance(e, ast.Constant) and isinstance(e.value, str) for e in node.elts):
+                    name, home = vocabulary.get(frozenset(e.value for e in node.elts), (None, None))
+                    if name and rel != home:
+                        found.append((rel, node.lineno, f"spells {name} ({home})"))
+                if {getattr(e, "id", None) for e in node.elts} == MOVED_ON and rel != "coordstore/errors.py":
+                    found.append((rel, node.lineno, "spells MOVED_ON (coordstore/errors.py)"))
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ("replace", "rename")
+                    and getattr(node.func.value, "id", None) == "os" and rel not in REPLACERS):
+                found.append((rel, node.lineno, "replaces a file by hand (coordstore/private.py: write_private)"))
     return [f"{rel}:{line} {what}" for rel, line, what in sorted(found)]
 
 
-def test_shared_words_have_one_home():
-    assert second_definitions(ROOT) == []
-
-
 def test_the_word_finder_finds_second_definitions(tmp_path):
-    pkg = tmp_path / "orchestrator"
-    pkg.mkdir()
-    (pkg / "x.py").write_text(
+    one_module(tmp_path, "orchestrator",
         "import os\n"
         "BUSY = {'working', 'assigned'}\n"
         "def works(role):\n    return role not in ('coordinator', 'lead')\n"
@@ -177,25 +186,17 @@ def unexplained_inner_imports(root: Path, packages=PACKAGES) -> list[str]:
     import ast
 
     found = set()
-    for pkg in packages:
-        for path in sorted((root / pkg).rglob("*.py")):
-            lines = path.read_text().splitlines()
-            for fn in ast.walk(ast.parse(path.read_text())):
-                if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                    for node in ast.walk(fn):
-                        if isinstance(node, (ast.Import, ast.ImportFrom)) and not _lazy_reason_given(lines, node.lineno):
-                            found.add((str(path.relative_to(root)), node.lineno, lines[node.lineno - 1].strip()))
+    for rel, lines, tree in python_sources(root, packages):
+        for fn in ast.walk(tree):
+            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for node in ast.walk(fn):
+                    if isinstance(node, (ast.Import, ast.ImportFrom)) and not _lazy_reason_given(lines, node.lineno):
+                        found.add((rel, node.lineno, lines[node.lineno - 1].strip()))
     return [f"{rel}:{line} {text}" for rel, line, text in sorted(found)]
 
 
-def test_imports_inside_functions_say_why_they_are_lazy():
-    assert unexplained_inner_imports(ROOT) == []
-
-
 def test_the_lazy_import_finder_finds_unexplained_ones(tmp_path):
-    pkg = tmp_path / "agents"
-    pkg.mkdir()
-    (pkg / "x.py").write_text(
+    one_module(tmp_path, "agents",
         "import os\n"
         "try:\n    import yaml\nexcept ImportError:\n    yaml = None\n"
         "def habit():\n    import json\n    return json\n"
@@ -211,3 +212,9 @@ def test_the_lazy_import_finder_finds_unexplained_ones(tmp_path):
         "agents/x.py:20 import base64",
         "agents/x.py:24 import scipy",
     ]
+
+
+@pytest.mark.parametrize("finder", [second_definitions, unexplained_inner_imports], ids=lambda f: f.__name__)
+def test_the_tree_has_none(finder):
+    """Shared words have one home; imports inside functions say why they are lazy."""
+    assert finder(ROOT) == []
