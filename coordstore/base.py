@@ -21,6 +21,10 @@ General rules (every backend, every method):
 Transition rows written by the operations (entity, from -> to, reason):
 
 * add_graph: one ``task`` row per task, ``None -> pending``, reason ``import``.
+* add_tasks: one ``task`` row per new task, ``None -> pending``, reason ``added``, ``agent`` and
+  ``data.created_by`` = the author; link/unlink (and add_tasks for each new edge on a task that was
+  already there): a note-style ``task`` row ``<status> -> <status>`` on the blocked task (the parent,
+  for a ``contains`` edge) with ``data.action`` = ``linked`` | ``unlinked`` and the edge.
 * claim_next/claim: one ``claim`` row per attempt, ``to_state`` = ``won`` | ``lost`` | ``empty``,
   ``entity_id`` = task id (or ``""`` when nothing was claimable); a won claim also writes the
   ``task`` row ``pending -> assigned`` with ``data.by`` = the agent itself.
@@ -47,7 +51,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 
 from coordstore.clock import wall_clock_ms
-from coordstore.models import Agent, ClaimOrder, Event, Run, RunDump, Task, TaskGraph, Transition
+from coordstore.models import Agent, ClaimOrder, Dependency, Event, Run, RunDump, Task, TaskGraph, Transition
 
 
 class CoordStore(ABC):
@@ -113,6 +117,34 @@ class CoordStore(ABC):
         (snapshots of finished runs load as they were) unless pending. Precomputes what
         ``claim_next`` needs (effective blockers, critical-path rank).
         """
+
+    @abstractmethod
+    def add_tasks(self, run_id: str, tasks: list[Task], deps: Iterable[Dependency] = (), parent: str | None = None,
+                  by: str | None = None, now: int | None = None) -> list[Task]:
+        """Grow the graph mid-run, all or nothing: add new ``pending`` tasks and their edges (which
+        may name existing tasks), under ``parent`` if given (a ``contains`` edge to each new task
+        that the edges give no parent). The grown graph is validated as one (``GraphError`` names a
+        dangling id or the cycle, ``cycle: a -> b -> a``; file_scope as at import); an id the run
+        has is an ``InvalidTransition``. The status rules are ``growth.py``'s: children go under a
+        pending task or an open (not terminal) container, and a pending leaf that gains children
+        becomes a container (no longer work: never ready nor claimed; it completes or fails by the
+        usual cascade when its children are terminal); an edge may newly block only a pending task,
+        and a failed or cancelled task blocks nothing new. Readiness follows at once (a task that
+        gains an unfinished blocker is no longer ready). Returns the new tasks as stored."""
+
+    @abstractmethod
+    def link(self, run_id: str, from_id: str, to_id: str, type: str = "blocks", by: str | None = None,
+             now: int | None = None) -> None:
+        """Add one start edge (``blocks`` or ``follows``) mid-run: ``NotFound`` for an unknown
+        task, ``GraphError`` naming the cycle it would close, ``InvalidTransition`` for an edge the
+        run has or that ``growth.py``'s status rules refuse. The blocked task stops being ready if
+        the blocker has not completed."""
+
+    @abstractmethod
+    def unlink(self, run_id: str, from_id: str, to_id: str, type: str = "blocks", by: str | None = None,
+               now: int | None = None) -> None:
+        """Remove one start edge mid-run (``NotFound`` if the run has no such edge); the blocked task
+        may become ready."""
 
     @abstractmethod
     def get_task(self, run_id: str, task_id: str) -> Task:

@@ -67,6 +67,21 @@ class FileStore(FileJournal, CoordStore):
         now = self._now(now)
         self._write(run_id, lambda rs: rs.add_graph(graph, now))
 
+    def add_tasks(self, run_id, tasks, deps=(), parent=None, by=None, now=None) -> list[Task]:
+        now = self._now(now)
+        self._write(run_id, lambda rs: rs.grow(list(tasks), list(deps), parent, by, now))
+        return [self._task(run_id, t.id) for t in tasks]
+
+    def link(self, run_id, from_id, to_id, type="blocks", by=None, now=None) -> None:
+        now = self._now(now)
+        d = Dependency(from_id=from_id, to_id=to_id, type=type)
+        self._write(run_id, lambda rs: rs.link(d, by, now))
+
+    def unlink(self, run_id, from_id, to_id, type="blocks", by=None, now=None) -> None:
+        now = self._now(now)
+        d = Dependency(from_id=from_id, to_id=to_id, type=type)
+        self._write(run_id, lambda rs: rs.unlink(d, by, now))
+
     def get_task(self, run_id: str, task_id: str) -> Task:
         return Task.model_validate(self._read(run_id).task(task_id))
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import bisect
 
 from coordstore import graph as g
+from coordstore import growth
 from coordstore import statemachine as sm
 from coordstore.chains import check_note, check_record, note_data, raised
 from coordstore.errors import InvalidTransition, NotFound
@@ -79,6 +80,8 @@ class RunState(TaskIndex, RunEvents):
             self.agents[p[1]["id"]] = p[1]
         elif kind == "graph":  # copies: the patch must keep the imported values, memory moves on
             self.add_tasks([dict(d) for d in p[1]], p[2])
+        elif kind == "unlink":
+            self.remove_dep(p[1])
         elif kind == "run":
             self.run = p[1]
         elif kind != "load":  # "load" is consumed by the backend (from_dump)
@@ -149,6 +152,33 @@ class RunState(TaskIndex, RunEvents):
         # containers whose imported children are already all terminal close now, not never
         done_parents = {ix.parent[d["id"]] for d in tasks if d["status"] in TERMINAL and d["id"] in ix.parent}
         sm.close_containers(self, sorted(done_parents, key=self.pos.__getitem__), now)
+
+    # ================================================================ growth (rules: growth.py)
+    def _graph_now(self) -> tuple[list[Task], list[Dependency], dict[str, str]]:
+        deps = [Dependency.model_validate(d) for d in self.deps]
+        return [self.defs[t] for t in self.order], deps, {t: self.tasks[t]["status"] for t in self.order}
+
+    def grow(self, new: list[Task], deps: list[Dependency], parent: str | None, by: str | None, now: int) -> None:
+        tasks, old, status = self._graph_now()
+        plan = growth.plan_add(self.run["id"], tasks, old, status, new, deps, parent)
+        now = self.at(now)
+        rows = [{**t.model_dump(mode="json"), "created_at": now, "updated_at": now} for t in new]
+        self._mut(["graph", rows, [d.model_dump(mode="json") for d in plan.deps]])
+        growth.emit_added(self, new, plan.deps, status, by, now)
+
+    def link(self, d: Dependency, by: str | None, now: int) -> None:
+        tasks, old, status = self._graph_now()
+        growth.plan_link(self.run["id"], tasks, old, status, d)
+        now = self.at(now)
+        self._mut(["graph", [], [d.model_dump(mode="json")]])
+        growth.emit_linked(self, growth.LINKED, d, status[growth.constrained(d)], by, now)
+
+    def unlink(self, d: Dependency, by: str | None, now: int) -> None:
+        _, old, status = self._graph_now()
+        growth.plan_unlink(self.run["id"], old, status, d)
+        now = self.at(now)
+        self._mut(["unlink", d.model_dump(mode="json")])
+        growth.emit_linked(self, growth.UNLINKED, d, status[growth.constrained(d)], by, now)
 
     # ================================================================ storage of the state machine
     # (statemachine.Storage: the verbs' rules live there; these read and write memory)

@@ -6,7 +6,8 @@ the same transaction. Claims pick the best ready row from a partial index, updat
 ``UPDATE ... WHERE status='pending' RETURNING``, and build the returned model after COMMIT so the
 write lock is held as briefly as possible. The rules of every verb are ``statemachine``'s: this
 backend stores what they decide. Schema and codecs: ``sqlite_schema``; the transaction and the
-state machine's storage in it: ``sqlite_tx``; agents, events, history and snapshots: ``sqlite_records``.
+state machine's storage in it: ``sqlite_tx``; agents, events, history and snapshots: ``sqlite_records``;
+the graph growing mid-run: ``sqlite_growth``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from coordstore.base import CoordStore, wall_clock_ms
 from coordstore.errors import InputError, InvalidTransition, NotFound, StoreError, StoreURLError
 from coordstore.graph import GraphIndex, tail_lengths, tags_fit, validate, wanted_score
 from coordstore.models import TERMINAL, ClaimOrder, Dependency, Run, Task, TaskGraph
+from coordstore.sqlite_growth import SQLiteGrowth
 from coordstore.sqlite_records import SQLiteRecords
 from coordstore.sqlite_schema import (
     BUSY_TIMEOUT_S, INSERT_DEF, INSERT_TASK, READY_ORDERS, READY_WHERE, RUN_COLS, TASK_COLS, TASK_SELECT,
@@ -59,7 +61,7 @@ def _path_of(url: str) -> str:
     return rest
 
 
-class SQLiteStore(SQLiteRecords, CoordStore):
+class SQLiteStore(SQLiteRecords, SQLiteGrowth, CoordStore):
     """CoordStore on one SQLite file; one connection per instance (one process, one thread)."""
 
     scheme = "sqlite"

@@ -47,8 +47,14 @@ class TaskIndex:
         self.deps.extend(deps)
         self._index()
 
+    def remove_dep(self, dep: dict) -> None:
+        """Drop one edge (``unlink``) and rebuild the indexes."""
+        self.deps.remove(dep)
+        self._index()
+
     def _index(self) -> None:
-        """Rebuild every derived index from tasks + deps (on import only; then kept incrementally)."""
+        """Rebuild every derived index from tasks + deps (on import and when the graph grows or loses
+        an edge; between those, kept incrementally by ``_set_task``)."""
         ix = g.GraphIndex([self.defs[t] for t in self.order], [Dependency.model_validate(d) for d in self.deps])
         self.ix = ix
         self.anc = {t: frozenset(ix.ancestors(t)) for t in self.order}
