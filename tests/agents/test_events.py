@@ -15,7 +15,6 @@ from agents.events import EventWriter, args_digest, event_name, highest_seq, par
 from coordstore.models import Event
 from fixtures_path import PROGS
 
-PROGS = PROGS
 
 
 def final_files(d: Path) -> list[str]:

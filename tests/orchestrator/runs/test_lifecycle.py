@@ -29,7 +29,6 @@ from orchestrator.supervision.interrupts import Interrupted, catch_signals, defe
 from orchestrator.rundir import RunPaths
 from fixtures_path import REPO_ROOT
 
-REPO_ROOT = REPO_ROOT
 CHAIN = 7  # tasks in a chain, so a run cannot finish before the signal comes
 TASK_MS = 1500  # sim duration of one task (time_scale 1): the chain takes over 10 s
 SUPERVISION = {"stall_after_ms": 8000, "kill_grace_s": 0.5, "respawn_backoff_ms": 100, "respawn_backoff_max_ms": 400}

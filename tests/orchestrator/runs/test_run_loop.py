@@ -25,7 +25,6 @@ from orchestrator.runs.launch import RunRequest, plan_runs, run_one
 from runfixtures import task, write_experiment
 from fixtures_path import PROGS
 
-PROGS = PROGS
 @pytest.fixture(autouse=True)
 def runner_kinds_on_path(no_git_identity, monkeypatch):
     """No git identity (conftest), and tests/progs importable by runners (faulty_kinds)."""

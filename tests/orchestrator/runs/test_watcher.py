@@ -20,7 +20,6 @@ from orchestrator.runs.watcher import EventWatcher
 from conftest import FakeClock
 from fixtures_path import PROGS
 
-PROGS = PROGS
 RUN = "r1"
 
 

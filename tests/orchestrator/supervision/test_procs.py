@@ -17,7 +17,6 @@ from coordstore.errors import AgentError
 from orchestrator.supervision.procs import AgentProcess, become_subreaper, process_alive, reap_orphans, spawn
 from fixtures_path import PROGS
 
-PROGS = PROGS
 PY = sys.executable
 LINUX = sys.platform.startswith("linux")
 
