@@ -110,3 +110,17 @@ def output_tail(text: str, lines: int = 20, chars: int = 2000) -> str:
     """The end of a command's output, short enough for a failure reason."""
     tail = "\n".join(text.rstrip().splitlines()[-lines:])
     return tail[-chars:]
+
+
+def preflight(kind: str, options: dict[str, Any] | None) -> None:
+    """Check at plan time that an agent of ``kind`` can run with ``options``: an unknown kind
+    name, bad CLI options, a missing executable or missing credentials raise ``AgentError``.
+    Kinds given as ``package.module:Class`` are checked by their runner, not here (their module
+    may only be importable there); a kind class without a ``preflight`` needs no check (sim's
+    checks its options as its runner will read them)."""
+    if ":" in kind:
+        return
+    # an unknown name raises "unknown kind, known: ..."; CLI kinds, script (pass_env), sim (options) check
+    check = getattr(resolve_kind(kind), "preflight", None)
+    if check is not None:
+        check(options)

@@ -36,7 +36,7 @@ from agents.clis import parser_class
 from agents.clis.base import Invocation
 from agents.clis.config import CliConfig
 from agents.clis.prompt import build_prompt
-from agents.kinds import KINDS, KindContext, Result, output_tail, resolve_kind
+from agents.kinds import KindContext, Result, output_tail
 
 POLL_S = 0.05  # how often the loop looks at the clock and the pulse while the CLI is quiet
 EXIT_GRACE_S = 2.0  # after the CLI exits, how long to wait for its pipes to close (a child may hold them)
@@ -258,18 +258,3 @@ class GeminiKind(CommandKind):
 
 class OpencodeKind(CommandKind):
     name, preset_name = "opencode", "opencode"
-
-
-def preflight(kind: str, options: dict[str, Any] | None) -> None:
-    """Check at plan time that an agent of ``kind`` can run with ``options``: an unknown kind
-    name, bad CLI options, a missing executable or missing credentials raise ``AgentError``.
-    Kinds given as ``package.module:Class`` are checked by their runner, not here (their module
-    may only be importable there); a kind class without a ``preflight`` needs no check (sim's
-    checks its options as its runner will read them)."""
-    if ":" in kind:
-        return
-    if kind not in KINDS:
-        resolve_kind(kind)  # raises the "unknown kind, known: ..." error
-    check = getattr(resolve_kind(kind), "preflight", None)  # CLI kinds, script (pass_env), sim (options)
-    if check is not None:
-        check(options)

@@ -21,7 +21,7 @@ from coordstore.snapshot import read_text
 from gitwork.repo import check_repo, resolve_commit
 
 from agents.clis.serverurl import agent_env
-from agents.kinds.command import preflight
+from agents.kinds import preflight
 from agents.policies import check_options
 
 from orchestrator.runs.experiment import Execution, find_variant

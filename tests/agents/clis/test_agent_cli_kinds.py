@@ -27,7 +27,7 @@ from agents.clis import PRESETS, get_preset
 from agents.clis.base import Invocation
 from agents.events import EventWriter
 from agents.kinds import KindContext, resolve_kind
-from agents.kinds.command import preflight
+from agents.kinds import preflight
 from agents.pulse import Pulse
 from coordstore import open_store
 from coordstore.errors import AgentError
