@@ -43,7 +43,7 @@ from typing import Any, Protocol, runtime_checkable
 from coordstore.base import CoordStore
 from coordstore.errors import MOVED_ON, NotFound, OrchError
 from coordstore.models import ACTIVE, FAILURES, Task, Transition
-from coordstore.statemachine import LEASE_EXPIRED  # how reap_expired's rows begin
+from coordstore.statemachine import LEASE_EXPIRED, expired  # the reap's rule and how its rows begin
 
 from orchestrator.supervision.verdicts import AgentObservation, SupervisionConfig, Track, Verdict, judge
 
@@ -127,7 +127,7 @@ class Supervisor:
     def _reap(self, now: int) -> set[str]:
         """The agents whose lease ran out at ``now``, reaped by the store (module docstring)."""
         agents = self.store.list_agents(self.run_id)
-        if not any(a.lease_expires is not None and a.lease_expires < now for a in agents):
+        if not any(expired(a.status, a.lease_expires, now) for a in agents):
             return set()  # nothing can have run out: spare the store a write
         was = {a.id: a.status for a in agents}
         for tid in self.store.reap_expired(self.run_id, now):
