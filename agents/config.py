@@ -21,7 +21,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from coordstore.errors import InputError
 from coordstore.files import read_file
-from coordstore.models import ROLES, Role, works
+from coordstore.models import COORDINATIONS, ROLES, Coordination, Role, works
 from coordstore.private import write_private
 
 MergeMode = Literal["immediate", "deferred"]
@@ -74,6 +74,10 @@ class RunnerConfig(BaseModel):
     kind_options: Options = Field(default_factory=dict)
     policy: str = "pull"
     policy_options: Options = Field(default_factory=dict)
+    # agents: the agent picks its tasks through the coordination tools (their URL and its token
+    # come in its environment); the runner keeps the process, the lease and the events
+    coordination: Annotated[Coordination, _rule(f"{{!r}} is not one of {', '.join(COORDINATIONS)}")] = "orch"
+    instruction: str = ""  # the agent's role instruction (agent-driven variants)
     worktree: str | None = None  # None for coordinators and leads
     repo: str | None = None  # the main repository (merges land there)
     merged_ref: str | None = None

@@ -52,12 +52,19 @@ RUN_FINAL: tuple[str, ...] = ("finished", "failed", "interrupted")  # the status
 RUN_OVER: frozenset[str] = frozenset({"finished", "failed"})  # ended for good: nothing to resume
 MergeState = Literal["merged", "conflict", "error"]
 MERGE_STATES: tuple[str, ...] = get_args(MergeState)
-EntityKind = Literal["task", "agent", "merge", "run", "claim"]
+EntityKind = Literal["task", "agent", "merge", "run", "claim", "tool"]
 # entities whose rows chain (each row's from_state is the previous row's to_state), with their states;
-# claim rows are attempts, each standing alone
+# claim rows are attempts, each standing alone, and so are tool rows (one per coordination-tool call)
 CHAINED: dict[str, tuple[str, ...]] = {"task": TASK_STATUSES, "agent": AGENT_STATUSES, "run": RUN_STATUSES, "merge": MERGE_STATES}
 # chained entities whose state the store keeps apart from the history; note() records actions on them
 NOTABLE: tuple[str, ...] = ("task", "agent", "run")
+# how a coordination-tool call ended (a tool row's to_state): done; refused for a bad argument or a
+# rule; a claim that lost its race; a caller whose token does not act as that agent
+ToolOutcome = Literal["ok", "error", "lost", "denied"]
+TOOL_OUTCOMES: tuple[str, ...] = get_args(ToolOutcome)
+# who decides who does what: orch's own policies, or the agents through the coordination tools
+Coordination = Literal["orch", "agents"]
+COORDINATIONS: tuple[str, ...] = get_args(Coordination)
 ClaimOrder = Literal["priority", "critical-path", "fifo"]
 
 # What happens to the dependents of a blocker that failed or was cancelled (never "unblock").

@@ -33,6 +33,7 @@ class AgentSpec(BaseModel):
     tags: list[str] | None = None  # None: takes any task
     kind: str = "sim"
     options: dict[str, Any] = Field(default_factory=dict)
+    instruction: str = ""  # agent-driven variants: the role's instruction
 
     @property
     def works(self) -> bool:
@@ -49,6 +50,7 @@ class RunSpec(BaseModel):
     variant: str
     policy: str
     policy_options: dict[str, Any] = Field(default_factory=dict)
+    coordination: str = "orch"  # orch | agents (coordstore.models.COORDINATIONS)
     kind_options: dict[str, Any] = Field(default_factory=dict)
     agents: list[AgentSpec]
     template: str  # path of the template file

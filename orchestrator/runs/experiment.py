@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, Validatio
 from pydantic_core import PydanticCustomError
 
 from coordstore.errors import InputError, UsageError
-from coordstore.models import BlockerFailurePolicy, Role
+from coordstore.models import BlockerFailurePolicy, Coordination, Role
 from coordstore.paths import PathEscape, path_component
 from coordstore.snapshot import read_text
 
@@ -57,6 +57,11 @@ class AgentDef(_Strict):
     tags: list[str] = Field(default_factory=list)
     kind: str | None = None  # None: the variant's kind
     options: dict[str, Any] = Field(default_factory=dict)
+    # the agent's id (``{n}`` numbers each of ``count``); None: orch names it (w1, w2, ...)
+    id: str | None = None
+    instruction: str = ""  # agent-driven variants: what the agent is told its role is
+
+    _id_is_a_directory = field_validator("id")(lambda v: v if v is None else _one_directory(v.replace("{n}", "1")))
 
 
 # ``agents: 4`` or a list of AgentDefs; the discriminator validates only the form given, so an
@@ -70,6 +75,9 @@ Agents = Annotated[
 class Variant(_Strict):
     name: str = Field(min_length=1)
     policy: Policy
+    # orch: the policy's own algorithm decides who does what; agents: the agents decide, through
+    # the coordination tools, playing the roles the policy has (coordinator, lead, workers)
+    coordination: Coordination = "orch"
     agents: Agents = 4
     kind: str = "sim"
     kind_options: dict[str, Any] = Field(default_factory=dict)
