@@ -11,13 +11,9 @@ Exit status: 0 stopped, 1 the run cannot be served (one line on stderr), 2 usage
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from coordstore.errors import OrchError
-
-TOKEN_ENV = "ORCH_MCP_TOKEN"
-URL_ENV = "ORCH_MCP_URL"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,46 +21,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--run-dir", required=True, help="the run directory (holds run.json)")
     ap.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (0: any free port)")
     ap.add_argument("--stdio", action="store_true", help="speak MCP on stdin/stdout instead of HTTP")
-    ap.add_argument("--token", help=f"--stdio: the agent's token (default: ${TOKEN_ENV})")
+    ap.add_argument("--token", help="--stdio: the agent's token (default: $ORCH_MCP_TOKEN)")
     args = ap.parse_args(argv)
     if not 0 <= args.port <= 65535:
         ap.error(f"--port {args.port}: must be between 0 and 65535")
     if args.token and not args.stdio:
         ap.error("--token goes with --stdio (over HTTP every request carries its own)")
-    return serve(args.run_dir, args.port, args.stdio, args.token)
-
-
-def serve(run_dir: str, port: int = 0, stdio: bool = False, token: str | None = None) -> int:
-    """Serve (blocking); what ``orch mcp`` runs too."""
-    # lazy: `--help` and usage errors answer without loading the SDK
-    from orchestrator.coordination.runctx import RunContext
-    from orchestrator.coordination.server import PATH, bind, serve_http, serve_stdio
-    from orchestrator.coordination.tokens import TokenRefused
+    from orchestrator.coordination.serving import Serving  # lazy: --help and usage errors answer without the SDK
 
     try:
-        ctx = RunContext(run_dir)
-        ctx.check()
-        if stdio:
-            agent = ctx.tokens.agent_of(token or os.environ.get(TOKEN_ENV))
-        else:
-            sock = bind(port)
-    except TokenRefused as e:
-        print(f"orch mcp: {TOKEN_ENV}: {e}", file=sys.stderr)
-        return 1
-    except (OrchError, OSError) as e:
+        serving = Serving.open(args.run_dir, args.port, args.stdio, args.token)
+    except OrchError as e:
         print(f"orch mcp: {e}", file=sys.stderr)
         return 1
-    try:
-        if stdio:
-            serve_stdio(ctx, agent)
-        else:
-            host, bound = sock.getsockname()[:2]
-            print(f"listening http://{host}:{bound}{PATH}", flush=True)
-            serve_http(ctx, sock)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        ctx.close()
+    if serving.url:
+        print(f"listening {serving.url}", flush=True)
+    serving.run()
     return 0
 
 
