@@ -79,6 +79,7 @@ def test_a_failing_verify_fails_the_task_and_drops_its_commit(tools):
     ("claim", {"task": "nope"}, "claim: task 'nope' does not exist in run r1"),
     ("claim", {}, "claim: argument 'task' is required"),
     ("claim", {"task": 3}, "claim: argument 'task' must be a string, got int"),
+    ("claim", {"task": "box"}, "claim: task 'box' is a container: claim its children"),
     ("get", {"task": ""}, "get: argument 'task' must not be empty"),
     ("update", {"task": "a", "status": "done"}, "update: status 'done' is not one of pending, working, completed, failed, cancelled"),
     ("update", {"task": "a"}, "update: nothing to change: give status or assignee"),
@@ -113,6 +114,13 @@ def test_bad_arguments_are_errors_naming_the_argument_and_rows_of_their_own(tool
     row = tool_rows(t, tool)[-1]
     assert (row.to_state, row.agent, row.reason) == ("error", "w1", e.text)
     assert row.data["args"] == args_digest(args) and row.data["latency_ms"] >= 0
+
+
+def test_a_claim_of_a_blocked_task_is_lost_saying_what_it_waits_for(tools):
+    e = refused(tools, "claim", "w1", task="c")
+    assert (e.outcome, e.text) == ("lost", "claim: task 'c' is not ready: it waits for a")
+    assert [(r.entity_id, r.to_state) for r in tools.store.history(tools.run_id, entity="claim")] == [("c", "lost")]
+    assert tool_rows(tools, "claim")[-1].to_state == "lost"
 
 
 def test_a_caller_naming_another_agent_is_denied_and_nothing_changes(tools):
