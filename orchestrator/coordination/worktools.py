@@ -44,14 +44,14 @@ class WorkTools:
             raise c.refuse(f"agent {c.agent!r} is a {self.ctx.agents[c.agent].role}: it hands tasks out and works none")
         if t.owner == c.agent and t.status == "working":
             return {"success": True, "task": self._brief(t), "already": True}
+        if self.store.list_tasks(self.run_id, parent=t.id):
+            raise c.refuse(f"task {t.id!r} is a container: claim its children (a container assigned to you is your subtree)")
         if not (t.owner == c.agent and t.status == "assigned"):
             if c.tool == "update":
                 raise c.refuse(f"task {t.id!r} is {t.status}{self._owned(t)}; only its owner starts an assigned task "
                                f"(claim takes a ready one)")
             if not tags_fit(t, self.ctx.agents[c.agent].tags):
                 raise c.refuse(f"task {t.id!r} needs tags {t.needed_tags} that agent {c.agent!r} lacks")
-            if self.store.list_tasks(self.run_id, parent=t.id):
-                raise c.refuse(f"task {t.id!r} is a container: claim its children (or have it assigned as a subtree)")
             won = self.store.claim(self.run_id, t.id, c.agent)
             if won is None:
                 raise c.refuse(self._why_not(t.id), "lost")

@@ -155,6 +155,9 @@ def test_push_the_coordinator_assigns_reassigns_and_the_assignee_starts_and_give
     # a container assigned to a worker means "owner of this subtree" (hybrid)
     t.call("update", "coordinator", {"task": "box", "assignee": "w1"})
     assert t.store.get_task(t.run_id, "box").owner == "w1"
+    assert "is a container" in refused(t, "update", "w1", task="box", status="working").text
+    assert t.call("claim", "w1", {"task": "box.1"})["task"]["status"] == "working"  # inside its subtree
+    assert t.store.get_task(t.run_id, "box").status == "assigned"
 
 
 def test_growing_the_graph_names_its_author_and_sequential_siblings_follow_each_other(tools):
