@@ -46,6 +46,11 @@ class WorkTools:
             return {"success": True, "task": self._brief(t), "already": True}
         if self.store.list_tasks(self.run_id, parent=t.id):
             raise c.refuse(f"task {t.id!r} is a container: claim its children (a container assigned to you is your subtree)")
+        # one worktree, one task at a time: completing one would commit the other's changes too
+        busy = [w.id for w in self.store.list_tasks(self.run_id, status="working", owner=c.agent) if w.id != t.id]
+        if busy:
+            raise c.refuse(f"agent {c.agent!r} is working on task {busy[0]!r}: complete it or give it back "
+                           f"(update status=pending) before starting {t.id!r}")
         if not (t.owner == c.agent and t.status == "assigned"):
             if c.tool == "update":
                 raise c.refuse(f"task {t.id!r} is {t.status}{self._owned(t)}; only its owner starts an assigned task "

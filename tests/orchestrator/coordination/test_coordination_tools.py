@@ -59,6 +59,15 @@ def test_a_worker_claims_works_and_completes_a_task_which_lands_on_the_merged_re
     assert (ctx.worktree("w1") / "a.txt").read_text() == "a, done by w2\n"
 
 
+def test_an_agent_works_one_task_at_a_time_in_its_one_worktree(tools):
+    t = tools
+    t.call("claim", "w1", {"task": "a"})
+    e = refused(t, "claim", "w1", task="b")
+    assert "working on task 'a'" in str(e) and t.store.get_task(t.run_id, "b").status == "pending"
+    t.call("update", "w1", {"task": "a", "status": "pending"})  # given back: free for another
+    assert t.call("claim", "w1", {"task": "b"})["task"]["status"] == "working"
+
+
 def test_a_failing_verify_fails_the_task_and_drops_its_commit(tools):
     t, ctx = tools, tools.ctx
     store = t.store
