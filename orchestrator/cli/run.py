@@ -11,6 +11,7 @@ import typer
 from coordstore.models import UNSUCCESSFUL
 
 from orchestrator.cli.app import app, interrupt_exits, print_json
+from orchestrator.views.coordmetrics import COORDINATION_KEYS
 from orchestrator.views.metrics import compute_metrics
 from orchestrator.views.runinfo import open_run
 
@@ -25,14 +26,15 @@ def _render_outcomes(outcomes, quiet: bool) -> None:
     from rich.table import Table
 
     table = Table(title="orch run", show_lines=False)
-    for col in ("run", "status", "done", "wall", "bound", "eff", "cont.", "disp.", "confl."):
+    for col in ("run", "status", "done", "wall", "bound", "eff", "cont.", "disp.", "calls/t", "confl."):
         table.add_column(col, no_wrap=True)
     for o in outcomes:
         m = o.metrics
         table.add_row(
             o.run_id.rsplit("-", 2)[-2] + "-" + o.run_id.rsplit("-", 1)[-1], o.status, f"{m['tasks_completed']}/{m['tasks_total']}", _fmt_s(m["wall_clock_ms"]),
             _fmt_s(m["lower_bound_ms"]), f"{m['efficiency']:.3f}", f"{m['claim_contention']:.3f}",
-            "-" if m["dispatch_latency_ms"] is None else f"{m['dispatch_latency_ms']:.0f}ms", str(m["merge_conflicts"]),
+            "-" if m["dispatch_latency_ms"] is None else f"{m['dispatch_latency_ms']:.0f}ms",
+            f"{m['coordination_calls_per_task']:.1f}", str(m["merge_conflicts"]),
         )
     Console().print(table)
     for o in outcomes:  # plain lines: paths must stay copyable, never wrapped
@@ -136,8 +138,11 @@ def metrics_cmd(
     if as_json:
         print_json(m)
         return
+    width = max(map(len, m))
     for k, v in m.items():
-        typer.echo(f"{k:26} {json.dumps(v, sort_keys=True)}")
+        if k == COORDINATION_KEYS[0]:
+            typer.echo("# agent coordination")
+        typer.echo(f"{k:{width}} {json.dumps(v, sort_keys=True)}")
 
 
 agent_app = typer.Typer(help="The agent side: run one agent's runner loop by hand.", no_args_is_help=True)
