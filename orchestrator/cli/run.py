@@ -26,15 +26,14 @@ def _render_outcomes(outcomes, quiet: bool) -> None:
     from rich.table import Table
 
     table = Table(title="orch run", show_lines=False)
-    for col in ("run", "status", "done", "wall", "bound", "eff", "cont.", "disp.", "calls/t", "confl."):
+    for col in ("run", "status", "done", "wall", "bound", "eff", "cont.", "disp.", "confl."):
         table.add_column(col, no_wrap=True)
     for o in outcomes:
         m = o.metrics
         table.add_row(
             o.run_id.rsplit("-", 2)[-2] + "-" + o.run_id.rsplit("-", 1)[-1], o.status, f"{m['tasks_completed']}/{m['tasks_total']}", _fmt_s(m["wall_clock_ms"]),
             _fmt_s(m["lower_bound_ms"]), f"{m['efficiency']:.3f}", f"{m['claim_contention']:.3f}",
-            "-" if m["dispatch_latency_ms"] is None else f"{m['dispatch_latency_ms']:.0f}ms",
-            f"{m['coordination_calls_per_task']:.1f}", str(m["merge_conflicts"]),
+            "-" if m["dispatch_latency_ms"] is None else f"{m['dispatch_latency_ms']:.0f}ms", str(m["merge_conflicts"]),
         )
     Console().print(table)
     for o in outcomes:  # plain lines: paths must stay copyable, never wrapped
