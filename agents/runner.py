@@ -24,8 +24,8 @@ from pathlib import Path
 
 from coordstore import open_store
 from coordstore.clock import MONOTONIC, WALL, Clock
-from coordstore.errors import MOVED_ON, GitError, NotFound, OrchError, StoreError
-from coordstore.models import Agent, Transition
+from coordstore.errors import MOVED_ON, NotFound, OrchError, StoreError
+from coordstore.models import Agent
 
 from agents.config import RunnerConfig
 from agents.events import EventWriter
@@ -121,12 +121,20 @@ class Runner:
 
     # ------------------------------------------------------------------ one task
     @property
-    def identity(self) -> dict[str, str]:
-        if self._identity is None:
-            from gitwork.agentgit import identity  # lazy: the runner's start-up; git only for working agents
+    def work(self):
+        """The git side of this agent's tasks (``agents.taskwork``), built on first use."""
+        if getattr(self, "_work", None) is None:
+            from agents.taskwork import TaskWork  # lazy: the runner's start-up; git only for working agents
 
-            self._identity = identity(self.cfg.agent_id)
-        return self._identity
+            c = self.cfg
+            self._work = TaskWork(self.store, c.run_id, c.agent_id, self.worktree, c.repo, c.merged_ref, c.merge_mode,
+                                  c.kind_options, events=self.events, pulse=self.pulse, index=self.env.index,
+                                  seed=c.seed, time_scale=c.time_scale)
+        return self._work
+
+    @property
+    def identity(self) -> dict[str, str]:
+        return self.work.identity
 
     def execute(self, task) -> None:
         # lazy: the runner's start-up; kinds and git only for working agents
@@ -194,109 +202,13 @@ class Runner:
                                  cost_usd=float(tokens.get("cost_usd", 0.0)))
 
     def commit_and_verify(self, task, base: str, result):
-        """Commit what the kind left (if it did not commit itself), announce the changed files,
-        run the task's verify command. A failure here fails the task."""
-        # lazy: the runner's start-up; kinds and git only for working agents, after their first task
-        from gitwork import agentgit as gitops
-        from agents.kinds import KindContext, Result, output_tail
-        from agents.kinds.script import pass_env_list, run_command
-
-        tid = task.id
-        title = (task.title or "").strip().splitlines()[0] if (task.title or "").strip() else tid
-        try:
-            gitops.commit_all(self.worktree, f"task {tid}: {title}", self.identity)
-            head = gitops.head(self.worktree)
-            for change, path in gitops.changed_files(self.worktree, base, head):
-                self.events.file_changed(path, change, task=tid)
-        except OrchError as e:
-            return Result(ok=False, reason=f"commit failed: {e}", data=result.data)
-        verify = task.meta.get("verify")
-        if verify:
-            if not (isinstance(verify, str) or (isinstance(verify, list) and verify and all(isinstance(a, str) for a in verify))):
-                return Result(ok=False, reason=f"task {tid}: meta.verify must be an argv list (or a shell string)")
-            c = self.cfg
-            try:  # a template command like the script kind's: the same filtered environment
-                passed = pass_env_list(c.kind_options.get("pass_env"), "kind_options.pass_env") + \
-                    pass_env_list(task.meta.get("pass_env"), f"task {tid}: meta.pass_env")
-            except ValueError as e:
-                return Result(ok=False, reason=str(e), data=result.data)
-            ctx = KindContext(c.run_id, c.agent_id, self.worktree, c.seed, c.time_scale, task.attempt, self.events, self.pulse, self.identity)
-            self.events.step("verify", args=verify, task=tid)
-            rc, out = run_command(verify, ctx, tid, shell=isinstance(verify, str), pass_env=passed)
-            if rc != 0:
-                self.events.emit("log", tid, msg=f"verify failed (exit {rc}); dropping commit {head[:12]}", level="warning", verify_failed=head)
-                return Result(ok=False, reason=f"verify exited {rc}: {output_tail(out)}", data=result.data)
-        return result
-
-    # ------------------------------------------------------------------ git: taking in and handing out
-    def _record_merge(self, tid: str, key: str, ok: bool, data: dict, reason: str | None = None) -> None:
-        self.store.record(Transition(
-            run_id=self.cfg.run_id, ts_ms=self.store.clock(), entity="merge", entity_id=tid,
-            to_state="merged" if ok else ("conflict" if data.get("conflicts") else "error"), agent=self.cfg.agent_id,
-            reason=reason, data=data, key=key,
-        ))
+        return self.work.commit_and_verify(task, base, result)
 
     def merge(self, task, head: str) -> dict:
-        """Merge the branch head into the merged ref; record the outcome as a ``merge`` transition."""
-        c, tid = self.cfg, task.id
-        try:
-            if self._merger is None:
-                from gitwork.merging import Merger  # lazy: the runner's start-up; merging only in immediate mode, after a task
-
-                self._merger = Merger(c.repo, c.merged_ref)
-            res = self._merger.merge(head, f"merge task {tid}: {task.title or tid} ({c.agent_id})", self.identity)
-            out = {"ok": res.ok, "sha": res.sha, "source": res.source, "conflicts": list(res.conflicts), "already_merged": res.already_merged}
-            reason = None if res.ok else f"conflict in {', '.join(res.conflicts)}"
-        except GitError as e:
-            out, reason = {"ok": False, "error": str(e), "source": head, "conflicts": []}, str(e)
-        self._record_merge(tid, f"merge:{tid}:{task.attempt}", out["ok"], {**out, "attempt": task.attempt}, reason)
-        if not out["ok"]:
-            self.events.error(f"merge of task {tid} into {c.merged_ref} failed: {reason}", task=tid)
-        return out
+        return self.work.merge(task, head)
 
     def take_in_blockers(self, task) -> None:
-        """Bring the worktree up to date before a task with start-blockers: catch up with the
-        merged ref (immediate) or merge each completed blocker's commit (deferred). A conflict is
-        recorded and the task runs on the base it has (the merge metrics show the cost)."""
-        from gitwork import agentgit as gitops  # lazy: the runner's start-up; git only for working agents
-
-        c, tid, att = self.cfg, task.id, task.attempt
-        try:
-            if c.merge_mode == "immediate":
-                from gitwork.merging import catch_up  # lazy: the runner's start-up; merging only in immediate mode
-
-                res = catch_up(self.worktree, c.merged_ref, self.identity)
-                if not res.ok:
-                    self._record_merge(tid, f"catch-up:{tid}:{att}", False, {"kind": "catch-up", "conflicts": list(res.conflicts), "attempt": att},
-                                       f"catch-up conflict in {', '.join(res.conflicts)}")
-                    self.events.error(f"catching up with {c.merged_ref} conflicts in {', '.join(res.conflicts)}", task=tid)
-                return
-            for b, commit in self.blocker_commits(tid):
-                if gitops.is_ancestor(self.worktree, commit, "HEAD"):
-                    continue
-                conflicts = gitops.merge_into_worktree(self.worktree, commit, f"orch: take in task {b} before task {tid}", self.identity)
-                if conflicts:
-                    self._record_merge(tid, f"take-in:{tid}:{att}:{b}", False,
-                                       {"kind": "take-in", "blocker": b, "commit": commit, "conflicts": conflicts, "attempt": att},
-                                       f"taking in {b} conflicts in {', '.join(conflicts)}")
-                    self.events.error(f"taking in blocker {b} conflicts in {', '.join(conflicts)}", task=tid)
-        except GitError as e:
-            self.events.error(f"could not bring the worktree up to date before {tid}: {e}", task=tid)
-
-    def blocker_commits(self, tid: str) -> list[tuple[str, str]]:
-        """(blocker, commit) for each completed work task among ``tid``'s effective blockers,
-        the commit as recorded on its ``complete`` transition."""
-        ix = self.env.index()
-        leaves: list[str] = []
-        for b in sorted(ix.effective_blockers(tid)):
-            leaves += [b] if not ix.is_container(b) else sorted(d for d in ix.descendants(b) if not ix.is_container(d))
-        out = []
-        for b in leaves:
-            done = [r for r in self.store.history(self.cfg.run_id, entity="task", entity_id=b) if r.to_state == "completed"]
-            commit = done[-1].data.get("commit") if done else None
-            if commit:
-                out.append((b, commit))
-        return out
+        self.work.take_in_blockers(task)
 
 
 def _on_signal(signum, frame):
