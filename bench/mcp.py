@@ -11,11 +11,11 @@ is started as orch starts it (``python -m orchestrator.coordination --run-dir DI
     filter) ``--calls`` times each after a warm-up; round trips are timed at the client; the
     server-side ``latency_ms`` of the same calls is read back from their tool rows.
 (b) Claims over HTTP: ``--agents`` client processes, each with its own token, wait behind a
-    barrier, then claim by name. Agent i's share is every ``--agents``-th task from i; once its share
-    is done it looks with ``list_tasks(ready=true)`` and claims what is left (in a seeded order)
-    until a look finds nothing. So a claim is one call, as it is for an agent that knows what it
-    wants, and contention happens only where a slow agent's share is taken by a fast one. A claim
-    that loses is a tool error; the agent moves on. Tasks are only claimed (the tool starts them:
+    barrier, then claim by name. Agent i's share is every ``--agents``-th task from i: a claim is
+    one call, as for an agent that knows what it wants. Once its share is done an agent goes on as
+    a swarm worker: ``list_tasks(ready=true)``, claim one of them (seeded choice), look again,
+    until a look finds nothing; so contention happens where a slow agent's share is taken by fast
+    ones. A lost claim is a tool error and costs its call. Tasks are only claimed (the tool starts them:
     ``working``), not completed: completing commits and merges, which is git's time, not the
     coordination path's.
 (c) Direct baseline in the same invocation: a twin run with the same graph in the same store,
@@ -146,17 +146,16 @@ async def claim_share(url: str, token: str, share: list[str], seed: int, barrier
         await c.call_tool("list_tasks", {"owner": "nobody"})  # the session is up before the clock starts
         barrier.wait()
         t0, won, lost, looks = time.monotonic(), 0, 0, 0
-        todo = list(share)
-        while True:
-            for tid in todo:
-                r = await c.call_tool("claim", {"task": tid})
-                won, lost = won + (not r.is_error), lost + bool(r.is_error)
-            r = await c.call_tool("list_tasks", {"ready": True})
+        for tid in share:
+            r = await c.call_tool("claim", {"task": tid})
+            won, lost = won + (not r.is_error), lost + bool(r.is_error)
+        while True:  # then as a swarm worker: look, claim one of what is ready, look again
+            ready = listed(await c.call_tool("list_tasks", {"ready": True}))
             looks += 1
-            todo = [t["id"] for t in listed(r)]
-            if not todo:
+            if not ready:
                 break
-            rng.shuffle(todo)
+            r = await c.call_tool("claim", {"task": rng.choice(ready)["id"]})
+            won, lost = won + (not r.is_error), lost + bool(r.is_error)
         return t0, time.monotonic(), won, lost, looks
 
 
