@@ -144,7 +144,7 @@ class Runner:
         c, ev, tid, att = self.cfg, self.events, task.id, task.attempt
         self.pulse.current_task = tid
         try:
-            if self.env.index().effective_blockers(tid):
+            if self.env.index(tid).effective_blockers(tid):
                 self.take_in_blockers(task)
             try:
                 task = self.store.start(c.run_id, tid, c.agent_id, att)

@@ -39,15 +39,30 @@ class PolicyEnv:
     pulse: Any  # agents.pulse.Pulse: sleep() keeps the heartbeats going; its clock is the policy's
     events: Any  # agents.events.EventWriter
     _index: Any = field(default=None, repr=False)
+    _edges: Any = field(default=None, repr=False)
 
-    def index(self):
-        """The run's graph index (the structure never changes during a run), built once."""
-        if self._index is None:
-            self._index = GraphIndex(self.store.list_tasks(self.run_id), self.store.dependencies(self.run_id))
+    def index(self, *task_ids: str) -> GraphIndex:
+        """The run's graph index, rebuilt when the graph grew: agents add tasks and link or unlink
+        edges mid-run (coordination tools), so it is rebuilt when the edges changed (one cheap
+        read per call) or when one of ``task_ids`` is not in it (a task added with no edge)."""
+        edges = self.store.dependencies(self.run_id)
+        stale = self._index is None or edges != self._edges or any(t not in self._index.tasks for t in task_ids)
+        if stale:
+            self._index = GraphIndex(self.store.list_tasks(self.run_id), edges)
+            self._edges = edges
         return self._index
 
     def tasks(self) -> dict[str, Task]:
         return {t.id: t for t in self.store.list_tasks(self.run_id)}
+
+    def graph(self) -> tuple[dict[str, Task], GraphIndex]:
+        """The tasks and an index that knows each of them and nothing more: tasks are read again
+        if the graph grew between the two reads (tasks are only ever added)."""
+        tasks = self.tasks()
+        ix = self.index(*tasks)
+        if len(ix.tasks) > len(tasks):
+            tasks = self.tasks()
+        return tasks, ix
 
     def run_over(self, tasks: dict[str, Task] | None = None) -> bool:
         """Every task terminal, or the run no longer running (closed or interrupted)."""

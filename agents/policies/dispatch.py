@@ -38,11 +38,11 @@ class PushCoordinator(Policy):
 
     def next(self) -> str:
         e = self.env
-        tasks = e.tasks()
+        tasks, ix = e.graph()
         if e.run_over(tasks):
             return OVER
         self.round += 1
-        busy = {t.owner for t in tasks.values() if t.status in ACTIVE and not e.index().is_container(t.id)}
+        busy = {t.owner for t in tasks.values() if t.status in ACTIVE and not ix.is_container(t.id)}
         idle = [w for w in _workers(e) if w.id not in busy]
         if not idle:
             return WAIT
@@ -107,10 +107,9 @@ class HybridLead(Policy):
 
     def next(self) -> str:
         e = self.env
-        tasks = e.tasks()
+        tasks, ix = e.graph()
         if e.run_over(tasks):
             return OVER
-        ix = e.index()
         workers = _workers(e)
         if not workers or (not self.settled and not self._settle(workers)):
             return WAIT

@@ -55,8 +55,7 @@ class Relay(Pull):
 
     def record_handoffs(self, task: Task) -> None:
         e = self.env
-        ix = e.index()
-        tasks = e.tasks()
+        tasks, ix = e.graph()
         leaves: list[str] = []
         for b in sorted(ix.effective_blockers(task.id)):
             leaves += [b] if not ix.is_container(b) else sorted(d for d in ix.descendants(b) if not ix.is_container(d))
@@ -82,8 +81,7 @@ class PushWorker(Policy):
 
     def next(self) -> Task | str:
         e = self.env
-        tasks = e.tasks()
-        ix = e.index()
+        tasks, ix = e.graph()
         mine = [t for t in tasks.values() if t.status == "assigned" and t.owner == e.agent_id and not ix.is_container(t.id)]
         if mine:
             return mine[0]
@@ -99,10 +97,9 @@ class HybridWorker(Pull):
     def next(self) -> Task | str:
 
         e = self.env
-        tasks = e.tasks()
+        tasks, ix = e.graph()
         if e.run_over(tasks):
             return OVER
-        ix = e.index()
         mine = [t.id for t in tasks.values() if t.status == "assigned" and t.owner == e.agent_id and ix.is_container(t.id)]
         for c in mine:
             task = self.claim(within=c)

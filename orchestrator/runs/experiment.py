@@ -3,17 +3,22 @@
 An error names the file, the key path and the line, e.g.
 ``experiments/x.yaml: variants.1.agents.0.count (line 14): Input should be ...``.
 
+Besides orch's own schema, the files written for task-graph-mcp and seed 004's schema load too
+(``foreign``): translated into the same models, their errors naming the file's own keys, and what
+orch does not act on noted once on stderr when such a file is run (``find_variant``).
+
 Every number is finite and in range here, once, for whatever sets it: the YAML, a variant's
 ``execution`` override, or an `orch run` flag layered on top (``launch.plan_runs``).
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, Tag, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from coordstore.errors import InputError, UsageError
@@ -23,6 +28,7 @@ from coordstore.snapshot import read_text
 
 from agents.config import MergeMode
 
+from orchestrator.runs.foreign import KNOWN_SHAPES, ForeignError, Translation, shape_of, translate
 from orchestrator.runs.resources import experiment_files
 from orchestrator.supervision.verdicts import SupervisionConfig
 
@@ -61,7 +67,12 @@ class AgentDef(_Strict):
     id: str | None = None
     instruction: str = ""  # agent-driven variants: what the agent is told its role is
 
-    _id_is_a_directory = field_validator("id")(lambda v: v if v is None else _one_directory(v.replace("{n}", "1")))
+    @field_validator("id")
+    @classmethod
+    def _id_is_a_directory(cls, v: str | None) -> str | None:
+        if v is not None:
+            _one_directory(v.replace("{n}", "1"))  # checked as numbered; kept with its {n}
+        return v
 
 
 # ``agents: 4`` or a list of AgentDefs; the discriminator validates only the form given, so an
@@ -150,6 +161,18 @@ class Experiment(_Strict):
     variants: list[Variant] = Field(min_length=1)
     metrics: list[MetricSpec] = Field(default_factory=list)
     success_criteria: list[Criterion] = Field(default_factory=list)
+    # set by load_experiment, never by a file: the shape the file was written in, and (foreign
+    # shapes) the keys orch does not act on, which `orch run` notes once
+    _shape: str = PrivateAttr(default="orch")
+    _ignored: list[str] = PrivateAttr(default_factory=list)
+
+    @property
+    def shape(self) -> str:
+        return self._shape
+
+    @property
+    def ignored(self) -> list[str]:
+        return list(self._ignored)
 
     @model_validator(mode="after")
     def _unique_variants(self) -> "Experiment":
@@ -212,14 +235,29 @@ def _key_path(loc: tuple, data: Any, missing: bool) -> tuple:
 def _schema_error(path: Path, tree: yaml.Node | None, data: Any, e: ValidationError, prefix: tuple = ()) -> InputError:
     err = e.errors()[0]
     loc = _key_path(prefix + tuple(err["loc"]), data, err["type"] == "missing")
-    line = _line_of(tree, loc)
+    return _error_at(path, tree, loc, err["msg"])
+
+
+def _error_at(path: Path, tree: yaml.Node | None, key: tuple, msg: str) -> InputError:
+    """``FILE: key.path (line N): msg``."""
+    line = _line_of(tree, key)
     where = f" (line {line})" if line else ""
-    key = ".".join(str(p) for p in loc) or "(top)"
-    return InputError(f"{path}: {key}{where}: {err['msg']}")
+    return InputError(f"{path}: {'.'.join(str(p) for p in key) or '(top)'}{where}: {msg}")
+
+
+def _translated_error(path: Path, tree: yaml.Node | None, tr: Translation, e: ValidationError) -> InputError:
+    """A validation error of a translated file, at the file's own key it came from."""
+    err = e.errors()[0]
+    loc = _key_path(tuple(err["loc"]), tr.data, err["type"] == "missing")
+    for cut in range(len(loc), -1, -1):
+        if loc[:cut] in tr.origin:
+            return _error_at(path, tree, tr.origin[loc[:cut]] + loc[cut:], err["msg"])
+    return _error_at(path, tree, loc, err["msg"])
 
 
 def load_experiment(path: Path) -> Experiment:
-    """Parse and validate an experiment file; InputError names file, key path and line."""
+    """Parse and validate an experiment file of any shape orch reads; InputError names file, key
+    path and line."""
     text = read_text(path)
     try:
         data = yaml.safe_load(text)
@@ -228,18 +266,34 @@ def load_experiment(path: Path) -> Experiment:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""
         raise InputError(f"{path}{where}: invalid YAML: {getattr(e, 'problem', e)}") from e
+    known = f"{path}: not an experiment file orch knows; it reads: {KNOWN_SHAPES}"
     if not isinstance(data, dict):
-        raise InputError(f"{path}: an experiment file must be a mapping with experiment/template/variants")
+        raise InputError(known)
     try:
-        exp = Experiment.model_validate(data)
+        shape = shape_of(data)
+        if shape is None and "variants" not in data:
+            raise InputError(known)
+        tr = translate(path, data, shape, MAX_AGENTS) if shape else None
+    except ForeignError as e:
+        raise _error_at(path, tree, e.key, str(e)) from e
+    try:
+        exp = Experiment.model_validate(tr.data if tr else data)
     except ValidationError as e:
-        raise _schema_error(path, tree, data, e) from e
+        raise (_translated_error(path, tree, tr, e) if tr else _schema_error(path, tree, data, e)) from e
     for i, v in enumerate(exp.variants):  # each variant's overrides on top of the experiment's
         try:
             exp.execution_for(v)
         except ValidationError as e:
             raise _schema_error(path, tree, data, e, ("variants", i, "execution")) from e
+    if tr:
+        exp._shape, exp._ignored = tr.shape, tr.ignored
     return exp
+
+
+def note_ignored(path: Path, exp: Experiment) -> None:
+    """One line on stderr naming what a foreign file asks that orch does not act on."""
+    if exp.ignored:
+        print(f"orch: note: {path}: ignored (orch does not act on them): {', '.join(exp.ignored)}", file=sys.stderr)
 
 
 def find_variant(name: str, experiment_file: Path | None = None) -> tuple[Path, Experiment, Variant]:
@@ -249,7 +303,9 @@ def find_variant(name: str, experiment_file: Path | None = None) -> tuple[Path, 
     """
     if experiment_file is not None:
         exp = load_experiment(experiment_file)
-        return experiment_file, exp, exp.variant(name)
+        variant = exp.variant(name)
+        note_ignored(experiment_file, exp)
+        return experiment_file, exp, variant
     hits, every = [], []
     for f in experiment_files():
         exp = load_experiment(f)
@@ -258,6 +314,7 @@ def find_variant(name: str, experiment_file: Path | None = None) -> tuple[Path, 
             if v.name == name or f"{exp.experiment.id}/{v.name}" == name:
                 hits.append((f, exp, v))
     if len(hits) == 1:
+        note_ignored(hits[0][0], hits[0][1])
         return hits[0]
     if not hits:
         raise UsageError(f"--variant {name!r}: no such variant; known: {', '.join(sorted(every)) or '(none)'}")

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import yaml
 
+from orchestrator.views.asks import asked_criteria
+
 OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq, "!=": operator.ne}
 
 
@@ -21,8 +23,9 @@ def evaluate(criteria: list[dict], metrics: dict) -> list[dict]:
 
 
 def from_experiment_file(path: Path, metrics: dict) -> list[dict]:
-    """Evaluate the criteria of a (frozen) experiment file; none when the file is absent."""
+    """Evaluate the criteria of a (frozen) experiment file, in any shape orch loads, as the loader
+    read them (``asks.asked_criteria``); none when the file is absent."""
     if not Path(path).is_file():
         return []
-    crits = (yaml.safe_load(Path(path).read_text()) or {}).get("success_criteria") or []
-    return evaluate(crits, metrics)
+    doc = yaml.safe_load(Path(path).read_text())
+    return evaluate(asked_criteria(doc.get("success_criteria") if isinstance(doc, dict) else None).items, metrics)

@@ -14,6 +14,7 @@ import yaml
 
 from coordstore.errors import OrchError
 
+from orchestrator.views.asks import asked_metrics
 from orchestrator.views.compare import COMPARED, COORDINATION_COMPARED, compare, coordinated, find_runs, markdown
 from orchestrator.views.criteria import from_experiment_file
 
@@ -139,7 +140,8 @@ def _reported_metrics(by_variant: dict[str, list[dict]]) -> tuple[str, ...]:
     for runs in by_variant.values():
         exp_file = Path(runs[0]["run_dir"]) / "experiment.yaml"
         if exp_file.is_file():
-            names = [m["name"] for m in (yaml.safe_load(exp_file.read_text()) or {}).get("metrics") or []]
+            doc = yaml.safe_load(exp_file.read_text())
+            names = [m["name"] for m in asked_metrics(doc.get("metrics") if isinstance(doc, dict) else None).items]
             if names:
                 return tuple(names)
     return DEFAULT_REPORTED
