@@ -273,13 +273,15 @@ def main(argv: list[str] | None = None) -> int:
         bad_http, lost_rows = claimed_once(url_store, RUN, ids)
         bad_direct, _ = claimed_once(url_store, TWIN, ids)
         with open_store(url_store) as s:
-            rows = [r for r in s.history(RUN, entity="tool") if r.entity_id in lat]
+            rows = [r for r in s.history(RUN, entity="tool") if r.entity_id in lat or r.entity_id == "claim"]
     res = {"tasks": a.tasks, "agents": a.agents, "calls": a.calls}
     for n, times in lat.items():
         own = [float(r.data["latency_ms"]) for r in rows if r.entity_id == n][-a.calls:]  # (a)'s, the last ones
         res[n] = {"p50_ms": round(percentile(times, 50), 3), "p99_ms": round(percentile(times, 99), 3),
                   "server_p50_ms": round(percentile(own, 50), 3) if own else None,
                   "server_p99_ms": round(percentile(own, 99), 3) if own else None}
+    claim_ms = [float(r.data["latency_ms"]) for r in rows if r.entity_id == "claim"]
+    res["claim_server_p50_ms"], res["claim_server_p99_ms"] = round(percentile(claim_ms, 50), 3), round(percentile(claim_ms, 99), 3)
     res.update(http_claims_per_s=round(http[0], 1), http_lost=http[3], direct_claims_per_s=round(direct[0], 1),
                store_path_claims_per_s=round(store_only[0], 1), ratio=round(http[0] / direct[0], 4),
                double_or_missing=bad_http + bad_direct, lost_claim_rows=lost_rows)
@@ -292,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
           f"[server side p50 {lt['server_p50_ms']} ms p99 {lt['server_p99_ms']} ms]")
     print(f"mcp: claims/s {a.agents} agents over HTTP {http[0]:,.0f} vs direct store {direct[0]:,.0f}: "
           f"ratio {res['ratio']:.3f}")
+    print(f"mcp: a claim call's server side (its tool rows) p50 {res['claim_server_p50_ms']} ms "
+          f"p99 {res['claim_server_p99_ms']} ms with {a.agents} agents calling")
     print(f"mcp: HTTP claims {http[2]} won, {http[3]} lost ({lost_rows} lost claim rows in the store) in {http[1]:.2f} s; "
           f"the tool's store work alone (claim + start + row, no MCP) {store_only[0]:,.0f} claims/s; "
           f"tasks claimed other than once: {bad_http + bad_direct}")
