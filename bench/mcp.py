@@ -9,7 +9,8 @@ is started as orch starts it (``python -m orchestrator.coordination --run-dir DI
 (a) Latency: one client (the official SDK's ``Client`` over streamable HTTP, its agent's bearer
     token) calls ``get(task)`` and ``list_tasks(owner=<itself>, status=working)`` (a small
     filter) ``--calls`` times each after a warm-up; round trips are timed at the client; the
-    server-side ``latency_ms`` of the same calls is read back from their tool rows.
+    server-side ``latency_ms`` of the same calls is read back from their tool rows (so is the claim
+    calls' of (b): what the tool itself costs, apart from HTTP and the SDK).
 (b) Claims over HTTP: ``--agents`` client processes, each with its own token, wait behind a
     barrier, then claim by name. Agent i's share is every ``--agents``-th task from i: a claim is
     one call, as for an agent that knows what it wants. Once its share is done an agent goes on as
