@@ -11,6 +11,7 @@ import typer
 from coordstore.models import UNSUCCESSFUL
 
 from orchestrator.cli.app import app, interrupt_exits, print_json
+from orchestrator.views.coordmetrics import COORDINATION_KEYS
 from orchestrator.views.metrics import compute_metrics
 from orchestrator.views.runinfo import open_run
 
@@ -136,8 +137,11 @@ def metrics_cmd(
     if as_json:
         print_json(m)
         return
+    width = max(map(len, m))
     for k, v in m.items():
-        typer.echo(f"{k:26} {json.dumps(v, sort_keys=True)}")
+        if k == COORDINATION_KEYS[0]:
+            typer.echo("# agent coordination")
+        typer.echo(f"{k:{width}} {json.dumps(v, sort_keys=True)}")
 
 
 agent_app = typer.Typer(help="The agent side: run one agent's runner loop by hand.", no_args_is_help=True)

@@ -16,9 +16,15 @@ from statistics import mean, median, stdev
 from coordstore.errors import InputError, OrchError
 from coordstore.models import works
 
-COMPARED = ("wall_clock_ms", "efficiency", "lower_bound_ms", "throughput_tasks_per_h", "completion_rate",
-            "queue_wait_ms", "dispatch_latency_ms", "pickup_latency_ms", "claim_contention", "gini_tasks",
-            "gini_busy", "retries", "merge_conflicts", "cost_usd")
+# the agent-coordination group (orchestrator/views/coordmetrics.py): its own table, shown when a
+# compared variant coordinated through the tools
+COORDINATION_COMPARED = ("coordination_calls", "coordination_calls_per_task", "coordinator_busy_ms",
+                         "coordinator_tokens", "assignment_latency_ms", "claim_contention", "decomposition_ms",
+                         "subtasks_per_decomposed_task", "duplicated_work")
+COMPARED = tuple(dict.fromkeys((
+    "wall_clock_ms", "efficiency", "lower_bound_ms", "throughput_tasks_per_h", "completion_rate", "queue_wait_ms",
+    "dispatch_latency_ms", "pickup_latency_ms", "claim_contention", "gini_tasks", "gini_busy", "retries",
+    "merge_conflicts", "cost_usd", *COORDINATION_COMPARED)))
 
 
 def find_runs(dirs: list[Path]) -> dict[str, list[dict]]:
@@ -133,7 +139,7 @@ def compare(dirs: list[Path], metrics: tuple[str, ...] = COMPARED) -> dict:
     }
 
 
-def markdown(result: dict, metrics: tuple[str, ...] = ("wall_clock_ms", "efficiency", "claim_contention", "dispatch_latency_ms")) -> str:
+def _table(result: dict, metrics: tuple[str, ...]) -> list[str]:
     lines = ["| variant | n | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
     for v, body in result["variants"].items():
         cells = []
@@ -142,6 +148,22 @@ def markdown(result: dict, metrics: tuple[str, ...] = ("wall_clock_ms", "efficie
             cells.append("-" if not s.get("n") else f"{s['mean']:.3g} ± {s['sd']:.2g} (med {s['median']:.3g})")
         n = max((s.get("n", 0) for s in body["metrics"].values()), default=0)
         lines.append(f"| {v} | {n} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def coordinated(result: dict) -> bool:
+    """Whether any compared variant made coordination-tool calls (its runs' mean is above 0)."""
+    return any((body["metrics"].get("coordination_calls") or {}).get("mean", 0) > 0 for body in result["variants"].values())
+
+
+def markdown(result: dict, metrics: tuple[str, ...] = ("wall_clock_ms", "efficiency", "claim_contention", "dispatch_latency_ms")) -> str:
+    """The chosen metrics' table, the agent-coordination table when a variant coordinated through
+    the tools (orch-coordinated variants show their zeros there: the ideal baseline), the Holm-
+    corrected pairs of the chosen metrics, and the speedups."""
+    lines = _table(result, metrics)
+    if coordinated(result):
+        group = tuple(m for m in COORDINATION_COMPARED if any(m in b["metrics"] for b in result["variants"].values()))
+        lines += ["", "Agent coordination:", ""] + _table(result, group)
     sig = [p for p in result["pairs"] if p["metric"] in metrics and "p_holm" in p]
     if sig:
         lines += ["", "| metric | a | b | p (Holm) | A12 |", "|---|---|---|---|---|"]

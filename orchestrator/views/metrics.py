@@ -13,14 +13,16 @@ from typing import Any
 from coordstore.graph import GraphIndex, critical_path, work_ids
 from coordstore.models import RunDump, Transition
 
+from orchestrator.views.coordmetrics import COORDINATION_KEYS, coordination_metrics
+from orchestrator.views.usage import TOKEN_KINDS, usage_by_agent
+
 METRIC_KEYS = (
     "wall_clock_ms", "lower_bound_ms", "efficiency", "tasks_total", "tasks_completed", "tasks_failed",
     "tasks_cancelled", "completion_rate", "throughput_tasks_per_h", "points_per_h", "rework_rate",
     "blocking_ratio", "queue_wait_ms", "dispatch_latency_ms", "pickup_latency_ms", "utilization",
-    "idle_ms", "busy_ms", "tasks_per_agent", "gini_tasks", "gini_busy", "claim_attempts",
-    "claim_conflicts", "claim_contention", "reassignments", "stalls", "retries", "merge_conflicts",
-    "tokens", "cost_usd", "cost_per_completed_task",
-)
+    "idle_ms", "busy_ms", "tasks_per_agent", "gini_tasks", "gini_busy", "reassignments", "stalls", "retries",
+    "merge_conflicts", "tokens", "cost_usd", "cost_per_completed_task",
+) + COORDINATION_KEYS  # the agent-coordination group (claims included) comes last
 HOUR_MS = 3_600_000
 
 
@@ -132,17 +134,11 @@ def compute_metrics(dump: RunDump) -> dict[str, Any]:
         if r is not None:
             dispatch.append(max(0, ts - max(r, free, requeued)))
 
-    claims = [r for r in rows if r.entity == "claim"]
-    lost = sum(r.to_state == "lost" for r in claims)
     requeues = [r for r in rows if r.is_requeue]
     reassign = sum(1 for r in rows if r.entity == "task" and r.from_state == "assigned" and r.to_state == "assigned")
-    tokens = {"in": 0, "out": 0, "cached": 0, "thinking": 0}
-    cost = 0.0
-    for e in dump.events:
-        if e.type == "tokens":
-            for k in tokens:
-                tokens[k] += int(e.data.get(k, 0) or 0)
-            cost += float(e.data.get("cost_usd", 0) or 0)
+    usage = usage_by_agent(dump).values()
+    tokens = {k: int(sum(u[k] for u in usage)) for k in TOKEN_KINDS}
+    cost = sum(u["cost_usd"] for u in usage)
     tokens["total"] = sum(tokens.values())
     started = [t for t in work if p.started_at.get(t)]
 
@@ -169,9 +165,6 @@ def compute_metrics(dump: RunDump) -> dict[str, Any]:
         "tasks_per_agent": {a: done_by[a] for a in executing},
         "gini_tasks": round(gini([done_by[a] for a in executing]), 4),
         "gini_busy": round(gini([busy[a] for a in executing]), 4),
-        "claim_attempts": len(claims),
-        "claim_conflicts": lost,
-        "claim_contention": round(lost / len(claims), 4) if claims else 0.0,
         "reassignments": reassign + sum(1 for r in requeues if (r.data or {}).get("previous")),
         "stalls": sum(1 for r in rows if r.entity == "agent" and r.to_state == "stalled"),
         "retries": len(requeues),
@@ -179,4 +172,5 @@ def compute_metrics(dump: RunDump) -> dict[str, Any]:
         "tokens": tokens,
         "cost_usd": round(cost, 6),
         "cost_per_completed_task": round(cost / len(completed), 6) if completed else 0.0,
+        **coordination_metrics(dump, len(completed)),
     }

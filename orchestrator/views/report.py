@@ -15,7 +15,7 @@ import yaml
 from coordstore.errors import OrchError
 
 from orchestrator.views.asks import asked_metrics
-from orchestrator.views.compare import COMPARED, compare, find_runs, markdown
+from orchestrator.views.compare import COMPARED, COORDINATION_COMPARED, compare, coordinated, find_runs, markdown
 from orchestrator.views.criteria import from_experiment_file
 
 
@@ -103,12 +103,21 @@ def per_agent(by_variant: dict[str, list[dict]], out: Path) -> Path:
     return out
 
 
+BOXES_PER_ROW = 5
+
+
 def boxplots(by_variant: dict[str, list[dict]], metrics: tuple[str, ...], out: Path) -> Path:
     plt = _plt()
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.5))
-    for ax, m in zip(axes if len(metrics) > 1 else [axes], metrics):
+    cols = min(len(metrics), BOXES_PER_ROW)
+    rows = -(-len(metrics) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.5 * rows), squeeze=False)
+    flat = list(axes.flat)
+    for ax in flat[len(metrics):]:
+        ax.set_visible(False)
+    for ax, m in zip(flat, metrics):
         names = sorted(by_variant)
-        data = [[r["metrics"].get(m) or 0 for r in by_variant[v]] for v in names]
+        # a metric a run has no sample of (None: no pushed assignment, no decomposition) is left out, not 0
+        data = [[v for r in by_variant[n] if isinstance(v := r["metrics"].get(m), (int, float))] for n in names]
         ax.boxplot(data)
         ax.set_xticks(range(1, len(names) + 1), names, rotation=45, fontsize=7)
         ax.set_title(m, fontsize=9)
@@ -148,6 +157,8 @@ def write_report(experiment_dir: Path) -> tuple[Path, Path]:
     images = [completion_curves(by_variant, charts / "completion.png"),
               per_agent(by_variant, charts / "agents.png"),
               boxplots(by_variant, chosen, charts / "metrics.png")]
+    if coordinated(result):  # the agent-coordination group gets its own box plots
+        images.append(boxplots(by_variant, COORDINATION_COMPARED, charts / "coordination.png"))
     for runs in by_variant.values():
         for r in runs:
             images.append(gantt(Path(r["run_dir"]), charts / f"gantt-{Path(r['run_dir']).name}.png"))
