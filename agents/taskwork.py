@@ -41,13 +41,15 @@ class TaskWork:
     ``index`` gives the run's graph index; by default it is built from the store on each use (the
     graph may grow mid-run), the runner passes its policy's cached one. ``pulse`` paces verify
     commands (the runner's beats its lease while it waits); ``events`` receives file_changed,
-    verify steps and merge errors when given.
+    verify steps and merge errors when given. ``merger``: a ``gitwork.merging.Merger`` shared by
+    every agent a process serves (it serializes their merges in-process instead of letting them
+    race on the ref's compare-and-swap); by default one of its own, made at its first merge.
     """
 
     def __init__(self, store, run_id: str, agent_id: str, worktree: str | Path, repo: str | Path | None,
                  merged_ref: str | None, merge_mode: str, kind_options: dict[str, Any] | None = None,
                  events=None, pulse=None, index: Callable[[], GraphIndex] | None = None,
-                 seed: int = 0, time_scale: float = 1.0):
+                 seed: int = 0, time_scale: float = 1.0, merger=None):
         self.store = store
         self.run_id = run_id
         self.agent_id = agent_id
@@ -62,7 +64,7 @@ class TaskWork:
         self.seed = seed
         self.time_scale = time_scale
         self._identity: dict[str, str] | None = None
-        self._merger = None
+        self._merger = merger
 
     def _fresh_index(self) -> GraphIndex:
         return GraphIndex(self.store.list_tasks(self.run_id), self.store.dependencies(self.run_id))

@@ -12,17 +12,17 @@ is started as orch starts it (``python -m orchestrator.coordination --run-dir DI
     server-side ``latency_ms`` of the same calls is read back from their tool rows (so is the claim
     calls' of (b): what the tool itself costs, apart from HTTP and the SDK).
 (b) Claims over HTTP: ``--agents`` client processes, each with its own token, wait behind a
-    barrier, then claim by name. Agent i's share is every ``--agents``-th task from i: a claim is
+    barrier, then claim by name and complete what they won (an agent works one task at a time:
+    its worktree is one), so a cycle is a claim and an ``update(status=completed)``. Agent i's share is every ``--agents``-th task from i: a claim is
     one call, as for an agent that knows what it wants. Once its share is done an agent goes on as
     a swarm worker: ``list_tasks(ready=true)``, claim one of them (seeded choice), look again,
     until a look finds nothing; so contention happens where a slow agent's share is taken by fast
-    ones. A lost claim is a tool error and costs its call. Tasks are only claimed (the tool starts them:
-    ``working``), not completed: completing commits and merges, which is git's time, not the
-    coordination path's.
+    ones. A lost claim is a tool error and costs its call. Completing
+    commits the (unchanged) worktree and merges it, as for every agent: git's time is in the cycle.
 (c) Direct baseline in the same invocation: a twin run with the same graph in the same store,
-    ``--agents`` processes behind a barrier calling ``store.claim_next`` until nothing is left.
-    Also printed, not in the ratio: the store work of one tool claim without MCP (``claim`` +
-    ``start`` + the tool row), so the share of HTTP/MCP in the difference is visible.
+    ``--agents`` processes behind a barrier calling ``store.claim_next``, ``start`` and ``complete``
+    until nothing is left. Also printed, not in the ratio: the store work of one tool cycle without
+    MCP or git (``claim`` + ``start`` + ``complete`` + the tool row), so the shares are visible.
 
 Elapsed time runs from the barrier's release to the last process done (CLOCK_MONOTONIC is
 system-wide on Linux). Afterwards the store is checked: every task claimed exactly once.
@@ -150,14 +150,25 @@ async def claim_share(url: str, token: str, share: list[str], seed: int, barrier
         for tid in share:
             r = await c.call_tool("claim", {"task": tid})
             won, lost = won + (not r.is_error), lost + bool(r.is_error)
+            await complete(c, tid, r)
         while True:  # then as a swarm worker: look, claim one of what is ready, look again
             ready = listed(await c.call_tool("list_tasks", {"ready": True}))
             looks += 1
             if not ready:
                 break
-            r = await c.call_tool("claim", {"task": rng.choice(ready)["id"]})
+            tid = rng.choice(ready)["id"]
+            r = await c.call_tool("claim", {"task": tid})
             won, lost = won + (not r.is_error), lost + bool(r.is_error)
+            await complete(c, tid, r)
         return t0, time.monotonic(), won, lost, looks
+
+
+async def complete(c, tid: str, claimed) -> None:
+    """Complete a task this agent won (a lost claim has nothing to complete)."""
+    if not claimed.is_error:
+        done = await c.call_tool("update", {"task": tid, "status": "completed"})
+        if done.is_error:
+            raise SystemExit(f"mcp bench: completing {tid} failed: {done.content}")
 
 
 def listed(result) -> list[dict]:
@@ -182,7 +193,10 @@ def direct_claimer(url, agent, barrier, out) -> None:
         barrier.wait()
         t0, won = time.monotonic(), 0
         while True:
-            if store.claim_next(TWIN, agent) is not None:
+            t = store.claim_next(TWIN, agent)
+            if t is not None:
+                store.start(TWIN, t.id, agent, t.attempt)
+                store.complete(TWIN, t.id, agent, t.attempt)
                 won += 1
             elif not store.ready_tasks(TWIN):  # a None can be a lost race: stop when nothing is left
                 break
@@ -190,7 +204,8 @@ def direct_claimer(url, agent, barrier, out) -> None:
 
 
 def store_only_claimer(url, run, share, agent, barrier, out) -> None:
-    """What the server does in the store for one claim, without MCP: claim, start, the tool row."""
+    """What the server does in the store for one cycle, without MCP or git: claim, start, the tool
+    row, complete."""
     with open_store(url) as store:
         barrier.wait()
         t0, won, lost = time.monotonic(), 0, 0
@@ -199,6 +214,7 @@ def store_only_claimer(url, run, share, agent, barrier, out) -> None:
             t = store.claim(run, tid, agent)
             if t is not None:
                 store.start(run, tid, agent, t.attempt)
+                store.complete(run, tid, agent, t.attempt)
             store.record(Transition(run_id=run, ts_ms=store.clock(), entity="tool", entity_id="claim",
                                     to_state="ok" if t else "lost", agent=agent,
                                     data={"latency_ms": (time.perf_counter() - c0) * 1000, "task": tid}))
@@ -293,12 +309,12 @@ def main(argv: list[str] | None = None) -> int:
           f"[get, client round trip; server side p50 {g['server_p50_ms']} ms p99 {g['server_p99_ms']} ms]")
     print(f"mcp: list_tasks(owner, status) p50 {lt['p50_ms']:.2f} ms p99 {lt['p99_ms']:.2f} ms "
           f"[server side p50 {lt['server_p50_ms']} ms p99 {lt['server_p99_ms']} ms]")
-    print(f"mcp: claims/s {a.agents} agents over HTTP {http[0]:,.0f} vs direct store {direct[0]:,.0f}: "
+    print(f"mcp: claim+complete cycles/s {a.agents} agents over HTTP {http[0]:,.0f} vs direct store {direct[0]:,.0f}: "
           f"ratio {res['ratio']:.3f}")
     print(f"mcp: a claim call's server side (its tool rows) p50 {res['claim_server_p50_ms']} ms "
           f"p99 {res['claim_server_p99_ms']} ms with {a.agents} agents calling")
     print(f"mcp: HTTP claims {http[2]} won, {http[3]} lost ({lost_rows} lost claim rows in the store) in {http[1]:.2f} s; "
-          f"the tool's store work alone (claim + start + row, no MCP) {store_only[0]:,.0f} claims/s; "
+          f"the tool's store work alone (claim + start + complete + row, no MCP, no git) {store_only[0]:,.0f} cycles/s; "
           f"tasks claimed other than once: {bad_http + bad_direct}")
     if a.json:
         print(json.dumps(res, sort_keys=True))

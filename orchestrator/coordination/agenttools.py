@@ -11,7 +11,7 @@ from coordstore.models import Agent
 from agents.config import LEASE_MS
 
 from orchestrator.coordination.args import Call
-from orchestrator.coordination.views import ATTACH
+from orchestrator.coordination.follow import ATTACH
 
 MAX_ATTACHMENT = 256 * 1024  # bytes of one attachment's content (kept in the history)
 MAX_THOUGHT = 16 * 1024  # bytes of one thought

@@ -8,7 +8,7 @@ from coordstore.graph import is_ready, tags_fit
 from coordstore.models import ACTIVE, TASK_STATUSES
 
 from orchestrator.coordination.args import Call
-from orchestrator.coordination.views import attachments_of, detail, graph_of, summary
+from orchestrator.coordination.views import detail, summary
 
 
 class ReadTools:
@@ -44,19 +44,19 @@ class ReadTools:
         if fit_for is not None and fit_for not in self.ctx.agents:
             raise c.refuse(f"agent {fit_for!r} is not an agent of run {self.run_id}")
         limit = a.integer("limit", low=1, high=100_000)
-        ix, st = graph_of(self.store, self.run_id)
+        ix, st = self.ctx.look()
         if parent is not None and parent != "null" and parent not in st:
             raise c.refuse(f"parent {parent!r} does not exist in run {self.run_id}")
+        # the statuses and the graph say which tasks qualify; only those are read from the store
+        want = [tid for tid in ix.order if self._qualifies(tid, ix, st, status, parent, ready)]
+        if not want:
+            return []
+        sure = status if status is not None else sorted({st[tid] for tid in want})
+        fresh = {t.id: t for t in self.store.list_tasks(self.run_id, status=sure, owner=owner)}
         out = []
-        for tid in ix.order:
-            t = ix.tasks[tid]
-            if status is not None and t.status not in status:
-                continue
-            if owner is not None and t.owner != owner:
-                continue
-            if parent is not None and ix.parent.get(tid) != (None if parent == "null" else parent):
-                continue
-            if ready is not None and is_ready(tid, ix, st) != ready:
+        for tid in want:
+            t = fresh.get(tid)
+            if t is None or (status is not None and t.status not in status):  # changed since the look
                 continue
             every = set(t.tags) | set(t.needed_tags) | set(t.wanted_tags)
             if not tags_all <= every or (tags_any and not tags_any & every):
@@ -68,18 +68,25 @@ class ReadTools:
                 break
         return out
 
+    @staticmethod
+    def _qualifies(tid: str, ix, st, status, parent, ready) -> bool:
+        if tid not in st or (status is not None and st[tid] not in status):
+            return False
+        if parent is not None and ix.parent.get(tid) != (None if parent == "null" else parent):
+            return False
+        return ready is None or is_ready(tid, ix, st) == ready
+
     def tool_get(self, c: Call) -> dict[str, Any]:
         t = self.task_of(c)
-        ix, st = graph_of(self.store, self.run_id)
-        t = ix.tasks.get(t.id, t)
-        names = [x["name"] for x in attachments_of(self.store, self.run_id, t.id)]
+        ix, st = self.ctx.look()
+        names = [x["name"] for x in self.ctx.view().attachments(self.store, t.id)]
         return detail(t, ix, st, names)
 
     def tool_attachments(self, c: Call) -> list[dict[str, Any]]:
         t = self.task_of(c)
         with_content = c.args.flag("content")
         name = c.args.text("name")
-        out = [x for x in attachments_of(self.store, self.run_id, t.id) if name is None or x["name"] == name]
+        out = [x for x in self.ctx.view().attachments(self.store, t.id) if name is None or x["name"] == name]
         if not with_content:
             for x in out:
                 del x["content"]

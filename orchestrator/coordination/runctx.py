@@ -18,18 +18,28 @@ from coordstore.errors import InputError, StoreError
 
 from agents.taskwork import TaskWork
 
+from orchestrator.coordination.follow import RunView
 from orchestrator.coordination.tokens import TokenBook, ensure_tokens
 from orchestrator.rundir import AgentSpec, RunPaths, RunSpec
 
 
+# the store verbs that write: one thread of this process at a time. Threads with their own sqlite
+# connections would otherwise meet in SQLite's busy handler, which sleeps 1, 2, 5, 10... ms between
+# tries; a lock wakes the next writer the moment the last one is done.
+WRITES = frozenset({"claim", "claim_next", "assign", "start", "complete", "fail", "requeue", "cancel", "add_usage",
+                    "add_tasks", "link", "unlink", "register_agent", "heartbeat", "set_agent_status", "record", "note"})
+
+
 class ThreadStore:
-    """The store of the calling thread, opened on its first use; attribute access forwards to it."""
+    """The store of the calling thread, opened on its first use; attribute access forwards to it,
+    the writing verbs one thread at a time (``WRITES``)."""
 
     def __init__(self, url: str):
         self.url = url
         self._local = threading.local()
         self._opened: list = []
         self._mutex = threading.Lock()
+        self._writing = threading.Lock()
 
     def here(self):
         s = getattr(self._local, "store", None)
@@ -40,7 +50,14 @@ class ThreadStore:
         return s
 
     def __getattr__(self, name: str):
-        return getattr(self.here(), name)
+        attr = getattr(self.here(), name)
+        if name not in WRITES:
+            return attr
+
+        def one_writer_at_a_time(*args, **kwargs):
+            with self._writing:
+                return attr(*args, **kwargs)
+        return one_writer_at_a_time
 
     def close_all(self) -> None:
         """Close what can be closed from this thread; a sqlite connection of another thread
@@ -70,6 +87,18 @@ class RunContext:
         self._mutex = threading.Lock()
         # (agent, task, attempt) -> the worktree's HEAD when the agent started it: what "its changes" are
         self.bases: dict[tuple[str, str, int], str] = {}
+        self._view: RunView | None = None
+        self._merger = None  # one for every agent: merges serialized in-process (TaskWork)
+
+    def look(self):
+        """(graph index, every task's status) as of now, without loading the whole run (``follow``)."""
+        return self.view().look(self.store)
+
+    def view(self) -> RunView:
+        with self._mutex:
+            if self._view is None:
+                self._view = RunView(self.store, self.run_id)
+            return self._view
 
     def check(self) -> None:
         """Fail early, naming the problem, when the run's store does not hold the run."""
@@ -94,9 +123,14 @@ class RunContext:
             w = self._work.get(agent)
             if w is None:
                 s = self.spec
+                if self._merger is None and s.merge_mode == "immediate":
+                    from gitwork.merging import Merger  # lazy: merging only in immediate mode, once a task completes
+
+                    self._merger = Merger(s.repo, self.merged_ref)
                 w = self._work[agent] = TaskWork(self.store, self.run_id, agent, self.worktree(agent), s.repo, self.merged_ref,
                                                  s.merge_mode, {**s.kind_options, **self.agents[agent].options}, events=None,
-                                                 seed=s.seed, time_scale=s.time_scale)
+                                                 index=lambda: self.look()[0], seed=s.seed, time_scale=s.time_scale,
+                                                 merger=self._merger)
             return w
 
     def close(self) -> None:

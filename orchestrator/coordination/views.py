@@ -10,15 +10,6 @@ from typing import Any
 from coordstore.graph import GraphIndex, is_ready
 from coordstore.models import Task
 
-ATTACH = "attach"  # data.action of the task note an attachment is kept in
-
-
-def graph_of(store, run_id: str) -> tuple[GraphIndex, dict[str, str]]:
-    """The run's graph as it stands now (it grows mid-run) and every task's status."""
-    tasks = store.list_tasks(run_id)
-    ix = GraphIndex(tasks, store.dependencies(run_id))
-    return ix, {t.id: t.status for t in tasks}
-
 
 def summary(t: Task, ix: GraphIndex, status: Mapping[str, str]) -> dict[str, Any]:
     """One line of ``list_tasks``."""
@@ -44,14 +35,3 @@ def detail(t: Task, ix: GraphIndex, status: Mapping[str, str], attachments: list
         "usage": {"tokens_in": t.tokens_in, "tokens_out": t.tokens_out, "tokens_cached": t.tokens_cached,
                   "tokens_thinking": t.tokens_thinking, "cost_usd": t.cost_usd},
     }
-
-
-def attachments_of(store, run_id: str, task_id: str) -> list[dict[str, Any]]:
-    """The task's attachments in the order they were attached, content included."""
-    out = []
-    for r in store.history(run_id, entity="task", entity_id=task_id):
-        if r.is_note and r.data.get("action") == ATTACH:
-            content = r.data.get("content", "")
-            out.append({"name": r.data.get("name"), "mime": r.data.get("mime"), "size": len(content.encode()),
-                        "by": r.agent, "ts_ms": r.ts_ms, "content": content})
-    return out

@@ -22,7 +22,6 @@ from gitwork.runner import git
 from agents.kinds import Result
 
 from orchestrator.coordination.args import Call
-from orchestrator.coordination.views import graph_of
 
 STATUSES = ("pending", "working", "completed", "failed", "cancelled")  # what update(status=...) may set
 
@@ -44,7 +43,7 @@ class WorkTools:
             raise c.refuse(f"agent {c.agent!r} is a {self.ctx.agents[c.agent].role}: it hands tasks out and works none")
         if t.owner == c.agent and t.status == "working":
             return {"success": True, "task": self._brief(t), "already": True}
-        if self.store.list_tasks(self.run_id, parent=t.id):
+        if self.ctx.look()[0].is_container(t.id):
             raise c.refuse(f"task {t.id!r} is a container: claim its children (a container assigned to you is your subtree)")
         # one worktree, one task at a time: completing one would commit the other's changes too
         busy = [w.id for w in self.store.list_tasks(self.run_id, status="working", owner=c.agent) if w.id != t.id]
@@ -63,7 +62,7 @@ class WorkTools:
             t = won
         with self.ctx.lock(c.agent):
             problems = []
-            ix, _ = graph_of(self.store, self.run_id)
+            ix, _ = self.ctx.look()
             if ix.effective_blockers(t.id):
                 problems = self.ctx.work(c.agent).take_in_blockers(t)
             base = gitops.head(self.ctx.worktree(c.agent))
@@ -79,8 +78,8 @@ class WorkTools:
 
     def _why_not(self, tid: str) -> str:
         """Why a claim of ``tid`` lost: taken meanwhile, or still waiting for its blockers."""
-        ix, status = graph_of(self.store, self.run_id)
-        now = ix.tasks[tid]
+        ix, status = self.ctx.look()
+        now = self.store.get_task(self.run_id, tid)
         if now.status == "pending":
             waiting = sorted(b for b in ix.effective_blockers(tid) if status.get(b) != "completed")
             return f"task {tid!r} is not ready: it waits for {', '.join(waiting)}"
@@ -142,7 +141,7 @@ class WorkTools:
     def _assign(self, c: Call, t: Task, to: str, force: bool, reason: str | None) -> dict[str, Any]:
         if to not in self.ctx.agents:
             raise c.refuse(f"assignee {to!r} is not an agent of run {self.run_id} (agents: {', '.join(self.ctx.agents)})")
-        container = bool(self.store.list_tasks(self.run_id, parent=t.id))
+        container = self.ctx.look()[0].is_container(t.id)
         if not container:
             if not self.ctx.works(to):
                 raise c.refuse(f"assignee {to!r} is a {self.ctx.agents[to].role}: it works no tasks")

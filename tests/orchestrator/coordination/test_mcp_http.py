@@ -138,17 +138,20 @@ def test_two_agents_racing_for_each_task_one_wins_and_the_other_lost(served):
     spec, paths, server, tok = served
     race = ["a", "b", "box.1"]
 
-    async def racer(agent, results):
+    async def racer(agent, task, results):
         async with http_client(server.url, tok[agent]) as c:
-            await c.call_tool("connect", {})
-            for task in race:
-                results[(agent, task)] = await c.call_tool("claim", {"task": task})
+            results[(agent, task)] = await c.call_tool("claim", {"task": task})
 
     async def both():
         results = {}
-        async with anyio.create_task_group() as tg:
-            for agent in ("w1", "w2"):
-                tg.start_soon(racer, agent, results)
+        for task in race:  # one race per task; its winner finishes it (one task at a time per worktree)
+            async with anyio.create_task_group() as tg:
+                for agent in ("w1", "w2"):
+                    tg.start_soon(racer, agent, task, results)
+            winner = next(a for a in ("w1", "w2") if not results[(a, task)].is_error)
+            async with http_client(server.url, tok[winner]) as c:
+                done = await c.call_tool("update", {"task": task, "status": "completed"})
+                assert not done.is_error, done.content
         return results
 
     results = anyio.run(both)
