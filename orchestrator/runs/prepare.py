@@ -20,6 +20,7 @@ from gitwork.repo import resolve_commit
 from gitwork.runner import git
 from gitwork.worktrees import Worktrees
 
+from orchestrator.coordination.tokens import ensure_tokens
 from orchestrator.rundir import AgentSpec, RunPaths, RunSpec
 
 
@@ -59,6 +60,8 @@ def prepare_run(spec: RunSpec, paths: RunPaths, graph: TaskGraph, experiment_tex
         if demo:
             build_demo_repo(Path(spec.repo), graph, Path(spec.template).stem)
         paths.write_spec(spec)
+        if spec.coordination == "agents":  # the agents' tokens for the coordination tools, kept for resumes
+            ensure_tokens(paths, spec)
         if experiment_text is not None:
             write_private(paths.experiment, experiment_text)
         with open_store(spec.store_url) as store:

@@ -1,0 +1,57 @@
+"""How the tools show tasks to agents: plain JSON-able dicts, the names task-graph-mcp uses where
+it has them (``id``, ``title``, ``status``, ``owner``, ``parent``, ``priority``, ``points``,
+``tags``, ``needed_tags``, ``wanted_tags``, ``blocked_by``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from coordstore.graph import GraphIndex, is_ready
+from coordstore.models import Task
+
+ATTACH = "attach"  # data.action of the task note an attachment is kept in
+
+
+def graph_of(store, run_id: str) -> tuple[GraphIndex, dict[str, str]]:
+    """The run's graph as it stands now (it grows mid-run) and every task's status."""
+    tasks = store.list_tasks(run_id)
+    ix = GraphIndex(tasks, store.dependencies(run_id))
+    return ix, {t.id: t.status for t in tasks}
+
+
+def summary(t: Task, ix: GraphIndex, status: Mapping[str, str]) -> dict[str, Any]:
+    """One line of ``list_tasks``."""
+    return {
+        "id": t.id, "title": t.title, "status": t.status, "owner": t.owner, "parent": ix.parent.get(t.id),
+        "priority": t.priority, "points": t.points, "tags": t.tags, "needed_tags": t.needed_tags,
+        "wanted_tags": t.wanted_tags, "ready": is_ready(t.id, ix, status), "container": ix.is_container(t.id),
+    }
+
+
+def detail(t: Task, ix: GraphIndex, status: Mapping[str, str], attachments: list[str]) -> dict[str, Any]:
+    """``get``: the summary plus what an agent needs to work on the task and to see around it."""
+    return {
+        **summary(t, ix, status),
+        "description": t.description, "attempt": t.attempt, "assigned_by": t.assigned_by,
+        "completed_by": t.completed_by, "reason": t.reason, "time_estimate_ms": t.time_estimate_ms,
+        "file_scope": t.file_scope, "phase": t.phase,
+        "blocked_by": sorted(ix.blockers.get(t.id, ())),
+        "effective_blockers": sorted(ix.effective_blockers(t.id)),
+        "dependents": sorted(ix.dependents.get(t.id, ())),
+        "children": list(ix.children.get(t.id, ())),
+        "attachments": attachments,
+        "usage": {"tokens_in": t.tokens_in, "tokens_out": t.tokens_out, "tokens_cached": t.tokens_cached,
+                  "tokens_thinking": t.tokens_thinking, "cost_usd": t.cost_usd},
+    }
+
+
+def attachments_of(store, run_id: str, task_id: str) -> list[dict[str, Any]]:
+    """The task's attachments in the order they were attached, content included."""
+    out = []
+    for r in store.history(run_id, entity="task", entity_id=task_id):
+        if r.is_note and r.data.get("action") == ATTACH:
+            content = r.data.get("content", "")
+            out.append({"name": r.data.get("name"), "mime": r.data.get("mime"), "size": len(content.encode()),
+                        "by": r.agent, "ts_ms": r.ts_ms, "content": content})
+    return out
