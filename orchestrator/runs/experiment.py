@@ -61,7 +61,12 @@ class AgentDef(_Strict):
     id: str | None = None
     instruction: str = ""  # agent-driven variants: what the agent is told its role is
 
-    _id_is_a_directory = field_validator("id")(lambda v: v if v is None else _one_directory(v.replace("{n}", "1")))
+    @field_validator("id")
+    @classmethod
+    def _id_is_a_directory(cls, v: str | None) -> str | None:
+        if v is not None:
+            _one_directory(v.replace("{n}", "1"))  # checked as numbered; kept with its {n}
+        return v
 
 
 # ``agents: 4`` or a list of AgentDefs; the discriminator validates only the form given, so an

@@ -145,3 +145,14 @@ def test_an_unknown_role_is_named_at_load(tmp_path):
     with pytest.raises(InputError) as e:
         load_experiment(f)
     assert str(e.value).startswith(f"{f}: variants.0.agents.1.role (line 6): Input should be 'worker', 'coordinator'"), str(e.value)
+
+
+def test_numbered_agent_ids_keep_their_n(tmp_path):
+    """``{n}`` is checked as a directory name once numbered, and kept, for whoever numbers the agents
+    (the check used to return the numbered text, so every agent of the definition was ``w-1``)."""
+    f = tmp_path / "x.yaml"
+    f.write_text(BASE + "variants:\n  - name: a\n    policy: pull\n    agents: [{id: 'w-{n}', count: 3}]\n")
+    assert load_experiment(f).variants[0].agents[0].id == "w-{n}"
+    f.write_text(BASE + "variants:\n  - name: a\n    policy: pull\n    agents: [{id: 'w/{n}', count: 3}]\n")
+    with pytest.raises(InputError, match=r"variants.0.agents.0.id \(line 6\): Value error, name 'w/1' contains a path separator"):
+        load_experiment(f)
