@@ -22,10 +22,10 @@ from collections.abc import Mapping
 from coordstore.errors import AgentError, StoreError
 from coordstore.models import TERMINAL
 
+from agents.config import MCP_TOKEN_ENV, MCP_URL_ENV
 from agents.kinds import resolve_player
 from agents.toolclient import ToolClient, ToolRefused
 
-MCP_URL_ENV, MCP_TOKEN_ENV = "ORCH_MCP_URL", "ORCH_MCP_TOKEN"
 MAX_REFUSED = 20  # unexpected refusals in a row: the agent and the tools no longer agree
 MAX_STORE_ERRORS = 20  # as the runner's MAX_LOOP_ERRORS: the store is gone, not busy
 

@@ -2,8 +2,8 @@
 streamable HTTP) driven from an anyio blocking portal, so role code stays plain and synchronous.
 
 ``ToolClient(url, token).call(name, **args)`` returns the JSON the tool returned (a dict or a
-list); a tool error (``is_error``) raises ``ToolRefused`` with the tool's text and whether it was
-a claim that lost its race (``lost``: the task was no longer available, look again). Anything
+list); a tool error (``is_error``) raises ``ToolRefused`` with the tool's text and its outcome
+(``lost``: a claim that lost its race, look again; ``error``; ``denied``). Anything
 that keeps the call from reaching a tool -- the server is gone, the token is refused (HTTP 401),
 a protocol error -- is an ``AgentError`` naming the server: the agent cannot coordinate, so its
 runner ends and the supervisor takes over.
@@ -29,17 +29,20 @@ from coordstore.errors import AgentError
 
 CONNECT_TIMEOUT_S = 10.0  # the server is on this host: a connection that takes longer is not coming
 CALL_TIMEOUT_S = 120.0  # completing a task merges and runs its verify command on the server's side
-# how the server words a claim that lost its race (orchestrator.coordination; outcome ``lost``)
-LOST_MARKERS = ("no longer available", "not ready", "lost")
 
 
 class ToolRefused(Exception):
-    """A tool answered with an error: a bad argument, a rule it refused, or a lost claim."""
+    """A tool answered with an error: a bad argument or a refused rule (``outcome`` error), a claim
+    that lost its race (``lost``), a call as another agent (``denied``)."""
 
-    def __init__(self, text: str, lost: bool = False):
+    def __init__(self, text: str, outcome: str = "error"):
         super().__init__(text)
         self.text = text
-        self.lost = lost
+        self.outcome = outcome
+
+    @property
+    def lost(self) -> bool:
+        return self.outcome == "lost"
 
 
 def parse_result(result: Any) -> Any:
@@ -64,14 +67,13 @@ def _json_or_text(text: str) -> Any:
         return text
 
 
-def error_text(result: Any) -> str:
-    return " ".join(getattr(b, "text", "") for b in result.content).strip() or "tool error (no text)"
-
-
-def is_lost(name: str, text: str) -> bool:
-    """Whether a refused ``claim`` lost its race (the task is no longer there to take)."""
-    low = text.lower()
-    return name == "claim" and any(m in low for m in LOST_MARKERS)
+def refusal(result: Any) -> ToolRefused:
+    """An ``is_error`` result as ``ToolRefused``: orch's server says the outcome in its structured
+    content (``{"error", "outcome"}``); any other server's error counts as ``error``."""
+    text = " ".join(getattr(b, "text", "") for b in result.content).strip() or "tool error (no text)"
+    structured = result.structured_content if isinstance(result.structured_content, dict) else {}
+    outcome = structured.get("outcome")
+    return ToolRefused(text, outcome if isinstance(outcome, str) else "error")
 
 
 class ToolClient:
@@ -106,7 +108,7 @@ class ToolClient:
                 task_status.started(client)
                 await self._closed.wait()
 
-    def call(self, name: str, **args: Any) -> Any:
+    def call(self, name: str, /, **args: Any) -> Any:
         """Call tool ``name`` with ``args`` (None values left out); its JSON, or ``ToolRefused``."""
         if self._client is None:
             raise AgentError(f"coordination server {self.url}: the client is closed")
@@ -118,8 +120,7 @@ class ToolClient:
         except (httpx2.HTTPError, OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as e:
             raise AgentError(f"coordination server {self.url}: {name} failed ({_why(e)})") from e
         if result.is_error:
-            text = error_text(result)
-            raise ToolRefused(text, lost=is_lost(name, text))
+            raise refusal(result)
         return parse_result(result)
 
     def close(self) -> None:

@@ -7,11 +7,11 @@ costs comes from the calls they make, not from a configured constant.
   wanted-tag match first, then whoever waited longest. A task that comes back pending (its worker
   failed it and the supervisor requeued it, or its worker died) is assigned again, to another
   worker when one fits. It never stops by itself: the runner ends it when every task is terminal.
-* hybrid lead: each look is ``list_tasks()``; it waits until the set of workers
-  (``list_agents``) is the same two looks in a row, then hands the top-level subtrees out, biggest
-  first to the least loaded worker (``update(container, assignee=w)``), like the orch policy
-  ``agents.policies.dispatch.HybridLead``; a subtree that comes back pending (its worker died) goes
-  to another worker. With ``decompose`` it first splits every coarse pending leaf
+* hybrid lead: each look is ``list_tasks()``; while a subtree waits to be handed out it asks
+  ``list_agents`` too, and once the set of workers is the same two looks in a row it hands the
+  top-level subtrees out, biggest first to the least loaded worker (``update(container,
+  assignee=w)``), like the orch policy ``agents.policies.dispatch.HybridLead``; a subtree that
+  comes back pending (its worker died) goes to another worker. With ``decompose`` it first splits every coarse pending leaf
   (``create_tree``), before any subtree is handed out (seed 004's pre-decomposed variant).
 """
 
@@ -20,7 +20,7 @@ from __future__ import annotations
 from coordstore.models import ACTIVE, TERMINAL, UNAVAILABLE
 
 from agents.kinds.simroles import Seat, best_first, descendants, fits, top_units, wanted_score
-from agents.kinds.simsplit import Splitter, as_task, coarse
+from agents.kinds.simsplit import Splitter, coarse
 from agents.toolclient import ToolRefused
 
 
@@ -79,19 +79,19 @@ class Lead:
         tasks = s.call("list_tasks")
         sp = self.splitter
         coarse_leaves = [t for t in tasks if t.get("status") == "pending" and not t.get("container")
-                         and coarse(sp.split, t.get("points")) and t["id"] not in sp.tried]
+                         and coarse(sp.split, t.get("points"), t.get("tags")) and t["id"] not in sp.tried]
         if coarse_leaves:
-            for t in coarse_leaves:
-                sp.create(as_task(t))
+            for t in coarse_leaves:  # read each first: its estimate is not in the listing
+                sp.create(s.record(s.call("get", t["id"], task=t["id"]), t["id"]))
             return True
-        workers = sorted(a["id"] for a in _workers(s.call("list_agents")))
-        if not workers or workers != self.workers_seen:
-            self.workers_seen = workers  # the workers register as they spawn: wait until the set holds
-            return False
         by_id = {t["id"]: t for t in tasks}
         units = top_units(tasks)
         pending = [u for u in units if by_id[u].get("status") == "pending"]
         if not pending:
+            return False
+        workers = sorted(a["id"] for a in _workers(s.call("list_agents")))
+        if not workers or workers != self.workers_seen:
+            self.workers_seen = workers  # the workers register as they spawn: wait until the set holds
             return False
         work = {u: self.work_of(tasks, by_id, u) for u in units}
         load = {w: 0.0 for w in workers}

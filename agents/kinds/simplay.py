@@ -46,7 +46,7 @@ class SimPlayer:
 
     def begin(self) -> None:
         s = self.seat
-        hello = s.call("connect", worker_id=s.me, tags=s.cfg.tags or None)
+        hello = s.call("connect", worker_id=s.me)
         said = hello.get("instruction") if isinstance(hello, dict) else None
         s.events.log(f"connected as {s.me} ({s.cfg.role} under {s.cfg.policy})" + (f"; instruction: {said}" if said else ""))
 

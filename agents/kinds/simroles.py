@@ -78,7 +78,7 @@ class Split:
 @dataclass
 class RoleOptions:
     turn_s: float = 8.0
-    turn_tokens: dict[str, int] = field(default_factory=lambda: {"in": 1200, "out": 120})
+    turn_tokens: dict[str, int] = field(default_factory=lambda: {"in": 1200, "out": 120, "cached": 0, "thinking": 0})
     poll_s: float = 5.0
     poll_max_s: float = 60.0
     choose_among: int = 2
@@ -230,7 +230,7 @@ class Seat:
         return self.cfg.tags or None
 
     # -- the tools ------------------------------------------------------------------------
-    def call(self, name: str, about: str | None = None, **args: Any) -> Any:
+    def call(self, name: str, about: str | None = None, /, **args: Any) -> Any:
         """One turn: think (seeded latency), pay its tokens, call tool ``name``. ``about``: the
         task the call concerns (its tokens are owed to it)."""
         self.turn(about)
@@ -268,7 +268,7 @@ class Seat:
         except ToolRefused as e:
             self.events.log(f"log_metrics on {task} refused: {e.text}", level="warning", task=task)
 
-    def try_call(self, name: str, about: str | None = None, **args: Any) -> Any | ToolRefused:
+    def try_call(self, name: str, about: str | None = None, /, **args: Any) -> Any | ToolRefused:
         """``call``, with a refusal returned (and logged) instead of raised."""
         try:
             return self.call(name, about, **args)
@@ -324,15 +324,15 @@ class Seat:
             tk = result.tokens or {}
             self.owe(tid, tk.get("in", 0), tk.get("out", 0), tk.get("cached", 0), tk.get("thinking", 0), tk.get("cost_usd", 0.0))
             if result.ok:
+                # a refusal here is the server's word on the task (its verify failed it, or it was
+                # taken away meanwhile): logged by try_call, nothing left for this agent to do
                 done = self.try_call("update", tid, task=tid, status="completed")
-                if not isinstance(done, ToolRefused):
-                    self.events.log(f"task {tid} completed", task=tid)
-                    return True
-                reason = f"completing refused: {done.text}"
-            else:
-                reason = result.reason or "failed"
-            failed = self.try_call("update", tid, task=tid, status="failed", reason=reason)
-            if not isinstance(failed, ToolRefused):
+                if isinstance(done, ToolRefused):
+                    return False
+                self.events.log(f"task {tid} completed", task=tid)
+                return True
+            reason = result.reason or "failed"
+            if not isinstance(self.try_call("update", tid, task=tid, status="failed", reason=reason), ToolRefused):
                 self.events.log(f"task {tid} failed: {reason}", level="warning", task=tid)
             return False
         finally:

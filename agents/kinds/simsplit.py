@@ -17,7 +17,8 @@ The parts: ``n`` of them (seeded on the run's seed and the task, within ``parts`
 ``<title> (part i of n)``, the task's points and time estimate divided evenly (the work is
 conserved, so decomposition pays only its coordination), the task's needed and wanted tags, no
 file scope (each part edits a file of its own: parts of one file worked in parallel would conflict
-at merge), one after another when ``sequential``.
+at merge), ids ``<task>-part<i>``, the descriptive tag ``part`` (a part is never split again), each
+blocking the next when ``sequential`` (``link``).
 """
 
 from __future__ import annotations
@@ -25,12 +26,16 @@ from __future__ import annotations
 from coordstore.graph import estimate_ms
 from coordstore.models import Task
 
-from agents.kinds.simroles import Seat, Split, needed, rng_for, wanted
+from agents.kinds.simroles import Seat, Split, rng_for
 from agents.toolclient import ToolRefused
 
 
-def coarse(split: Split | None, points: float | None) -> bool:
-    return split is not None and (points or 0) > split.over_points
+PART_TAG = "part"  # a descriptive tag on every part: parts are never split again
+
+
+def coarse(split: Split | None, points: float | None, tags: list[str] | None = None) -> bool:
+    """Whether a task is worth splitting: more points than ``over_points``, and not a part itself."""
+    return split is not None and (points or 0) > split.over_points and PART_TAG not in (tags or ())
 
 
 def parts(split: Split, seed: int, task: Task) -> list[dict]:
@@ -41,9 +46,9 @@ def parts(split: Split, seed: int, task: Task) -> list[dict]:
     est = estimate_ms(task)
     nodes = []
     for i in range(1, n + 1):
-        node = {"title": f"{title} (part {i} of {n})", "description": f"Part {i} of {n} of task {task.id}: {title}",
+        node = {"id": part_id(task.id, i), "title": f"{title} (part {i} of {n})", "description": f"Part {i} of {n} of task {task.id}: {title}",
                 "points": max(1, round((task.points or 0) / n)), "time_estimate_ms": max(1, est // n),
-                "priority": task.priority}
+                "priority": task.priority, "tags": [PART_TAG]}
         if task.needed_tags:
             node["needed_tags"] = list(task.needed_tags)
         if task.wanted_tags:
@@ -52,10 +57,10 @@ def parts(split: Split, seed: int, task: Task) -> list[dict]:
     return nodes
 
 
-def as_task(t: dict) -> Task:
-    """A listed task (``list_tasks`` row) as far as splitting needs it."""
-    return Task(id=t["id"], title=t.get("title") or "", points=t.get("points"), priority=t.get("priority") or 5,
-                time_estimate_ms=t.get("time_estimate_ms"), needed_tags=needed(t), wanted_tags=wanted(t))
+def part_id(task_id: str, i: int) -> str:
+    """A part's id: fixed by its task, so two agents splitting one task cannot both succeed (the
+    second ``create_tree`` names ids the run already has and adds nothing)."""
+    return f"{task_id}-part{i}"
 
 
 class Splitter:
@@ -67,21 +72,22 @@ class Splitter:
         self.tried: set[str] = set()
 
     def wants(self, task: Task) -> bool:
-        return coarse(self.split, task.points) and task.id not in self.tried
+        return coarse(self.split, task.points, task.tags) and task.id not in self.tried
 
     def create(self, task: Task) -> bool:
         """``create_tree`` of ``task``'s parts under it; True when they were created."""
         s = self.seat
         self.tried.add(task.id)
         tree = parts(self.split, s.cfg.seed, task)
-        args = {"parent": task.id, "tree": tree}
-        if self.split.sequential:
-            args["sibling_type"] = "sequential"
-        made = s.try_call("create_tree", task.id, **args)
-        s.settle(task.id)
+        made = s.try_call("create_tree", task.id, parent=task.id, tree=tree)
         if isinstance(made, ToolRefused):
+            s.settle(task.id)
             return False
         created = made.get("created", []) if isinstance(made, dict) else []
+        if self.split.sequential:  # one after another: each part blocks the next
+            for before, after in zip(created, created[1:]):
+                s.try_call("link", task.id, **{"from": before, "to": after, "type": "blocks"})
+        s.settle(task.id)
         s.events.log(f"split {task.id} into {len(created)} parts: {', '.join(created)}", task=task.id)
         return True
 
