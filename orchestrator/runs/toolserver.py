@@ -4,17 +4,21 @@ stopped after them; a resumed run starts a new one (a new port, the same tokens)
 
 It runs in a session of its own, like a runner (``supervision.procs.spawn``), its output appended
 to ``logs/orch-mcp.out.log`` / ``.err.log`` -- files, not pipes: a pipe nobody reads would block the
-server once full. The first line it prints, ``listening <url>``, says where it is.
+server once full. The first line it prints, ``listening <url>``, says where it is. Its process is
+recorded in ``<run dir>/orch-mcp.pid`` (pid and start time): an orchestrator that died leaves its
+server running, and the resume that starts the next one stops that one first.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
 from pathlib import Path
 
 from coordstore.errors import AgentError
+from coordstore.private import write_private
 
 from orchestrator.rundir import RunPaths
 from orchestrator.supervision.procs import AgentProcess, spawn
@@ -39,14 +43,30 @@ class ToolServer:
     def err_log(self) -> Path:
         return self.paths.logs / f"{LABEL}.err.log"
 
+    @property
+    def pidfile(self) -> Path:
+        return self.paths.root / f"{LABEL}.pid"
+
+    def _stop_previous(self) -> None:
+        """The server of an orchestrator that died, if it still runs (same pid and start time)."""
+        try:
+            rec = json.loads(self.pidfile.read_text())
+        except (OSError, ValueError):
+            return
+        old = AgentProcess.attach(rec.get("pid"), rec.get("create_time"), LABEL) if isinstance(rec, dict) else None
+        if old is not None:
+            old.stop(grace_s=STOP_GRACE_S)
+
     def start(self, timeout_s: float = START_TIMEOUT_S) -> str:
         """Start the server and return its URL once it listens; ``AgentError`` with the end of its
         stderr when it exits or stays silent instead."""
+        self._stop_previous()
         offset = self.out_log.stat().st_size if self.out_log.exists() else 0  # a resume appends
         here = str(Path(__file__).resolve().parents[2])  # orch's own code, whatever the cwd
         env = {"PYTHONPATH": os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH", "")]))}
         argv = [sys.executable, "-m", "orchestrator.coordination", "--run-dir", str(self.paths.root), "--port", "0"]
         self.proc = spawn(argv, LABEL, env, self.paths.root, self.paths.logs)
+        write_private(self.pidfile, json.dumps({"pid": self.proc.pid, "create_time": self.proc.create_time}) + "\n")
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             url = self._listening(offset)
@@ -83,3 +103,4 @@ class ToolServer:
         if self.proc is not None:
             self.proc.stop(grace_s=STOP_GRACE_S)
             self.proc = None
+            self.pidfile.unlink(missing_ok=True)
