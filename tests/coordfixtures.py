@@ -8,7 +8,12 @@ import json
 import os
 import subprocess
 import sys
+from contextlib import asynccontextmanager
 from pathlib import Path
+
+import httpx2
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 
 from coordstore.models import Dependency, Task, TaskGraph
 from orchestrator.coordination.tokens import read_tokens
@@ -73,3 +78,12 @@ class ServerProcess:
 def payload(result) -> object:
     """A tool result's JSON (the text content), as the tools return it."""
     return json.loads(result.content[0].text)
+
+
+@asynccontextmanager
+async def http_client(url: str, token: str | None):
+    """The official SDK's client over streamable HTTP, every request carrying ``token``."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with httpx2.AsyncClient(headers=headers) as hc:
+        async with Client(streamable_http_client(url, http_client=hc)) as c:
+            yield c

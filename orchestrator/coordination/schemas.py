@@ -5,7 +5,7 @@ function signature per tool from these, so the SDK derives the JSON schemas and 
 from __future__ import annotations
 
 import inspect
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
@@ -15,12 +15,14 @@ from orchestrator.coordination.worktools import STATUSES
 
 REQUIRED = inspect.Parameter.empty
 Ids = str | list[str]
+Status = Literal[STATUSES]  # what update may set
+AnyStatus = Literal[TASK_STATUSES]
+StartEdge = Literal[tuple(t for t in DEP_TYPES if t != "contains")]
 
 
-def P(name: str, kind: Any, description: str, default: Any = None, alias: str | None = None, enum: tuple | None = None):
+def P(name: str, kind: Any, description: str, default: Any = None, alias: str | None = None):
     """One parameter: ``default`` REQUIRED for a required one, None otherwise (unset)."""
-    extra = {"enum": list(enum)} if enum else None
-    field = Field(description=description, alias=alias, json_schema_extra=extra)
+    field = Field(description=description, alias=alias)
     annotation = Annotated[kind if default is REQUIRED else kind | None, field]
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
 
@@ -40,7 +42,7 @@ TOOL_PARAMS: dict[str, tuple[str, list[inspect.Parameter]]] = {
     "list_agents": ("List the run's agents with role, tags, status and the tasks each one owns (assigned or working).",
                     [P("tags", list[str], "Only agents having all of these tags")]),
     "list_tasks": ("Query tasks (template order) with filters. ready=true: pending work tasks whose blockers all completed.",
-                   [P("status", Ids, "Status or list of statuses", enum=TASK_STATUSES),
+                   [P("status", AnyStatus | list[AnyStatus], "Status or list of statuses"),
                     P("ready", bool, "Only tasks ready to claim (true) or not ready (false)"),
                     P("owner", str, "Only tasks owned by this agent"),
                     P("parent", str, "Only children of this task ('null': top-level tasks)"),
@@ -55,8 +57,8 @@ TOOL_PARAMS: dict[str, tuple[str, list[inspect.Parameter]]] = {
     "update": ("Change a task. status=completed (owner): commits your worktree as 'task <id>: <title>', runs the task's "
                "verify command and merges the work. status=working starts a task assigned to you; pending gives it back; "
                "failed/cancelled end it. assignee=AGENT assigns a ready task (or a container: its subtree) to an agent.",
-               [TASK, P("status", str, "New status", enum=STATUSES),
-                P("state", str, "task-graph-mcp's name for status", enum=STATUSES),
+               [TASK, P("status", Status, "New status"),
+                P("state", Status, "task-graph-mcp's name for status"),
                 P("assignee", str, "Agent to assign the task to"),
                 P("force", bool, "Take the task from its current owner first"),
                 P("reason", str, "Why (kept in the history)"), WORKER]),
@@ -79,11 +81,11 @@ TOOL_PARAMS: dict[str, tuple[str, list[inspect.Parameter]]] = {
              "(type follows: 'to' first).",
              [P("from_", Ids, "Task id(s) on the from side", REQUIRED, alias="from"),
               P("to", Ids, "Task id(s) on the to side", REQUIRED),
-              P("type", str, "Dependency type (default blocks)", enum=tuple(t for t in DEP_TYPES if t != "contains")), AGENT]),
+              P("type", StartEdge, "Dependency type (default blocks)"), AGENT]),
     "unlink": ("Remove dependencies (same arguments as link); '*' on one side matches every task.",
                [P("from_", Ids, "Task id(s) on the from side, or '*'", REQUIRED, alias="from"),
                 P("to", Ids, "Task id(s) on the to side, or '*'", REQUIRED),
-                P("type", str, "Dependency type (default blocks)", enum=tuple(t for t in DEP_TYPES if t != "contains")), AGENT]),
+                P("type", StartEdge, "Dependency type (default blocks)"), AGENT]),
     "attach": ("Attach a note, result or file content to a task (at most 256 KiB).",
                [TASK, P("name", str, "Attachment name", REQUIRED), P("content", str, "The content (text)"),
                 P("mime", str, "MIME type (default text/plain)"), AGENT]),

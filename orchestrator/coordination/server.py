@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import signal
 import socket
 import time
 from collections.abc import Callable
@@ -55,7 +56,8 @@ class BearerAuth:
         try:
             agent = self.book.agent_of(bearer(header.decode("latin-1") if header else None))
         except TokenRefused as e:
-            reply = JSONResponse({"error": f"unauthorized: {e}"}, status_code=401,
+            hint = "" if header else " (send 'Authorization: Bearer <token>', the agent's ORCH_MCP_TOKEN)"
+            reply = JSONResponse({"error": f"unauthorized: {e}{hint}"}, status_code=401,
                                  headers={"WWW-Authenticate": 'Bearer realm="orch"'})
             return await reply(scope, receive, send)
         scope.setdefault("state", {})[AGENT_KEY] = agent
@@ -74,10 +76,15 @@ def _refusal(text: str, outcome: str) -> CallToolResult:
 
 
 def _bad_arguments(tool: str, err: ValidationError) -> str:
-    first = err.errors()[0]
-    name = str(first["loc"][0]) if first["loc"] else "?"
-    what = "is required" if first["type"] == "missing" else f"is invalid: {first['msg']}"
-    return f"{tool}: argument '{name}' {what}"
+    """The SDK's type check refusal in the tools' own words; of a union's errors, the most specific."""
+    worst = max(err.errors(), key=lambda e: len(e["loc"]))
+    name = str(worst["loc"][0]) if worst["loc"] else "?"
+    if worst["type"] == "missing":
+        return f"{tool}: argument '{name}' is required"
+    if worst["type"] == "literal_error":
+        choices = worst["ctx"]["expected"].replace("'", "").replace(" or ", ", ")
+        return f"{tool}: {name} {worst['input']!r} is not one of {choices}"
+    return f"{tool}: argument '{name}' is invalid: {worst['msg']}"
 
 
 class CoordinationServer(MCPServer):
@@ -146,14 +153,34 @@ def http_app(ctx: RunContext):
     return app
 
 
+class Stopped(Exception):
+    """SIGTERM or SIGINT: the server is asked to stop (a normal end, exit 0)."""
+
+
+def _stop(signum, frame) -> None:
+    raise Stopped(signum)
+
+
+def _until_stopped(main) -> None:
+    """Run ``main`` (a coroutine) until it ends or a stop signal comes. uvicorn handles the signal
+    itself while it serves (a graceful shutdown), then raises it again: here, not a death by signal."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _stop)
+    try:
+        asyncio.run(main)
+    except Stopped:
+        pass
+
+
 def serve_http(ctx: RunContext, sock: socket.socket) -> None:
-    """Serve until SIGTERM or SIGINT (uvicorn's own handlers end it cleanly)."""
+    """Serve until SIGTERM or SIGINT."""
     import uvicorn  # lazy: only the HTTP transport needs it
 
     config = uvicorn.Config(http_app(ctx), log_level="warning", lifespan="on", timeout_graceful_shutdown=2)
-    asyncio.run(uvicorn.Server(config).serve(sockets=[sock]))
+    _until_stopped(uvicorn.Server(config).serve(sockets=[sock]))
 
 
 def serve_stdio(ctx: RunContext, agent: str) -> None:
+    """Serve on stdin/stdout until stdin ends or a stop signal comes."""
     server = CoordinationServer(CoordinationTools(ctx), lambda _ctx: agent)
-    asyncio.run(server.run_stdio_async())
+    _until_stopped(server.run_stdio_async())

@@ -29,7 +29,8 @@ class Serving:
                 try:
                     return cls(ctx, agent=ctx.tokens.agent_of(token or os.environ.get(TOKEN_ENV)))
                 except TokenRefused as e:
-                    raise InputError(f"{'--token' if token else TOKEN_ENV}: {e}") from None
+                    hint = "" if token or os.environ.get(TOKEN_ENV) else " (set it to the agent's token)"
+                    raise InputError(f"{'--token' if token else TOKEN_ENV}: {e}{hint}") from None
             try:
                 return cls(ctx, sock=bind(port))
             except OSError as e:

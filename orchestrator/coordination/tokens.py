@@ -80,7 +80,7 @@ class TokenBook:
     def agent_of(self, token: str | None) -> str:
         """The agent ``token`` belongs to; ``TokenRefused`` saying why otherwise."""
         if not token:
-            raise TokenRefused("no token: send 'Authorization: Bearer <token>' (ORCH_MCP_TOKEN)")
+            raise TokenRefused("no token")
         parts = token.split(".")
         if len(parts) < 3 or parts[0] != PREFIX:
             raise TokenRefused("not an orch coordination token")

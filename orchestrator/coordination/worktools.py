@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from coordstore.errors import MOVED_ON
-from coordstore.graph import GraphIndex, tags_fit
+from coordstore.graph import tags_fit
 from coordstore.models import ACTIVE, Task
 
 from gitwork import agentgit as gitops
@@ -22,6 +22,7 @@ from gitwork.runner import git
 from agents.kinds import Result
 
 from orchestrator.coordination.args import Call
+from orchestrator.coordination.views import graph_of
 
 STATUSES = ("pending", "working", "completed", "failed", "cancelled")  # what update(status=...) may set
 
@@ -43,6 +44,8 @@ class WorkTools:
             raise c.refuse(f"agent {c.agent!r} is a {self.ctx.agents[c.agent].role}: it hands tasks out and works none")
         if t.owner == c.agent and t.status == "working":
             return {"success": True, "task": self._brief(t), "already": True}
+        if self.store.list_tasks(self.run_id, parent=t.id):
+            raise c.refuse(f"task {t.id!r} is a container: claim its children (a container assigned to you is your subtree)")
         if not (t.owner == c.agent and t.status == "assigned"):
             if c.tool == "update":
                 raise c.refuse(f"task {t.id!r} is {t.status}{self._owned(t)}; only its owner starts an assigned task "
@@ -51,12 +54,11 @@ class WorkTools:
                 raise c.refuse(f"task {t.id!r} needs tags {t.needed_tags} that agent {c.agent!r} lacks")
             won = self.store.claim(self.run_id, t.id, c.agent)
             if won is None:
-                now = self.store.get_task(self.run_id, t.id)
-                raise c.refuse(f"task {t.id!r} is no longer available: it is {now.status}{self._owned(now)}", "lost")
+                raise c.refuse(self._why_not(t.id), "lost")
             t = won
         with self.ctx.lock(c.agent):
             problems = []
-            ix = GraphIndex(self.store.list_tasks(self.run_id), self.store.dependencies(self.run_id))
+            ix, _ = graph_of(self.store, self.run_id)
             if ix.effective_blockers(t.id):
                 problems = self.ctx.work(c.agent).take_in_blockers(t)
             base = gitops.head(self.ctx.worktree(c.agent))
@@ -69,6 +71,15 @@ class WorkTools:
         if problems:
             out["catch_up"] = problems
         return out
+
+    def _why_not(self, tid: str) -> str:
+        """Why a claim of ``tid`` lost: taken meanwhile, or still waiting for its blockers."""
+        ix, status = graph_of(self.store, self.run_id)
+        now = ix.tasks[tid]
+        if now.status == "pending":
+            waiting = sorted(b for b in ix.effective_blockers(tid) if status.get(b) != "completed")
+            return f"task {tid!r} is not ready: it waits for {', '.join(waiting)}"
+        return f"task {tid!r} is no longer available: it is {now.status}{self._owned(now)}"
 
     @staticmethod
     def _owned(t: Task) -> str:

@@ -43,7 +43,7 @@ def assert_usage_error(result, *needles) -> None:
 
 def leaf_commands() -> list[tuple[list[str], object]]:
     """Every command that runs something, as (its words after `orch`, its click command)."""
-    from orchestrator.cli import analysis, model, ops, run, store, template  # noqa: F401
+    from orchestrator.cli import analysis, mcp, model, ops, run, store, template  # noqa: F401
 
     out = []
 

@@ -79,6 +79,7 @@ def test_a_failing_verify_fails_the_task_and_drops_its_commit(tools):
     ("claim", {"task": "nope"}, "claim: task 'nope' does not exist in run r1"),
     ("claim", {}, "claim: argument 'task' is required"),
     ("claim", {"task": 3}, "claim: argument 'task' must be a string, got int"),
+    ("claim", {"task": "box"}, "claim: task 'box' is a container: claim its children"),
     ("get", {"task": ""}, "get: argument 'task' must not be empty"),
     ("update", {"task": "a", "status": "done"}, "update: status 'done' is not one of pending, working, completed, failed, cancelled"),
     ("update", {"task": "a"}, "update: nothing to change: give status or assignee"),
@@ -115,6 +116,13 @@ def test_bad_arguments_are_errors_naming_the_argument_and_rows_of_their_own(tool
     assert row.data["args"] == args_digest(args) and row.data["latency_ms"] >= 0
 
 
+def test_a_claim_of_a_blocked_task_is_lost_saying_what_it_waits_for(tools):
+    e = refused(tools, "claim", "w1", task="c")
+    assert (e.outcome, e.text) == ("lost", "claim: task 'c' is not ready: it waits for a")
+    assert [(r.entity_id, r.to_state) for r in tools.store.history(tools.run_id, entity="claim")] == [("c", "lost")]
+    assert tool_rows(tools, "claim")[-1].to_state == "lost"
+
+
 def test_a_caller_naming_another_agent_is_denied_and_nothing_changes(tools):
     t = tools
     for tool, args in [("claim", {"task": "a", "worker_id": "w1"}), ("update", {"task": "a", "status": "working", "worker_id": "w1"}),
@@ -147,6 +155,9 @@ def test_push_the_coordinator_assigns_reassigns_and_the_assignee_starts_and_give
     # a container assigned to a worker means "owner of this subtree" (hybrid)
     t.call("update", "coordinator", {"task": "box", "assignee": "w1"})
     assert t.store.get_task(t.run_id, "box").owner == "w1"
+    assert "is a container" in refused(t, "update", "w1", task="box", status="working").text
+    assert t.call("claim", "w1", {"task": "box.1"})["task"]["status"] == "working"  # inside its subtree
+    assert t.store.get_task(t.run_id, "box").status == "assigned"
 
 
 def test_growing_the_graph_names_its_author_and_sequential_siblings_follow_each_other(tools):
