@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cliruns import cli, git
+from cliruns import cli, completed, git
 from conftest import wait_for
 from coordstore import open_store
 from orchestrator.rundir import RunPaths
@@ -149,14 +149,8 @@ def test_a_resume_stops_the_dead_orchestrators_server_and_the_agents_finish_thro
                             start_new_session=True)
     try:
         run_dir = wait_for(lambda: next((p.parent for p in results.glob("driven/v/*/run.json")), None), timeout=60)
-        paths = RunPaths(run_dir)
-        spec = paths.read_spec()
-
-        def done() -> int:
-            with open_store(spec.store_url) as s:
-                return sum(t.status == "completed" for t in s.list_tasks(spec.run_id))
-
-        wait_for(lambda: done() >= 3, timeout=60)
+        spec = RunPaths(run_dir).read_spec()
+        wait_for(lambda: completed(run_dir)[0] >= 3, timeout=60)
         old = json.loads((run_dir / "orch-mcp.pid").read_text())
         os.kill(orch.pid, signal.SIGKILL)  # the orchestrator alone: its runners and its server live on
         orch.wait(10)
