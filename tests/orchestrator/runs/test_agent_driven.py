@@ -29,17 +29,19 @@ TIME_SCALE = 0.0001  # an estimated hour of work runs in 0.36 s; a model turn of
 FAILURES = {"looping", "stalled", "dead", "killed"}
 
 
-def experiment(tmp_path: Path, variant: dict, template: str = "browser-parallel", scale: float = TIME_SCALE) -> Path:
+def experiment(tmp_path: Path, variant: dict, template: str = "browser-parallel", scale: float = TIME_SCALE,
+               **execution) -> Path:
     exp = {"experiment": {"id": "driven"}, "template": template,
-           "execution": {"runs": 1, "seed": 7, "time_scale": scale, "timeout_s": 120},
+           "execution": {"runs": 1, "seed": 7, "time_scale": scale, "timeout_s": 120, **execution},
            "variants": [{"name": "v", "coordination": "agents", **variant}]}
     f = tmp_path / "exp.yaml"
     f.write_text(yaml.safe_dump(exp))
     return f
 
 
-def run(tmp_path: Path, variant: dict, template: str = "browser-parallel"):
-    [plan] = plan_runs(RunRequest(variant="v", experiment=experiment(tmp_path, variant, template), results=tmp_path / "results"))
+def run(tmp_path: Path, variant: dict, template: str = "browser-parallel", **execution):
+    exp = experiment(tmp_path, variant, template, **execution)
+    [plan] = plan_runs(RunRequest(variant="v", experiment=exp, results=tmp_path / "results"))
     out = run_one(*plan)
     with open_store(out.spec.store_url) as s:
         dump = s.dump_run(out.spec.run_id)
@@ -99,6 +101,25 @@ def test_agent_driven_push_pull_and_hybrid_complete_the_browser_graphs(tmp_path,
     with open_store(out.spec.store_url) as s:
         spent = [e for e in s.read_events(out.spec.run_id, agent=dispatcher) if e.type == "tokens"]
     assert len(spent) >= len(tool_rows(dump, dispatcher)) - len(tool_rows(dump, dispatcher, "log_metrics"))
+
+
+def test_the_push_coordinator_gives_a_task_whose_worker_crashed_to_another_worker(tmp_path):
+    # the sim's crash fault is drawn per (seed, task, attempt): seed 3 crashes some first attempts
+    ladder = {"kill_grace_s": 0.5, "respawn_backoff_ms": 100, "respawn_backoff_max_ms": 400}
+    out, dump = run(tmp_path, {"policy": "push", "agents": 4, "kind_options": {"p_crash": 0.15}}, seed=3,
+                    allow_failures=True, supervision=ladder)
+    assert out.status == "finished"
+    crashed = [r.entity_id for r in dump.history if r.entity == "agent" and r.to_state == "dead"]
+    assert crashed
+    given: dict[str, list[str]] = {}
+    for r in tool_rows(dump, "coordinator", "update"):
+        if r.to_state == "ok":
+            given.setdefault(r.data["task"], []).append(r.data["assignee"])
+    again = {t: to for t, to in given.items() if len(to) > 1}
+    assert again and all(a != b for to in again.values() for a, b in zip(to, to[1:]))  # each time to another worker
+    for t in again:  # it came back because its worker died: the supervisor requeued it in between
+        requeued = [r for r in dump.history if r.entity == "task" and r.entity_id == t and r.is_requeue]
+        assert len(requeued) >= len(again[t]) - 1
 
 
 def test_eight_swarm_agents_claim_over_http_on_a_wide_graph_and_lost_claims_are_recorded(tmp_path):
