@@ -35,7 +35,7 @@ class SimPlayer:
     def __init__(self, cfg, client, events, pulse):
         self.seat = Seat(cfg, client, events, pulse, dict(cfg.kind_options))
         self.role = role_class(cfg.policy, cfg.role)(self.seat)
-        self.unknown = [k for k in self.seat.sim.unknown if k not in ROLE_KEYS]
+        self.unknown = list(self.seat.sim.unknown)  # the role's own keys were taken out before
 
     @classmethod
     def preflight(cls, policy: str, role: str, options: dict[str, Any] | None) -> None:

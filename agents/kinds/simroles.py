@@ -48,6 +48,7 @@ from __future__ import annotations
 import hashlib
 import random
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from coordstore.errors import AgentError
@@ -217,7 +218,6 @@ class Seat:
         self.rng = rng_for(cfg.seed, cfg.agent_id, "role")
         self.owed: dict[str, list[float]] = {}  # task -> [in, out, cached, thinking, cost] not yet logged
         self.empty_looks = 0
-        self.lost_claims = 0
         p_in, p_out, p_cached = PRICES[self.sim.options.model]
         self._price = (p_in, p_out, p_cached)
 
@@ -287,8 +287,8 @@ class Seat:
 
     # -- a task ----------------------------------------------------------------------------
     def record(self, answer: Any, tid: str) -> Task:
-        """The task as the sim kind needs it (estimate, file scope, meta), from the tool's answer;
-        ``get`` when the answer is not the whole task."""
+        """The task as the sim kind needs it (estimate, file scope), from the tool's answer; ``get``
+        when the answer is not the whole task."""
         data = answer.get("task", answer) if isinstance(answer, dict) else {}
         if not isinstance(data, dict) or "file_scope" not in data:
             data = self.call("get", tid, task=tid)
@@ -304,16 +304,13 @@ class Seat:
     def claim(self, tid: str) -> Task | None:
         """Claim ``tid``: the task now ``working`` for this agent, or None (lost: look again)."""
         answer = self.try_call("claim", tid, task=tid)
-        if isinstance(answer, ToolRefused):
-            self.lost_claims += answer.lost
-            return None
-        return self.record(answer, tid)
+        return None if isinstance(answer, ToolRefused) else self.record(answer, tid)
 
     def work(self, task: Task) -> bool:
         """The sim kind's run of ``task`` in the worktree, then completed or failed through
-        ``update``. True when the task completed."""
+        ``update``, then what it cost reported. True when the task completed."""
         c, tid = self.cfg, task.id
-        ctx = KindContext(c.run_id, c.agent_id, c.worktree, c.seed, c.time_scale, task.attempt, self.events,
+        ctx = KindContext(c.run_id, c.agent_id, Path(c.worktree), c.seed, c.time_scale, task.attempt, self.events,
                           self.pulse, identity(c.agent_id))
         self.pulse.current_task = tid
         try:
@@ -323,19 +320,21 @@ class Seat:
                 result = Result(ok=False, reason=f"kind sim raised {type(e).__name__}: {e}")
             tk = result.tokens or {}
             self.owe(tid, tk.get("in", 0), tk.get("out", 0), tk.get("cached", 0), tk.get("thinking", 0), tk.get("cost_usd", 0.0))
-            if result.ok:
-                # a refusal here is the server's word on the task (its verify failed it, or it was
-                # taken away meanwhile): logged by try_call, nothing left for this agent to do
-                done = self.try_call("update", tid, task=tid, status="completed")
-                if isinstance(done, ToolRefused):
-                    return False
-                self.events.log(f"task {tid} completed", task=tid)
-                return True
-            reason = result.reason or "failed"
-            if not isinstance(self.try_call("update", tid, task=tid, status="failed", reason=reason), ToolRefused):
-                self.events.log(f"task {tid} failed: {reason}", level="warning", task=tid)
-            return False
+            done = self.finish(tid, result)
         finally:
             self.pulse.current_task = None
-            self.settle(tid)
+        self.settle(tid)
+        return done
 
+    def finish(self, tid: str, result: Result) -> bool:
+        if result.ok:
+            # a refusal here is the server's word on the task (its verify failed it, or it was
+            # taken away meanwhile): logged by try_call, nothing left for this agent to do
+            if isinstance(self.try_call("update", tid, task=tid, status="completed"), ToolRefused):
+                return False
+            self.events.log(f"task {tid} completed", task=tid)
+            return True
+        reason = result.reason or "failed"
+        if not isinstance(self.try_call("update", tid, task=tid, status="failed", reason=reason), ToolRefused):
+            self.events.log(f"task {tid} failed: {reason}", level="warning", task=tid)
+        return False

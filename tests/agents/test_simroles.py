@@ -76,9 +76,10 @@ def test_a_swarm_worker_alone_claims_works_and_completes_every_task_through_the_
     spec, paths = agent_run(tmp_path, workers=2)
     server = ServerProcess(paths.root)
     try:
-        dump, evs = play(spec, paths, "w2", server.url)
+        dump, evs = play(spec, paths, "w2", server.url, p_fial=0.5)  # a typo: said, then ignored
     finally:
         server.stop()
+    assert any("option 'p_fial' is not one of its options" in e["data"].get("msg", "") for e in evs if e["type"] == "log")
     assert {t.id: (t.status, t.completed_by) for t in dump.tasks if t.id != "box"} == \
         {tid: ("completed", "w2") for tid in ("a", "b", "c", "box.1", "box.2")}
     tools = [r for r in dump.history if r.entity == "tool"]
