@@ -37,10 +37,11 @@ about a task, and a worker's tokens for the task's work, are also reported once 
 it (assigned it, completed or failed it, decomposed it): that is the task's ledger, as the
 runner's ``add_usage`` is in orch-driven variants. ``log_metrics`` itself costs no turn.
 
-Every tool call emits a ``step`` event named after the tool (``data.tool``); reads
-(``list_tasks``, ``list_agents``, ``get``, ``attachments``) are marked ``data.poll``: an agent
-waiting for work looks again and again with the same arguments, which the supervisor must not
-take for a loop (``orchestrator.supervision.observe``).
+Every tool call emits a ``step`` event named after the tool (``data.tool``), after a ``step`` named
+``turn`` whose ``data.ms`` is the time the decision took (wall milliseconds: what the coordination
+metrics add up as busy time). Reads (``list_tasks``, ``list_agents``, ``get``, ``attachments``) and
+their turns are marked ``data.poll``: an agent waiting for work looks again and again with the same
+arguments, which the supervisor must not take for a loop (``orchestrator.supervision.observe``).
 """
 
 from __future__ import annotations
@@ -233,13 +234,18 @@ class Seat:
     def call(self, name: str, about: str | None = None, /, **args: Any) -> Any:
         """One turn: think (seeded latency), pay its tokens, call tool ``name``. ``about``: the
         task the call concerns (its tokens are owed to it)."""
-        self.turn(about)
-        self.events.step(name, args=args, task=about, tool=True, **({"poll": True} if name in READS else {}))
+        poll = {"poll": True} if name in READS else {}
+        self.turn(name, about, poll)
+        self.events.step(name, args=args, task=about, tool=True, **poll)
         return self.client.call(name, **args)
 
-    def turn(self, about: str | None) -> None:
+    def turn(self, name: str, about: str | None, poll: dict[str, bool]) -> None:
+        """Deciding on a call to ``name``: the seeded latency, said as a ``turn`` step (``data.ms``,
+        the wall milliseconds it took: what the coordination metrics add up), and its tokens."""
         o = self.opts
+        t0 = self.pulse.clock()
         self.pulse.sleep(o.turn_s * self.cfg.time_scale * self.rng.uniform(0.5, 1.5))
+        self.events.step("turn", args={"tool": name, "task": about}, task=about, ms=self.pulse.clock() - t0, **poll)
         t = o.turn_tokens
         cost = self.cost(t["in"], t["out"], t["cached"], t["thinking"])
         self.events.tokens(task=about, tokens_in=t["in"], tokens_out=t["out"], cached=t["cached"],

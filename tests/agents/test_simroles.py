@@ -94,6 +94,10 @@ def test_a_swarm_worker_alone_claims_works_and_completes_every_task_through_the_
     # each turn cost tokens (an event per call but log_metrics), and each task's share reached the store
     turns = [e for e in evs if e["type"] == "tokens" and e["data"]["in"] == 1200 and e["data"]["out"] == 120]
     assert len(turns) == len(names) - names.count("log_metrics")
+    # and each decision took its time, said as a turn step (wall ms); looks' turns are polls too
+    decided = [e["data"] for e in evs if e["type"] == "step" and e["data"]["name"] == "turn"]
+    assert len(decided) == len(turns) and all(d["ms"] >= 0 for d in decided)
+    assert sum(bool(d.get("poll")) for d in decided) == sum(n in ("list_tasks", "get") for n in names)
     a = next(t for t in dump.tasks if t.id == "a")
     logged = [r for r in tools if r.entity_id == "log_metrics" and r.data["task"] == "a"]
     assert a.tokens_in == logged[0].data["metrics"][0] > 3 * 1200  # its turns (claim, get, update) and its work
