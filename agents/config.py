@@ -33,6 +33,9 @@ MERGE_MODES: tuple[str, ...] = get_args(MergeMode)
 HEARTBEAT_MS = 1_000
 LEASE_MS = 30_000
 POLL_MS = 20
+# agent-driven variants: where the run's coordination tools are, and the agent's token for them,
+# in each agent's environment (set by the orchestrator at spawn)
+MCP_URL_ENV, MCP_TOKEN_ENV = "ORCH_MCP_URL", "ORCH_MCP_TOKEN"
 
 
 class _BadKey(ValueError):

@@ -6,6 +6,10 @@ the worktree -> commit on the agent's branch as ``task <id>: <title>`` (agent id
 task's ``verify`` command -> in ``immediate`` merge mode, merge the branch into the merged ref
 BEFORE ``store.complete``, so dependents that become ready see the work -> complete or fail.
 
+In agent-driven variants (``coordination: agents``) there is no policy: the agent's kind plays
+its role through the coordination tools (``agents.driven``) and the runner keeps the process, the
+lease and the events.
+
 A ``StaleAttempt`` (the supervisor took the task away) drops the task and the loop goes on.
 SIGTERM (how the orchestrator stops runners) emits a ``log`` event and exits 143 at once.
 Start-up is kept cheap: no typer or watchdog; git runs through ``gitwork.runner`` (standard library only).
@@ -53,9 +57,11 @@ class Runner:
         self.store = store if store is not None else open_store(cfg.store_url)
         self.pulse = Pulse(self.store, cfg.run_id, cfg.agent_id, self.events, cfg.heartbeat_ms, cfg.lease_ms, clock=clock)
         self.env = PolicyEnv(self.store, cfg.run_id, cfg.agent_id, cfg.role, cfg.tags, cfg.policy_options, self.pulse, self.events)
-        self.policy = make_policy(cfg.policy, self.env)
+        # agent-driven: the agent picks its tasks through the coordination tools (agents.driven)
+        self.driven = cfg.coordination == "agents"
+        self.policy = None if self.driven else make_policy(cfg.policy, self.env)
         self.kind = None
-        if cfg.works:
+        if cfg.works and not self.driven:
             from agents.kinds import resolve_kind  # lazy: the runner's start-up; kinds and git only for working agents
 
             self.kind = resolve_kind(cfg.kind)(dict(cfg.kind_options))
@@ -98,6 +104,12 @@ class Runner:
 
     def run(self) -> int:
         self.start()
+        if self.driven:
+            from agents.driven import drive  # lazy: the MCP client only for agent-driven runners
+
+            drive(self.cfg, self.store, self.events, self.pulse)
+            self.finish("run over")
+            return EXIT_OK
         while True:
             try:
                 if not self.step():

@@ -32,6 +32,9 @@ KINDS: dict[str, str] = {
     "gemini": "agents.kinds.command:GeminiKind",
     "opencode": "agents.kinds.command:OpencodeKind",
 }
+# kinds that play a role in agent-driven variants (coordination: agents): name -> their player,
+# a class with begin(), step() -> bool, wait_s(), end() (agents.driven runs it)
+PLAYERS: dict[str, str] = {"sim": "agents.kinds.simplay:SimPlayer"}
 
 
 @dataclass
@@ -104,6 +107,22 @@ def time_scaled(ref: str) -> bool:
         return bool(getattr(resolve_kind(ref), "time_scaled", False))
     except AgentError:
         return False
+
+
+def resolve_player(kind: str) -> type:
+    """The player class of ``kind`` for agent-driven variants (``AgentError`` if it has none)."""
+    target = PLAYERS.get(kind)
+    if target is None:
+        raise AgentError(f"agent kind {kind!r} cannot play a role in agent-driven variants (coordination: agents) "
+                         f"yet; kinds that can: {', '.join(sorted(PLAYERS))}")
+    module, _, cls = target.partition(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def preflight_player(kind: str, policy: str, role: str, options: dict[str, Any] | None) -> None:
+    """At plan time: ``kind`` plays ``role`` under ``policy`` with ``options`` (``AgentError`` naming
+    what does not)."""
+    resolve_player(kind).preflight(policy, role, options)
 
 
 def output_tail(text: str, lines: int = 20, chars: int = 2000) -> str:

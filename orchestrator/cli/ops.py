@@ -283,9 +283,9 @@ def _print_clean(v: dict) -> None:
 @app.command("history")
 def history_cmd(
     run_dir: Path = typer.Argument(..., help=RUN_DIR_HELP),
-    task: str | None = typer.Option(None, "--task", help="Only this task's transitions, claims and merges."),
+    task: str | None = typer.Option(None, "--task", help="Only this task's transitions, claims, merges and the tool calls naming it."),
     agent: str | None = typer.Option(None, "--agent", help="Only rows by or about this agent."),
-    entity: str | None = typer.Option(None, "--entity", help="Only rows of this kind: task, agent, merge, run or claim."),
+    entity: str | None = typer.Option(None, "--entity", help="Only rows of this kind: task, agent, merge, run, claim or tool (coordination calls)."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """The run's transitions, readable: time offset, entity, id, from -> to, agent, reason."""

@@ -21,7 +21,7 @@ from coordstore.snapshot import read_text
 from gitwork.repo import check_repo, resolve_commit
 
 from agents.clis.serverurl import agent_env
-from agents.kinds import preflight
+from agents.kinds import preflight, preflight_player
 from agents.policies import check_options
 
 from orchestrator.runs.experiment import Execution, find_variant
@@ -96,7 +96,11 @@ def _check_results(results: Path) -> None:
 
 def _preflight(variant, agents) -> None:
     """Every working agent's kind can run (CLI present, credentials set, options valid), checked
-    before any run directory or worktree exists."""
+    before any run directory or worktree exists; in agent-driven variants, every agent's kind can
+    play its role."""
+    if variant.coordination == "agents":
+        _preflight_driven(variant, agents)
+        return
     check_options(variant.policy, variant.policy_options)
     served = {}
     if variant.model_server:  # the run's own server will provide base URLs and keys
@@ -115,6 +119,23 @@ def _preflight(variant, agents) -> None:
                 raise AgentError(f"variant {variant.name!r}, agent {a.id}: {e}") from e
 
 
+def _preflight_driven(variant, agents) -> None:
+    """Agent-driven: no policy runs, so its options would change nothing (refused, not ignored);
+    each agent's kind must play its role under the policy with its options."""
+    if variant.policy_options:
+        keys = ", ".join(sorted(variant.policy_options))
+        raise InputError(f"variant {variant.name!r}: policy_options ({keys}) do not apply with coordination: agents "
+                         f"(the agents decide through the tools; their rhythm is in kind_options, e.g. turn_s)")
+    if variant.model_server:
+        raise InputError(f"variant {variant.name!r}: model_server is for CLI agents; with coordination: agents only "
+                         f"the sim kind plays roles so far")
+    for a in agents:
+        try:
+            preflight_player(a.kind, variant.policy, a.role, {**variant.kind_options, **a.options})
+        except AgentError as e:
+            raise AgentError(f"variant {variant.name!r}, agent {a.id}: {e}") from e
+
+
 def plan_runs(req: RunRequest) -> list[tuple[RunSpec, RunPaths, object, str | None, bool]]:
     """Validate the request and return, per replication, what setup needs. Writes nothing."""
     exp_file, exp, variant = find_variant(req.variant, req.experiment)
@@ -127,7 +148,10 @@ def plan_runs(req: RunRequest) -> list[tuple[RunSpec, RunPaths, object, str | No
     if req.repo is not None or exp.repo:
         repo = check_repo(Path(req.repo or exp.repo))
         base = resolve_commit(repo, req.base)
-    agents = agents_for(variant.policy, variant.worker_defs(), variant.kind)
+    try:
+        agents = agents_for(variant.policy, variant.worker_defs(), variant.kind, variant.coordination)
+    except InputError as e:
+        raise InputError(f"{exp_file}: variant {variant.name!r}: {e}") from e
     _preflight(variant, agents)
     exp_text = read_text(exp_file)  # as load_experiment read it: UTF-8 whatever the locale
     out = []
@@ -141,6 +165,7 @@ def plan_runs(req: RunRequest) -> list[tuple[RunSpec, RunPaths, object, str | No
             variant=variant.name,
             policy=variant.policy,
             policy_options=variant.policy_options,
+            coordination=variant.coordination,
             kind_options=variant.kind_options,
             agents=agents,
             template=str(template),

@@ -20,10 +20,12 @@ from coordstore.models import ACTIVE, RUN_OVER, TERMINAL
 
 from agents.clis.base import MODEL_SERVER_ENV
 from agents.clis.serverurl import agent_env
+from agents.config import MCP_URL_ENV
 
 from orchestrator.runs.exports import export_run
 from orchestrator.runs.finalmerge import merge_completed
 from orchestrator.runs.outcome import settle
+from orchestrator.runs.toolserver import ToolServer
 from orchestrator.runs.watcher import EventWatcher
 from orchestrator.supervision.control import RunController
 from orchestrator.supervision.interrupts import Interrupted, catch_signals, deferred
@@ -53,6 +55,7 @@ class Orchestrator:
         self.deadline = self.clock() + round(spec.timeout_s * 1000)
         self.progress = None  # optional callback(done, total)
         self.model_server = None
+        self.tool_server: ToolServer | None = None  # agent-driven variants: the coordination tools
         self._last_tick_ms = -1 << 62  # the first step always judges
         self._owner = False  # this process is the run's orchestrator (pid file written)
 
@@ -73,11 +76,22 @@ class Orchestrator:
         srv = self.model_server
         self.controller.extra_env = {**agent_env(srv.url, srv.key), MODEL_SERVER_ENV: srv.url}
 
+    def _start_tool_server(self) -> None:
+        """Agent-driven variants: the run's coordination server, before any runner, which finds its
+        URL in its environment (and its own token, ``RunController.spawn``). A resume starts a new
+        one: a new port; the tokens are the run's, kept in its directory."""
+        if self.spec.coordination != "agents":
+            return
+        self.tool_server = ToolServer(self.paths)
+        url = self.tool_server.start()
+        self.controller.extra_env = {**self.controller.extra_env, MCP_URL_ENV: url}
+
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
         write_pidfile(self.paths)  # lets `orch runs`/`status` tell a live run from an interrupted one
         self._owner = True
         self._start_model_server()
+        self._start_tool_server()
         self.watcher.start()
         self.controller.spawn_all()
 
@@ -87,6 +101,7 @@ class Orchestrator:
         self._claim_for_resume()
         self.store.reopen_run(self.spec.run_id, reason="resumed")
         self._start_model_server()  # a new port: re-attached runners keep the old URL and get requeued if they fail
+        self._start_tool_server()  # likewise: a re-attached agent that cannot reach the old one ends and is respawned
         self.watcher.start()
         for agent_id in self.controller.attach_all():
             for t in self.store.list_tasks(self.spec.run_id, status=ACTIVE, owner=agent_id):
@@ -195,6 +210,9 @@ class Orchestrator:
         return status
 
     def close(self) -> None:
+        if self.tool_server is not None:
+            self.tool_server.stop()
+            self.tool_server = None
         if self.model_server is not None:
             self.model_server.stop()
             self.model_server = None

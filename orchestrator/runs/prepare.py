@@ -24,21 +24,41 @@ from orchestrator.coordination.tokens import ensure_tokens
 from orchestrator.rundir import AgentSpec, RunPaths, RunSpec
 
 
-def agents_for(policy: str, worker_defs: list, default_kind: str) -> list[AgentSpec]:
-    """The agents a variant runs: its workers, plus the coordinator (push) or lead (hybrid)."""
+DISPATCHER = {"push": "coordinator", "hybrid": "lead"}  # the role that hands work out, per policy
+
+
+def agents_for(policy: str, defs: list, default_kind: str, coordination: str = "orch") -> list[AgentSpec]:
+    """The agents a variant runs, from its definitions (``AgentDef``s; ``agents: 4`` is one of 4
+    workers). ``orch``: the workers, plus the coordinator (push) or lead (hybrid) that orch's
+    policy plays (kind ``none``). ``agents``: every definition as written, coordinators and leads
+    too, each played by its kind, plus a coordinator (push) or lead (hybrid) of the variant's kind
+    when none is defined. Ids: a definition's ``id`` (``{n}`` numbers each of its ``count``), else
+    ``w1, w2, ...`` for workers and the role's name for the others; instructions are kept."""
     out: list[AgentSpec] = []
-    if policy == "push":
-        out.append(AgentSpec(id="coordinator", role="coordinator", kind="none"))
-    elif policy == "hybrid":
-        out.append(AgentSpec(id="lead", role="lead", kind="none"))
+    dispatcher = DISPATCHER.get(policy)
+    driven = coordination == "agents"
+    if dispatcher and not (driven and any(d.role == dispatcher for d in defs)):
+        out.append(AgentSpec(id=dispatcher, role=dispatcher, kind=default_kind if driven else "none"))
     n = 0
-    for d in worker_defs:
-        for _ in range(d.count):
-            n += 1
+    for i, d in enumerate(defs):
+        for k in range(1, d.count + 1):
             role = "solo" if policy == "solo" else ("specialist" if policy == "relay" else d.role)
-            out.append(AgentSpec(id=f"w{n}", role=role, tags=d.tags or None, kind=d.kind or default_kind, options=d.options))
-    if policy == "solo" and n != 1:
-        raise InputError(f"policy solo runs exactly one agent, the variant defines {n}")
+            if d.id is not None:
+                if d.count > 1 and "{n}" not in d.id:
+                    raise InputError(f"agents.{i}.id: {d.id!r} names {d.count} agents (count); number them with {{n}}")
+                aid = d.id.replace("{n}", str(k))
+            elif role in DISPATCHER.values():
+                aid = role if not any(a.id == role for a in out) else f"{role}{sum(a.role == role for a in out) + 1}"
+            else:
+                n += 1
+                aid = f"w{n}"
+            if any(a.id == aid for a in out):
+                raise InputError(f"agents.{i}: agent id {aid!r} is used twice in the variant")
+            out.append(AgentSpec(id=aid, role=role, tags=d.tags or None, kind=d.kind or default_kind, options=d.options,
+                                 instruction=d.instruction))
+    workers = sum(a.works for a in out)
+    if policy == "solo" and workers != 1:
+        raise InputError(f"policy solo runs exactly one agent, the variant defines {workers}")
     return out
 
 

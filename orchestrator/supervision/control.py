@@ -12,8 +12,9 @@ from pathlib import Path
 from coordstore.models import Agent
 from coordstore.private import private_dir
 
-from agents.config import RunnerConfig
+from agents.config import MCP_TOKEN_ENV, RunnerConfig
 
+from orchestrator.coordination.tokens import read_tokens
 from orchestrator.rundir import AgentSpec, RunPaths, RunSpec
 from orchestrator.supervision.interrupts import deferred
 from orchestrator.supervision.observe import observe_agent
@@ -32,6 +33,7 @@ class RunController:
         self.avoid_hints: dict[str, set[str]] = {}
         self.event_states: dict = {}  # observe.EventState per agent
         self.extra_env: dict[str, str] = {}  # e.g. the run's model server URL, given to every runner
+        self._tokens: dict[str, str] | None = None  # agent-driven: each agent's coordination token
         self.supervision = SupervisionConfig.load(spec.supervision, where="execution.supervision")
 
     # ------------------------------------------------------------------ config + spawn
@@ -55,6 +57,8 @@ class RunController:
             kind_options={**s.kind_options, **a.options},
             policy=s.policy,
             policy_options=s.policy_options,
+            coordination=s.coordination,
+            instruction=a.instruction,
             worktree=str(self.paths.worktree_of(a.id)) if a.works else None,
             repo=s.repo,
             events_dir=str(self.paths.events_of(a.id)),
@@ -81,6 +85,8 @@ class RunController:
             "ORCH_WORKTREE": str(self.paths.worktree_of(a.id)) if a.works else "",
             "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")])),
         }
+        if self.spec.coordination == "agents":  # its own token only: it acts as itself and no other
+            env[MCP_TOKEN_ENV] = self.token_of(a.id)
         cwd = self.paths.worktree_of(a.id) if a.works else self.paths.root
         with deferred():  # a signal now would leave a runner nobody knows of: it waits until it is recorded
             proc = spawn([sys.executable, "-m", "agents.runner", "--config", str(cfg)], a.id, env, cwd, self.paths.logs)
@@ -90,6 +96,12 @@ class RunController:
                 Agent(id=a.id, kind=self.kind_of(a.id), role=a.role, tags=a.tags or [], pid=proc.pid, create_time=proc.create_time),
                 lease_ms=config.lease_ms,
             )
+
+    def token_of(self, agent_id: str) -> str:
+        """The agent's coordination token, from the run's token file (read once)."""
+        if self._tokens is None:
+            self._tokens = read_tokens(self.paths)
+        return self._tokens[agent_id]
 
     def spawn_all(self) -> None:
         for a in self.spec.agents:

@@ -36,7 +36,9 @@ class EventState:
                 self.steps.clear()
                 self.rate_limited_until_ms = None
                 self.done = False
-            elif e.type == "step":
+            elif e.type == "step" and not e.data.get("poll"):
+                # a poll (an agent-driven agent looking again, with backoff, for work: list_tasks
+                # with the same arguments) proves life but is no loop: waiting is its job then
                 self.steps.append(f"{e.data.get('name')}:{e.data.get('digest')}")
             elif e.type == "rate_limited":
                 self.rate_limited_until_ms = e.ts_ms + int(float(e.data.get("retry_after", 0)) * 1000)

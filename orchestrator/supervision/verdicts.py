@@ -17,6 +17,9 @@ Rules, first match wins:
 4. ``looping``  the last ``loop_repeats`` step digests are identical (same tool, same args), and
                 the agent has emitted an event since the supervisor first saw this process:
                 steps left over from a killed predecessor never condemn a fresh process.
+                Steps marked ``poll`` (an agent-driven agent's read-only look for work, repeated
+                with backoff while it waits: ``agents.kinds.simroles``) are not counted
+                (``observe.EventState``): they prove life, and waiting is what such an agent does.
 5. ``stalled``  it holds a task, and for ``stall_after_ms`` there has been no event, no log growth
                 and no task change. CPU activity alone does NOT reset the silence (a spinning
                 process emits nothing either) but it extends the grace: an agent that used at

@@ -312,7 +312,7 @@ def status_view(ref: RunRef, now: int | None = None) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------- history
-HISTORY_ENTITIES = ("task", "agent", "merge", "run", "claim")
+HISTORY_ENTITIES = ("task", "agent", "merge", "run", "claim", "tool")  # tool: the agents' coordination calls
 
 
 def history_view(ref: RunRef, task: str | None = None, agent: str | None = None, entity: str | None = None) -> dict[str, Any]:
@@ -332,8 +332,9 @@ def history_view(ref: RunRef, task: str | None = None, agent: str | None = None,
             ref.check_agent(agent)
         rows = store.history(ref.run_id)
     origin = rows[0].ts_ms if rows else 0
-    if task is not None:  # the task's own rows, its claims and its merges
-        rows = [r for r in rows if r.entity_id == task and r.entity in ("task", "claim", "merge")]
+    if task is not None:  # the task's own rows, its claims, its merges and the tool calls naming it
+        rows = [r for r in rows if (r.entity_id == task and r.entity in ("task", "claim", "merge"))
+                or (r.entity == "tool" and (r.data or {}).get("task") == task)]
     if agent is not None:
         rows = [r for r in rows if r.agent == agent or (r.entity == "agent" and r.entity_id == agent)]
     if entity is not None:
