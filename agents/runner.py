@@ -66,8 +66,6 @@ class Runner:
 
             self.kind = resolve_kind(cfg.kind)(dict(cfg.kind_options))
         self.worktree = Path(cfg.worktree) if cfg.worktree else None
-        self._identity: dict[str, str] | None = None
-        self._merger = None
         self.errors = 0
 
     # ------------------------------------------------------------------ lifecycle

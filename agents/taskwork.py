@@ -67,7 +67,8 @@ class TaskWork:
         self._merger = merger
 
     def _fresh_index(self) -> GraphIndex:
-        return GraphIndex(self.store.list_tasks(self.run_id), self.store.dependencies(self.run_id))
+        edges = self.store.dependencies(self.run_id)  # first: every edge then names a task listed after it
+        return GraphIndex(self.store.list_tasks(self.run_id), edges)
 
     @property
     def identity(self) -> dict[str, str]:

@@ -22,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (0: any free port)")
     ap.add_argument("--stdio", action="store_true", help="speak MCP on stdin/stdout instead of HTTP")
     ap.add_argument("--token", help="--stdio: the agent's token (default: $ORCH_MCP_TOKEN)")
+    ap.add_argument("--parent-pid", type=int, help="the orchestrator that started it: once it is gone and the run is over, stop")
     args = ap.parse_args(argv)
     if not 0 <= args.port <= 65535:
         ap.error(f"--port {args.port}: must be between 0 and 65535")
@@ -36,6 +37,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if serving.url:
         print(f"listening {serving.url}", flush=True)
+    if args.parent_pid is not None:
+        from orchestrator.coordination.orphan import watch  # lazy: only servers an orchestrator started
+
+        watch(serving.ctx, args.parent_pid)
     serving.run()
     return 0
 

@@ -27,9 +27,9 @@ class RunView:
         self._mutex = threading.Lock()
         rows = store.history(run_id)  # once: statuses after these rows are re-applied by the first look
         self._seq = rows[-1].seq if rows else 0
-        tasks = store.list_tasks(run_id)
-        self._status = {t.id: t.status for t in tasks}
-        self._ix = GraphIndex(tasks, store.dependencies(run_id))
+        self._status = {}
+        self._ix = self._index(store)
+        self._status = {t.id: t.status for t in self._ix.tasks.values()}
         self._attachments: dict[str, list[dict[str, Any]]] = {}
         for r in rows:
             self._attach(r)
@@ -47,8 +47,14 @@ class RunView:
                 grew |= r.from_state is None or (r.is_note and (r.data or {}).get("action") in RESHAPING)
                 self._attach(r)
             if grew:
-                self._ix = GraphIndex(store.list_tasks(self.run_id), store.dependencies(self.run_id))
+                self._ix = self._index(store)
             return self._ix, dict(self._status)
+
+    def _index(self, store) -> GraphIndex:
+        """Edges first, then tasks: tasks are only ever added, so every edge read names a task read
+        after it (the other order can meet an edge to a task added in between)."""
+        edges = store.dependencies(self.run_id)
+        return GraphIndex(store.list_tasks(self.run_id), edges)
 
     def attachments(self, store, task_id: str) -> list[dict[str, Any]]:
         """The task's attachments in the order they were attached (copies: callers may trim them)."""

@@ -126,8 +126,9 @@ class CoordinationTools(AgentTools, ReadTools, WorkTools, GraphTools):
             raise ToolRefused(f"unknown tool {tool!r} (known: {', '.join(TOOLS)})")
         if agent not in self.ctx.agents:
             raise ToolRefused(f"{tool}: {agent!r} is not an agent of run {self.run_id}", "denied")
-        if isinstance(args.get("task"), str):
-            data["task"] = args["task"]
+        named = args.get("task", args.get("parent"))  # create/create_tree name the task they grow under
+        if isinstance(named, str):
+            data["task"] = named
         c = Call(tool, agent, Args(tool, args, TOOL_ARGS[tool]), data)
         for name in SELF_ARGS[tool]:
             who = c.args.text(name)

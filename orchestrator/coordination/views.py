@@ -26,7 +26,7 @@ def detail(t: Task, ix: GraphIndex, status: Mapping[str, str], attachments: list
         **summary(t, ix, status),
         "description": t.description, "attempt": t.attempt, "assigned_by": t.assigned_by,
         "completed_by": t.completed_by, "reason": t.reason, "time_estimate_ms": t.time_estimate_ms,
-        "file_scope": t.file_scope, "phase": t.phase,
+        "file_scope": t.file_scope, "phase": t.phase, "meta": t.meta,  # verify, per-task sim options
         "blocked_by": sorted(ix.blockers.get(t.id, ())),
         "effective_blockers": sorted(ix.effective_blockers(t.id)),
         "dependents": sorted(ix.dependents.get(t.id, ())),

@@ -13,8 +13,9 @@ from coordstore.graph import GraphIndex, work_ids
 
 def task_failures(store, run_id: str) -> tuple[int, int, int]:
     """(failed, cancelled, all) work tasks of the run, as the metrics count them."""
+    edges = store.dependencies(run_id)  # first: tasks only grow, so every edge names a task listed after it
     tasks = store.list_tasks(run_id)
-    work = set(work_ids(GraphIndex(tasks, store.dependencies(run_id))))
+    work = set(work_ids(GraphIndex(tasks, edges)))
     failed = sum(t.status == "failed" for t in tasks if t.id in work)
     cancelled = sum(t.status == "cancelled" for t in tasks if t.id in work)
     return failed, cancelled, len(work)

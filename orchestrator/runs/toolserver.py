@@ -6,7 +6,8 @@ It runs in a session of its own, like a runner (``supervision.procs.spawn``), it
 to ``logs/orch-mcp.out.log`` / ``.err.log`` -- files, not pipes: a pipe nobody reads would block the
 server once full. The first line it prints, ``listening <url>``, says where it is. Its process is
 recorded in ``<run dir>/orch-mcp.pid`` (pid and start time): an orchestrator that died leaves its
-server running, and the resume that starts the next one stops that one first.
+server running for the runners that outlive it; the resume that starts the next one stops that one
+first, and without a resume it stops itself once the run is over (``coordination.orphan``).
 """
 
 from __future__ import annotations
@@ -64,7 +65,8 @@ class ToolServer:
         offset = self.out_log.stat().st_size if self.out_log.exists() else 0  # a resume appends
         here = str(Path(__file__).resolve().parents[2])  # orch's own code, whatever the cwd
         env = {"PYTHONPATH": os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH", "")]))}
-        argv = [sys.executable, "-m", "orchestrator.coordination", "--run-dir", str(self.paths.root), "--port", "0"]
+        argv = [sys.executable, "-m", "orchestrator.coordination", "--run-dir", str(self.paths.root), "--port", "0",
+                "--parent-pid", str(os.getpid())]  # stops itself once this orchestrator is gone and the run over
         self.proc = spawn(argv, LABEL, env, self.paths.root, self.paths.logs)
         write_private(self.pidfile, json.dumps({"pid": self.proc.pid, "create_time": self.proc.create_time}) + "\n")
         deadline = time.monotonic() + timeout_s
