@@ -3,8 +3,6 @@ nothing is lost, and no task starts before its blockers completed. Run over ever
 
 from __future__ import annotations
 
-import multiprocessing as mp
-import queue
 import time
 from collections import Counter, defaultdict
 
@@ -12,13 +10,11 @@ from coordstore import graph, open_store
 from coordstore.models import Run, Task
 
 from conftest import make_graph
+from storms import storm
 
 PROCS = 16
 TASKS = 2_000
-JOIN_TIMEOUT_S = 120  # a hung worker fails the test instead of hanging the suite
 IDLE_SLEEP_S = 0.002  # pause after an empty claim while others still work, so pollers do not starve them
-# fork: cheap on 2 cores; the parent closes its store before forking, children open their own
-CTX = mp.get_context("fork")
 
 
 def _claim_only(url, run, agent, barrier, out):
@@ -51,28 +47,6 @@ def _claim_work(url, run, agent, barrier, out):
             store.complete(run, t.id, agent, t.attempt)
             done.append(t.id)
         out.put((agent, calls, done))
-
-
-def storm(target, url, run, procs):
-    """Start ``procs`` workers behind a barrier; return {agent: (calls, items)}."""
-    barrier, out = CTX.Barrier(procs), CTX.Queue()
-    ps = [CTX.Process(target=target, args=(url, run, f"w{i:02d}", barrier, out)) for i in range(procs)]
-    for p in ps:
-        p.start()
-    results, deadline = {}, time.monotonic() + JOIN_TIMEOUT_S
-    try:
-        while len(results) < procs:
-            agent, calls, items = out.get(timeout=max(0.1, deadline - time.monotonic()))
-            results[agent] = (calls, items)
-    except queue.Empty:
-        raise AssertionError(f"only {len(results)}/{procs} workers reported within {JOIN_TIMEOUT_S}s") from None
-    finally:
-        for p in ps:
-            p.join(timeout=10)
-            if p.is_alive():
-                p.kill()
-    assert all(p.exitcode == 0 for p in ps), [p.exitcode for p in ps]
-    return results
 
 
 def assert_gap_free(hist):

@@ -5,8 +5,6 @@ ledger) and what it recounts from the store's history."""
 
 from __future__ import annotations
 
-import multiprocessing as mp
-import queue
 import statistics
 import time
 from collections import Counter
@@ -19,6 +17,7 @@ from orchestrator.views.coordmetrics import COORDINATION_KEYS, percentile
 from orchestrator.views.metrics import METRIC_KEYS, compute_metrics
 
 from conftest import make_graph
+from storms import storm
 from coordhistory import DISPATCH, R, scripted_run
 
 def test_agent_driven_run_metrics_equal_the_ledger_and_the_recount(store_url, clock):
@@ -124,10 +123,9 @@ def test_percentile_interpolates_between_ranks():
 
 # ------------------------------------------------------------------------- a real race of claims
 RACERS, RACE_TASKS = 8, 40
-CTX = mp.get_context("fork")  # the parent has closed its store; each child opens its own
 
 
-def _racer(url, agent, barrier, out):
+def _racer(url, run, agent, barrier, out):
     """Claims every task in the same order as the others, through the store, recording a tool row
     per attempt as the server would; reports what it saw."""
     won = lost = 0
@@ -136,9 +134,9 @@ def _racer(url, agent, barrier, out):
         for i in range(RACE_TASKS):
             tid = f"t{i:03d}"
             t0 = time.perf_counter()
-            got = store.claim(R, tid, agent)
+            got = store.claim(run, tid, agent)
             won, lost = won + (got is not None), lost + (got is None)
-            store.record(Transition(run_id=R, ts_ms=store.clock(), entity="tool", entity_id="claim",
+            store.record(Transition(run_id=run, ts_ms=store.clock(), entity="tool", entity_id="claim",
                                     to_state="ok" if got else "lost", agent=agent,
                                     data={"args": "0" * 16, "latency_ms": (time.perf_counter() - t0) * 1000, "task": tid}))
     out.put((agent, won, lost))
@@ -148,20 +146,7 @@ def test_lost_claims_of_a_race_between_processes_are_counted(store_url):
     with open_store(store_url) as store:
         store.create_run(Run(id=R))
         store.add_graph(R, make_graph([f"t{i:03d}" for i in range(RACE_TASKS)]))
-    barrier, out = CTX.Barrier(RACERS), CTX.Queue()
-    ps = [CTX.Process(target=_racer, args=(store_url, f"w{i}", barrier, out)) for i in range(RACERS)]
-    for p in ps:
-        p.start()
-    seen = {}
-    try:
-        while len(seen) < RACERS:
-            agent, won, lost = out.get(timeout=60)
-            seen[agent] = (won, lost)
-    except queue.Empty:
-        raise AssertionError(f"only {len(seen)}/{RACERS} racers reported") from None
-    finally:
-        for p in ps:
-            p.join(timeout=10)
+    seen = storm(_racer, store_url, R, RACERS)
     won, lost = sum(w for w, _ in seen.values()), sum(x for _, x in seen.values())
     assert won == RACE_TASKS and lost == RACERS * RACE_TASKS - RACE_TASKS > 0
     with open_store(store_url) as store:
