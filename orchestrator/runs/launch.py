@@ -16,6 +16,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from coordstore.errors import AgentError, InputError, UsageError
+from coordstore.graph import GraphIndex, tags_fit, work_ids
 from coordstore.snapshot import read_text
 
 from gitwork.repo import check_repo, resolve_commit
@@ -94,6 +95,18 @@ def _check_results(results: Path) -> None:
         raise InputError(f"--results {results}: cannot write in {p}")
 
 
+def _every_task_has_a_taker(graph, agents) -> None:
+    """A work task whose needed tags no working agent has would wait until the run times out:
+    one line naming it, before anything is written (tasks agents add mid-run are theirs to fit)."""
+    workers = [a for a in agents if a.works]
+    ix = GraphIndex(graph.tasks, graph.dependencies)
+    for tid in work_ids(ix):
+        t = ix.tasks[tid]
+        if not any(tags_fit(t, a.tags) for a in workers):
+            having = "; ".join(f"{a.id}: {', '.join(a.tags or []) or '(none)'}" for a in workers)
+            raise InputError(f"task {tid!r} needs tags {', '.join(t.needed_tags)} that no agent has (agents' tags: {having})")
+
+
 def _preflight(variant, agents) -> None:
     """Every working agent's kind can run (CLI present, credentials set, options valid), checked
     before any run directory or worktree exists; in agent-driven variants, every agent's kind can
@@ -150,6 +163,7 @@ def plan_runs(req: RunRequest) -> list[tuple[RunSpec, RunPaths, object, str | No
         base = resolve_commit(repo, req.base)
     try:
         agents = agents_for(variant.policy, variant.worker_defs(), variant.kind, variant.coordination)
+        _every_task_has_a_taker(graph, agents)
     except InputError as e:
         raise InputError(f"{exp_file}: variant {variant.name!r}: {e}") from e
     _preflight(variant, agents)

@@ -25,7 +25,7 @@ def test_mcp_bench_at_tiny_sizes(tmp_path):
     assert p.returncode == 0, p.stderr
     lines = p.stdout.splitlines()
     assert lines[1].startswith("mcp: call p50 ") and "(target p99 <= 10 ms: " in lines[1]
-    assert lines[3].startswith("mcp: claims/s 3 agents over HTTP ") and " vs direct store " in lines[3]
+    assert lines[3].startswith("mcp: claim+complete cycles/s 3 agents over HTTP ") and " vs direct store " in lines[3]
     r = json.loads(lines[-1])
     assert r["double_or_missing"] == 0 and r["http_lost"] == r["lost_claim_rows"]
     assert r["ratio"] == pytest.approx(r["http_claims_per_s"] / r["direct_claims_per_s"], rel=1e-2)  # rates rounded

@@ -98,6 +98,9 @@ def test_agent_driven_push_pull_and_hybrid_complete_the_browser_graphs(tmp_path,
     # what coordinating cost the dispatcher: a token event per call, none of them for work
     metrics = json.loads(out.run_dir.joinpath("metrics.json").read_text())
     assert metrics["tokens"]["in"] > 0
+    # coordinator overhead comes from the calls it made, not from a constant
+    assert metrics["coordinator_calls"] == len(tool_rows(dump, dispatcher))
+    assert metrics["coordinator_busy_ms"] > 0 and metrics["coordinator_tokens"] > 0
     with open_store(out.spec.store_url) as s:
         spent = [e for e in s.read_events(out.spec.run_id, agent=dispatcher) if e.type == "tokens"]
     assert len(spent) >= len(tool_rows(dump, dispatcher)) - len(tool_rows(dump, dispatcher, "log_metrics"))

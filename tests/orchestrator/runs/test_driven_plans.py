@@ -83,3 +83,19 @@ def test_the_shipped_agent_driven_variants_plan(tmp_path):
     for name in driven:
         [(spec, *_)] = plan_runs(RunRequest(variant=name, experiment=f, results=tmp_path / "results", runs=1))
         assert spec.coordination == "agents" and all(a.kind == "sim" for a in spec.agents)
+
+
+@pytest.mark.parametrize("coordination", ["agents", "orch"])
+def test_a_task_whose_needed_tags_no_agent_has_is_one_line_at_plan_time(tmp_path, coordination):
+    """browser-phased's tasks need designer, implementer or tester: workers tagged only 'worker'
+    would poll until the run timed out."""
+    variant = {"policy": "pull", "coordination": coordination, "agents": [{"count": 2, "tags": ["worker"]}],
+               "template": "browser-phased"}
+    with pytest.raises(InputError) as e:
+        plan(tmp_path, variant)
+    line = str(e.value)
+    assert "variant 'v'" in line and "needs tags designer that no agent has" in line and "w1: worker" in line
+    assert "\n" not in line and not (tmp_path / "results").exists()
+    fitting = {**variant, "agents": [{"tags": ["designer", "implementer"]}, {"tags": ["tester"]}]}
+    spec, _ = plan(tmp_path, fitting)  # every task fits some agent: it plans
+    assert [a.tags for a in spec.agents] == [["designer", "implementer"], ["tester"]]

@@ -35,18 +35,18 @@ SHAPES = [
                                       ("builder-2", 1, "worker", ["worker", "code"]),
                                       ("builder-3", 1, "worker", ["worker", "code", "docs"])]),
         "swarm-3": ("pull", PARALLEL, [(f"bee-{n}", 1, "worker", ["worker"]) for n in (1, 2, 3)]),
-        "hier-3": ("hybrid", PHASED, [("lead", 1, "lead", ["lead"])] + [(f"builder-{n}", 1, "worker", ["worker"]) for n in (1, 2, 3)]),
+        "hier-3": ("hybrid", PHASED, [("lead", 1, "lead", ["lead"])] + [(f"builder-{n}", 1, "worker", ["worker", "designer", "implementer", "tester"]) for n in (1, 2, 3)]),
         "solo-1": ("solo", PARALLEL, [("agent-{n}", 1, "solo", [])]),
     }),
     ("tgmcp-runs.yaml", "runs-list", "scaling-runs", {
         "swarm-2": ("pull", None, [("swarm-{n}", 2, "worker", ["worker", "code"])]),
         "swarm-6": ("pull", None, [("swarm-{n}", 6, "worker", ["worker"])]),
         "push-4": ("push", None, [("coordinator", 1, "coordinator", ["coordinator", "lead"]), ("worker-{n}", 3, "worker", ["worker", "code"])]),
-        "hier-5": ("hybrid", PHASED, [("lead", 1, "lead", ["coordinator", "lead"]), ("worker-{n}", 4, "worker", ["worker"])]),
+        "hier-5": ("hybrid", PHASED, [("lead", 1, "lead", ["coordinator", "lead"]), ("worker-{n}", 4, "worker", ["worker", "designer", "implementer", "tester"])]),
     }),
     ("tgmcp-single.yaml", "single-variant", "single-hybrid", {
-        "lead-and-three": ("hybrid", None, [("lead", 1, "lead", ["lead", "planner"]), ("impl-1", 1, "worker", ["worker", "code"]),
-                                            ("impl-2", 1, "worker", ["worker", "code"]), ("impl-3", 1, "worker", ["worker", "tests"])]),
+        "lead-and-three": ("hybrid", None, [("lead", 1, "lead", ["lead", "planner"]), ("impl-1", 1, "worker", ["worker", "designer"]),
+                                            ("impl-2", 1, "worker", ["worker", "implementer"]), ("impl-3", 1, "worker", ["worker", "tester"])]),
     }),
     ("tgmcp-single-push.yaml", "single-variant", "one-dispatcher", {
         "one-dispatcher": ("push", None, [("coordinator", 1, "coordinator", ["coordinator"]), ("hand-{n}", 2, "worker", ["worker"])]),
@@ -54,7 +54,7 @@ SHAPES = [
     ("seed004.yaml", "seed-004", "seed004-styles", {
         "swarm-4": ("pull", None, [("swarm-{n}", 4, "worker", ["worker", "code"])]),
         "push-4": ("push", None, [("dispatcher", 1, "coordinator", ["coordinator"]), ("worker-{n}", 4, "worker", ["worker", "code"])]),
-        "hierarchical-4": ("hybrid", PHASED, [("lead", 1, "lead", ["lead", "coordinator"]), ("worker-{n}", 4, "worker", ["worker"])]),
+        "hierarchical-4": ("hybrid", PHASED, [("lead", 1, "lead", ["lead", "coordinator"]), ("worker-{n}", 4, "worker", ["worker", "designer", "implementer", "tester"])]),
     }),
 ]
 TOP_TEMPLATE = {"tgmcp-variants.yaml": PARALLEL, "tgmcp-runs.yaml": PARALLEL, "tgmcp-single.yaml": PHASED,

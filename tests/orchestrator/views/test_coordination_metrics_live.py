@@ -42,9 +42,9 @@ async def play(agents: Agents, worktree_w2) -> None:
     await a("coordinator", "update", task="a", assignee="w1")
     await a("coordinator", "update", task="nope", assignee="w1")  # an error row
     await a("coordinator", "log_metrics", task="a", values=[5, 5, 0, 0])
-    await a("w1", "update", task="a", status="working")
     assert not (await a("w2", "claim", task="b")).is_error
-    assert (await a("w1", "claim", task="b")).is_error  # taken: lost
+    assert (await a("w1", "claim", task="b")).is_error  # taken: lost (w1 works nothing yet: no other refusal)
+    await a("w1", "update", task="a", status="working")
     r = await a("w2", "create_tree", parent="box", tree={"title": "more", "children": [{"title": "m1"}, {"title": "m2"}]})
     assert not r.is_error
     (worktree_w2 / "b.txt").write_text("b, done by w2\n")
