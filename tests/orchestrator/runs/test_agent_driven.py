@@ -193,3 +193,18 @@ def test_a_resume_stops_the_dead_orchestrators_server_and_the_agents_finish_thro
     check_done_once(dump, failures={"dead", "killed"})  # a runner re-attached before its server went: it died
     # the agents that were talking to the old server ended when it went; new runners connected anew
     assert len(tool_rows(dump, tool="connect")) > 2
+
+
+def test_per_task_sim_options_reach_agent_driven_sims_through_get(tmp_path):
+    """A template's ``meta.sim`` (here: this task always fails) is what an agent-driven sim sees of
+    the task: ``get`` shows the task's meta, as the runner's own sim would read it."""
+    template = tmp_path / "t.json"
+    template.write_text(json.dumps({"tasks": [
+        {"id": "ok1", "title": "fine", "time_estimate_ms": 60_000},
+        {"id": "bad", "title": "doomed", "time_estimate_ms": 60_000, "meta": {"sim": {"p_fail": 1.0}}},
+        {"id": "ok2", "title": "fine too", "time_estimate_ms": 60_000}]}))
+    out, dump = run(tmp_path, {"policy": "pull", "agents": 2}, str(template), allow_failures=True)
+    status = {t.id: t.status for t in dump.tasks}
+    assert status == {"ok1": "completed", "bad": "failed", "ok2": "completed"}
+    [failed] = [r for r in tool_rows(dump, tool="update") if r.data.get("task") == "bad" and r.data.get("status") == "failed"]
+    assert failed.to_state == "ok"  # the agent itself reported the failure its sim drew
