@@ -20,21 +20,14 @@ import os
 from collections.abc import Mapping
 
 from coordstore.errors import AgentError, StoreError
-from coordstore.models import TERMINAL
 
 from agents.config import MCP_TOKEN_ENV, MCP_URL_ENV
 from agents.kinds import resolve_player
+from agents.policies.base import run_over
 from agents.toolclient import ToolClient, ToolRefused
 
 MAX_REFUSED = 20  # unexpected refusals in a row: the agent and the tools no longer agree
 MAX_STORE_ERRORS = 20  # as the runner's MAX_LOOP_ERRORS: the store is gone, not busy
-
-
-def run_over(store, run_id: str) -> bool:
-    """Every task terminal, or the run no longer running (closed or interrupted)."""
-    if all(t.status in TERMINAL for t in store.list_tasks(run_id)):
-        return True
-    return store.get_run(run_id).status != "running"
 
 
 def drive(cfg, store, events, pulse, env: Mapping[str, str] = os.environ) -> None:

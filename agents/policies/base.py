@@ -4,6 +4,7 @@ and their checks, the environment a policy may use. ``agents.policies`` says wha
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,15 @@ OPTIONS: dict[str, tuple[str, ...]] = {
     "push": ("order", "dispatch_latency_ms"),
     "hybrid": ("order", "dispatch_latency_ms", "settle_ms"),
 }
+
+
+def run_over(store, run_id: str, tasks: Iterable[Task] | None = None) -> bool:
+    """Every task terminal, or the run no longer running (closed or interrupted): when a runner,
+    whatever decides its tasks, is done. ``tasks``: the run's tasks if the caller just read them."""
+    tasks = store.list_tasks(run_id) if tasks is None else tasks
+    if all(t.status in TERMINAL for t in tasks):
+        return True
+    return store.get_run(run_id).status != "running"
 
 
 @dataclass
@@ -65,11 +75,7 @@ class PolicyEnv:
         return tasks, ix
 
     def run_over(self, tasks: dict[str, Task] | None = None) -> bool:
-        """Every task terminal, or the run no longer running (closed or interrupted)."""
-        tasks = self.tasks() if tasks is None else tasks
-        if all(t.status in TERMINAL for t in tasks.values()):
-            return True
-        return self.store.get_run(self.run_id).status != "running"
+        return run_over(self.store, self.run_id, None if tasks is None else tasks.values())
 
     def option(self, key: str, default: Any) -> Any:
         return self.options.get(key, default)

@@ -43,7 +43,8 @@ class WorkTools:
             raise c.refuse(f"agent {c.agent!r} is a {self.ctx.agents[c.agent].role}: it hands tasks out and works none")
         if t.owner == c.agent and t.status == "working":
             return {"success": True, "task": self._brief(t), "already": True}
-        if self.ctx.look()[0].is_container(t.id):
+        ix, _ = self.ctx.look()  # one look: once claimed, no edge may newly block the task (growth rules)
+        if ix.is_container(t.id):
             raise c.refuse(f"task {t.id!r} is a container: claim its children (a container assigned to you is your subtree)")
         # one worktree, one task at a time: completing one would commit the other's changes too
         busy = [w.id for w in self.store.list_tasks(self.run_id, status="working", owner=c.agent) if w.id != t.id]
@@ -62,7 +63,6 @@ class WorkTools:
             t = won
         with self.ctx.lock(c.agent):
             problems = []
-            ix, _ = self.ctx.look()
             if ix.effective_blockers(t.id):
                 problems = self.ctx.work(c.agent).take_in_blockers(t)
             base = gitops.head(self.ctx.worktree(c.agent))
