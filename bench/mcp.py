@@ -53,6 +53,7 @@ from contextlib import asynccontextmanager  # noqa: E402
 from coordstore import open_store  # noqa: E402
 from coordstore.models import Run, Task, TaskGraph, Transition  # noqa: E402
 
+from agents.toolclient import parse_result  # noqa: E402
 from orchestrator.rundir import AgentSpec, RunPaths, RunSpec  # noqa: E402
 from orchestrator.runs.prepare import prepare_run  # noqa: E402
 from orchestrator.views.coordmetrics import percentile  # noqa: E402
@@ -152,7 +153,7 @@ async def claim_share(url: str, token: str, share: list[str], seed: int, barrier
             won, lost = won + (not r.is_error), lost + bool(r.is_error)
             await complete(c, tid, r)
         while True:  # then as a swarm worker: look, claim one of what is ready, look again
-            ready = listed(await c.call_tool("list_tasks", {"ready": True}))
+            ready = parse_result(await c.call_tool("list_tasks", {"ready": True}))
             looks += 1
             if not ready:
                 break
@@ -169,18 +170,6 @@ async def complete(c, tid: str, claimed) -> None:
         done = await c.call_tool("update", {"task": tid, "status": "completed"})
         if done.is_error:
             raise SystemExit(f"mcp bench: completing {tid} failed: {done.content}")
-
-
-def listed(result) -> list[dict]:
-    """The task list of a list_tasks result: its structured content, else its JSON text."""
-    sc = result.structured_content
-    if isinstance(sc, dict) and "result" in sc:
-        sc = sc["result"]
-    if isinstance(sc, list):
-        return sc
-    text = "".join(getattr(b, "text", "") for b in result.content)
-    data = json.loads(text) if text else []
-    return data if isinstance(data, list) else data.get("tasks", [])
 
 
 def http_claimer(url, token, share, seed, barrier, out) -> None:
