@@ -80,6 +80,34 @@ def retry_after_in(text: str, default: float = DEFAULT_RETRY_AFTER_S) -> float:
     return value
 
 
+MCP_SERVER_NAME = "orch"  # the name orch's coordination server has in every CLI's configuration
+
+
+@dataclass(frozen=True)
+class McpEndpoint:
+    """orch's coordination server as a CLI is configured to reach it (agent-driven variants)."""
+
+    url: str  # streamable HTTP endpoint (``.../mcp``)
+    token: str  # the agent's run-scoped token, sent as ``Authorization: Bearer``
+    name: str = MCP_SERVER_NAME
+
+
+# how the CLIs name a tool ``T`` of an MCP server ``S``: claude and codex ``mcp__S__T``, opencode
+# ``S_T``, gemini ``T`` (``S__T`` when two servers offer ``T``)
+_MCP_PREFIXES = ("mcp__{s}__", "{s}__", "mcp_{s}_", "{s}_", "{s}.")
+
+
+def mcp_tool_name(name: str, server: str = MCP_SERVER_NAME, known: frozenset[str] | set[str] | None = None) -> str | None:
+    """The bare name of server ``server``'s tool as a CLI calls it (``mcp__orch__claim`` ->
+    ``claim``), or None when ``name`` is not one. A name with no prefix counts only when
+    ``known`` (the server's tool names) holds it."""
+    for prefix in _MCP_PREFIXES:
+        p = prefix.format(s=server)
+        if name.startswith(p) and len(name) > len(p):
+            return name[len(p):]
+    return name if known is not None and name in known else None
+
+
 @dataclass(frozen=True)
 class Invocation:
     """What a preset needs to build its argv for one task."""
@@ -92,6 +120,7 @@ class Invocation:
     model: str | None = None
     settings: dict[str, Any] = field(default_factory=dict)  # the preset's settings, defaults applied
     extra_args: tuple[str, ...] = ()
+    mcp: McpEndpoint | None = None  # agent-driven variants: the coordination server to configure
 
 
 class Parser:

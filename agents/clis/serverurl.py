@@ -28,6 +28,8 @@ _NAME = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 # task fields a script may use; the rest (long descriptions, bookkeeping) stays out of the URL
 TASK_FIELDS = ("id", "title", "file_scope", "time_estimate_ms", "points")
 TASK_META = ("commit", "sim", "model_faults")
+# the model server's scripts that play a role for a whole agent session (agent-driven variants)
+ROLE_SCRIPTS = ("coordinator", "worker", "lead", "decomposer")
 
 
 @dataclass
@@ -39,6 +41,10 @@ class SessionContext:
     attempt: int = 1
     time_scale: float = 1.0
     worktree: str | None = None
+    # a long-lived role session (agent-driven variants): who plays, and the role script's options
+    agent: str | None = None
+    run: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v not in (None, {}, "default")}
@@ -86,7 +92,8 @@ def task_context(task: Any) -> dict[str, Any]:
 
 
 def session_url(server_url: str, *, session: str | None = None, task: Any = None, seed: int = 0, attempt: int = 1,
-                time_scale: float = 1.0, worktree: str | None = None, script: str | None = None) -> str:
+                time_scale: float = 1.0, worktree: str | None = None, script: str | None = None,
+                agent: str | None = None, run: str | None = None, options: dict[str, Any] | None = None) -> str:
     """The base URL that puts an agent's requests in their own session (with a context when a
     task is given)."""
     base = server_url.rstrip("/")
@@ -95,7 +102,7 @@ def session_url(server_url: str, *, session: str | None = None, task: Any = None
     tctx = task_context(task) if task is not None else {}
     name = session or (f"{tctx.get('id', 'task')}.{attempt}" if tctx else "default")
     ctx = SessionContext(session=name, script=script, task=tctx, seed=seed, attempt=attempt, time_scale=time_scale,
-                         worktree=str(worktree) if worktree else None)
+                         worktree=str(worktree) if worktree else None, agent=agent, run=run, options=dict(options or {}))
     return f"{base}/{CTX_PREFIX}/{encode(ctx)}"
 
 
