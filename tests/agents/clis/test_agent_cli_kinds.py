@@ -449,3 +449,11 @@ def test_orch_run_with_a_fake_claude_end_to_end(tmp_path, monkeypatch):
     assert len(calls) == 3 and all(c["argv"][:1] == ["-p"] and "--bare" in c["argv"] for c in calls)
     assert all(Path(c["cwd"]).parent.name == "worktrees" for c in calls)  # each ran in its agent's worktree
     assert git(repo, "status", "--porcelain") == ""  # the user's checkout untouched
+
+
+def test_a_failure_reason_carries_no_terminal_escapes():
+    """opencode colours its errors even into a pipe; a reason is read in summaries and `orch status`."""
+    from agents.kinds import output_tail
+
+    coloured = "\x1b[91m\x1b[1mError: \x1b[0mUnexpected error\n\x1b]0;title\x07Failed query: CREATE TABLE x\n"
+    assert output_tail(coloured) == "Error: Unexpected error\nFailed query: CREATE TABLE x"
