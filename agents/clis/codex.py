@@ -20,8 +20,12 @@ Codex reports no cost. A 429 / "rate limit" / "usage limit" message is back-pres
 With orch's coordination server (``Invocation.mcp``): ``--ignore-user-config`` (no server of the
 user's ``config.toml``; credentials still come from ``CODEX_HOME``) and ``mcp_servers.orch`` as a
 ``-c`` override -- streamable HTTP, the token from ``ORCH_MCP_TOKEN`` (``bearer_token_env_var``),
-``required`` (``codex exec`` fails when it cannot connect), its tools approved without asking,
-generous timeouts. Its tools are ``mcp__orch__<tool>``.
+``required`` (``codex exec`` fails when it cannot connect), its tools approved without asking
+(otherwise ``exec`` fails each call: "requires approval, but approval policy is never"),
+generous timeouts. On the Responses API codex offers the server's tools as one ``namespace`` tool
+``mcp__orch`` holding functions ``<tool>``, and takes a call only as ``function_call`` with
+``namespace: "mcp__orch", name: "<tool>"`` (a flat ``mcp__orch__<tool>`` is an "unsupported
+call"); its parser's steps are ``mcp:orch.<tool>``.
 """
 
 from __future__ import annotations

@@ -27,10 +27,8 @@ detection (a role session polls ``list_tasks`` again and again by design). Its t
 
 from __future__ import annotations
 
-import json
 import os
 import re
-from pathlib import Path
 from typing import Any
 
 from agents.clis.base import (MCP_TOKEN_ENV, MCP_TOOL_TIMEOUT_S, MODEL_SERVER_ENV, CliEvent, Invocation, JsonLinesParser, Preset, bearer,

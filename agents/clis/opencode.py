@@ -20,9 +20,10 @@ With orch's coordination server (``Invocation.mcp``): ``mcp.orch`` (``remote``, 
 holds for every tool call) and permission for its tools, in the global config file of a private
 config directory (``XDG_CONFIG_HOME``, in the scratch directory), with the project's config off
 (``OPENCODE_DISABLE_PROJECT_CONFIG``): opencode merges every config it finds, so hiding the
-others is the only way to keep their servers out. The provider declared in
-``OPENCODE_CONFIG_CONTENT`` (the run's model server) is merged on top as before; credentials
-(``XDG_DATA_HOME``) are untouched. Its tools are ``orch_<tool>``.
+others is the only way to keep their servers out (``~/.opencode/opencode.json`` is still read:
+opencode has no switch for it). The provider declared in ``OPENCODE_CONFIG_CONTENT`` (the run's
+model server) is merged on top as before; credentials (``XDG_DATA_HOME``) are untouched; the
+agent's shell commands see the private ``XDG_CONFIG_HOME`` too. Its tools are ``orch_<tool>``.
 """
 
 from __future__ import annotations

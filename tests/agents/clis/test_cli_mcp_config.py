@@ -17,6 +17,7 @@ The real CLIs FAIL these tests when not installed, like every real-CLI test here
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import re
 import subprocess
@@ -191,16 +192,18 @@ def configure_other_server(cli: str, home: Path, worktree: Path, url: str, token
         path.write_text(text)
 
 
-def run_cli(cli: str, mcp: McpEndpoint, turns: list, where: Path, monkeypatch):
-    """``cli`` run once as its preset builds it, in a git repository, against a scripted model
-    server: (the finished process, the requests the server saw)."""
+def run_cli(cli: str, mcp: McpEndpoint, turns: list, where: Path, monkeypatch, **settings):
+    """``cli`` run once as its preset builds it (``settings`` over its defaults), in a git
+    repository, against a scripted model server: (the finished process, the requests the server
+    saw)."""
     exe, p = need(cli), get_preset(cli)
     wt = where / "wt"
     wt.mkdir(parents=True, exist_ok=True)
     subprocess.run(["git", "init", "-q", str(wt)], check=True)
     with ModelServer(FileScript.from_data(turns, "test")) as srv:
         monkeypatch.setenv(MODEL_SERVER_ENV, srv.url)
-        i = inv(where, mcp=mcp, preset=cli, worktree=str(wt), prompt="Use the orch tools.", extra_args=STRICT.get(cli, ()))
+        i = inv(where, mcp=mcp, preset=cli, worktree=str(wt), prompt="Use the orch tools.", extra_args=STRICT.get(cli, ()),
+                settings={**p.settings, **settings})
         Path(i.prompt_file).write_text(i.prompt)
         env = {**os.environ, **agent_env(srv.url, srv.key), **p.env(i), "PWD": str(wt)}
         with open(i.prompt_file if p.prompt_on_stdin else os.devnull) as stdin:
@@ -213,12 +216,17 @@ def offered(requests: list[dict]) -> list[list[str]]:
     return [r["tools"] for r in requests if r.get("tools")]
 
 
-@pytest.mark.parametrize("cli", MCP_CLIS)
-def test_the_cli_reaches_orchs_server_with_the_agents_token_and_no_other(cli, coord, tmp_path, monkeypatch):
+@pytest.mark.parametrize("cli,settings", [(c, {}) for c in MCP_CLIS] + [("claude", {"bare": False})],
+                         ids=[*MCP_CLIS, "claude-not-bare"])
+def test_the_cli_reaches_orchs_server_with_the_agents_token_and_no_other(cli, settings, coord, tmp_path, monkeypatch):
+    """The other server is reachable (another URL of orch's, a valid token): claude without
+    ``--bare`` reads the user's servers, and gemini reads the project's settings in a folder the
+    machine trusts."""
     url, tok, spec = coord
-    configure_other_server(cli, Path(os.environ["HOME"]), tmp_path / "wt", url, tok["w2"])
+    monkeypatch.setenv("GEMINI_CLI_TRUST_WORKSPACE", "true")
+    configure_other_server(cli, Path(os.environ["HOME"]), tmp_path / "wt", f"{url}?server=other", tok["w2"])
     turns = ([{"tool": {"name": CALLS[cli], "input": {}}}] if cli in CALLS else []) + ["All done."]
-    done, requests = run_cli(cli, McpEndpoint(url, tok["w1"]), turns, tmp_path, monkeypatch)
+    done, requests = run_cli(cli, McpEndpoint(url, tok["w1"]), turns, tmp_path, monkeypatch, **settings)
     assert done.returncode == 0, (done.stdout[-1500:], done.stderr[-1500:])
     tools = offered(requests)
     assert tools and all(OFFERS[cli] in t for t in tools), tools
@@ -241,3 +249,86 @@ def test_a_wrong_token_leaves_the_cli_without_orchs_tools(cli, coord, tmp_path, 
         return
     assert done.returncode == 0 and requests, done.stderr[-1500:]
     assert not [n for t in offered(requests) for n in t if mcp_tool_name(n, known=set()) is not None]
+
+
+# ---------------------------------------------------------------------------------------- config keys
+def cli_run(argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, env={**os.environ, **(env or {})}, cwd=cwd, capture_output=True, text=True, timeout=120,
+                          stdin=subprocess.DEVNULL)
+
+
+def test_claude_keeps_every_key_of_the_server(tmp_path):
+    """``claude mcp add-json`` stores a server as claude's own schema reads it, dropping what it
+    does not know; and the variable the preset sets is one the installed claude reads."""
+    from agents.clis.claude import IDLE_TIMEOUT_ENV
+
+    exe = need("claude")
+    argv = get_preset("claude").build(inv(tmp_path))
+    server = json.loads(argv[argv.index("--mcp-config") + 1])["mcpServers"]["orch"]
+    added = cli_run([exe, "mcp", "add-json", "-s", "user", "orch", json.dumps(server)])
+    assert added.returncode == 0, added.stderr
+    assert json.loads((Path(os.environ["HOME"]) / ".claude.json").read_text())["mcpServers"]["orch"] == server
+    with open(os.path.realpath(exe), "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as image:
+        assert image.find(IDLE_TIMEOUT_ENV.encode()) >= 0, f"{exe} no longer reads {IDLE_TIMEOUT_ENV}"
+
+
+def test_codex_reads_every_key_of_the_server(tmp_path):
+    """``codex mcp get --json`` shows the table as codex parsed it; a wrong approval mode fails
+    the load (so ``approve`` is one it knows); unknown keys fail ``exec --strict-config`` (the
+    real runs above pass it)."""
+    exe = need("codex")
+    argv = get_preset("codex").build(inv(tmp_path, preset="codex"))
+    override = argv[argv.index("--ignore-user-config") + 2]
+    got = cli_run([exe, "-c", override, "mcp", "get", "orch", "--json"])
+    assert got.returncode == 0, got.stderr
+    parsed = json.loads(got.stdout)
+    assert parsed["enabled"] and parsed["transport"]["type"] == "streamable_http"
+    assert (parsed["transport"]["url"], parsed["transport"]["bearer_token_env_var"]) == (ENDPOINT.url, MCP_TOKEN_ENV)
+    assert (parsed["startup_timeout_sec"], parsed["tool_timeout_sec"]) == (60, MCP_TOOL_TIMEOUT_S)
+    bad = cli_run([exe, "-c", override.replace('"approve"', '"approves"'), "mcp", "get", "orch", "--json"])
+    assert bad.returncode != 0 and "default_tools_approval_mode" in bad.stderr, bad.stderr[-500:]
+
+
+def _package_root(exe: str, name: str) -> Path:
+    path = Path(os.path.realpath(exe))
+    return next(p for p in path.parents if (p / "package.json").is_file() and json.loads((p / "package.json").read_text())["name"] == name)
+
+
+def _leaves(tree: dict, prefix: str = ""):
+    for key, value in tree.items():
+        yield from _leaves(value, f"{prefix}{key}.") if isinstance(value, dict) else [f"{prefix}{key}"]
+
+
+def test_gemini_reads_its_settings(tmp_path, coord, monkeypatch):
+    """``gemini mcp list`` in the private home: the server's keys valid (gemini checks them) and
+    connected with the token; the other sections' keys are in the installed settings reference."""
+    exe = need("gemini")
+    url, tok, _ = coord
+    monkeypatch.setenv(MODEL_SERVER_ENV, "http://127.0.0.1:8")
+    i = inv(tmp_path, mcp=McpEndpoint(url, tok["w1"]), preset="gemini")
+    env = get_preset("gemini").env(i)
+    listed = cli_run([exe, "mcp", "list"], {**env, "GEMINI_CLI_TRUST_WORKSPACE": "true"}, cwd=tmp_path)
+    text = listed.stdout + listed.stderr
+    assert "Invalid configuration" not in text and re.search(rf"orch: {re.escape(url)} \(http\) - Connected", text), text
+    settings = json.loads((Path(env["GEMINI_CLI_HOME"]) / ".gemini" / "settings.json").read_text())
+    reference = (_package_root(exe, "@google/gemini-cli") / "bundle" / "docs" / "reference" / "configuration.md").read_text()
+    settings.pop("mcpServers")
+    keys = list(_leaves(settings))
+    assert keys == ["security.auth.selectedType", "mcp.allowed", "model.disableLoopDetection"]
+    assert not [k for k in keys if f"`{k}`" not in reference], "not in gemini's settings reference"
+
+
+def test_opencode_reads_its_config(tmp_path, coord):
+    """``opencode debug config`` shows the config as opencode resolved it (it drops keys it does
+    not know); ``opencode mcp list`` connects with the token."""
+    exe = need("opencode")
+    url, tok, _ = coord
+    i = inv(tmp_path, mcp=McpEndpoint(url, tok["w1"]), preset="opencode")
+    env = get_preset("opencode").env(i)
+    ours = json.loads((Path(env["XDG_CONFIG_HOME"]) / "opencode" / "opencode.json").read_text())
+    shown = cli_run([exe, "debug", "config"], env, cwd=tmp_path)
+    resolved = json.loads(shown.stdout[shown.stdout.index("{"):])
+    assert resolved["mcp"] == {"orch": {**ours["mcp"]["orch"], "headers": {"Authorization": "***"}}}  # redacted when shown
+    assert resolved["permission"] == ours["permission"]
+    listed = cli_run([exe, "mcp", "list"], env, cwd=tmp_path)
+    assert re.search(r"orch\W+connected", re.sub(r"\x1b\[[0-9;]*m", "", listed.stdout + listed.stderr)), listed.stdout
