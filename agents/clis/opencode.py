@@ -24,6 +24,11 @@ others is the only way to keep their servers out (``~/.opencode/opencode.json`` 
 opencode has no switch for it). The provider declared in ``OPENCODE_CONFIG_CONTENT`` (the run's
 model server) is merged on top as before; credentials (``XDG_DATA_HOME``) are untouched; the
 agent's shell commands see the private ``XDG_CONFIG_HOME`` too. Its tools are ``orch_<tool>``.
+
+Every invocation keeps its session database in its scratch directory (``OPENCODE_DB``): opencode
+creates its shared database on first use without a lock, and two agents starting at once in a
+fresh HOME raced on it ("table `workspace` already exists": the task failed). A fresh database
+costs nothing measurable, and orch never reads opencode's sessions back.
 """
 
 from __future__ import annotations
@@ -47,16 +52,17 @@ def build(inv: Invocation) -> list[str]:
 
 
 def opencode_env(inv: Invocation) -> dict[str, str]:
-    """With orch's coordination server: a private config directory whose global config declares
-    only that server (see the module's doc), and the agent's token."""
+    """A private session database; with orch's coordination server, a private config directory
+    whose global config declares only that server (see the module's doc), and the agent's token."""
+    db = {"OPENCODE_DB": os.path.join(inv.scratch, "opencode.db")}
     if not inv.mcp:
-        return {}
+        return db
     name = inv.mcp.name
     config = {"mcp": {name: {"type": "remote", "url": inv.mcp.url, "headers": bearer(f"{{env:{MCP_TOKEN_ENV}}}"), "enabled": True,
                              "oauth": False, "timeout": MCP_TOOL_TIMEOUT_S * 1000}},
               "permission": {f"{name}_*": "allow"}}
     home = scratch_json(inv, "opencode-config/opencode/opencode.json", config).parents[1]
-    return {"XDG_CONFIG_HOME": str(home), "OPENCODE_DISABLE_PROJECT_CONFIG": "1", **mcp_env(inv)}
+    return {**db, "XDG_CONFIG_HOME": str(home), "OPENCODE_DISABLE_PROJECT_CONFIG": "1", **mcp_env(inv)}
 
 
 class OpencodeParser(JsonLinesParser):

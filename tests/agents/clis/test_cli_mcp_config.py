@@ -76,8 +76,9 @@ def test_without_mcp_nothing_changes(name, tmp_path, monkeypatch):
     assert not MCP_FLAGS & set(argv) and not any(a.startswith("mcp_servers.") or "mcp__" in a for a in argv)
     env = p.env(i) if p.env else {}
     assert MCP_TOKEN_ENV not in env and not written(i.scratch)
-    if name != "aider":  # aider's own: a git identity when git has none
-        assert env == {}
+    # aider's own: a git identity when git has none; opencode's: a private session database
+    own = {"aider": set(env), "opencode": {"OPENCODE_DB"}}.get(name, set())
+    assert set(env) == own
 
 
 def test_claude(tmp_path):
@@ -129,7 +130,7 @@ def test_opencode(tmp_path, monkeypatch):
     p, i = get_preset("opencode"), inv(tmp_path, preset="opencode")
     assert p.build(i) == p.build(inv(tmp_path, mcp=None, preset="opencode"))
     env = p.env(i)
-    assert set(env) == {"XDG_CONFIG_HOME", "OPENCODE_DISABLE_PROJECT_CONFIG", MCP_TOKEN_ENV} and env[MCP_TOKEN_ENV] == TOKEN
+    assert set(env) == {"OPENCODE_DB", "XDG_CONFIG_HOME", "OPENCODE_DISABLE_PROJECT_CONFIG", MCP_TOKEN_ENV} and env[MCP_TOKEN_ENV] == TOKEN
     assert json.loads((Path(env["XDG_CONFIG_HOME"]) / "opencode" / "opencode.json").read_text()) == {
         "mcp": {"orch": {"type": "remote", "url": ENDPOINT.url, "headers": {"Authorization": "Bearer {env:ORCH_MCP_TOKEN}"},
                          "enabled": True, "oauth": False, "timeout": MCP_TOOL_TIMEOUT_S * 1000}},

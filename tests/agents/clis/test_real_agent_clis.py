@@ -262,10 +262,8 @@ def test_variant_model_server_key_runs_other_clis_through_orch_run(tmp_path, cli
     monkeypatch.setenv("PWD", str(tmp_path))
     decoy = tmp_path / "m0.py"
     repo = slot_repo(tmp_path, 2)
-    # one opencode agent: two first starts in one fresh HOME race on opencode's own database, and
-    # opencode sits silent ~10 s on that first start: not a stall
     exp = served_experiment(tmp_path, write_graph(tmp_path, module_tasks(2)),
-                            {"name": f"{cli}-2", "agents": 1 if cli == "opencode" else 2, "kind": cli}, stall_after_ms=30_000)
+                            {"name": f"{cli}-2", "agents": 2, "kind": cli}, stall_after_ms=30_000)
     [plan] = plan_runs(RunRequest(variant=f"{cli}-2", experiment=exp, repo=repo, results=tmp_path / "results"))
     out = run_one(*plan)
     dump, _ = finished(out)
@@ -326,3 +324,19 @@ def test_aider_replays_a_history_through_search_replace_blocks(tmp_path):
     assert {r["task"] for r in recorded if r["status"] == 200 and "<<<<<<< SEARCH" in r["text"]} == {t.id for t in dump.tasks}
     edits = [e for e in events if e.type == "step" and e.data.get("name") == "edit"]
     assert {e.task for e in edits} == {t.id for t in dump.tasks}  # aider's "Applied edit to" lines
+
+
+def test_opencode_agents_starting_together_in_a_fresh_home_all_complete(tmp_path):
+    """Four opencode agents start at once in a HOME opencode has never seen. They used to race on
+    creating opencode's one session database ("table `workspace` already exists"): a task failed
+    in about two runs of five. Each invocation now has a database of its own."""
+    need("opencode")
+    repo = slot_repo(tmp_path, 8)
+    exp = served_experiment(tmp_path, write_graph(tmp_path, module_tasks(8)),
+                            {"name": "opencode-4", "agents": 4, "kind": "opencode"}, stall_after_ms=30_000)
+    [plan] = plan_runs(RunRequest(variant="opencode-4", experiment=exp, repo=repo, results=tmp_path / "results"))
+    out = run_one(*plan)
+    dump, _ = finished(out)  # names every task that did not complete, with its reason
+    assert [t.attempt for t in dump.tasks] == [1] * 8  # no task needed a second attempt
+    for i in range(8):
+        assert f"task t{i}: change module {i} [sim " in git(repo, "show", f"{out.spec.merged_branch}:m{i}.py")
