@@ -16,8 +16,12 @@ tags            []          the agent's tags (what a pulling worker takes)
 decompose       none        {over_points, parts, sequential} as the sim's (``simsplit``)
 poll_s          0.5         seconds of the first wait (shell ``sleep``) after a look that
                             found nothing to do, doubling per empty look ...
-poll_max_s      4           ... up to this
+poll_max_s      4           ... up to this (each wait jittered +-25%, seeded)
 choose_among    2           a pulling worker picks (seeded) among this many best ready tasks
+turn_tokens     {in: 1200,  the usage a coordination turn reports (the sim's, so real-CLI and
+                out: 120}   sim runs cost alike; and a long session's reported context stays
+                            small, so no CLI compacts it away); a task's work turns report
+                            its sim plan's tokens
 faults          []          [{turn: N, kind, times, retry_after, message, status}]: a fault at
                             the session's assistant turn N, ``times`` counted per agent over
                             all its sessions (``hang``: the agent goes silent)
@@ -30,7 +34,7 @@ from __future__ import annotations
 
 import random
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from coordstore.errors import InputError, OrchError
@@ -43,12 +47,11 @@ from agents.kinds.simsplit import parts
 from orchestrator.modelserver.history import SHELL_TOOLS, ToolUse, shell_command, tool_result
 from orchestrator.modelserver.scripts import RequestView
 from orchestrator.modelserver.tools import MCP_PREFIX, mcp_name
-from orchestrator.modelserver.turns import Fault, ToolCall, Turn, parse_fault
+from orchestrator.modelserver.turns import Fault, ToolCall, Turn, Usage, parse_fault
 
 OVER = "The run is over."  # what a role's last text says (the player looks for it)
 POLL_S, POLL_MAX_S = 0.5, 4.0
 POLICIES = ("push", "pull", "hybrid")
-OPTION_KEYS = {"policy", "tags", "decompose", "poll_s", "poll_max_s", "choose_among", "faults", "loop_on_claim"}
 # the coordination tools role scripts call: a client's name for one of these is read as orch's
 ORCH_TOOLS = frozenset({"connect", "disconnect", "list_tasks", "list_agents", "get", "claim", "update", "create_tree", "link"})
 PROGRESS = frozenset({"connect", "claim", "update", "create_tree"})  # done, these reset the wait
@@ -77,8 +80,9 @@ class Step:
             return False
         if self.tool in ("list_tasks", "list_agents"):
             return isinstance(self.value, list)
-        if self.tool in ORCH_TOOLS:
-            return isinstance(self.value, dict) and self.value.get("success", True) is not False
+        if self.tool in ORCH_TOOLS:  # a refusal's structured content is {error, outcome}
+            v = self.value
+            return isinstance(v, dict) and v.get("success", True) is not False and not ("error" in v and "outcome" in v)
         return True
 
     @property
@@ -121,6 +125,7 @@ class RoleOptions:
     choose_among: int = 2
     faults: dict[int, Fault] = field(default_factory=dict)
     loop_on_claim: int | None = 0  # claim turns that loop (None: all of them)
+    usage: Usage = field(default_factory=Usage)  # what a coordination turn reports (the sim's turn_tokens)
 
     @classmethod
     def build(cls, script: str, agent: str, raw: Any) -> "RoleOptions":
@@ -137,7 +142,7 @@ class RoleOptions:
         if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
             raise InputError(f"{where}.tags: must be a list of tag names")
         o.tags = list(tags)
-        given = {k: raw[k] for k in ("poll_s", "poll_max_s", "choose_among", "decompose") if raw.get(k) is not None}
+        given = {k: raw[k] for k in ("poll_s", "poll_max_s", "choose_among", "decompose", "turn_tokens") if raw.get(k) is not None}
         if "poll_s" in given and "poll_max_s" not in given and isinstance(given["poll_s"], (int, float)):
             given["poll_max_s"] = max(POLL_MAX_S, given["poll_s"])
         try:
@@ -145,6 +150,8 @@ class RoleOptions:
         except OrchError as e:
             raise InputError(f"{where}: {e}") from e
         o.poll_s, o.poll_max_s, o.choose_among, o.split = sim.poll_s, sim.poll_max_s, sim.choose_among, sim.decompose
+        t = sim.turn_tokens
+        o.usage = Usage(input=t["in"], output=t["out"], cached=t["cached"], thinking=t["thinking"])
         o.faults = cls._faults(raw.get("faults") or [], f"{where}.faults", agent)
         loop = raw.get("loop_on_claim", False)
         if loop is True:
@@ -230,11 +237,14 @@ class Conversation:
 
     def wait(self, then: Turn) -> Turn:
         """Wait before ``then`` (the next look): a shell ``sleep`` doubling per empty look since the
-        last progress; a client without a shell gets ``then`` answered late instead."""
+        last progress, jittered +-25% as the sim's waits (seeded: a retry gets the same; and no
+        two waits alike, so a CLI's own loop detection -- gemini's: a cycle of identical calls --
+        does not take patient polling for a loop); a client without a shell gets ``then``
+        answered late instead."""
         since = self.steps[self.progress_at() + 1:]
         k = sum(1 for s in since if s.is_sleep) if self.shell else max(0, sum(1 for s in since if s.unfiltered) - 1)
         o = self.opts
-        secs = min(o.poll_max_s, o.poll_s * 2 ** min(k, 30))
+        secs = round(min(o.poll_max_s, o.poll_s * 2 ** min(k, 30)) * self.rng("wait", str(self.view.turn)).uniform(0.75, 1.25), 2)
         if not self.shell:
             then.delay_s = secs
             return then
@@ -242,16 +252,19 @@ class Conversation:
                     tool_calls=[ToolCall("bash", {"command": f"sleep {secs:g}", "description": "Wait before looking again"})])
 
     def finish(self, turn: Turn) -> Turn:
-        """The decided turn, made servable: a final text when a tool it calls is not offered, the
+        """The decided turn, made servable: a final text when a tool it calls is not offered (a
+        request offering no tool at all is a CLI's side request: the server answers it aside), the
         fault on demand of this turn attached."""
         missing = [c.name[len(MCP_PREFIX):] for c in turn.tool_calls
                    if c.name.startswith(MCP_PREFIX) and mcp_name(c.name[len(MCP_PREFIX):], self.view.tools) is None]
-        if missing:
+        if missing and self.view.tools:
             return Turn(text=f"{self.me} cannot play its role: orch's coordination tools are missing "
                              f"(no tool {', '.join(missing)} of server 'orch' among the {len(self.view.tools)} offered).")
         fault = self.opts.faults.get(self.view.turn)
         if fault is not None and turn.fault is None:
             turn.fault = fault
+        if turn.usage.input is None and turn.usage.output is None:  # a coordination turn, not a task's work
+            turn.usage = replace(self.opts.usage)
         return turn
 
 

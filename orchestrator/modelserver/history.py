@@ -2,10 +2,11 @@
 the result the client sent back (text) and whether the client marked it an error.
 
 The API modules fill a ``CallLog`` while they read a request (``RequestView.calls``); role scripts
-decide from it. Results of MCP tools arrive as text, shaped by each CLI: the tool's JSON itself
-(claude, opencode, gemini), codex's ``{"content": [{"type": "text", "text": ...}], "isError": ..}``
-wrapper, or a prefixed line (gemini-cli's error text ends with the raw response); ``tool_result``
-reads them all back to the tool's JSON value.
+decide from it. Results of MCP tools arrive as text, shaped by each CLI: the tool's JSON itself,
+its structured content (claude, codex: ``{"result": [...]}`` for a list), an MCP result
+(``{"content": [{"type": "text", "text": ...}], "isError": ..}``), after a prefix (codex:
+``Wall time: ...\nOutput:\n``; gemini-cli's error text ends with the raw response) or inside a
+tag (gemini-cli's ``<untrusted_context>``). ``tool_result`` reads each back to the tool's JSON.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from orchestrator.modelserver.tools import ACTIONS
 
 SHELL_TOOLS = frozenset(name for name, _ in ACTIONS["bash"])  # the shell tool of every client
 _EXIT = re.compile(r"(?i)\bexit(?:[ _]code|ed with code|_code\"?)\s*[:=]?\s*(-?\d+)")
+_TAGGED = re.compile(r"^\s*<([A-Za-z_][\w-]*)>\s*(.*?)\s*</\1>\s*$", re.S)
 _WRAPPER_KEYS = {"content", "isError", "is_error", "structuredContent", "structured_content", "_meta", "meta"}
 
 
@@ -62,7 +64,11 @@ def arguments(raw: Any) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- MCP results
 def _decode(text: str) -> Any:
-    """``text`` as JSON; else the JSON value that ends it (after a prefix); else the text itself."""
+    """``text`` as JSON; else the JSON value that ends it (after a prefix); else the text itself.
+    A text inside one tag (gemini-cli's ``<untrusted_context>...</untrusted_context>``) is read inside."""
+    m = _TAGGED.match(text)
+    if m:
+        text = m.group(2)
     try:
         return json.loads(text)
     except ValueError:
@@ -100,6 +106,8 @@ def tool_result(text: str | None, flagged: bool = False) -> tuple[Any, bool]:
         if isinstance(value, list) and len(value) == 1 and isinstance(value[0], dict) and \
                 isinstance((value[0].get("functionResponse") or {}).get("response"), dict):
             value = value[0]["functionResponse"]["response"]  # gemini-cli's raw response, as its error text quotes it
+        if isinstance(value, dict) and set(value) == {"result"}:
+            return value["result"], error  # structured content of a non-object return (claude sends that)
         blocks = _blocks(value)
         if blocks is None:
             break

@@ -124,6 +124,30 @@ def chat_events(turn: Turn, r: Rendered, include_usage: bool) -> list[bytes]:
 
 
 # ---------------------------------------------------------------- responses
+def namespaced(namespace: str, name: str | None) -> str:
+    """The one name a tool of a namespace goes by here: codex's ``mcp__orch`` + ``claim`` is ``mcp__orch__claim``."""
+    return f"{namespace}__{name}"
+
+
+def _response_tools(tools: list) -> tuple[list[str], dict[str, tuple[str, str]]]:
+    """(the offered tool names, namespaced name -> (namespace, name in it)): a ``namespace`` tool
+    (codex groups an MCP server's tools so) offers each of its tools under its namespaced name."""
+    names: list[str] = []
+    spaces: dict[str, tuple[str, str]] = {}
+    for t in tools:
+        if not isinstance(t, dict):
+            continue
+        if t.get("type") == "namespace" and isinstance(t.get("name"), str):
+            for inner in t.get("tools") or []:
+                if isinstance(inner, dict) and isinstance(inner.get("name"), str):
+                    full = namespaced(t["name"], inner["name"])
+                    names.append(full)
+                    spaces[full] = (t["name"], inner["name"])
+        elif t.get("name") or t.get("type"):
+            names.append(t.get("name") or t.get("type"))
+    return names, spaces
+
+
 def responses_view(body: dict[str, Any], ctx, previous_turns: int | None,
                    previous_calls: list[ToolUse] | None = None) -> RequestView:
     """``previous_turns`` / ``previous_calls``: the turn and the calls (its own included) of the
@@ -140,7 +164,8 @@ def responses_view(body: dict[str, Any], ctx, previous_turns: int | None,
         turns += mine and not in_run
         in_run = mine
         if it.get("type") in ("function_call", "custom_tool_call"):
-            log.call(it.get("name"), it.get("arguments", it.get("input")), first + turns - 1, it.get("call_id"))
+            name = namespaced(it["namespace"], it.get("name")) if it.get("namespace") else it.get("name")
+            log.call(name, it.get("arguments", it.get("input")), first + turns - 1, it.get("call_id"))
         elif it.get("type") in _RESULT_ITEMS:
             out = it.get("output")
             log.answer(it.get("call_id"), text_of(out), isinstance(out, dict) and out.get("success") is False)
@@ -150,7 +175,7 @@ def responses_view(body: dict[str, Any], ctx, previous_turns: int | None,
         if it.get("type") not in _RESULT_ITEMS:
             break
         tail.append(text_of(it.get("output")))
-    tools = [t.get("name") or t.get("type") for t in body.get("tools") or [] if isinstance(t, dict)]
+    tools, namespaces = _response_tools(body.get("tools") or [])
     fmt = (body.get("text") or {}).get("format") or {}
     system = "\n".join([text_of(body.get("instructions")),
                         *(text_of(it.get("content")) for it in items if it.get("role") in ("system", "developer", "user"))])
@@ -160,7 +185,7 @@ def responses_view(body: dict[str, Any], ctx, previous_turns: int | None,
         last_result="\n".join(reversed(tail)) if tail else None,
         json_schema=fmt.get("schema") if fmt.get("type") == "json_schema" else None, prompt_chars=len(json.dumps(body)),
         prompt="\n".join(text_of(it.get("content")) for it in items if it.get("role") == "user"),
-        calls=log.calls,
+        calls=log.calls, extra={"namespaces": namespaces},
     )
 
 
@@ -170,8 +195,11 @@ def _output(r: Rendered) -> list[dict[str, Any]]:
         out.append({"id": f"msg_{r.id}", "type": "message", "status": "completed", "role": "assistant",
                     "content": [{"type": "output_text", "text": r.text, "annotations": [], "logprobs": []}]})
     for c in r.calls:
-        out.append({"id": f"fc_{c.id}", "type": "function_call", "status": "completed", "call_id": c.id, "name": c.name,
-                    "arguments": json.dumps(c.input)})
+        item = {"id": f"fc_{c.id}", "type": "function_call", "status": "completed", "call_id": c.id, "name": c.name,
+                "arguments": json.dumps(c.input)}
+        if c.name in r.namespaces:  # a tool offered inside a namespace is called by its name there
+            item["namespace"], item["name"] = r.namespaces[c.name]
+        out.append(item)
     return out
 
 

@@ -1,8 +1,11 @@
 """The scripted model server playing roles for real CLIs: each test holds a conversation over real
-HTTP in a CLI's own API format and tool names (claude: Anthropic messages, ``mcp__orch__*``;
-codex: OpenAI responses, ``mcp__orch__*``; opencode: OpenAI chat, ``orch_*``; gemini:
-generateContent, bare names), feeding tool results back as that CLI shapes them. Shell calls run
-for real in a git worktree. ``Cli`` is the driver the real-server tests reuse."""
+HTTP in a CLI's own API format and tool names, feeding tool results back as that CLI shapes them
+(as the installed CLIs were seen to): claude (Anthropic messages, ``mcp__orch__*``, a list result
+as its structured content ``{"result": [...]}``), codex (OpenAI responses, orch's tools inside a
+``mcp__orch`` namespace, results after ``Wall time: ...\nOutput:\n``), opencode (OpenAI chat,
+``orch_*``, the tool's text), gemini (generateContent, ``mcp_orch_*`` -- bare names in older
+versions --, results inside ``<untrusted_context>``). Shell calls run for real in a git worktree.
+``Cli`` is the driver the real-server tests reuse."""
 
 from __future__ import annotations
 
@@ -22,8 +25,10 @@ from orchestrator.modelserver.history import mcp_result, tool_result
 
 ORCH = list(TOOL_PARAMS)
 # cli -> (API, its shell tool, how it names orch's tool T)
-CLIS = {"claude": ("anthropic", "Bash", "mcp__orch__{}"), "codex": ("responses", "shell", "mcp__orch__{}"),
-        "opencode": ("chat", "bash", "orch_{}"), "gemini": ("gemini", "run_shell_command", "{}")}
+CLIS = {"claude": ("anthropic", "Bash", "mcp__orch__{}"), "codex": ("responses", "exec_command", "mcp__orch__{}"),
+        "opencode": ("chat", "bash", "orch_{}"), "gemini": ("gemini", "run_shell_command", "mcp_orch_{}"),
+        "gemini-bare": ("gemini", "run_shell_command", "{}")}
+CODEX_NAMESPACE = "mcp__orch"
 FAST = {"poll_s": 0.01, "poll_max_s": 0.04}
 
 
@@ -63,8 +68,10 @@ class Cli:
             return [{"name": n, "description": n, "input_schema": schema} for n in self.tools]
         if self.api == "chat":
             return [{"type": "function", "function": {"name": n, "parameters": schema}} for n in self.tools]
-        if self.api == "responses":
-            return [{"type": "function", "name": n, "parameters": schema} for n in self.tools]
+        if self.api == "responses":  # codex: an MCP server's tools inside a namespace
+            inner = [{"type": "function", "name": self.bare[n], "parameters": schema} for n in self.tools if n in self.bare]
+            return [{"type": "function", "name": n, "parameters": schema} for n in self.tools if n not in self.bare] + \
+                ([{"type": "namespace", "name": CODEX_NAMESPACE, "description": "orch", "tools": inner}] if inner else [])
         return [{"functionDeclarations": [{"name": n, "parameters": schema} for n in self.tools]}]
 
     def _request(self) -> tuple[str, dict, dict]:
@@ -108,7 +115,8 @@ class Cli:
             self.history += data["output"]
             self.fresh, self.last_id = [], data["id"]
             reply.text = "".join(c["text"] for it in data["output"] if it["type"] == "message" for c in it["content"])
-            reply.calls = [(it["call_id"], it["name"], json.loads(it["arguments"])) for it in data["output"] if it["type"] == "function_call"]
+            reply.calls = [(it["call_id"], f"{it['namespace']}__{it['name']}" if it.get("namespace") else it["name"],
+                            json.loads(it["arguments"])) for it in data["output"] if it["type"] == "function_call"]
         else:
             content = data["candidates"][0]["content"]
             self.history.append(content)
@@ -119,22 +127,24 @@ class Cli:
 
     def give(self, reply: Reply, results: list[tuple[str, bool]]) -> None:
         """Send ``results`` ((text, is it an error) per call of ``reply``) back as this CLI does."""
-        if self.api == "anthropic":
+        if self.api == "anthropic":  # claude sends an MCP tool's structured content: a list as {"result": [...]}
             self.history.append({"role": "user", "content": [
-                {"type": "tool_result", "tool_use_id": cid, "content": [{"type": "text", "text": text}], "is_error": err}
-                for (cid, _, _), (text, err) in zip(reply.calls, results)]})
+                {"type": "tool_result", "tool_use_id": cid, "is_error": err, "content": structured(text) if name in self.bare else text}
+                for (cid, name, _), (text, err) in zip(reply.calls, results)]})
         elif self.api == "chat":
             self.history += [{"role": "tool", "tool_call_id": cid, "content": ("Error: " if err else "") + text}
                              for (cid, _, _), (text, err) in zip(reply.calls, results)]
         elif self.api == "responses":
             items = [{"type": "function_call_output", "call_id": cid,
-                      "output": json.dumps({"content": [{"type": "text", "text": text}], "isError": err})
-                      if name in self.bare else text} for (cid, name, _), (text, err) in zip(reply.calls, results)]
+                      "output": (json.dumps({"content": [{"type": "text", "text": text}], "isError": True}) if err else
+                                 "Wall time: 0.0123 seconds\nOutput:\n" + structured(text)) if name in self.bare else text}
+                     for (cid, name, _), (text, err) in zip(reply.calls, results)]
             self.history += items
             self.fresh += items
         else:
             self.history.append({"role": "user", "parts": [
-                {"functionResponse": {"id": cid, "name": name, "response": {"error": text} if err else {"output": text}}}
+                {"functionResponse": {"id": cid, "name": name, "response": {"error": text} if err else
+                                      {"output": f"<untrusted_context>\n{text}\n</untrusted_context>" if name in self.bare else text}}}
                 for (cid, name, _), (text, err) in zip(reply.calls, results)]})
 
     # ---------------------------------------------------------------- running calls
@@ -155,6 +165,11 @@ class Cli:
         if reply.calls:
             self.give(reply, results)
         return reply
+
+
+def structured(text: str) -> str:
+    """An MCP tool's structured content as claude and codex send it: a list wrapped as ``{"result": [...]}``."""
+    return json.dumps({"result": json.loads(text)}) if text.startswith("[") else text
 
 
 def role_url(srv, agent: str, script: str, spawn: int = 1, worktree=None, seed: int = 7, **options) -> str:
@@ -184,10 +199,13 @@ def agent(aid: str, role: str = "worker", tags=None, tasks=()) -> dict:
 def test_mcp_results_read_back_whatever_the_cli_wrapped_them_in():
     value = [{"id": "a", "status": "pending"}]
     text = json.dumps(value)
-    assert mcp_result(text) == value  # claude, opencode, gemini: the tool's text itself
-    assert mcp_result(json.dumps({"content": [{"type": "text", "text": text}], "isError": False})) == value  # codex
+    assert mcp_result(text) == value  # opencode, gemini: the tool's text itself
+    assert mcp_result(json.dumps({"result": value})) == value  # claude: the structured content
+    assert mcp_result(json.dumps({"content": [{"type": "text", "text": text}], "isError": False})) == value  # an MCP result
     assert mcp_result(json.dumps({"content": [{"type": "text", "text": text}], "structuredContent": {"result": value}})) == value
-    assert mcp_result("Tool result:\n" + text) == value  # a prefix
+    assert mcp_result("Wall time: 0.0295 seconds\nOutput:\n" + json.dumps({"result": value})) == value  # codex
+    assert mcp_result(f"<untrusted_context>\n{text}\n</untrusted_context>") == value  # gemini
+    assert tool_result(json.dumps({"error": "claim: lost", "outcome": "lost"}))[0]["outcome"] == "lost"
     assert mcp_result(json.dumps([{"type": "text", "text": text}])) == value  # bare content blocks
     assert tool_result(json.dumps({"content": [{"type": "text", "text": "claim: task 'a' is no longer available"}],
                                    "isError": True})) == ("claim: task 'a' is no longer available", True)
@@ -266,13 +284,15 @@ def test_a_lost_claim_means_looking_again_and_empty_looks_wait_longer_and_longer
     answer(("Exit code: 0\nOutput:\n", False))
     answer(ok([]))
     answer(ok([task("a", "working", owner="w1")]))
+    sleeps = [float(said.pop(i)[0][1]["command"].split()[1]) for i in (8, 5)][::-1]
     assert said == [[("connect", {"worker_id": "w2"})], [("list_tasks", {"ready": True})], [("claim", {"task": "a"})],
                     [("list_tasks", {"ready": True})], [("list_tasks", {})],
-                    [("shell", {"command": "sleep 0.5", "description": "Wait before looking again"})],
                     [("list_tasks", {"ready": True})], [("list_tasks", {})],
-                    [("shell", {"command": "sleep 1", "description": "Wait before looking again"})],
                     [("list_tasks", {"ready": True})], [("list_tasks", {})]]
-    assert bare(c, c.send()) == [("shell", {"command": "sleep 1", "description": "Wait before looking again"})]  # capped
+    (name, args), = bare(c, c.send())
+    sleeps.append(float(args["command"].split()[1]))
+    # 0.5 then doubling, capped at 1, each jittered +-25% (no two alike: a CLI's loop detection sees no cycle)
+    assert 0.375 <= sleeps[0] <= 0.625 and all(0.75 <= s <= 1.25 for s in sleeps[1:]) and len(set(sleeps)) == 3
 
 
 def test_a_pushed_worker_takes_what_it_was_given_and_a_hybrid_one_its_subtree_first(serve):
@@ -305,7 +325,7 @@ def test_codex_continuing_by_previous_response_id_alone_still_shows_the_script_i
 
 # ---------------------------------------------------------------- mcp names
 @pytest.mark.parametrize("cli,name", [("claude", "mcp__orch__claim"), ("codex", "mcp__orch__claim"),
-                                      ("opencode", "orch_claim"), ("gemini", "claim")])
+                                      ("opencode", "orch_claim"), ("gemini", "mcp_orch_claim"), ("gemini-bare", "claim")])
 def test_portable_mcp_calls_take_each_clis_name_for_orchs_tool(serve, cli, name):
     srv = serve("sim")
     c = Cli(srv, cli, role_url(srv, "w1", "worker", policy="pull"))
@@ -319,6 +339,8 @@ def test_a_cli_without_orchs_tools_hears_so_in_a_final_text(serve):
     c = Cli(srv, "claude", role_url(srv, "w1", "worker"), tools=["Bash", "mcp__other__claim"])
     r = c.send()
     assert r.status == 200 and not r.calls and "orch's coordination tools are missing" in r.text and "connect" in r.text
+    side = Cli(srv, "opencode", role_url(srv, "w1", "worker"), tools=[]).send()  # a title request: aside, no role turn
+    assert side.status == 200 and side.text == "OK" and [x["side"] for x in srv.requests] == [False, True]
 
 
 def test_bad_role_options_are_one_error_naming_the_option(serve):
@@ -487,3 +509,16 @@ def test_a_role_turn_streams_and_a_task_line_in_the_role_prompt_does_not_make_it
         m = s.get_final_message()
     assert [(b.name, b.input) for b in m.content if b.type == "tool_use"] == [("mcp__orch__connect", {"worker_id": "w1"})]
     assert [(x["session"], x["task"], x["agent"], x["stream"]) for x in srv.requests] == [("w1.1", None, "w1", True)]
+
+
+def test_coordination_turns_report_the_sims_turn_tokens_and_work_turns_their_plans(serve, worktree):
+    srv = serve("sim", worktrees=[worktree])
+    c = Cli(srv, "claude", role_url(srv, "w1", "worker", worktree=worktree, turn_tokens={"in": 900, "out": 50}),
+            shell_cwd=worktree)
+    c.step(lambda t, a: ok({"agent_id": "w1"}))
+    c.step(lambda t, a: ok([task("a")]))
+    c.step(lambda t, a: ok({"success": True, "task": {"id": "a"}}))
+    c.step(lambda t, a: ok({**task("a", "working"), "attempt": 1, "time_estimate_ms": 60000}))
+    c.send()
+    used = [(x["usage"]["in"], x["usage"]["out"]) for x in srv.requests]
+    assert used[:4] == [(900, 50)] * 4 and used[4] != (900, 50)  # connect, list, claim, get; then the sim's first step

@@ -44,7 +44,7 @@ def play(spec, paths, server_url: str, players: dict[str, tuple[str, str, dict]]
         for a, (cli, script, options) in players.items():
             wt = paths.worktree_of(a) if paths.worktree_of(a).is_dir() else None
             url = role_url(srv, a, script, worktree=wt, seed=spec.seed, **options)
-            clis[a] = Cli(srv, cli, url, by_id=cli == "codex", shell_cwd=wt or paths.root)
+            clis[a] = Cli(srv, cli, url, shell_cwd=wt or paths.root)
         last: dict[str, str] = {}
         for _ in range(ROUNDS):
             for a in [a for a in clis if a not in last]:
