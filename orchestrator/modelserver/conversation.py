@@ -54,6 +54,7 @@ POLL_S, POLL_MAX_S = 0.5, 4.0
 POLICIES = ("push", "pull", "hybrid")
 # the coordination tools role scripts call: a client's name for one of these is read as orch's
 ORCH_TOOLS = frozenset({"connect", "disconnect", "list_tasks", "list_agents", "get", "claim", "update", "create_tree", "link"})
+STUCK_AFTER = 3  # failed looks in a row that end a session
 PROGRESS = frozenset({"connect", "claim", "update", "create_tree"})  # done, these reset the wait
 _SLEEP = re.compile(r"^\s*sleep\s+[0-9.]+\s*$")
 
@@ -218,6 +219,16 @@ class Conversation:
             return Turn(text=f"{self.me} could not connect to orch's coordination server: {str(s.value)[:300]}")
         return None
 
+    def stuck(self) -> Turn | None:
+        """A look that failed ``STUCK_AFTER`` times in a row (the CLI refuses the tool, the server is
+        gone ...) ends the session saying why, rather than polling a blind look forever."""
+        for tool in ("list_tasks", "list_agents"):
+            looks = [s for s in self.steps if s.tool == tool][-STUCK_AFTER:]
+            if len(looks) == STUCK_AFTER and not any(s.ok for s in looks):
+                return Turn(text=f"{self.me} cannot go on: {tool} failed {STUCK_AFTER} times in a row "
+                                 f"(last: {str(looks[-1].value)[:300]}).")
+        return None
+
     def over(self, step: Step) -> bool:
         """Whether ``step`` is a look at every task and every task is terminal."""
         return step.unfiltered and step.ok and all(t.get("status") in TERMINAL for t in step.listed())
@@ -279,7 +290,7 @@ class RoleScript:
 
     def turn(self, index: int, view: RequestView) -> Turn:
         c = Conversation(self.name, view)
-        return c.finish(c.opening() or self.decide(c))
+        return c.finish(c.opening() or c.stuck() or self.decide(c))
 
     def decide(self, c: Conversation) -> Turn:
         raise NotImplementedError

@@ -522,3 +522,14 @@ def test_coordination_turns_report_the_sims_turn_tokens_and_work_turns_their_pla
     c.send()
     used = [(x["usage"]["in"], x["usage"]["out"]) for x in srv.requests]
     assert used[:4] == [(900, 50)] * 4 and used[4] != (900, 50)  # connect, list, claim, get; then the sim's first step
+
+
+def test_a_look_the_cli_keeps_refusing_ends_the_session_saying_why(serve, tmp_path):
+    srv = serve("sim")
+    c = Cli(srv, "claude", role_url(srv, "coordinator", "coordinator"), shell_cwd=tmp_path)
+    c.step(lambda t, a: ok({"agent_id": "coordinator"}))
+    refused = "Claude requested permissions to use mcp__orch__list_agents, but you haven't granted it yet."
+    said = [bare(c, c.step(lambda t, a: (refused, True) if t == "list_agents" else ok([task("a")])))[0][0] for _ in range(8)]
+    assert said == ["list_tasks", "list_agents", "shell"] * 2 + ["list_tasks", "list_agents"]  # refused: nobody idle, a wait
+    r = c.send()
+    assert not r.calls and "list_agents failed 3 times in a row" in r.text and "requested permissions" in r.text
