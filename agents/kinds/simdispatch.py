@@ -28,6 +28,59 @@ def _workers(agents: list[dict]) -> list[dict]:
     return [a for a in agents if a.get("role") == "worker" and a.get("status") not in UNAVAILABLE]
 
 
+def idle_workers(agents: list[dict]) -> list[dict]:
+    """The workers of a ``list_agents`` answer that hold no task."""
+    return [a for a in _workers(agents) if not a.get("tasks")]
+
+
+def worker_ids(agents: list[dict]) -> list[str]:
+    return sorted(a["id"] for a in _workers(agents))
+
+
+def pick_worker(task: dict, idle: list[dict], before: str | None, last_given: dict[str, int]) -> dict | None:
+    """The push coordinator's choice for ``task`` among ``idle`` workers: one whose tags fit, not the
+    one it came back from (``before``) when another fits, a wanted-tag match first, then whoever
+    was given a task longest ago (``last_given``: worker -> the look it last got one in)."""
+    fit = [a for a in idle if fits(task, a.get("tags"))]
+    if not fit:
+        return None
+    fit = [a for a in fit if a["id"] != before] or fit
+    return max(fit, key=lambda a: (wanted_score(task, a.get("tags")), -last_given.get(a["id"], 0)))
+
+
+def coarse_leaves(tasks: list[dict], split, tried: set[str]) -> list[dict]:
+    """Pending leaves a lead splits before handing subtrees out (each tried once)."""
+    return [t for t in tasks if t.get("status") == "pending" and not t.get("container")
+            and coarse(split, t.get("points"), t.get("tags")) and t["id"] not in tried]
+
+
+def subtree_plan(tasks: list[dict], workers: list[str]) -> tuple[list[str], dict[str, float], dict[str, float]]:
+    """The hybrid lead's look: (the pending subtrees, biggest first; the work left in each subtree;
+    the work each worker holds in the subtrees it has)."""
+    by_id = {t["id"]: t for t in tasks}
+    units = top_units(tasks)
+    work = {u: work_of(tasks, by_id, u) for u in units}
+    load = {w: 0.0 for w in workers}
+    for u in units:
+        owner = by_id[u].get("owner")
+        if by_id[u].get("status") in ACTIVE and owner in load:
+            load[owner] += work[u]
+    pending = [u for u in units if by_id[u].get("status") == "pending"]
+    return sorted(pending, key=lambda u: (-work[u], units.index(u))), work, load
+
+
+def pick_holder(unit: str, workers: list[str], had: str | None, load: dict[str, float]) -> str:
+    """Who gets subtree ``unit``: the least loaded worker, not the one it came back from (``had``)."""
+    candidates = [w for w in workers if w != had] or workers
+    return min(candidates, key=lambda a: (load[a], a))
+
+
+def work_of(tasks: list[dict], by_id: dict[str, dict], unit: str) -> float:
+    """Points left in a subtree: its unfinished leaves (a leaf without points counts one)."""
+    return sum(by_id[d].get("points") or 1 for d in descendants(tasks, unit)
+               if not by_id[d].get("container") and by_id[d].get("status") not in TERMINAL)
+
+
 class Coordinator:
     def __init__(self, seat: Seat):
         self.seat = seat
@@ -40,18 +93,16 @@ class Coordinator:
         ready = [t for t in s.call("list_tasks", status="pending", ready=True) if not t.get("container")]
         if not ready:
             return False
-        idle = [a for a in _workers(s.call("list_agents")) if not a.get("tasks")]
+        idle = idle_workers(s.call("list_agents"))
         if not idle:
             return False
         self.looks += 1
         made = 0
         for t in best_first(ready, None):
-            fit = [a for a in idle if fits(t, a.get("tags"))]
-            if not fit:
-                continue
             before = self.gave.get(t["id"])
-            fit = [a for a in fit if a["id"] != before] or fit
-            w = max(fit, key=lambda a: (wanted_score(t, a.get("tags")), -self.last_given.get(a["id"], 0)))
+            w = pick_worker(t, idle, before, self.last_given)
+            if w is None:
+                continue
             done = s.try_call("update", t["id"], task=t["id"], assignee=w["id"])
             s.settle(t["id"])
             if isinstance(done, ToolRefused):
@@ -78,30 +129,21 @@ class Lead:
         s = self.seat
         tasks = s.call("list_tasks")
         sp = self.splitter
-        coarse_leaves = [t for t in tasks if t.get("status") == "pending" and not t.get("container")
-                         and coarse(sp.split, t.get("points"), t.get("tags")) and t["id"] not in sp.tried]
-        if coarse_leaves:
-            for t in coarse_leaves:  # read each first: its estimate is not in the listing
+        leaves = coarse_leaves(tasks, sp.split, sp.tried)
+        if leaves:
+            for t in leaves:  # read each first: its estimate is not in the listing
                 sp.create(s.record(s.call("get", t["id"], task=t["id"]), t["id"]))
             return True
-        by_id = {t["id"]: t for t in tasks}
-        units = top_units(tasks)
-        pending = [u for u in units if by_id[u].get("status") == "pending"]
-        if not pending:
+        status = {t["id"]: t.get("status") for t in tasks}
+        if not any(status[u] == "pending" for u in top_units(tasks)):
             return False
-        workers = sorted(a["id"] for a in _workers(s.call("list_agents")))
+        workers = worker_ids(s.call("list_agents"))
         if not workers or workers != self.workers_seen:
             self.workers_seen = workers  # the workers register as they spawn: wait until the set holds
             return False
-        work = {u: self.work_of(tasks, by_id, u) for u in units}
-        load = {w: 0.0 for w in workers}
-        for u in units:
-            owner = by_id[u].get("owner")
-            if by_id[u].get("status") in ACTIVE and owner in load:
-                load[owner] += work[u]
-        for u in sorted(pending, key=lambda u: (-work[u], units.index(u))):
-            candidates = [w for w in workers if w != self.had.get(u)] or workers
-            w = min(candidates, key=lambda a: (load[a], a))
+        pending, work, load = subtree_plan(tasks, workers)
+        for u in pending:
+            w = pick_holder(u, workers, self.had.get(u), load)
             done = s.try_call("update", u, task=u, assignee=w)
             s.settle(u)
             if isinstance(done, ToolRefused):
@@ -110,8 +152,3 @@ class Lead:
             load[w] += work[u]
         return True
 
-    @staticmethod
-    def work_of(tasks: list[dict], by_id: dict[str, dict], unit: str) -> float:
-        """Points left in a subtree: its unfinished leaves (a leaf without points counts one)."""
-        return sum(by_id[d].get("points") or 1 for d in descendants(tasks, unit)
-                   if not by_id[d].get("container") and by_id[d].get("status") not in TERMINAL)

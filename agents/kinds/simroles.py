@@ -204,6 +204,17 @@ def descendants(tasks: list[dict], root: str) -> set[str]:
     return out
 
 
+def task_from(data: dict, tid: str) -> Task:
+    """A ``Task`` of a tool's task object (``get``, ``claim``): its known fields, tags read either way."""
+    fields = {k: v for k, v in data.items() if k in Task.model_fields and v is not None}
+    fields.setdefault("id", tid)
+    for key in ("needed_tags", "wanted_tags"):
+        fields[key] = needed(data) if key == "needed_tags" else wanted(data)
+    if not isinstance(fields.get("tags"), list):
+        fields.pop("tags", None)
+    return Task.model_validate(fields)
+
+
 # ---------------------------------------------------------------------------------- the seat
 class Seat:
     """What a role plays with: the tools (each call a turn: latency, tokens, a ``step`` event),
@@ -299,13 +310,7 @@ class Seat:
         if not isinstance(data, dict) or "file_scope" not in data:
             data = self.call("get", tid, task=tid)
             data = data.get("task", data) if isinstance(data, dict) else {}
-        fields = {k: v for k, v in data.items() if k in Task.model_fields and v is not None}
-        fields.setdefault("id", tid)
-        for key in ("needed_tags", "wanted_tags"):
-            fields[key] = needed(data) if key == "needed_tags" else wanted(data)
-        if not isinstance(fields.get("tags"), list):
-            fields.pop("tags", None)
-        return Task.model_validate(fields)
+        return task_from(data, tid)
 
     def claim(self, tid: str) -> Task | None:
         """Claim ``tid``: the task now ``working`` for this agent, or None (lost: look again)."""

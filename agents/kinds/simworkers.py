@@ -23,6 +23,29 @@ from agents.kinds.simroles import Seat, best_first, descendants, fits, top_units
 from agents.kinds.simsplit import Splitter
 
 
+def ready_for(listed: list[dict], tags: list[str] | None) -> list[dict]:
+    """The listed tasks a worker with ``tags`` may claim now."""
+    return [t for t in listed if t.get("ready") is not False and t.get("status", "pending") == "pending"
+            and not t.get("container") and fits(t, tags)]
+
+
+def hybrid_choice(tasks: list[dict], me: str, tags: list[str] | None) -> tuple[dict | None, list[dict]]:
+    """A hybrid worker's look at every task: (the best ready task inside its subtrees, or None;
+    the ready tasks it may steal -- none while the lead has a subtree left to hand out)."""
+    mine = [t["id"] for t in tasks if t.get("owner") == me and t.get("container") and t.get("status") in ACTIVE]
+    inside: set[str] = set()
+    for c in mine:
+        inside |= descendants(tasks, c)
+    ready = ready_for(tasks, tags)
+    own = [t for t in ready if t["id"] in inside]
+    if own:
+        return best_first(own, tags)[0], []
+    status = {t["id"]: t.get("status") for t in tasks}
+    if any(status[u] == "pending" for u in top_units(tasks)):
+        return None, []  # the lead has not handed every subtree out yet
+    return None, ready
+
+
 class Worker:
     def __init__(self, seat: Seat):
         self.seat = seat
@@ -42,8 +65,7 @@ class Worker:
         s.work(task)
 
     def ready(self, listed: list[dict]) -> list[dict]:
-        return [t for t in listed if t.get("ready") is not False and t.get("status", "pending") == "pending"
-                and not t.get("container") and fits(t, self.seat.tags)]
+        return ready_for(listed, self.seat.tags)
 
     def pick(self, ready: list[dict]) -> dict:
         """Seeded choice among the best ``choose_among``."""
@@ -73,20 +95,13 @@ class SwarmWorker(Worker):
 class HybridWorker(Worker):
     def step(self) -> bool:
         s = self.seat
-        tasks = s.call("list_tasks")
-        mine = [t["id"] for t in tasks if t.get("owner") == s.me and t.get("container") and t.get("status") in ACTIVE]
-        inside: set[str] = set()
-        for c in mine:
-            inside |= descendants(tasks, c)
-        ready = self.ready(tasks)
-        own = [t for t in ready if t["id"] in inside]
-        if own:
-            self.take(best_first(own, s.tags)[0]["id"])
+        own, stealable = hybrid_choice(s.call("list_tasks"), s.me, s.tags)
+        if own is not None:
+            self.take(own["id"])
             return True
-        status = {t["id"]: t.get("status") for t in tasks}
-        if not ready or any(status[u] == "pending" for u in top_units(tasks)):
+        if not stealable:
             return False  # nothing to steal, or the lead has not handed every subtree out yet
-        pick = self.pick(ready)
+        pick = self.pick(stealable)
         s.events.emit("log", pick["id"], msg=f"stealing {pick['id']}", level="info", steal=True)
         self.take(pick["id"])
         return True

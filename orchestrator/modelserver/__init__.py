@@ -6,7 +6,11 @@ It serves the Anthropic Messages API and OpenAI's Chat Completions and Responses
     context.py        which session / task a request belongs to (carried in the base URL)
     turns.py          a Turn (text, tool calls, usage, fault) and its YAML/JSON form
     scripts.py        the scripts: ``file``, ``sim``, ``replay``
-    tools.py          portable tool calls (``bash``) resolved onto each client's own tools
+    roles.py          the role scripts (``coordinator``, ``worker``, ``lead``, ``decomposer``): a
+                      real CLI playing an agent of an agent-driven run through orch's tools
+                      (conversation.py, roleworkers.py, roledispatch.py)
+    history.py        a conversation's tool calls and results, whatever its API
+    tools.py          portable tool calls (``bash``, ``mcp:<tool>``) resolved onto each client's own tools
     apicommon.py      ids, token counts, SSE helpers shared by the APIs
     anthropic_api.py  /v1/messages
     openai_api.py     /v1/chat/completions and /v1/responses

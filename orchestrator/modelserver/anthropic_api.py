@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 from orchestrator.modelserver.apicommon import Rendered, chunks, estimate_tokens, sse, text_of
+from orchestrator.modelserver.history import CallLog
 from orchestrator.modelserver.scripts import RequestView
 from orchestrator.modelserver.turns import Turn
 
@@ -18,8 +19,25 @@ ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "
                429: "rate_limit_error", 500: "api_error", 529: "overloaded_error"}
 
 
+def calls(msgs: list[dict[str, Any]]) -> CallLog:
+    """The conversation's ``tool_use`` blocks and the ``tool_result`` blocks answering them."""
+    log, turn = CallLog(), 0
+    for m in msgs:
+        blocks = [b for b in m.get("content") or [] if isinstance(b, dict)] if isinstance(m.get("content"), list) else []
+        if m.get("role") == "assistant":
+            for b in blocks:
+                if b.get("type") == "tool_use":
+                    log.call(b.get("name"), b.get("input"), turn, b.get("id"))
+            turn += 1
+        else:
+            for b in blocks:
+                if b.get("type") == "tool_result":
+                    log.answer(b.get("tool_use_id"), text_of(b.get("content")), bool(b.get("is_error")))
+    return log
+
+
 def view(body: dict[str, Any], ctx) -> RequestView:
-    msgs = body.get("messages") or []
+    msgs = [m for m in body.get("messages") or [] if isinstance(m, dict)]
     last_result, last_error = None, False
     if msgs and msgs[-1].get("role") == "user" and isinstance(msgs[-1].get("content"), list):
         results = [b for b in msgs[-1]["content"] if isinstance(b, dict) and b.get("type") == "tool_result"]
@@ -35,6 +53,7 @@ def view(body: dict[str, Any], ctx) -> RequestView:
         json_schema=fmt.get("schema") if fmt.get("type") == "json_schema" else None,
         prompt_chars=len(json.dumps(body)),
         prompt=next((text_of(m.get("content")) for m in msgs if m.get("role") == "user"), ""),
+        calls=calls(msgs).calls,
     )
 
 

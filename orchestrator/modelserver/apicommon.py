@@ -38,6 +38,7 @@ class Rendered:
     tokens_out: int = 0  # visible output (thinking apart)
     cached: int = 0
     thinking: int = 0
+    namespaces: dict[str, tuple[str, str]] = field(default_factory=dict)  # responses: a namespaced tool's (namespace, name)
 
     def usage(self) -> dict[str, int]:
         return {"in": self.tokens_in, "out": self.tokens_out, "cached": self.cached, "thinking": self.thinking}
@@ -55,7 +56,7 @@ def render(turn: Turn, view: RequestView, seq: int) -> Rendered:
         id=f"{ID_PREFIX[view.api]}_orch_{seq:06d}",
         model=view.model, text=turn.text, calls=rcalls, tokens_in=tokens_in,
         tokens_out=u.output if u.output is not None else estimate_tokens(out_chars),
-        cached=min(u.cached, tokens_in), thinking=u.thinking,
+        cached=min(u.cached, tokens_in), thinking=u.thinking, namespaces=view.extra.get("namespaces") or {},
     )
 
 

@@ -13,7 +13,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from agents.clis.serverurl import ROLE_SCRIPTS
+
 from orchestrator.modelserver.apicommon import Rendered, chunks, estimate_tokens, sse, task_prompt
+from orchestrator.modelserver.history import CallLog
 from orchestrator.modelserver.scripts import RequestView
 from orchestrator.modelserver.turns import Turn
 
@@ -40,6 +43,32 @@ def _texts(content: Any) -> str:
     return "\n".join(p["text"] for p in _parts(content) if isinstance(p.get("text"), str))
 
 
+def _answer_text(answer: dict[str, Any]) -> tuple[str, bool]:
+    """(text, is it an error) of a ``functionResponse``: gemini-cli sends ``{output: text}`` or ``{error: ...}``."""
+    response = answer.get("response") if isinstance(answer.get("response"), dict) else {}
+    out = response.get("output", response.get("error", response))
+    return (out if isinstance(out, str) else json.dumps(out)), "error" in response
+
+
+def calls(contents: list[dict[str, Any]]) -> CallLog:
+    """The model's ``functionCall`` parts and the ``functionResponse`` parts answering them."""
+    log, turn = CallLog(), 0
+    for c in contents:
+        if c.get("role") == "model":
+            for p in _parts(c):
+                fc = p.get("functionCall") or p.get("function_call")
+                if isinstance(fc, dict):
+                    log.call(fc.get("name"), fc.get("args") or {}, turn, fc.get("id"))
+            turn += 1
+            continue
+        for p in _parts(c):
+            fr = p.get("functionResponse") or p.get("function_response")
+            if isinstance(fr, dict):
+                text, error = _answer_text(fr)
+                log.answer(fr.get("id"), text, error, fr.get("name"))
+    return log
+
+
 def view(body: dict[str, Any], ctx, model: str, stream: bool) -> RequestView:
     contents = [c for c in body.get("contents") or [] if isinstance(c, dict)]
     tools = [fd.get("name") for t in body.get("tools") or [] if isinstance(t, dict)
@@ -49,22 +78,23 @@ def view(body: dict[str, Any], ctx, model: str, stream: bool) -> RequestView:
         answers = [p.get("functionResponse") or p.get("function_response") for p in _parts(contents[-1])]
         answers = [a for a in answers if isinstance(a, dict)]
         if answers:
-            responses = [a.get("response") if isinstance(a.get("response"), dict) else {} for a in answers]
-            outputs = [r.get("output", r.get("error", r)) for r in responses]
-            last_result = "\n".join(o if isinstance(o, str) else json.dumps(o) for o in outputs)
-            last_error = any("error" in r for r in responses)
+            read = [_answer_text(a) for a in answers]
+            last_result = "\n".join(text for text, _ in read)
+            last_error = any(error for _, error in read)
     config = body.get("generationConfig") or body.get("generation_config") or {}
     schema = config.get("responseJsonSchema") or config.get("responseSchema") or config.get("response_schema")
     if schema is None and config.get("responseMimeType") == "application/json":
         schema = {}
     said = [("assistant" if c.get("role") == "model" else "user", _texts(c)) for c in contents]
     prompt, turn = task_prompt([(role, text) for role, text in said if role == "assistant" or text])
+    if ctx is not None and ctx.script in ROLE_SCRIPTS:  # a role's session is one conversation: every turn counts
+        turn = sum(1 for role, _ in said if role == "assistant")
     system = "\n".join([_texts(body.get("systemInstruction") or body.get("system_instruction")),
                         *(text for role, text in said if role == "user")])
     return RequestView(
         api=NAME, model=model, ctx=ctx, tools=[t for t in tools if t], turn=turn, messages=len(contents), stream=stream,
         system=system, last_result=last_result, last_error=last_error, json_schema=schema,
-        prompt_chars=len(json.dumps(body)), prompt=prompt,
+        prompt_chars=len(json.dumps(body)), prompt=prompt, calls=calls(contents).calls,
     )
 
 

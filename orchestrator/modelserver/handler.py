@@ -20,9 +20,11 @@ from coordstore.errors import OrchError
 from orchestrator.modelserver import anthropic_api, gemini_api, openai_api
 from orchestrator.modelserver.apicommon import estimate_tokens, render
 from orchestrator.modelserver.confine import PathRefused
+from orchestrator.modelserver.history import ToolUse
 from agents.clis.serverurl import split_path
 from orchestrator.modelserver.scripts import RequestView
 from orchestrator.modelserver.tasksource import fill
+from orchestrator.modelserver.tools import MCP_PREFIX
 from orchestrator.modelserver.turns import Fault, Turn
 
 HANG_MAX_S = 3600.0  # a "never-ending" stream still ends after this, so a forgotten client cannot pin a thread forever
@@ -192,7 +194,7 @@ class Handler(BaseHTTPRequestHandler):
         elif path == "/v1/chat/completions":
             view, api = openai_api.chat_view(body, ctx), "chat"
         elif path == "/v1/responses":
-            view = openai_api.responses_view(body, ctx, self.model.previous_turn(body.get("previous_response_id")))
+            view = openai_api.responses_view(body, ctx, *self.model.previous_response(body.get("previous_response_id")))
             api = "responses"
         else:
             return self._json(404, anthropic_api.error(404, f"no route POST {path}"))
@@ -249,10 +251,15 @@ class Handler(BaseHTTPRequestHandler):
         if turn.delay_s and m.stopping.wait(turn.delay_s):
             return self._drop()
         r = render(turn, view, seq)
-        if api == "responses":
-            m.remember_response(r.id, view.turn)
+        if api == "responses":  # a client may continue from this response by its id alone: keep what it said
+            m.remember_response(r.id, view.turn, view.calls + [ToolUse(c.name, c.input, turn=view.turn, id=c.id) for c in r.calls])
         entry.update(fault=fault.kind if fault else None, tool_calls=[c.name for c in r.calls], text=r.text[:200],
                      usage=r.usage(), id=r.id)
+        if view.ctx.agent:  # a role session: who played, and the coordination calls it made (small inputs)
+            entry.update(agent=view.ctx.agent, mcp=[{"tool": c.name[len(MCP_PREFIX):], **c.input} for c in turn.tool_calls
+                                                    if c.name.startswith(MCP_PREFIX) and c.name != "mcp:create_tree"]
+                         + [{"tool": "create_tree", "parent": c.input.get("parent"), "parts": len(c.input.get("tree") or [])}
+                            for c in turn.tool_calls if c.name == "mcp:create_tree"])
         m.record(entry)
         try:
             if view.stream:

@@ -14,7 +14,10 @@ import json
 import time
 from typing import Any
 
+from agents.clis.serverurl import ROLE_SCRIPTS
+
 from orchestrator.modelserver.apicommon import Rendered, chunks, sse, task_prompt, text_of
+from orchestrator.modelserver.history import CallLog, ToolUse
 from orchestrator.modelserver.scripts import RequestView
 from orchestrator.modelserver.turns import Turn
 
@@ -32,8 +35,25 @@ def error(status: int, message: str) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- chat completions
+def chat_calls(msgs: list[dict[str, Any]]) -> CallLog:
+    """The assistant messages' ``tool_calls`` (and legacy ``function_call``) and the ``tool`` messages answering them."""
+    log, turn = CallLog(), 0
+    for m in msgs:
+        if m.get("role") == "assistant":
+            for c in m.get("tool_calls") or []:
+                if isinstance(c, dict):
+                    fn = c.get("function") or {}
+                    log.call(fn.get("name"), fn.get("arguments"), turn, c.get("id"))
+            if isinstance(m.get("function_call"), dict):
+                log.call(m["function_call"].get("name"), m["function_call"].get("arguments"), turn)
+            turn += 1
+        elif m.get("role") in ("tool", "function"):
+            log.answer(m.get("tool_call_id"), text_of(m.get("content")), name=m.get("name") if m.get("role") == "function" else None)
+    return log
+
+
 def chat_view(body: dict[str, Any], ctx) -> RequestView:
-    msgs = body.get("messages") or []
+    msgs = [m for m in body.get("messages") or [] if isinstance(m, dict)]
     tools = [((t.get("function") or {}).get("name") or t.get("name")) for t in body.get("tools") or [] if isinstance(t, dict)]
     tools += [f.get("name") for f in body.get("functions") or [] if isinstance(f, dict)]
     tail = []
@@ -43,6 +63,8 @@ def chat_view(body: dict[str, Any], ctx) -> RequestView:
         tail.append(text_of(m.get("content")))
     fmt = body.get("response_format") or {}
     prompt, turn = task_prompt([(m.get("role"), text_of(m.get("content"))) for m in msgs if m.get("role") in ("user", "assistant")])
+    if ctx is not None and ctx.script in ROLE_SCRIPTS:  # a role's session is one conversation: every turn counts
+        turn = sum(1 for m in msgs if m.get("role") == "assistant")
     return RequestView(
         api="chat", model=str(body.get("model") or "gpt-scripted"), ctx=ctx, tools=[t for t in tools if t],
         turn=turn, messages=len(msgs), stream=bool(body.get("stream")),
@@ -52,6 +74,7 @@ def chat_view(body: dict[str, Any], ctx) -> RequestView:
         prompt_chars=len(json.dumps(body)),
         prompt=prompt,
         extra={"include_usage": bool((body.get("stream_options") or {}).get("include_usage"))},
+        calls=chat_calls(msgs).calls,
     )
 
 
@@ -101,24 +124,58 @@ def chat_events(turn: Turn, r: Rendered, include_usage: bool) -> list[bytes]:
 
 
 # ---------------------------------------------------------------- responses
-def responses_view(body: dict[str, Any], ctx, previous_turns: int | None) -> RequestView:
+def namespaced(namespace: str, name: str | None) -> str:
+    """The one name a tool of a namespace goes by here: codex's ``mcp__orch`` + ``claim`` is ``mcp__orch__claim``."""
+    return f"{namespace}__{name}"
+
+
+def _response_tools(tools: list) -> tuple[list[str], dict[str, tuple[str, str]]]:
+    """(the offered tool names, namespaced name -> (namespace, name in it)): a ``namespace`` tool
+    (codex groups an MCP server's tools so) offers each of its tools under its namespaced name."""
+    names: list[str] = []
+    spaces: dict[str, tuple[str, str]] = {}
+    for t in tools:
+        if not isinstance(t, dict):
+            continue
+        if t.get("type") == "namespace" and isinstance(t.get("name"), str):
+            for inner in t.get("tools") or []:
+                if isinstance(inner, dict) and isinstance(inner.get("name"), str):
+                    full = namespaced(t["name"], inner["name"])
+                    names.append(full)
+                    spaces[full] = (t["name"], inner["name"])
+        elif t.get("name") or t.get("type"):
+            names.append(t.get("name") or t.get("type"))
+    return names, spaces
+
+
+def responses_view(body: dict[str, Any], ctx, previous_turns: int | None,
+                   previous_calls: list[ToolUse] | None = None) -> RequestView:
+    """``previous_turns`` / ``previous_calls``: the turn and the calls (its own included) of the
+    response named by ``previous_response_id``, as the server remembered them."""
     items = body.get("input")
     if isinstance(items, str):
         items = [{"role": "user", "content": items}]
-    items = items or []
+    items = [it for it in items or [] if isinstance(it, dict)]
+    first = 0 if previous_turns is None else previous_turns + 1
+    log = CallLog(previous_calls or ())
     turns, in_run = 0, False  # a run of consecutive assistant-side items is one assistant turn
     for it in items:
         mine = it.get("type") in _ASSISTANT_ITEMS or (it.get("type", "message") == "message" and it.get("role") == "assistant")
         turns += mine and not in_run
         in_run = mine
-    if previous_turns is not None:
-        turns += previous_turns + 1
+        if it.get("type") in ("function_call", "custom_tool_call"):
+            name = namespaced(it["namespace"], it.get("name")) if it.get("namespace") else it.get("name")
+            log.call(name, it.get("arguments", it.get("input")), first + turns - 1, it.get("call_id"))
+        elif it.get("type") in _RESULT_ITEMS:
+            out = it.get("output")
+            log.answer(it.get("call_id"), text_of(out), isinstance(out, dict) and out.get("success") is False)
+    turns += first
     tail = []
     for it in reversed(items):
         if it.get("type") not in _RESULT_ITEMS:
             break
         tail.append(text_of(it.get("output")))
-    tools = [t.get("name") or t.get("type") for t in body.get("tools") or [] if isinstance(t, dict)]
+    tools, namespaces = _response_tools(body.get("tools") or [])
     fmt = (body.get("text") or {}).get("format") or {}
     system = "\n".join([text_of(body.get("instructions")),
                         *(text_of(it.get("content")) for it in items if it.get("role") in ("system", "developer", "user"))])
@@ -128,6 +185,7 @@ def responses_view(body: dict[str, Any], ctx, previous_turns: int | None) -> Req
         last_result="\n".join(reversed(tail)) if tail else None,
         json_schema=fmt.get("schema") if fmt.get("type") == "json_schema" else None, prompt_chars=len(json.dumps(body)),
         prompt="\n".join(text_of(it.get("content")) for it in items if it.get("role") == "user"),
+        calls=log.calls, extra={"namespaces": namespaces},
     )
 
 
@@ -137,8 +195,11 @@ def _output(r: Rendered) -> list[dict[str, Any]]:
         out.append({"id": f"msg_{r.id}", "type": "message", "status": "completed", "role": "assistant",
                     "content": [{"type": "output_text", "text": r.text, "annotations": [], "logprobs": []}]})
     for c in r.calls:
-        out.append({"id": f"fc_{c.id}", "type": "function_call", "status": "completed", "call_id": c.id, "name": c.name,
-                    "arguments": json.dumps(c.input)})
+        item = {"id": f"fc_{c.id}", "type": "function_call", "status": "completed", "call_id": c.id, "name": c.name,
+                "arguments": json.dumps(c.input)}
+        if c.name in r.namespaces:  # a tool offered inside a namespace is called by its name there
+            item["namespace"], item["name"] = r.namespaces[c.name]
+        out.append(item)
     return out
 
 

@@ -11,6 +11,9 @@ requests; fault bookkeeping lives in the server.
   its steps, its real edits, its token counts, its faults.
 - ``replay``: the task's recorded commit (``meta.commit``) as a ``git apply`` of its patch (and,
   optionally, a commit with the original author and message).
+
+A session whose context names a role script (``roles``) is played by it for a whole agent
+session; the work on each task it claims is the server's own script's.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from agents.kinds.simplan import SimOptions, comment_marker, edit_text, make_pla
 from orchestrator.modelserver import textedits
 from orchestrator.modelserver.changes import replay_changes, replay_git, sim_changes
 from orchestrator.modelserver.confine import Worktrees, confine_to
+from orchestrator.modelserver.history import ToolUse
 from agents.clis.serverurl import SessionContext
 from orchestrator.modelserver.tools import heredoc, write_command
 from orchestrator.modelserver.turns import DONE, Fault, ToolCall, Turn, Usage, done_turn, parse_fault, parse_turn
@@ -63,6 +67,7 @@ class RequestView:
     prompt_chars: int = 0  # size of the request, for estimated token counts
     prompt: str = ""  # text of the conversation's first user message (names the task: tasksource)
     extra: dict[str, Any] = field(default_factory=dict)
+    calls: list[ToolUse] = field(default_factory=list)  # the conversation's tool calls, results included (history)
     worktrees: Worktrees = field(default_factory=Worktrees)  # where it may read (the server sets it)
 
     @property

@@ -35,8 +35,10 @@ from coordstore.errors import InputError, OrchError
 from coordstore.private import open_private
 
 from orchestrator.modelserver.confine import Worktrees
-from agents.clis.serverurl import SessionContext
+from agents.clis.serverurl import ROLE_SCRIPTS, SessionContext
 from orchestrator.modelserver.handler import Handler
+from orchestrator.modelserver.history import ToolUse
+from orchestrator.modelserver.roles import make_role_script
 from orchestrator.modelserver.scripts import RequestView, Script, make_script
 from orchestrator.modelserver.tasksource import StoreTasks, TaskSource
 from orchestrator.modelserver.textedits import text_edit_turn
@@ -91,7 +93,7 @@ class ModelServer:
         self._records: list[dict[str, Any]] = []
         self._hits: dict[tuple[str, int, str], int] = {}
         self._loops: dict[str, tuple[int, Turn]] = {}
-        self._response_turns: dict[str, int] = {}
+        self._response_turns: dict[str, tuple[int, list[ToolUse]]] = {}
         self._scripts: dict[str, Script] = {}
         self._seq = 0
         try:
@@ -168,6 +170,11 @@ class ModelServer:
     def script_for(self, ctx: SessionContext) -> Script:
         if not ctx.script:
             return self.script
+        if ctx.script in ROLE_SCRIPTS:  # a role played for a whole agent session; its tasks' work by our script
+            with self._lock:
+                if ctx.script not in self._scripts:
+                    self._scripts[ctx.script] = make_role_script(ctx.script, self.script)
+                return self._scripts[ctx.script]
         if ctx.script not in ("sim", "replay"):  # a file: only one inside the worktrees may be read
             path = ctx.script[5:] if ctx.script.startswith("file:") else ctx.script
             self.worktrees.confine(path, "the session's script")
@@ -178,15 +185,15 @@ class ModelServer:
                 self._scripts[ctx.script] = make_script(ctx.script, self.script_options if same else None)
             return self._scripts[ctx.script]
 
-    def previous_turn(self, response_id: str | None) -> int | None:
-        if not response_id:
-            return None
+    def previous_response(self, response_id: str | None) -> tuple[int | None, list[ToolUse]]:
+        """(turn, tool calls so far) of a response a client continues with ``previous_response_id``
+        (None, []: not one of ours)."""
         with self._lock:
-            return self._response_turns.get(response_id)
+            return self._response_turns.get(response_id or "", (None, []))
 
-    def remember_response(self, response_id: str, turn: int) -> None:
+    def remember_response(self, response_id: str, turn: int, calls: list[ToolUse]) -> None:
         with self._lock:
-            self._response_turns[response_id] = turn
+            self._response_turns[response_id] = (turn, calls)
 
     def decide(self, view: RequestView) -> tuple[Turn, Fault | None, bool]:
         """(the turn to serve, the fault to serve instead now or None, is it a side request)."""
@@ -218,7 +225,7 @@ class ModelServer:
         fault = turn.fault
         if fault is None:
             return turn, None, False
-        key = (fault.scope or session, view.turn, fault.kind)
+        key = (fault.scope or session, -1 if fault.any_turn else view.turn, fault.kind)
         if fault.kind == "loop":  # counted like the others, so a task's loop can be a one-off
             served = copy.copy(turn)
             served.fault = None

@@ -18,7 +18,7 @@ from coordstore import open_store
 from coordstore.errors import NotFound
 from coordstore.templates import load_graph
 
-from agents.clis.serverurl import SessionContext, task_context
+from agents.clis.serverurl import ROLE_SCRIPTS, SessionContext, task_context
 
 TASK_LINE = re.compile(r"^Task (\S+?):\s", re.M)  # the line orch's default prompt opens the task with
 ATTEMPT_LINE = re.compile(r"\bThis is attempt (\d+)\b")
@@ -63,8 +63,9 @@ class StoreTasks:
 
 
 def fill(ctx: SessionContext, prompt: str, source: TaskSource | None) -> SessionContext:
-    """``ctx`` with the task named in ``prompt`` filled in (unchanged if it has a task or none is named)."""
-    if ctx.task:
+    """``ctx`` with the task named in ``prompt`` filled in (unchanged if it has a task or none is
+    named, or if it is a role session: its tasks are the ones it claims)."""
+    if ctx.task or ctx.script in ROLE_SCRIPTS:
         return ctx
     m = TASK_LINE.search(prompt or "")
     if m is None:

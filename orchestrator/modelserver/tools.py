@@ -5,6 +5,9 @@ claude offers ``Bash``/``Read``/``Edit``/``Write``, codex ``shell`` or ``exec_co
 picks the first tool of an action's candidate list that the request offers and builds that
 tool's input; a concrete name (anything not an action) passes through unchanged. A request that
 offers no candidate gets the first candidate's shape (a client without tools cannot call any).
+
+``mcp:<tool>`` calls orch's coordination tool ``<tool>`` by whatever name the client offers it
+under (claude and codex ``mcp__orch__claim``, opencode ``orch_claim``, gemini ``claim``).
 """
 
 from __future__ import annotations
@@ -14,7 +17,11 @@ import posixpath
 import shlex
 from typing import Any, Callable
 
+from agents.clis.base import MCP_SERVER_NAME, mcp_tool_name
+
 from orchestrator.modelserver.turns import ToolCall
+
+MCP_PREFIX = "mcp:"  # a portable call of a tool of orch's coordination server
 
 Builder = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -79,8 +86,18 @@ ACTIONS: dict[str, list[tuple[str, Builder]]] = {
 }
 
 
+def mcp_name(tool: str, offered: list[str], server: str = MCP_SERVER_NAME) -> str | None:
+    """The name under which the request offers ``server``'s tool ``tool``: a prefixed name first,
+    else the bare name (gemini); None when it is not offered."""
+    prefixed = next((n for n in offered if n != tool and mcp_tool_name(n, server) == tool), None)
+    return prefixed or (tool if tool in offered else None)
+
+
 def resolve(call: ToolCall, offered: list[str]) -> ToolCall:
     """The concrete call for ``call`` given the tool names the request offered."""
+    if call.name.startswith(MCP_PREFIX):
+        tool = call.name[len(MCP_PREFIX):]
+        return ToolCall(mcp_name(tool, offered) or f"mcp__{MCP_SERVER_NAME}__{tool}", dict(call.input))
     candidates = ACTIONS.get(call.name)
     if candidates is None:
         return call

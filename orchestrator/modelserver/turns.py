@@ -44,6 +44,7 @@ class Fault:
     message: str = ""  # error text (error, rate_limit, overloaded)
     status: int = 400  # error: the HTTP status
     scope: str | None = None  # what ``times`` counts over: None the session; a task's faults count over all its attempts
+    any_turn: bool = False  # ``times`` counts its hits at every turn together (else each turn of the scope apart)
 
 
 @dataclass
