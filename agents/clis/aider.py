@@ -20,6 +20,9 @@ File scope entries that name files become ``--file`` arguments (aider edits file
 chat, and others only after asking), except files in a directory that does not exist yet: given
 one, aider takes that directory for its root and writes outside the repository. Its histories go to the scratch directory, auto-commits are off (orch commits), and
 ``.gitignore`` is left alone; the repo-map cache it leaves in the worktree root is removed.
+
+aider calls no tools, so it cannot be given orch's coordination server (``Invocation.mcp``): in
+agent-driven variants it can only execute tasks assigned to it.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import os
 import re
 from pathlib import Path
 
+from coordstore.errors import AgentError
 from gitwork.runner import git
 
 from agents.clis.base import MODEL_SERVER_ENV, CliEvent, Invocation, Parser, Preset, error, log, step, tokens
@@ -52,6 +56,9 @@ def _count(text: str | None) -> int:
 
 
 def build(inv: Invocation) -> list[str]:
+    if inv.mcp:
+        raise AgentError("CLI preset 'aider': aider calls no tools, so it cannot use orch's coordination server "
+                         "(in agent-driven variants it can only execute tasks assigned to it)")
     argv = ["--message-file", inv.prompt_file, "--yes-always", "--no-pretty", "--no-stream", "--no-auto-commits",
             "--no-dirty-commits", "--no-gitignore", "--no-check-update", "--no-analytics", "--no-show-model-warnings",
             "--no-fancy-input", "--input-history-file", str(Path(inv.scratch) / "input.history"),
@@ -176,4 +183,5 @@ PRESET = Preset(
     env=aider_env,
     scratch_paths=(".aider.tags.cache.v4", ".aider.chat.history.md", ".aider.input.history"),
     doc="aider, plain-text output read line by line",
+    takes_mcp=False,
 )

@@ -21,6 +21,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 DEFAULT_RETRY_AFTER_S = 30.0  # back-off when a CLI says "rate limited" but not for how long
@@ -92,9 +93,37 @@ class McpEndpoint:
     name: str = MCP_SERVER_NAME
 
 
-# how the CLIs name a tool ``T`` of an MCP server ``S``: claude and codex ``mcp__S__T``, opencode
-# ``S_T``, gemini ``T`` (``S__T`` when two servers offer ``T``)
-_MCP_PREFIXES = ("mcp__{s}__", "{s}__", "mcp_{s}_", "{s}_", "{s}.")
+# how the CLIs name a tool ``T`` of an MCP server ``S``: claude ``mcp__S__T``, codex ``T`` in the
+# namespace ``mcp__S`` (its parser's steps: ``mcp:S.T``), opencode ``S_T``, gemini ``mcp_S_T``
+# (older gemini versions: ``T``, ``S__T`` when two servers offer ``T``)
+_MCP_PREFIXES = ("mcp__{s}__", "mcp:{s}.", "{s}__", "mcp_{s}_", "{s}_", "{s}.")
+
+# The agent's token reaches a CLI only through this variable: each preset's configuration names
+# it (every CLI expands variables in its MCP headers), so no token is in an argv, a log or a file.
+MCP_TOKEN_ENV = "ORCH_MCP_TOKEN"
+MCP_STARTUP_S = 60  # connecting and listing the tools (the CLIs' defaults: 5 to 30 s)
+# one tool call: a completing update commits, verifies and merges the agent's work (codex's
+# default is 60 s, opencode's 5 s)
+MCP_TOOL_TIMEOUT_S = 900
+
+
+def mcp_env(inv: "Invocation") -> dict[str, str]:
+    """The variable every preset's MCP configuration reads the agent's token from."""
+    return {MCP_TOKEN_ENV: inv.mcp.token} if inv.mcp else {}
+
+
+def scratch_json(inv: "Invocation", rel: str, data: dict[str, Any]) -> Path:
+    """``data`` written as JSON to ``rel`` below the invocation's scratch directory: a CLI's
+    private settings, gone with the scratch directory."""
+    path = Path(inv.scratch) / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+    return path
+
+
+def bearer(token_ref: str) -> dict[str, str]:
+    """The header carrying the token, ``token_ref`` written in the CLI's own variable syntax."""
+    return {"Authorization": f"Bearer {token_ref}"}
 
 
 def mcp_tool_name(name: str, server: str = MCP_SERVER_NAME, known: frozenset[str] | set[str] | None = None) -> str | None:
@@ -192,3 +221,4 @@ class Preset:
     scratch_paths: tuple[str, ...] = ()  # files the CLI leaves in the worktree root (removed after)
     env: Callable[[Invocation], dict[str, str]] | None = None  # extra environment for one invocation
     doc: str = ""
+    takes_mcp: bool = True  # False: the CLI calls no tools, ``build`` refuses an ``Invocation.mcp``

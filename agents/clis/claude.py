@@ -19,31 +19,53 @@ The stream is one JSON object per line (the Agent SDK's message shapes):
 headless; ``--dangerously-skip-permissions`` is refused when running as root, so orch does not
 use it. ``--bare`` skips hooks, plugins and CLAUDE.md discovery and takes the key strictly from
 ``ANTHROPIC_API_KEY`` (``ANTHROPIC_BASE_URL`` points it at another endpoint).
+
+With orch's coordination server (``Invocation.mcp``): ``--mcp-config`` with the server as inline
+JSON (its header names ``${ORCH_MCP_TOKEN}``, which claude expands), ``--strict-mcp-config`` so no
+other configured server is started, and ``mcp__orch`` (every tool of that server) among the
+allowed tools. Its tools are ``mcp__orch__<tool>``.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
-from agents.clis.base import CliEvent, Invocation, JsonLinesParser, Preset, error, log, num, step, tokens
+from agents.clis.base import (MCP_TOKEN_ENV, MCP_TOOL_TIMEOUT_S, CliEvent, Invocation, JsonLinesParser, Preset, bearer, error, log,
+                              mcp_env, num, step, tokens)
 
 # retried API errors that are back-pressure, not faults (claude's own error categories)
 BACKPRESSURE = {"rate_limit", "overloaded"}
 BACKPRESSURE_STATUS = {429, 529}
+IDLE_TIMEOUT_ENV = "CLAUDE_CODE_MCP_TOOL_IDLE_TIMEOUT"  # ms an HTTP MCP call may stay silent
 
 
 def build(inv: Invocation) -> list[str]:
     s = inv.settings
     # the prompt first: --allowedTools is variadic and would swallow a positional after it
     argv = ["-p", inv.prompt, "--output-format", "stream-json", "--verbose", "--permission-mode", s["permission_mode"]]
-    if s["allowed_tools"]:
-        argv += ["--allowedTools", ",".join(s["allowed_tools"])]
+    allowed = list(s["allowed_tools"])
+    if inv.mcp:
+        server = {"type": "http", "url": inv.mcp.url, "headers": bearer(f"${{{MCP_TOKEN_ENV}}}"),
+                  "timeout": MCP_TOOL_TIMEOUT_S * 1000}  # ms, one tool call
+        argv += ["--mcp-config", json.dumps({"mcpServers": {inv.mcp.name: server}}), "--strict-mcp-config"]
+        allowed.append(f"mcp__{inv.mcp.name}")  # the whole server
+    if allowed:
+        argv += ["--allowedTools", ",".join(allowed)]
     if s["bare"]:
         argv.append("--bare")
     if inv.model:
         argv += ["--model", inv.model]
     return argv + list(inv.extra_args)
+
+
+def claude_env(inv: Invocation) -> dict[str, str]:
+    """The agent's token, and claude's limit on an MCP call that sends nothing raised to the
+    whole call's (by default 5 minutes: a completing update may verify longer)."""
+    if not inv.mcp:
+        return {}
+    return {**mcp_env(inv), IDLE_TIMEOUT_ENV: str(MCP_TOOL_TIMEOUT_S * 1000)}
 
 
 class ClaudeParser(JsonLinesParser):
@@ -122,5 +144,6 @@ PRESET = Preset(
     build=build,
     parser=ClaudeParser,
     help_argv=("--help",),
+    env=claude_env,
     doc="Claude Code headless (-p) with stream-json output",
 )

@@ -16,14 +16,26 @@ A tool item becomes one ``step`` when it starts (or when it completes, if it nev
 ``input_tokens`` counts cached tokens too and ``output_tokens`` the reasoning tokens (OpenAI's
 convention), so ``in`` = input - cached and ``out`` = output - reasoning (``thinking``).
 Codex reports no cost. A 429 / "rate limit" / "usage limit" message is back-pressure.
+
+With orch's coordination server (``Invocation.mcp``): ``--ignore-user-config`` (no server of the
+user's ``config.toml``; credentials still come from ``CODEX_HOME``) and ``mcp_servers.orch`` as a
+``-c`` override -- streamable HTTP, the token from ``ORCH_MCP_TOKEN`` (``bearer_token_env_var``),
+``required`` (``codex exec`` fails when it cannot connect), its tools approved without asking
+(otherwise ``exec`` fails each call: "requires approval, but approval policy is never"),
+generous timeouts. On the Responses API codex offers the server's tools as one ``namespace`` tool
+``mcp__orch`` holding functions ``<tool>``, and takes a call only as ``function_call`` with
+``namespace: "mcp__orch", name: "<tool>"`` (a flat ``mcp__orch__<tool>`` is an "unsupported
+call"); its parser's steps are ``mcp:orch.<tool>``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
-from agents.clis.base import MODEL_SERVER_ENV, CliEvent, Invocation, JsonLinesParser, Preset, error, log, looks_rate_limited, num, retry_after_in, step, tokens
+from agents.clis.base import (MCP_STARTUP_S, MCP_TOKEN_ENV, MCP_TOOL_TIMEOUT_S, MODEL_SERVER_ENV, CliEvent, Invocation, JsonLinesParser,
+                              McpEndpoint, Preset, error, log, looks_rate_limited, mcp_env, num, retry_after_in, step, tokens)
 
 SERVED_MODEL = "gpt-5-codex"  # a model family codex knows (it sends tools for it) when talking to orch's server
 TOOL_ITEMS = ("command_execution", "file_change", "mcp_tool_call", "web_search")
@@ -38,9 +50,19 @@ def build(inv: Invocation) -> list[str]:
                  "-c", "model_provider=orch"]
         if not inv.model:  # codex offers tools only to model families it knows; its default is not one here
             argv += ["--model", SERVED_MODEL]
+    if inv.mcp:
+        argv += ["--ignore-user-config", "-c", mcp_override(inv.mcp)]
     if inv.model:
         argv += ["--model", inv.model]
     return argv + list(inv.extra_args) + [inv.prompt]
+
+
+def mcp_override(mcp: McpEndpoint) -> str:
+    """``mcp_servers.<name>={...}``: the server as one TOML inline table (JSON's strings, numbers
+    and booleans are TOML's too)."""
+    table = {"url": mcp.url, "bearer_token_env_var": MCP_TOKEN_ENV, "required": True, "startup_timeout_sec": MCP_STARTUP_S,
+             "tool_timeout_sec": MCP_TOOL_TIMEOUT_S, "default_tools_approval_mode": "approve"}
+    return f"mcp_servers.{mcp.name}={{{','.join(f'{k}={json.dumps(v)}' for k, v in table.items())}}}"
 
 
 def _step_of(item: dict[str, Any]) -> CliEvent:
@@ -112,5 +134,6 @@ PRESET = Preset(
     build=build,
     parser=CodexParser,
     help_argv=("exec", "--help"),
+    env=mcp_env,
     doc="OpenAI Codex CLI, codex exec --json",
 )

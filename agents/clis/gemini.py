@@ -15,17 +15,24 @@ Headless stream-json prints one event per line, each with ``type`` and ``timesta
 API retries appear only on stderr: ``Attempt 2 failed with status 429. Retrying with backoff...``,
 or, for a 429 that suggests a delay, ``Attempt 1 failed: MESSAGE`` and ``... Retrying after 2312ms...``.
 Exit codes: 0 success, 1 general/API error, 41 authentication, 42 bad input, 53 turn limit.
+
+With orch's model server or its coordination server (``Invocation.mcp``), gemini runs with a
+private home (``GEMINI_CLI_HOME``, in the scratch directory) whose settings say what orch needs:
+API-key auth; ``mcpServers.orch`` (``httpUrl``, a header naming ``${ORCH_MCP_TOKEN}``, which
+gemini expands, ``trust`` so its calls need no confirmation) allowed alone (``mcp.allowed`` and
+``--allowed-mcp-server-names``: no server of the user's or the project's settings), and no loop
+detection (a role session polls ``list_tasks`` again and again by design). Its tools are
+``mcp_orch_<tool>``.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
-from pathlib import Path
 from typing import Any
 
-from agents.clis.base import MODEL_SERVER_ENV, CliEvent, Invocation, JsonLinesParser, Preset, error, log, looks_rate_limited, num, retry_after_in, step, tokens
+from agents.clis.base import (MCP_TOKEN_ENV, MCP_TOOL_TIMEOUT_S, MODEL_SERVER_ENV, CliEvent, Invocation, JsonLinesParser, Preset, bearer,
+                              error, log, looks_rate_limited, mcp_env, num, retry_after_in, scratch_json, step, tokens)
 
 EXIT_REASONS = {
     # with GOOGLE_GEMINI_BASE_URL set, gemini picks its "gateway" auth unless settings choose one
@@ -45,6 +52,8 @@ def build(inv: Invocation) -> list[str]:
     argv = ["--prompt", inv.prompt, "--output-format", "stream-json", "--approval-mode", s["approval_mode"]]
     if s["skip_trust"]:
         argv.append("--skip-trust")
+    if inv.mcp:
+        argv += ["--allowed-mcp-server-names", inv.mcp.name]
     if inv.model:
         argv += ["--model", inv.model]
     elif os.environ.get(MODEL_SERVER_ENV):  # a named model: "auto" asks the server to route every turn first
@@ -52,16 +61,28 @@ def build(inv: Invocation) -> list[str]:
     return argv + list(inv.extra_args)
 
 
-def served_env(inv: Invocation) -> dict[str, str]:
-    """With the run's model server: a private gemini home (in the scratch directory) whose settings
-    pick API-key auth. With ``GOOGLE_GEMINI_BASE_URL`` set, gemini otherwise picks its "gateway"
-    auth, which it then refuses in headless mode (exit 41)."""
-    if not os.environ.get(MODEL_SERVER_ENV):
+def settings(inv: Invocation) -> dict[str, Any]:
+    """What orch's runs need in gemini's settings (empty: nothing, gemini keeps the user's home).
+    With ``GOOGLE_GEMINI_BASE_URL`` set, gemini picks its "gateway" auth unless settings choose
+    one, and then refuses it in headless mode (exit 41)."""
+    out: dict[str, Any] = {}
+    if os.environ.get(MODEL_SERVER_ENV):
+        out["security"] = {"auth": {"selectedType": "gemini-api-key"}}
+    if inv.mcp:
+        out["mcpServers"] = {inv.mcp.name: {"httpUrl": inv.mcp.url, "headers": bearer(f"${{{MCP_TOKEN_ENV}}}"), "trust": True,
+                                            "timeout": MCP_TOOL_TIMEOUT_S * 1000}}
+        out["mcp"] = {"allowed": [inv.mcp.name]}
+        out["model"] = {"disableLoopDetection": True}
+    return out
+
+
+def gemini_env(inv: Invocation) -> dict[str, str]:
+    """A private gemini home (in the scratch directory) holding ``settings(inv)``, when there are any."""
+    wanted = settings(inv)
+    if not wanted:
         return {}
-    home = Path(inv.scratch) / "gemini-home"
-    (home / ".gemini").mkdir(parents=True, exist_ok=True)
-    (home / ".gemini" / "settings.json").write_text(json.dumps({"security": {"auth": {"selectedType": "gemini-api-key"}}}))
-    return {"GEMINI_CLI_HOME": str(home)}
+    home = scratch_json(inv, "gemini-home/.gemini/settings.json", wanted).parents[1]
+    return {"GEMINI_CLI_HOME": str(home), **mcp_env(inv)}
 
 
 class GeminiParser(JsonLinesParser):
@@ -124,6 +145,6 @@ PRESET = Preset(
     build=build,
     parser=GeminiParser,
     help_argv=("--help",),
-    env=served_env,
+    env=gemini_env,
     doc="Gemini CLI headless (-p) with stream-json output",
 )

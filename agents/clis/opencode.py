@@ -14,6 +14,16 @@
 
 The prompt goes on stdin: opencode re-quotes a message argument that contains spaces.
 ``--auto`` approves permission requests that would otherwise be rejected headless.
+
+With orch's coordination server (``Invocation.mcp``): ``mcp.orch`` (``remote``, a header naming
+``{env:ORCH_MCP_TOKEN}``, which opencode substitutes, a generous timeout: its default of 5 s
+holds for every tool call) and permission for its tools, in the global config file of a private
+config directory (``XDG_CONFIG_HOME``, in the scratch directory), with the project's config off
+(``OPENCODE_DISABLE_PROJECT_CONFIG``): opencode merges every config it finds, so hiding the
+others is the only way to keep their servers out (``~/.opencode/opencode.json`` is still read:
+opencode has no switch for it). The provider declared in ``OPENCODE_CONFIG_CONTENT`` (the run's
+model server) is merged on top as before; credentials (``XDG_DATA_HOME``) are untouched; the
+agent's shell commands see the private ``XDG_CONFIG_HOME`` too. Its tools are ``orch_<tool>``.
 """
 
 from __future__ import annotations
@@ -21,7 +31,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from agents.clis.base import MODEL_SERVER_ENV, CliEvent, Invocation, JsonLinesParser, Preset, error, log, looks_rate_limited, num, retry_after_in, step, tokens
+from agents.clis.base import (MCP_TOKEN_ENV, MCP_TOOL_TIMEOUT_S, MODEL_SERVER_ENV, CliEvent, Invocation, JsonLinesParser, Preset, bearer,
+                              error, log, looks_rate_limited, mcp_env, num, retry_after_in, scratch_json, step, tokens)
 
 
 def build(inv: Invocation) -> list[str]:
@@ -33,6 +44,19 @@ def build(inv: Invocation) -> list[str]:
     elif os.environ.get(MODEL_SERVER_ENV):  # the run's model server, declared as provider "orch" in its env
         argv += ["--model", "orch/orch"]
     return argv + list(inv.extra_args)
+
+
+def opencode_env(inv: Invocation) -> dict[str, str]:
+    """With orch's coordination server: a private config directory whose global config declares
+    only that server (see the module's doc), and the agent's token."""
+    if not inv.mcp:
+        return {}
+    name = inv.mcp.name
+    config = {"mcp": {name: {"type": "remote", "url": inv.mcp.url, "headers": bearer(f"{{env:{MCP_TOKEN_ENV}}}"), "enabled": True,
+                             "oauth": False, "timeout": MCP_TOOL_TIMEOUT_S * 1000}},
+              "permission": {f"{name}_*": "allow"}}
+    home = scratch_json(inv, "opencode-config/opencode/opencode.json", config).parents[1]
+    return {"XDG_CONFIG_HOME": str(home), "OPENCODE_DISABLE_PROJECT_CONFIG": "1", **mcp_env(inv)}
 
 
 class OpencodeParser(JsonLinesParser):
@@ -85,5 +109,6 @@ PRESET = Preset(
     parser=OpencodeParser,
     help_argv=("run", "--help"),
     prompt_on_stdin=True,
+    env=opencode_env,
     doc="opencode run --format json",
 )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -134,9 +135,13 @@ def preflight_player(kind: str, policy: str, role: str, options: dict[str, Any] 
     resolve_player(kind).preflight(policy, role, options)
 
 
+# terminal colour and cursor sequences: CLIs colour their errors even into a pipe
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)")
+
+
 def output_tail(text: str, lines: int = 20, chars: int = 2000) -> str:
-    """The end of a command's output, short enough for a failure reason."""
-    tail = "\n".join(text.rstrip().splitlines()[-lines:])
+    """The end of a command's output, short enough for a failure reason, without terminal escapes."""
+    tail = "\n".join(_ANSI.sub("", text).rstrip().splitlines()[-lines:])
     return tail[-chars:]
 
 

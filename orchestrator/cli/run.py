@@ -20,6 +20,15 @@ def _fmt_s(ms) -> str:
     return "-" if ms is None else f"{ms / 1000:.2f}s"
 
 
+def _unfinished(outcome) -> list[tuple[str, str, str | None]]:
+    """(id, status, reason on one line) of the run's failed and cancelled tasks, from its store."""
+    from coordstore import open_store  # lazy: `orch`'s start-up
+    from orchestrator.runs.exports import one_line  # lazy: as above
+
+    with open_store(outcome.spec.store_url, readonly=True) as s:
+        return [(t.id, t.status, one_line(t.reason)) for t in s.list_tasks(outcome.run_id, status=sorted(UNSUCCESSFUL))]
+
+
 def _render_outcomes(outcomes, quiet: bool) -> None:
     # lazy: `orch`'s start-up; rich only when a table is printed
     from rich.console import Console
@@ -41,6 +50,8 @@ def _render_outcomes(outcomes, quiet: bool) -> None:
         if m["tasks_failed"] or m["tasks_cancelled"]:
             typer.echo(f"tasks: {m['tasks_failed']} failed, {m['tasks_cancelled']} cancelled"
                        + ("; the experiment allows failures" if o.spec.allow_failures else f"; run {o.status}"))
+            for tid, status, reason in _unfinished(o):
+                typer.echo(f"  {status} {tid}: {reason}")
         failed = [c for c in o.criteria if not c["passed"]]
         if o.criteria:
             typer.echo(f"success criteria: {len(o.criteria) - len(failed)}/{len(o.criteria)} passed"

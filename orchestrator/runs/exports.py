@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from coordstore.models import UNSUCCESSFUL
 from coordstore.private import write_private
 from coordstore.snapshot import write_snapshot
 
@@ -21,11 +22,21 @@ def export_run(spec: RunSpec, paths: RunPaths, store) -> dict:
     criteria = from_experiment_file(paths.experiment, metrics)
     write_private(paths.criteria, json.dumps(criteria, indent=2, sort_keys=True) + "\n")
     status = f"{dump.run.status} ({dump.run.reason})" if dump.run.reason else dump.run.status
-    write_private(paths.summary, summary_markdown(spec, status, metrics, criteria))
+    unfinished = [(t.id, t.status, one_line(t.reason)) for t in dump.tasks if t.status in UNSUCCESSFUL]
+    write_private(paths.summary, summary_markdown(spec, status, metrics, criteria, unfinished))
     return metrics
 
 
-def summary_markdown(spec: RunSpec, status: str, m: dict, criteria: list[dict] = ()) -> str:
+REASON_SHOWN = 300  # characters of a task's failure reason in the summary (the store keeps it whole)
+
+
+def one_line(reason: str | None) -> str:
+    """A task's failure reason as one short line (a CLI's error may span many)."""
+    return " ".join((reason or "no reason recorded").split())[:REASON_SHOWN]
+
+
+def summary_markdown(spec: RunSpec, status: str, m: dict, criteria: list[dict] = (),
+                     unfinished: list[tuple[str, str, str | None]] = ()) -> str:
     rows = [
         ("status", status),
         ("tasks completed", f"{m['tasks_completed']}/{m['tasks_total']}"),
@@ -44,5 +55,8 @@ def summary_markdown(spec: RunSpec, status: str, m: dict, criteria: list[dict] =
     if criteria:
         lines += ["", "Success criteria:", ""]
         lines += [f"- {'PASS' if c['passed'] else 'FAIL'}: {c['metric']} {c['op']} {c['value']} (got {c['got']})" for c in criteria]
+    if unfinished:  # why a run failed must be readable here, not only in the store
+        lines += ["", "Tasks that did not complete:", ""]
+        lines += [f"- `{tid}` {status}: {reason}" for tid, status, reason in unfinished]
     lines += ["", f"Branches: `{spec.merged_branch}` (merged) and `{spec.branch_prefix}/<agent>` in `{spec.repo}`.", ""]
     return "\n".join(lines)

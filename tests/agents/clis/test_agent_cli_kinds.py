@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from agents.clis import PRESETS, get_preset
-from agents.clis.base import Invocation
+from agents.clis.base import Invocation, McpEndpoint
 from agents.events import EventWriter
 from agents.kinds import KindContext, resolve_kind
 from agents.kinds import preflight
@@ -178,9 +178,10 @@ def test_gemini_with_the_model_server(tmp_path, monkeypatch):
 @pytest.mark.usefixtures("wt_dir")
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_every_flag_is_in_the_installed_clis_help(name, monkeypatch):
-    """The argv orch builds -- plain, and with a model server and every setting given -- is checked
-    against the real CLI's --help (FAILS when not installed: CI must install every CLI, see the
-    preset's ``install``)."""
+    """The argv orch builds -- plain, and with a model server, every setting given and orch's
+    coordination server -- is checked against the real CLI's --help (FAILS when not installed: CI
+    must install every CLI, see the preset's ``install``). The config keys those flags carry are
+    checked by each CLI's own config reader: ``test_cli_mcp_config.py``."""
     from agents.clis.base import MODEL_SERVER_ENV
 
     p = get_preset(name)
@@ -194,6 +195,8 @@ def test_every_flag_is_in_the_installed_clis_help(name, monkeypatch):
     monkeypatch.setenv(MODEL_SERVER_ENV, "http://127.0.0.1:9")
     given = {k: ("diff" if k == "edit_format" else v) for k, v in p.settings.items()}
     argv += p.build(inv(settings=given))
+    if p.takes_mcp:
+        argv += p.build(inv(settings=given, mcp=McpEndpoint("http://127.0.0.1:9/mcp", "orch.r.token")))
     missing = [f for f in _flags(argv) if not re.search(rf"(?<![\w-]){re.escape(f)}(?![\w-])", text)]
     assert not missing, f"{name} --help does not list {missing}"
 
@@ -449,3 +452,11 @@ def test_orch_run_with_a_fake_claude_end_to_end(tmp_path, monkeypatch):
     assert len(calls) == 3 and all(c["argv"][:1] == ["-p"] and "--bare" in c["argv"] for c in calls)
     assert all(Path(c["cwd"]).parent.name == "worktrees" for c in calls)  # each ran in its agent's worktree
     assert git(repo, "status", "--porcelain") == ""  # the user's checkout untouched
+
+
+def test_a_failure_reason_carries_no_terminal_escapes():
+    """opencode colours its errors even into a pipe; a reason is read in summaries and `orch status`."""
+    from agents.kinds import output_tail
+
+    coloured = "\x1b[91m\x1b[1mError: \x1b[0mUnexpected error\n\x1b]0;title\x07Failed query: CREATE TABLE x\n"
+    assert output_tail(coloured) == "Error: Unexpected error\nFailed query: CREATE TABLE x"

@@ -38,7 +38,8 @@ def need(cli: str) -> str:
     return path
 
 
-pytestmark = pytest.mark.usefixtures("no_git_identity")  # conftest: private HOME, no git identity
+# conftest: private HOME, no git identity; real_cli: `-m "not real_cli"` skips these locally
+pytestmark = [pytest.mark.usefixtures("no_git_identity"), pytest.mark.real_cli]
 
 
 def git(repo: Path, *args: str, n: int = 0) -> str:

@@ -142,6 +142,9 @@ def test_failed_tasks_fail_the_run_unless_the_experiment_allows_them(tmp_path, c
     summary = (Path(run["run_dir"]) / "summary.md").read_text()
     assert f"| status | failed ({m['tasks_failed']} failed, {m['tasks_cancelled']} cancelled of 5 tasks) |" in summary
     assert f"| tasks failed / cancelled | {m['tasks_failed']} / {m['tasks_cancelled']} |" in summary
+    # why each task did not complete, on one line each: the reason a reader of the summary needs
+    listed = summary.split("Tasks that did not complete:\n\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert len(listed) == 5 and any(" failed: " in line and "injected failure" in line for line in listed), listed
     code, out, _ = orch(capsys, "runs", "--results", str(tmp_path / "a"), "--json")
     assert [r["status"] for r in json.loads(out)["runs"]] == ["failed"]
     code, out, _ = orch(capsys, "watch", run["run_dir"], "--exit-status")
@@ -151,6 +154,8 @@ def test_failed_tasks_fail_the_run_unless_the_experiment_allows_them(tmp_path, c
     code, out, err = orch(capsys, "run", "--variant", "v", "--experiment", str(allowed), "--results", str(tmp_path / "b"))
     assert code == 0, err
     assert "│ finished │" in out and "; the experiment allows failures" in out
+    shown = [line for line in out.splitlines() if line.startswith("  failed ") or line.startswith("  cancelled ")]
+    assert len(shown) == 5 and any("injected failure" in line for line in shown), out
     [summary] = (tmp_path / "b").rglob("summary.md")
     assert "| status | finished (" in summary.read_text() and "cancelled of 5 tasks (allow_failures)) |" in summary.read_text()
 
