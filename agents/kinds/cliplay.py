@@ -232,7 +232,7 @@ class CliPlayer:
     def _marked(self, e: CliEvent) -> CliEvent:
         """A step as orch names it: an orch tool by its bare name (``tool``), reads and sleeps ``poll``."""
         name, args = str(e.data.get("name")), e.data.get("args")
-        bare = mcp_tool_name(name.removeprefix("mcp:"), known=self.known)  # codex says mcp:orch.claim
+        bare = mcp_tool_name(name, known=self.known)
         if bare is not None:
             if isinstance(args, str):  # arguments as a JSON text
                 try:

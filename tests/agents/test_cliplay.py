@@ -120,6 +120,11 @@ def test_one_cli_process_plays_the_whole_run_through_the_tools(world, fake):
     assert "You are a worker in a swarm" in prompt and "agent w1 in orch run r1: role worker, policy pull" in prompt
     assert "connect with worker_id=w1" in prompt and "status=completed" in prompt and "The run is over." in prompt
     assert session["cwd"] == str(world[1].worktree_of("w1")) and session["base_url"] is None  # no model server here
+    # orch's server configured the CLI's own way (claude: --mcp-config), the token only in its environment
+    argv = session["argv"]
+    assert "--mcp-config" in argv and "--strict-mcp-config" in argv
+    assert json.loads(argv[argv.index("--mcp-config") + 1])["mcpServers"]["orch"]["url"] == world[2].url
+    assert tokens(world[1])["w1"] not in " ".join(argv)
     # what it called is what the server recorded, and each call is a step named by the tool's bare name
     rows = [r.entity_id for r in dump.history if r.entity == "tool" and r.agent == "w1"]
     steps = [e for e in evs if e["type"] == "step"]

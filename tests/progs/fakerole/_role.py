@@ -75,7 +75,8 @@ def endpoint(argv: list[str]) -> tuple[str, str]:
         raw = argv[argv.index("--mcp-config") + 1]
         cfg = json.loads(Path(raw).read_text() if os.path.isfile(raw) else raw)
         orch = cfg["mcpServers"]["orch"]
-        return orch["url"], orch["headers"]["Authorization"].removeprefix("Bearer ")
+        # the header names the token's variable (${ORCH_MCP_TOKEN}), which claude expands
+        return orch["url"], os.path.expandvars(orch["headers"]["Authorization"]).removeprefix("Bearer ")
     return os.environ["ORCH_MCP_URL"], os.environ["ORCH_MCP_TOKEN"]
 
 
