@@ -123,6 +123,21 @@ class ToolClient:
             raise refusal(result)
         return parse_result(result)
 
+    @property
+    def token(self) -> str:
+        """The agent's token (a CLI the runner starts is configured with the same server)."""
+        return self._token
+
+    def tool_names(self) -> frozenset[str]:
+        """The names of the tools the server offers."""
+        if self._client is None:
+            raise AgentError(f"coordination server {self.url}: the client is closed")
+        try:
+            listed = self._portal.call(self._client.list_tools)
+        except (MCPError, httpx2.HTTPError, OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as e:
+            raise AgentError(f"coordination server {self.url}: list_tools failed ({_why(e)})") from e
+        return frozenset(t.name for t in listed.tools)
+
     def close(self) -> None:
         """End the session (the server forgets it) and stop the portal. Idempotent."""
         if self._client is None:

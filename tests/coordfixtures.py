@@ -36,12 +36,12 @@ def small_graph() -> TaskGraph:
 
 
 def agent_run(base: Path, scheme: str = "sqlite", run_id: str = "r1", graph: TaskGraph | None = None,
-              workers: int = 2) -> tuple[RunSpec, RunPaths]:
+              workers: int = 2, policy: str = "push") -> tuple[RunSpec, RunPaths]:
     """A prepared ``coordination: agents`` run under ``base``: a coordinator and ``workers`` workers."""
     paths = RunPaths(base / run_id)
     agents = [AgentSpec(id="coordinator", role="coordinator", kind="none", instruction="assign every task")]
     agents += [AgentSpec(id=f"w{i}", role="worker", tags=["py"] if i == 1 else None) for i in range(1, workers + 1)]
-    spec = RunSpec(run_id=run_id, experiment_id="e", variant="v", policy="push", coordination="agents", agents=agents,
+    spec = RunSpec(run_id=run_id, experiment_id="e", variant="v", policy=policy, coordination="agents", agents=agents,
                    template=str(base / "graph.json"), repo=str(paths.demo_repo), base="main",
                    store_url=make_store_url(scheme, base / f"store-{run_id}"), seed=1, time_scale=0.01, timeout_s=60)
     prepare_run(spec, paths, graph or small_graph(), None, demo=True)

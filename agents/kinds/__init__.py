@@ -34,8 +34,17 @@ KINDS: dict[str, str] = {
     "opencode": "agents.kinds.command:OpencodeKind",
 }
 # kinds that play a role in agent-driven variants (coordination: agents): name -> their player,
-# a class with begin(), step() -> bool, wait_s(), end() (agents.driven runs it)
-PLAYERS: dict[str, str] = {"sim": "agents.kinds.simplay:SimPlayer"}
+# a class with begin(), step() -> bool, wait_s(), end() and optionally close() (agents.driven runs
+# it). Real CLIs play as one long-lived session each (cliplay); aider, without tool calls, only
+# executes the tasks assigned to it (cliexec)
+PLAYERS: dict[str, str] = {
+    "sim": "agents.kinds.simplay:SimPlayer",
+    "claude": "agents.kinds.cliplay:ClaudePlayer",
+    "codex": "agents.kinds.cliplay:CodexPlayer",
+    "gemini": "agents.kinds.cliplay:GeminiPlayer",
+    "opencode": "agents.kinds.cliplay:OpencodePlayer",
+    "aider": "agents.kinds.cliexec:AiderPlayer",
+}
 
 
 @dataclass

@@ -4,7 +4,9 @@ a real CLI coding agent run headless in the worktree, its output parsed into orc
 For each task the kind builds a prompt from the task (``agents.clis.prompt``), runs the CLI in
 the worktree with the prompt, reads its stdout line by line through the preset's parser
 (``agents.clis.<preset>``) and writes the resulting ``step``/``tokens``/``log``/``error``/
-``rate_limited`` events. The runner then commits what the CLI changed, exactly as for ``sim``.
+``rate_limited`` events (the process and its output: ``agents.kinds.cliproc``, shared with the
+long-lived CLI players of agent-driven variants). The runner then commits what the CLI changed,
+exactly as for ``sim``.
 
 - The CLI runs in the runner's process group, so stopping the runner stops it too; a timeout
   kills its whole process tree. Heartbeats go on while it thinks.
@@ -19,28 +21,20 @@ Options: ``agents.clis.config``.
 from __future__ import annotations
 
 import os
-import queue
 import shlex
 import shutil
-import subprocess
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-from coordstore.errors import AgentError
 
 from agents.clis import parser_class
 from agents.clis.base import Invocation
 from agents.clis.config import CliConfig
 from agents.clis.prompt import build_prompt
 from agents.kinds import KindContext, Result, output_tail
-
-POLL_S = 0.05  # how often the loop looks at the clock and the pulse while the CLI is quiet
-EXIT_GRACE_S = 2.0  # after the CLI exits, how long to wait for its pipes to close (a child may hold them)
-TAIL_LINES = 200  # lines of each output stream kept for a failure reason
+from agents.kinds.cliproc import CliProcess, write_events
 
 # the kinds built on this module: name -> preset (None: the generic command kind)
 CLI_KINDS: dict[str, str | None] = {"command": None, "claude": "claude", "codex": "codex", "aider": "aider",
@@ -132,112 +126,37 @@ class CommandKind:
     def _run_once(self, argv: list[str], stdin_file: Path | None, task, ctx: KindContext, totals: dict,
                   extra_env: dict[str, str]) -> _Outcome:
         cfg, tid = self.cfg, task.id
-        parser = parser_class(cfg.parser)()
         # PWD too: some CLIs (opencode) take their project directory from it, not from the real cwd
         env = {**cfg.environment(), **extra_env, **ctx.identity, "PWD": str(ctx.worktree), "ORCH_RUN_ID": ctx.run_id, "ORCH_AGENT_ID": ctx.agent_id,
                "ORCH_TASK_ID": tid, "ORCH_ATTEMPT": str(ctx.attempt)}
-        name = Path(argv[0]).name
-        tails: dict[bool, list[str]] = {False: [], True: []}  # stdout / stderr lines kept for a reason
-        with open(stdin_file or os.devnull, "rb") as stdin:
-            try:
-                proc = subprocess.Popen(argv, cwd=ctx.worktree, env=env, stdin=stdin, stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE)
-            except OSError as e:
-                raise AgentError(f"agent kind {self.name!r}: cannot run {argv[0]}: {e.strerror or e}") from e
-        lines: queue.Queue = queue.Queue()
-        for is_err, stream in ((False, proc.stdout), (True, proc.stderr)):
-            threading.Thread(target=_pump, args=(stream, is_err, lines), daemon=True).start()
+        proc = CliProcess(argv, ctx.worktree, env, parser_class(cfg.parser)(), stdin_file, self.name)
         deadline = time.monotonic() + cfg.timeout_s
-        timed_out, exited_at, open_streams = False, None, 2
+        timed_out = False
         try:
-            while open_streams:
-                try:
-                    is_err, line = lines.get(timeout=POLL_S)
-                except queue.Empty:
-                    is_err, line = False, ""
-                if line is None:
-                    open_streams -= 1
-                elif line:
-                    tail = tails[is_err]
-                    tail.append(line)
-                    del tail[:-TAIL_LINES]
-                    self._emit(parser.feed_stderr(line) if is_err else parser.feed(line), tid, ctx, totals)
+            while not proc.over:
+                self._emit(proc.read(), tid, ctx, totals)
                 ctx.pulse.renew()  # the lease only: the CLI's own output is its proof of life
-                now = time.monotonic()
-                if not timed_out and now > deadline:
+                if not timed_out and time.monotonic() > deadline:
                     timed_out = True
-                    ctx.events.error(f"{name} did not finish within {cfg.timeout_s:g}s: killing it", task=tid)
-                    _kill_tree(proc)
-                if proc.poll() is not None:
-                    exited_at = exited_at or now
-                    if now - exited_at > EXIT_GRACE_S:  # a leftover child holds a pipe: stop reading
-                        break
-            rc = proc.wait()
+                    ctx.events.error(f"{proc.name} did not finish within {cfg.timeout_s:g}s: killing it", task=tid)
+                    proc.kill()
         finally:
-            if proc.poll() is None:  # interrupted (SIGTERM) or a bug: leave no CLI behind
-                _kill_tree(proc)
-        self._emit(parser.finish(rc), tid, ctx, totals)
-        stderr, stdout = "".join(tails[True]), "".join(tails[False])
-        data = {"exit": rc, **{k: v for k, v in parser.info.items() if v is not None}}
+            if proc.alive():  # interrupted (SIGTERM) or a bug: leave no CLI behind
+                proc.kill()
+        self._emit(proc.finish(), tid, ctx, totals)
+        parser = proc.parser
+        data = {"exit": proc.returncode, **{k: v for k, v in parser.info.items() if v is not None}}
         if timed_out:
-            return _Outcome(False, f"{name} timed out after {cfg.timeout_s:g}s", data=data)
-        if rc == 0 and parser.failure is None:
+            return _Outcome(False, f"{proc.name} timed out after {cfg.timeout_s:g}s", data=data)
+        reason = proc.failure()
+        if reason is None:
             return _Outcome(True, data=data)
-        reason = parser.failure or f"{name} exited {rc}: {output_tail(stderr or stdout) or '(no output)'}"
-        if stderr.strip() and parser.failure is None:
-            ctx.events.log(output_tail(stderr, lines=10, chars=1000), level="warning", task=tid)
+        if proc.stderr.strip() and parser.failure is None:
+            ctx.events.log(output_tail(proc.stderr, lines=10, chars=1000), level="warning", task=tid)
         return _Outcome(False, reason, retry_after=parser.gave_up_rate_limited, data=data)
 
     def _emit(self, events, tid: str, ctx: KindContext, totals: dict) -> None:
-        ev = ctx.events
-        for e in events:
-            d = e.data
-            if e.type == "step":
-                ev.step(d["name"], args=d.get("args"), task=tid)
-            elif e.type == "tokens":
-                cost = d.get("cost_usd")
-                if cost is None:
-                    cost = self.cfg.cost_of(d) or 0.0
-                ev.tokens(task=tid, tokens_in=d["in"], tokens_out=d["out"], cached=d["cached"], thinking=d["thinking"], cost_usd=cost)
-                for k in ("in", "out", "cached", "thinking"):
-                    totals[k] += d[k]
-                totals["cost_usd"] += cost
-            elif e.type == "rate_limited":
-                ev.rate_limited(d["retry_after"], task=tid)
-            elif e.type == "error":
-                ev.error(d["msg"], task=tid)
-            else:
-                ev.log(d.get("msg", ""), level=d.get("level", "info"), task=tid)
-
-
-def _pump(stream, is_err: bool, lines: queue.Queue) -> None:
-    """Reader thread: one of the CLI's output streams, line by line, then None at its end.
-    The thread owns the stream and closes it (a pipe a leftover child holds stays open)."""
-    try:
-        for raw in iter(stream.readline, b""):
-            lines.put((is_err, raw.decode("utf-8", errors="replace")))
-    except (OSError, ValueError):
-        pass
-    finally:
-        stream.close()
-    lines.put((is_err, None))
-
-
-def _kill_tree(proc: subprocess.Popen) -> None:
-    """Kill the CLI and every process it started (its tool calls), then reap it."""
-    import psutil  # lazy: the runner's start-up; psutil only to kill a CLI's process tree
-
-    try:
-        children = psutil.Process(proc.pid).children(recursive=True)
-    except psutil.Error:
-        children = []
-    for p in [*children]:
-        try:
-            p.kill()
-        except psutil.Error:
-            pass
-    proc.kill()
-    proc.wait()
+        write_events(events, ctx.events, tid, totals, self.cfg.cost_of)
 
 
 class ClaudeKind(CommandKind):

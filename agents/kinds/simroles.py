@@ -96,28 +96,28 @@ class RoleOptions:
         if "choose_among" in options:
             v = options["choose_among"]
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise AgentError(f"sim option choose_among={v!r}: must be an integer >= 1")
+                raise AgentError(f"role option choose_among={v!r}: must be an integer >= 1")
             o.choose_among = v
         if "turn_tokens" in options:
             o.turn_tokens = _tokens(options["turn_tokens"])
         if options.get("decompose") is not None:
             o.decompose = _split(options["decompose"])
         if o.poll_max_s < o.poll_s:
-            raise AgentError(f"sim option poll_max_s={o.poll_max_s!r}: must be >= poll_s ({o.poll_s!r})")
+            raise AgentError(f"role option poll_max_s={o.poll_max_s!r}: must be >= poll_s ({o.poll_s!r})")
         return o
 
 
 def _number(v: Any, key: str) -> float:
     if not is_number(v) or v < 0:
-        raise AgentError(f"sim option {key}={v!r}: must be a number >= 0")
+        raise AgentError(f"role option {key}={v!r}: must be a number >= 0")
     return float(v)
 
 
 def _tokens(v: Any) -> dict[str, int]:
     if not isinstance(v, dict) or set(v) - {"in", "out", "cached", "thinking"}:
-        raise AgentError(f"sim option turn_tokens={v!r}: must be a mapping of in/out/cached/thinking to counts")
+        raise AgentError(f"role option turn_tokens={v!r}: must be a mapping of in/out/cached/thinking to counts")
     if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in v.values()):
-        raise AgentError(f"sim option turn_tokens={v!r}: counts must be integers >= 0")
+        raise AgentError(f"role option turn_tokens={v!r}: counts must be integers >= 0")
     return {k: int(v.get(k, 0)) for k in ("in", "out", "cached", "thinking")}
 
 
@@ -125,7 +125,7 @@ def _split(v: Any) -> Split:
     if v is True:
         return Split()
     if not isinstance(v, dict) or set(v) - set(SPLIT_KEYS):
-        raise AgentError(f"sim option decompose={v!r}: must be true or a mapping of {', '.join(SPLIT_KEYS)}")
+        raise AgentError(f"role option decompose={v!r}: must be true or a mapping of {', '.join(SPLIT_KEYS)}")
     s = Split()
     if "over_points" in v:
         s.over_points = _number(v["over_points"], "decompose.over_points")
@@ -135,11 +135,11 @@ def _split(v: Any) -> Split:
             p = [p, p]
         if not (isinstance(p, list) and len(p) == 2 and all(isinstance(n, int) and not isinstance(n, bool) for n in p)
                 and 2 <= p[0] <= p[1]):
-            raise AgentError(f"sim option decompose.parts={v['parts']!r}: must be [low, high] with 2 <= low <= high")
+            raise AgentError(f"role option decompose.parts={v['parts']!r}: must be [low, high] with 2 <= low <= high")
         s.parts = (p[0], p[1])
     if "sequential" in v:
         if not isinstance(v["sequential"], bool):
-            raise AgentError(f"sim option decompose.sequential={v['sequential']!r}: must be true or false")
+            raise AgentError(f"role option decompose.sequential={v['sequential']!r}: must be true or false")
         s.sequential = v["sequential"]
     return s
 
@@ -227,6 +227,7 @@ class Seat:
         self.pulse = pulse
         self.opts = RoleOptions.build(options)
         self.sim = SimKind({k: v for k, v in options.items() if k not in ROLE_KEYS})
+        self.executor = self.sim  # what works a claimed task (a CLI kind's for ``agents.kinds.cliexec``)
         self.rng = rng_for(cfg.seed, cfg.agent_id, "role")
         self.owed: dict[str, list[float]] = {}  # task -> [in, out, cached, thinking, cost] not yet logged
         self.empty_looks = 0
@@ -318,17 +319,17 @@ class Seat:
         return None if isinstance(answer, ToolRefused) else self.record(answer, tid)
 
     def work(self, task: Task) -> bool:
-        """The sim kind's run of ``task`` in the worktree, then completed or failed through
-        ``update``, then what it cost reported. True when the task completed."""
+        """The executor's (the sim kind's) run of ``task`` in the worktree, then completed or failed
+        through ``update``, then what it cost reported. True when the task completed."""
         c, tid = self.cfg, task.id
         ctx = KindContext(c.run_id, c.agent_id, Path(c.worktree), c.seed, c.time_scale, task.attempt, self.events,
                           self.pulse, identity(c.agent_id))
         self.pulse.current_task = tid
         try:
             try:
-                result = self.sim.run(task, ctx)
+                result = self.executor.run(task, ctx)
             except Exception as e:  # a kind's bug fails its task, not the agent
-                result = Result(ok=False, reason=f"kind sim raised {type(e).__name__}: {e}")
+                result = Result(ok=False, reason=f"kind {c.kind} raised {type(e).__name__}: {e}")
             tk = result.tokens or {}
             self.owe(tid, tk.get("in", 0), tk.get("out", 0), tk.get("cached", 0), tk.get("thinking", 0), tk.get("cost_usd", 0.0))
             done = self.finish(tid, result)

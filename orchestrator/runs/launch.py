@@ -23,6 +23,7 @@ from gitwork.repo import check_repo, resolve_commit
 
 from agents.clis.serverurl import agent_env
 from agents.kinds import preflight, preflight_player
+from agents.kinds.command import CLI_KINDS
 from agents.policies import check_options
 
 from orchestrator.runs.experiment import Execution, find_variant
@@ -111,42 +112,60 @@ def _preflight(variant, agents) -> None:
     """Every working agent's kind can run (CLI present, credentials set, options valid), checked
     before any run directory or worktree exists; in agent-driven variants, every agent's kind can
     play its role."""
-    if variant.coordination == "agents":
-        _preflight_driven(variant, agents)
-        return
-    check_options(variant.policy, variant.policy_options)
     served = {}
     if variant.model_server:  # the run's own server will provide base URLs and keys
         from orchestrator.modelserver.scripts import make_script  # lazy: the model server only for variants that use one
 
         make_script(variant.model_server, None)  # an unknown script or missing file fails now
         served = agent_env("http://127.0.0.1:1", "the run's key")
+    if variant.coordination == "agents":
+        _preflight_driven(variant, agents, served)
+        return
+    check_options(variant.policy, variant.policy_options)
     for a in agents:
         if a.works:
-            opts = {**variant.kind_options, **a.options}
-            if served:
-                opts["env"] = {**served, **opts.get("env", {})}
             try:
-                preflight(a.kind, opts)
+                preflight(a.kind, _served_options({**variant.kind_options, **a.options}, served))
             except AgentError as e:
                 raise AgentError(f"variant {variant.name!r}, agent {a.id}: {e}") from e
 
 
-def _preflight_driven(variant, agents) -> None:
+def _served_options(opts: dict, served: dict) -> dict:
+    """A CLI agent's options with the model server's variables under its own ``env``."""
+    return {**opts, "env": {**served, **opts.get("env", {})}} if served else opts
+
+
+def _preflight_driven(variant, agents, served: dict) -> None:
     """Agent-driven: no policy runs, so its options would change nothing (refused, not ignored);
-    each agent's kind must play its role under the policy with its options."""
+    each agent's kind must play its role under the policy with its options: a real CLI needs a
+    role script for its role (and a model server for role faults), aider only executes assigned
+    tasks (``agents.kinds.cliexec``)."""
     if variant.policy_options:
         keys = ", ".join(sorted(variant.policy_options))
         raise InputError(f"variant {variant.name!r}: policy_options ({keys}) do not apply with coordination: agents "
                          f"(the agents decide through the tools; their rhythm is in kind_options, e.g. turn_s)")
-    if variant.model_server:
-        raise InputError(f"variant {variant.name!r}: model_server is for CLI agents; with coordination: agents only "
-                         f"the sim kind plays roles so far")
+    clis = [a for a in agents if a.kind in CLI_KINDS]
+    if variant.model_server and not clis:
+        raise InputError(f"variant {variant.name!r}: model_server is for CLI agents; no agent of this variant is one "
+                         f"(kinds: {', '.join(sorted({a.kind for a in agents}))})")
     for a in agents:
+        opts = {**variant.kind_options, **a.options}
         try:
-            preflight_player(a.kind, variant.policy, a.role, {**variant.kind_options, **a.options})
-        except AgentError as e:
-            raise AgentError(f"variant {variant.name!r}, agent {a.id}: {e}") from e
+            preflight_player(a.kind, variant.policy, a.role, _served_options(opts, served) if a in clis else opts)
+            if a in clis and opts.get("faults"):
+                _check_role_faults(a, opts["faults"], served)
+        except (AgentError, InputError) as e:
+            raise type(e)(f"variant {variant.name!r}, agent {a.id}: {e}") from e
+
+
+def _check_role_faults(a, faults: list, served: dict) -> None:
+    """Role-session faults are the model server's: it must run, and each must be one it knows."""
+    from orchestrator.modelserver.turns import parse_fault  # lazy: the model server only for variants that use one
+
+    if not served:
+        raise InputError(f"kind {a.kind} ({a.role}): kind_options.faults need the variant's model_server (they are its faults)")
+    for i, raw in enumerate(faults):
+        parse_fault({k: v for k, v in raw.items() if k != "turn"}, f"kind {a.kind} ({a.role}): kind_options.faults.{i}")
 
 
 def plan_runs(req: RunRequest) -> list[tuple[RunSpec, RunPaths, object, str | None, bool]]:

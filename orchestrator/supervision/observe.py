@@ -63,6 +63,7 @@ def observe_agent(ctl, agent_id: str, now: int) -> AgentObservation:
         if stats is not None:
             cpu, ctx = stats.cpu_s, stats.ctx_voluntary
     log_bytes = sum(p.stat().st_size for p in ctl.paths.logs.glob(f"{agent_id}.*") if p.is_file())
+    scaled = time_scaled(ctl.kind_of(agent_id))
     current = None
     for t in ctl.store.list_tasks(ctl.spec.run_id, status=ACTIVE, owner=agent_id):
         if t.status == "working" or current is None:
@@ -79,7 +80,10 @@ def observe_agent(ctl, agent_id: str, now: int) -> AgentObservation:
         current_task=current,
         rate_limited_until_ms=st.rate_limited_until_ms,
         finished=st.done and (not local or (not alive and exit_code == 0)),
-        time_scale=ctl.spec.time_scale if time_scaled(ctl.kind_of(agent_id)) else 1.0,
+        time_scale=ctl.spec.time_scale if scaled else 1.0,
         local=local,
         process_state=state,
+        # a real agent playing a role (a CLI session) proves life by its output alone; the sim's
+        # runner beats for it, and its hangs are expired leases
+        driven=ctl.spec.coordination == "agents" and not scaled,
     )

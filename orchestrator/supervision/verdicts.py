@@ -30,7 +30,10 @@ Rules, first match wins:
                 The supervisor's first sight of a process counts as activity (after a resume
                 nobody knows what it did meanwhile), so a process gets at least one full window.
                 An agent without a task is never stalled: nothing waits on it and killing it
-                gains nothing (a silent idle agent is judged ``idle``).
+                gains nothing (a silent idle agent is judged ``idle``) -- unless it plays a role in
+                an agent-driven variant (``driven``): such an agent looks for work until the run is
+                over (its looks are events), so its silence is a hang even without a task (a
+                coordinator whose CLI went silent holds no task, yet nothing moves without it).
 6. ``idle``     alive, no current task.
 7. ``active``   otherwise. A slow agent that keeps emitting events is never stalled.
 
@@ -144,6 +147,7 @@ class AgentObservation:
     lease_expired: bool = False  # the store reaped the agent at this tick: its lease ran out
     local: bool = True  # its process runs on this host (False: only the lease and events tell)
     process_state: str | None = None  # psutil's state of the local process (``stopped`` after SIGSTOP)
+    driven: bool = False  # it plays a role through the coordination tools: never idle until the run is over
 
 
 @dataclass(frozen=True)
@@ -247,11 +251,11 @@ def judge(prev: Track | None, obs: AgentObservation, cfg: SupervisionConfig, now
     busy = track.busy_ms is not None and now - track.busy_ms < stall_ms
     limit = stall_ms + (grace_ms if busy else 0)
     ev.update(silent_ms=silent, limit_ms=limit, busy=busy, log_grew_ms=track.log_grew_ms)
-    if obs.current_task is None:
+    if obs.current_task is None and not obs.driven:
         return verdict("idle")
     if silent >= limit:
         return verdict("stalled")
-    return verdict("active")
+    return verdict("active" if obs.current_task is not None else "idle")
 
 
 __all__ = [
