@@ -13,7 +13,16 @@ task), same prompt and argv:
 Prints a per-task table, then a JSON line with the medians and ``ratio`` = orch task time /
 bare CLI time (1.0 would be no overhead at all).
 
-    python bench/real_agent_overhead.py [--tasks 4] [--agents 1]
+Then one coordination call (agent-driven variants): an agent-driven pull run of the same tasks,
+one long-lived claude session per agent playing a worker through orch's coordination server.
+From the model server's record, per orch tool call claude made: the time from the response that
+asked for it to claude's next request (claude runs the call through MCP over HTTP, orch's server
+runs it against the store, claude sends the result back), beside the same gap after a shell
+call (claude's own floor), the server-side latency of the calls (their history rows), and the
+same reads made directly on the run's store in the same process (``list_tasks``, ``get_task``).
+``ratio`` = the CLI's coordination call / the direct store call.
+
+    python bench/real_agent_overhead.py [--tasks 4] [--agents 1] [--coordination-tasks 6]
 """
 
 from __future__ import annotations
@@ -128,10 +137,87 @@ def orch_run(srv, work: Path, repo: Path, tpl: Path, agents: int):
     return per
 
 
+def driven_run(work: Path, tpl: Path, repo: Path, agents: int):
+    """An agent-driven pull run of claude workers on the run's own model server (role sessions)."""
+    import yaml
+
+    from orchestrator.runs.launch import RunRequest, plan_runs, run_one
+
+    exp = {"experiment": {"id": "coordination-call"}, "template": str(tpl),
+           "execution": {"runs": 1, "seed": 1, "time_scale": 0.001, "timeout_s": 600},
+           "variants": [{"name": f"driven-pull-{agents}", "policy": "pull", "coordination": "agents", "agents": agents,
+                         "kind": "claude", "model_server": "sim"}]}
+    f = work / "exp-driven.yaml"
+    f.write_text(yaml.safe_dump(exp))
+    [plan] = plan_runs(RunRequest(variant=f"driven-pull-{agents}", experiment=f, repo=repo, results=work / "results-driven"))
+    out = run_one(*plan)
+    if out.status != "finished":
+        raise SystemExit(f"agent-driven run {out.status}: see {out.run_dir}")
+    return out
+
+
+def call_gaps(record: Path) -> tuple[list[float], list[float]]:
+    """(ms from a response asking for one orch tool call to the client's next request, the same
+    after one shell call that is not a wait), over every session of the model server's record."""
+    rows = [json.loads(line) for line in record.read_text().splitlines()]
+    by_session: dict[str, list[dict]] = {}
+    for r in rows:
+        if r.get("status") == 200 and not r.get("side"):
+            by_session.setdefault(r["session"], []).append(r)
+    orch, shell = [], []
+    for turns in by_session.values():
+        turns.sort(key=lambda r: r["seq"])
+        for asked, nxt in zip(turns, turns[1:]):
+            calls = asked.get("tool_calls") or []
+            if len(calls) != 1:
+                continue
+            gap = float(nxt["ts_ms"] - asked["ts_ms"])
+            if asked.get("mcp"):
+                orch.append(gap)
+            elif "waiting" not in (asked.get("text") or "").lower() and calls[0] in ("Bash", "bash"):  # not a wait
+                shell.append(gap)
+    return orch, shell
+
+
+def direct_reads(store_url: str, run_id: str, n: int = 300) -> list[float]:
+    """ms per direct store read, the tools' own reads: the run's tasks, then one task."""
+    from coordstore import open_store
+
+    out = []
+    with open_store(store_url) as s:
+        ids = [t.id for t in s.list_tasks(run_id)]
+        for i in range(n):
+            t0 = time.perf_counter()
+            s.list_tasks(run_id, status=["pending", "completed"])
+            s.get_task(run_id, ids[i % len(ids)])
+            out.append((time.perf_counter() - t0) * 1000 / 2)
+    return out
+
+
+def coordination_call(work: Path, n_tasks: int, agents: int) -> dict:
+    from coordstore import open_store
+
+    sub = work / "driven"
+    sub.mkdir()
+    repo, tpl, _ = build(sub, n_tasks)
+    out = driven_run(sub, tpl, repo, agents)
+    orch, shell = call_gaps(out.run_dir / "model-requests.jsonl")
+    with open_store(out.spec.store_url) as s:
+        server = [r.data["latency_ms"] for r in s.history(out.spec.run_id, entity="tool") if "latency_ms" in r.data]
+    direct = direct_reads(out.spec.store_url, out.spec.run_id)
+    if not orch or not shell:
+        raise SystemExit(f"no coordination or shell calls found in {out.run_dir / 'model-requests.jsonl'}")
+    med = lambda xs: round(statistics.median(xs), 3)  # noqa: E731
+    return {"coordination_calls": len(orch), "cli_coordination_call_ms": med(orch), "cli_shell_call_ms": med(shell),
+            "server_tool_ms": med(server), "direct_store_call_ms": med(direct),
+            "ratio": round(statistics.median(orch) / statistics.median(direct), 1)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", type=int, default=4)
     ap.add_argument("--agents", type=int, default=1, help="orch agents (1: no contention for the 2 cores with the bare runs' numbers)")
+    ap.add_argument("--coordination-tasks", type=int, default=6, help="tasks of the agent-driven run (0: skip it)")
     args = ap.parse_args()
     binary = shutil.which("claude")
     if binary is None:
@@ -149,6 +235,7 @@ def main() -> None:
         bare_run(binary, srv, repo, work, Task(**{**raw_tasks[0], "id": "warmup"}))  # claude's first start in a new HOME sets up its config
         bare = {t["id"]: bare_run(binary, srv, repo, work, Task(**t)) for t in raw_tasks}
         orch = orch_run(srv, work, repo, tpl, args.agents)
+        coord = coordination_call(work, args.coordination_tasks, args.agents) if args.coordination_tasks else None
     print(f"claude {subprocess.run([binary, '--version'], capture_output=True, text=True).stdout.strip()}, "
           f"{args.tasks} tasks, orch pull-{args.agents}; all times in ms")
     print(f"{'':<5} {'bare CLI':^26} | {'orch':^45}")
@@ -173,6 +260,12 @@ def main() -> None:
     summary["overhead_ms"] = round(summary["orch_task_ms"] - summary["bare_cli_ms"], 1)
     summary["ratio"] = round(summary["orch_task_ms"] / summary["bare_cli_ms"], 3)
     print(json.dumps(summary, sort_keys=True))
+    if coord:
+        print(f"coordination call: claude -> orch's MCP server -> store p50 {coord['cli_coordination_call_ms']:.0f} ms "
+              f"({coord['coordination_calls']} calls; claude after a shell call p50 {coord['cli_shell_call_ms']:.0f} ms, "
+              f"server-side p50 {coord['server_tool_ms']:.2f} ms) vs direct store call p50 "
+              f"{coord['direct_store_call_ms']:.3f} ms: ratio {coord['ratio']:,}")
+        print(json.dumps({"coordination": coord}, sort_keys=True))
 
 
 if __name__ == "__main__":

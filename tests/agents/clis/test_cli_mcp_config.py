@@ -35,7 +35,7 @@ from orchestrator.modelserver import ModelServer
 from orchestrator.modelserver.scripts import FileScript
 
 from coordfixtures import ServerProcess, agent_run, tokens
-from test_real_agent_clis import need
+from realclis import need
 
 pytestmark = pytest.mark.usefixtures("no_git_identity")  # conftest: private HOME, no git identity
 
@@ -219,6 +219,7 @@ def offered(requests: list[dict]) -> list[list[str]]:
 
 @pytest.mark.parametrize("cli,settings", [(c, {}) for c in MCP_CLIS] + [("claude", {"bare": False})],
                          ids=[*MCP_CLIS, "claude-not-bare"])
+@pytest.mark.real_cli
 def test_the_cli_reaches_orchs_server_with_the_agents_token_and_no_other(cli, settings, coord, tmp_path, monkeypatch):
     """The other server is reachable (another URL of orch's, a valid token): claude without
     ``--bare`` reads the user's servers, and gemini reads the project's settings in a folder the
@@ -241,6 +242,7 @@ def test_the_cli_reaches_orchs_server_with_the_agents_token_and_no_other(cli, se
         assert calls == [("list_agents", "w1", "ok")]
 
 
+@pytest.mark.real_cli
 @pytest.mark.parametrize("cli", MCP_CLIS)
 def test_a_wrong_token_leaves_the_cli_without_orchs_tools(cli, coord, tmp_path, monkeypatch):
     url, _, _ = coord
@@ -258,6 +260,7 @@ def cli_run(argv: list[str], env: dict[str, str] | None = None, cwd: Path | None
                           stdin=subprocess.DEVNULL)
 
 
+@pytest.mark.real_cli
 def test_claude_keeps_every_key_of_the_server(tmp_path):
     """``claude mcp add-json`` stores a server as claude's own schema reads it, dropping what it
     does not know; and the variable the preset sets is one the installed claude reads."""
@@ -273,6 +276,7 @@ def test_claude_keeps_every_key_of_the_server(tmp_path):
         assert image.find(IDLE_TIMEOUT_ENV.encode()) >= 0, f"{exe} no longer reads {IDLE_TIMEOUT_ENV}"
 
 
+@pytest.mark.real_cli
 def test_codex_reads_every_key_of_the_server(tmp_path):
     """``codex mcp get --json`` shows the table as codex parsed it; a wrong approval mode fails
     the load (so ``approve`` is one it knows); unknown keys fail ``exec --strict-config`` (the
@@ -300,6 +304,7 @@ def _leaves(tree: dict, prefix: str = ""):
         yield from _leaves(value, f"{prefix}{key}.") if isinstance(value, dict) else [f"{prefix}{key}"]
 
 
+@pytest.mark.real_cli
 def test_gemini_reads_its_settings(tmp_path, coord, monkeypatch):
     """``gemini mcp list`` in the private home: the server's keys valid (gemini checks them) and
     connected with the token; the other sections' keys are in the installed settings reference."""
@@ -319,6 +324,7 @@ def test_gemini_reads_its_settings(tmp_path, coord, monkeypatch):
     assert not [k for k in keys if f"`{k}`" not in reference], "not in gemini's settings reference"
 
 
+@pytest.mark.real_cli
 def test_opencode_reads_its_config(tmp_path, coord):
     """``opencode debug config`` shows the config as opencode resolved it (it drops keys it does
     not know); ``opencode mcp list`` connects with the token."""

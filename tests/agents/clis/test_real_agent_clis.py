@@ -9,43 +9,21 @@ install it: CI must install it (``npm install -g @anthropic-ai/claude-code``).
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-from coordstore import open_store
 from coordstore.templates import save_file
 from orchestrator.runs.launch import RunRequest, plan_runs, run_one
 from orchestrator.modelserver import ModelServer
 from orchestrator.modelserver.tasksource import GraphTasks
 
-INSTALL = {"claude": "npm install -g @anthropic-ai/claude-code", "codex": "npm install -g @openai/codex",
-           "opencode": "npm install -g opencode-ai", "gemini": "npm install -g @google/gemini-cli",
-           "aider": "pip install aider-chat"}
-SUPERVISION = {"stall_after_ms": 8000, "busy_grace_ms": 0, "kill_grace_s": 1.0, "respawn_backoff_ms": 200,
-               "respawn_backoff_max_ms": 1000, "max_retries": 3}
-T0 = 1_700_000_000
-
-
-def need(cli: str) -> str:
-    path = shutil.which(cli)
-    if path is None:
-        pytest.fail(f"the real {cli!r} CLI is not installed (these tests run it for real): {INSTALL[cli]}")
-    return path
-
+from realclis import SUPERVISION, finished, git, module_tasks, need, served_experiment, slot_repo, write_graph
 
 # conftest: private HOME, no git identity; real_cli: `-m "not real_cli"` skips these locally
 pytestmark = [pytest.mark.usefixtures("no_git_identity"), pytest.mark.real_cli]
-
-
-def git(repo: Path, *args: str, n: int = 0) -> str:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "Hist Orian", "GIT_AUTHOR_EMAIL": "h@example.org", "GIT_COMMITTER_NAME": "Hist Orian",
-           "GIT_COMMITTER_EMAIL": "h@example.org", "GIT_AUTHOR_DATE": f"{T0 + 60 * n} +0000", "GIT_COMMITTER_DATE": f"{T0 + 60 * n} +0000"}
-    return subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True, text=True).stdout.strip()
 
 
 HISTORY: list[tuple[str, dict[str, str | None]]] = [
@@ -96,17 +74,6 @@ def experiment(tmp_path: Path, template: Path, srv: ModelServer, cli_timeout_s: 
     return f
 
 
-def finished(out):
-    """(the run's store dump, its events) once the run is known to have finished with every task
-    completed; otherwise the assertion names the tasks that did not."""
-    with open_store(out.spec.store_url) as s:
-        dump = s.dump_run(out.spec.run_id)
-        events = s.read_events(out.spec.run_id)
-    unfinished = [(t.id, t.status, t.reason) for t in dump.tasks if t.status != "completed"]
-    assert out.status == "finished" and not unfinished, (out.status, unfinished)
-    return dump, events
-
-
 def patch_id(repo: Path, commit: str) -> str:
     diff = subprocess.run(["git", "diff", "--full-index", f"{commit}^", commit], cwd=repo, capture_output=True, check=True).stdout
     out = subprocess.run(["git", "patch-id", "--stable"], cwd=repo, input=diff, capture_output=True, check=True).stdout
@@ -150,38 +117,6 @@ def test_claude_replays_a_history_pull_2(tmp_path):
     # claude's tool calls became orch step events, one per task at least, from both agents
     bash_steps = [e for e in events if e.type == "step" and e.data.get("name") == "Bash"]
     assert {e.task for e in bash_steps} == {t.id for t in dump.tasks} and {e.agent for e in bash_steps} == set(by_agent)
-
-
-def write_graph(tmp_path: Path, tasks: list[dict]) -> Path:
-    tpl = tmp_path / "graph.json"
-    tpl.write_text(json.dumps({"format": "orch-graph", "version": 1, "tasks": tasks, "dependencies": []}))
-    return tpl
-
-
-def slot_repo(tmp_path: Path, n: int) -> Path:
-    """A repository with module files m0..m{n-1}, each holding its task's orch-slot line."""
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    git(repo, "init", "-q", "-b", "main")
-    for i in range(n):
-        (repo / f"m{i}.py").write_text(f"# module {i}\n# orch-slot: t{i}\n")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "base")
-    return repo
-
-
-def module_tasks(n: int) -> list[dict]:
-    return [{"id": f"t{i}", "title": f"change module {i}", "file_scope": [f"m{i}.py"], "time_estimate_ms": 60_000} for i in range(n)]
-
-
-def served_experiment(tmp_path: Path, tpl: Path, variant: dict, **supervision) -> Path:
-    """An experiment whose one variant runs with orch's own model server (``model_server`` key)."""
-    exp = tmp_path / "exp.yaml"
-    exp.write_text(yaml.safe_dump({
-        "experiment": {"id": "served"}, "template": str(tpl),
-        "execution": {"runs": 1, "seed": 5, "time_scale": 0.001, "timeout_s": 300, "supervision": {**SUPERVISION, **supervision}},
-        "variants": [{"policy": "pull", "model_server": "sim", **variant}]}))
-    return exp
 
 
 def test_claude_sim_with_a_429_and_a_stalled_stream(tmp_path):

@@ -236,7 +236,13 @@ def test_experiment_names_that_would_leave_the_results_directory_are_refused(tmp
 
 
 def _variants():
-    return [(f.name, v.name) for f in experiment_files() for v in load_experiment(f).variants]
+    """Every shipped variant; those whose agents are real CLIs carry the real_cli mark."""
+    out = []
+    for f in experiment_files():
+        for v in load_experiment(f).variants:
+            real = v.kind not in ("sim", "script", "replay")
+            out.append(pytest.param(f.name, v.name, marks=[pytest.mark.real_cli] if real else []))
+    return out
 
 
 @pytest.mark.parametrize("exp_file,variant", _variants())
