@@ -280,6 +280,9 @@ def _print_clean(v: dict) -> None:
         typer.echo("nothing to clean")
 
 
+TOOL_SHOWN = ("task", "assignee", "status")  # of a coordination call's row, shown beside it
+
+
 @app.command("history")
 def history_cmd(
     run_dir: Path = typer.Argument(..., help=RUN_DIR_HELP),
@@ -296,4 +299,7 @@ def history_cmd(
     for r in v["transitions"]:
         who = r["agent"] or "-"
         why = f"  {r['reason']}" if r["reason"] else ""
+        if r["entity"] == "tool":  # what the call was about: a coordinator's assignment reads "task=t1 assignee=w2"
+            about = " ".join(f"{k}={r['data'][k]}" for k in TOOL_SHOWN if r["data"].get(k) is not None)
+            why = f"  {about}{why}" if about else why
         typer.echo(f"+{r['offset_ms'] / 1000:8.3f}s  {r['entity']:6} {r['id']:14} {r['from'] or '-':>10} -> {r['to']:10} {who:8}{why}")

@@ -157,8 +157,10 @@ def test_the_token_is_only_in_the_environment(name, tmp_path, monkeypatch):
 # how the model calls orch's list_agents through each CLI; codex offers the server as one
 # Responses-API namespace ``mcp__orch`` and takes a call only as ``{namespace, name}``, which the
 # model server does not answer yet: codex is checked by what it offers and by ``required``
-CALLS = {"claude": "mcp__orch__list_agents", "gemini": "mcp_orch_list_agents", "opencode": "orch_list_agents"}
-OFFERS = {"claude": "mcp__orch__claim", "codex": "mcp__orch", "gemini": "mcp_orch_claim", "opencode": "orch_claim"}
+# codex groups them in a namespace ``mcp__orch``; the model server names each ``mcp__orch__<tool>``
+CALLS = {"claude": "mcp__orch__list_agents", "codex": "mcp__orch__list_agents", "gemini": "mcp_orch_list_agents",
+         "opencode": "orch_list_agents"}
+OFFERS = {"claude": "mcp__orch__claim", "codex": "mcp__orch__claim", "gemini": "mcp_orch_claim", "opencode": "orch_claim"}
 STRICT = {"codex": ("--strict-config",)}  # an unknown key in a -c override is an error, not a shrug
 
 

@@ -10,6 +10,8 @@ These tests need the real CLIs; where one is missing they fail and say how to in
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -96,6 +98,11 @@ def test_claude_coordinator_assigns_and_two_workers_execute(tmp_path):
     assert completed_once(dump) == {f"t{i}": 1 for i in range(4)}
     assigned = [r for r in tool_rows(dump, "update") if r.agent == "coordinator"]
     assert {r.data.get("task") for r in assigned} >= {f"t{i}" for i in range(4)}
+    # ... and what `orch history` shows a user: each assignment, the task and the worker named
+    shown = subprocess.run([sys.executable, "-m", "orchestrator", "history", str(out.run_dir), "--entity", "tool",
+                            "--agent", "coordinator"], capture_output=True, text=True, check=True).stdout
+    for r in assigned:
+        assert f"task={r.data['task']} assignee={r.data['assignee']}" in shown, shown
     owners = {r.entity_id: r.agent for r in dump.history if r.entity == "task" and r.to_state == "completed"}
     assert set(owners.values()) <= {"w1", "w2"}
     assert_merged(repo, out, 4)
