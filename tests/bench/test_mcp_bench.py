@@ -1,4 +1,4 @@
-"""bench/mcp.py runs end to end at tiny sizes: a prepared run, its coordination server, HTTP
+"""bench/mcp_calls.py runs end to end at tiny sizes: a prepared run, its coordination server, HTTP
 clients in processes, the direct baseline; its lines and its JSON agree with the store it checked."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 from cliruns import isolated_env
 from fixtures_path import REPO_ROOT
 
-BENCH = REPO_ROOT / "bench" / "mcp.py"
+BENCH = REPO_ROOT / "bench" / "mcp_calls.py"
 
 
 def bench(tmp_path, *args: str) -> subprocess.CompletedProcess:

@@ -1,6 +1,6 @@
 """The coordination tools over HTTP: call latency and claims per second, against the direct store.
 
-    python bench/mcp.py [--tasks 400] [--agents 16] [--calls 300] [--json]
+    python bench/mcp_calls.py [--tasks 400] [--agents 16] [--calls 300] [--json]
 
 One run is prepared as `orch run` prepares it (store, demo repository, one worktree per agent), on
 a wide graph of ``--tasks`` independent tasks and ``--agents`` workers, and its coordination server
@@ -30,33 +30,28 @@ system-wide on Linux). Afterwards the store is checked: every task claimed exact
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import queue
+import random
+import select
+import subprocess
 import sys
+import tempfile
+import time
+from collections import Counter
+from contextlib import asynccontextmanager
 from pathlib import Path
 
-# this file is bench/mcp.py: run as a script, its directory comes first on sys.path and would
-# shadow the `mcp` SDK package it benchmarks
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+from coordstore import open_store
+from coordstore.models import Run, Task, TaskGraph, Transition
 
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import json  # noqa: E402
-import multiprocessing as mp  # noqa: E402
-import queue  # noqa: E402
-import random  # noqa: E402
-import select  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from collections import Counter  # noqa: E402
-from contextlib import asynccontextmanager  # noqa: E402
-
-from coordstore import open_store  # noqa: E402
-from coordstore.models import Run, Task, TaskGraph, Transition  # noqa: E402
-
-from agents.toolclient import parse_result  # noqa: E402
-from orchestrator.rundir import AgentSpec, RunPaths, RunSpec  # noqa: E402
-from orchestrator.runs.prepare import prepare_run  # noqa: E402
-from orchestrator.views.coordmetrics import percentile  # noqa: E402
+from agents.toolclient import parse_result
+from orchestrator.rundir import AgentSpec, RunPaths, RunSpec
+from orchestrator.runs.prepare import prepare_run
+from orchestrator.views.coordmetrics import percentile
 
 RUN, TWIN = "bench-mcp", "bench-direct"
 TARGET_P99_MS = 10.0
@@ -111,7 +106,7 @@ def read_tokens(paths: RunPaths) -> dict[str, str]:
 
 @asynccontextmanager
 async def client(url: str, token: str):
-    # lazy: the SDK only where a client runs (the sys.path fix above must come first)
+    # lazy: the SDK only where a client runs
     import httpx2
     from mcp import Client
     from mcp.client.streamable_http import streamable_http_client
