@@ -1,5 +1,5 @@
 """Role scripts against the real coordination server: each agent is a conversation in a CLI's own
-API format (``test_modelserver_roles.Cli``) whose every orch call is made for real through the
+API format (``roleclis.Cli``) whose every orch call is made for real through the
 agent's token (the official MCP SDK over streamable HTTP) and whose shell calls run in the agent's
 worktree -- what a real CLI does with the script's answers. The run must end with every task
 completed and merged, each agent having said "The run is over."."""
@@ -14,7 +14,7 @@ from coordfixtures import ServerProcess, agent_run, tokens
 from coordstore import open_store
 from coordstore.models import Task, TaskGraph
 from gitfixtures import git
-from test_modelserver_roles import Cli, role_url
+from roleclis import Cli, role_url
 
 from agents.toolclient import ToolClient, ToolRefused
 from orchestrator.modelserver import ModelServer
