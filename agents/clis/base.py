@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,6 +136,28 @@ def mcp_tool_name(name: str, server: str = MCP_SERVER_NAME, known: frozenset[str
         if name.startswith(p) and len(name) > len(p):
             return name[len(p):]
     return name if known is not None and name in known else None
+
+
+_SHELL = re.compile(r"^(?:\S*/)?(?:ba|z|da)?sh\s+-l?c\s+(?P<cmd>.+)$", re.S)
+_SLEEP = re.compile(r"^sleep\s+\d+(?:\.\d+)?s?$")
+
+
+def sleeps_only(args: Any) -> bool:
+    """Whether a shell step's command only sleeps (``sleep 2``, ``bash -lc 'sleep 2'``): a wait."""
+    cmd = args.get("command") if isinstance(args, dict) else args
+    if isinstance(cmd, list) and all(isinstance(a, str) for a in cmd):
+        cmd = shlex.join(cmd)
+    if not isinstance(cmd, str):
+        return False
+    cmd = cmd.strip()
+    wrapped = _SHELL.match(cmd)
+    if wrapped:
+        try:
+            inner = shlex.split(wrapped["cmd"])
+        except ValueError:
+            return False
+        cmd = inner[0].strip() if len(inner) == 1 else ""
+    return bool(_SLEEP.match(cmd))
 
 
 @dataclass(frozen=True)

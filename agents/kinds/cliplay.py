@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shlex
 import shutil
 import tempfile
@@ -41,7 +40,7 @@ from coordstore.errors import AgentError
 from gitwork import agentgit
 
 from agents.clis import parser_class
-from agents.clis.base import MODEL_SERVER_ENV, CliEvent, Invocation, McpEndpoint, mcp_tool_name
+from agents.clis.base import MODEL_SERVER_ENV, CliEvent, Invocation, McpEndpoint, mcp_tool_name, sleeps_only
 from agents.clis.config import CliConfig
 from agents.clis.roleprompt import role_prompt
 from agents.clis.serverurl import agent_env, session_url
@@ -58,8 +57,6 @@ STEP_S = 0.2  # how long one step waits for the CLI's output: the runner's look 
 END_GRACE_S, END_STOP_GRACE_S = 3.0, 1.0
 SERVER_KEY_ENV = "ANTHROPIC_API_KEY"  # the run's model server key, set with its URL by the orchestrator
 GIVEN_BACK = ("completed", "failed", "pending", "cancelled")  # an update that ends the agent's hold on a task
-_SHELL = re.compile(r"^(?:\S*/)?(?:ba|z|da)?sh\s+-l?c\s+(?P<cmd>.+)$", re.S)
-_SLEEP = re.compile(r"^sleep\s+\d+(?:\.\d+)?s?$")
 
 
 class CliPlayer:
@@ -253,24 +250,6 @@ class CliPlayer:
 
     def _hold(self, task: str | None) -> None:
         self.current = self.pulse.current_task = task
-
-
-def sleeps_only(args: Any) -> bool:
-    """Whether a shell step's command only sleeps (``sleep 2``, ``bash -lc 'sleep 2'``): a wait."""
-    cmd = args.get("command") if isinstance(args, dict) else args
-    if isinstance(cmd, list) and all(isinstance(a, str) for a in cmd):
-        cmd = shlex.join(cmd)
-    if not isinstance(cmd, str):
-        return False
-    cmd = cmd.strip()
-    wrapped = _SHELL.match(cmd)
-    if wrapped:
-        try:
-            inner = shlex.split(wrapped["cmd"])
-        except ValueError:
-            return False
-        cmd = inner[0].strip() if len(inner) == 1 else ""
-    return bool(_SLEEP.match(cmd))
 
 
 @contextmanager

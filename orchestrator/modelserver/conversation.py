@@ -33,14 +33,13 @@ loop_on_claim   false       true: every claim turn of the agent repeats forever 
 from __future__ import annotations
 
 import random
-import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from coordstore.errors import InputError, OrchError
 from coordstore.models import TERMINAL
 
-from agents.clis.base import mcp_tool_name
+from agents.clis.base import mcp_tool_name, sleeps_only
 from agents.kinds.simroles import RoleOptions as SimRoleOptions, Split, rng_for, task_from
 from agents.kinds.simsplit import parts
 
@@ -56,7 +55,6 @@ POLICIES = ("push", "pull", "hybrid")
 ORCH_TOOLS = frozenset({"connect", "disconnect", "list_tasks", "list_agents", "get", "claim", "update", "create_tree", "link"})
 STUCK_AFTER = 3  # failed looks in a row that end a session
 PROGRESS = frozenset({"connect", "claim", "update", "create_tree"})  # done, these reset the wait
-_SLEEP = re.compile(r"^\s*sleep\s+[0-9.]+\s*$")
 
 
 @dataclass
@@ -98,7 +96,7 @@ class Step:
 
     @property
     def is_sleep(self) -> bool:
-        return self.tool == "shell" and bool(_SLEEP.match(self.args.get("command") or ""))
+        return self.tool == "shell" and sleeps_only(self.args.get("command"))
 
     def listed(self) -> list[dict]:
         return [t for t in self.value if isinstance(t, dict) and isinstance(t.get("id"), str)] if self.ok else []

@@ -16,7 +16,8 @@ from agents.clis.roleprompt import role_prompt
 from agents.clis.serverurl import split_path
 from agents.config import RunnerConfig
 from agents.kinds import PLAYERS, preflight_player, resolve_player
-from agents.kinds.cliplay import CliPlayer, sleeps_only
+from agents.clis.base import sleeps_only
+from agents.kinds.cliplay import CliPlayer
 from agents.kinds.clirole import CliRole
 
 FAKE = {"binary": str(PROGS / "fakerole" / "claude"), "check_key": False}
