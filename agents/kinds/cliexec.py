@@ -22,7 +22,7 @@ from coordstore.errors import AgentError
 from agents.kinds import resolve_kind
 from agents.kinds.clirole import DEFAULT_POLL_MAX_S, DEFAULT_POLL_S, check_rhythm, split_options
 from agents.kinds.simplay import SimPlayer
-from agents.kinds.simroles import MIN_WAIT_S, Seat
+from agents.kinds.simroles import Seat
 from agents.kinds.simworkers import PushWorker
 
 EXEC_KEYS = ("poll_s", "poll_max_s")
@@ -40,12 +40,7 @@ class ExecSeat(Seat):
     def turn(self, name: str, about: str | None, poll: dict[str, bool]) -> None:
         return None  # the runner decides: no model turn to wait for or pay
 
-    def wait_s(self) -> float:
-        """Doubling from ``poll_s`` to ``poll_max_s``, on the wall clock (a real CLI's run)."""
-        o = self.opts
-        s = min(o.poll_max_s, o.poll_s * 2 ** min(self.empty_looks, 30))
-        self.empty_looks += 1
-        return max(MIN_WAIT_S, s * self.rng.uniform(0.75, 1.25))
+    wait_scale = 1.0  # poll_s and poll_max_s are wall seconds: a real CLI's run is not scaled
 
 
 class ExecutorPlayer(SimPlayer):

@@ -299,9 +299,14 @@ class Seat:
     def wait_s(self) -> float:
         """How long to wait after a look that found nothing: doubling, jittered, bounded."""
         o = self.opts
-        s = min(o.poll_max_s, o.poll_s * 2 ** min(self.empty_looks, 30)) * self.cfg.time_scale
+        s = min(o.poll_max_s, o.poll_s * 2 ** min(self.empty_looks, 30)) * self.wait_scale
         self.empty_looks += 1
         return max(MIN_WAIT_S, s * self.rng.uniform(0.75, 1.25))
+
+    @property
+    def wait_scale(self) -> float:
+        """What the rhythm's seconds are multiplied by: agent time, like the sim's work."""
+        return self.cfg.time_scale
 
     # -- a task ----------------------------------------------------------------------------
     def record(self, answer: Any, tid: str) -> Task:
