@@ -151,7 +151,7 @@ class RoleOptions:
         o.poll_s, o.poll_max_s, o.choose_among, o.split = sim.poll_s, sim.poll_max_s, sim.choose_among, sim.decompose
         t = sim.turn_tokens
         o.usage = Usage(input=t["in"], output=t["out"], cached=t["cached"], thinking=t["thinking"])
-        o.faults = cls._faults(raw.get("faults") or [], f"{where}.faults", agent)
+        o.faults = role_faults(raw.get("faults") or [], f"{where}.faults", agent)
         loop = raw.get("loop_on_claim", False)
         if loop is True:
             o.loop_on_claim = None
@@ -163,18 +163,20 @@ class RoleOptions:
             raise InputError(f"{where}.loop_on_claim: {loop!r} must be true, false or a number of claims")
         return o
 
-    @staticmethod
-    def _faults(raw: Any, where: str, agent: str) -> dict[int, Fault]:
-        if not isinstance(raw, list):
-            raise InputError(f"{where}: must be a list of {{turn: N, kind: ...}}")
-        out: dict[int, Fault] = {}
-        for i, f in enumerate(raw):
-            if not isinstance(f, dict) or not isinstance(f.get("turn"), int) or isinstance(f["turn"], bool) or f["turn"] < 0:
-                raise InputError(f"{where}.{i}: must be a mapping with an integer 'turn' >= 0")
-            fault = parse_fault({k: v for k, v in f.items() if k != "turn"}, f"{where}.{i}")
-            fault.scope = f"agent:{agent}"  # a respawned agent does not meet it again
-            out[f["turn"]] = fault
-        return out
+
+def role_faults(raw: Any, where: str, agent: str) -> dict[int, Fault]:
+    """A role session's ``faults`` option, ``[{turn, kind, ...}]``, by turn (``InputError`` naming
+    ``where`` and the entry); each counted over all the agent's sessions."""
+    if not isinstance(raw, list):
+        raise InputError(f"{where}: must be a list of {{turn: N, kind: ...}}")
+    out: dict[int, Fault] = {}
+    for i, f in enumerate(raw):
+        if not isinstance(f, dict) or not isinstance(f.get("turn"), int) or isinstance(f["turn"], bool) or f["turn"] < 0:
+            raise InputError(f"{where}.{i}: must be a mapping with an integer 'turn' >= 0")
+        fault = parse_fault({k: v for k, v in f.items() if k != "turn"}, f"{where}.{i}")
+        fault.scope = f"agent:{agent}"  # a respawned agent does not meet it again
+        out[f["turn"]] = fault
+    return out
 
 
 class Conversation:

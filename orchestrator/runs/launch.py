@@ -160,12 +160,11 @@ def _preflight_driven(variant, agents, served: dict) -> None:
 
 def _check_role_faults(a, faults: list, served: dict) -> None:
     """Role-session faults are the model server's: it must run, and each must be one it knows."""
-    from orchestrator.modelserver.turns import parse_fault  # lazy: the model server only for variants that use one
+    from orchestrator.modelserver.conversation import role_faults  # lazy: the model server only for variants that use one
 
     if not served:
         raise InputError(f"kind {a.kind} ({a.role}): kind_options.faults need the variant's model_server (they are its faults)")
-    for i, raw in enumerate(faults):
-        parse_fault({k: v for k, v in raw.items() if k != "turn"}, f"kind {a.kind} ({a.role}): kind_options.faults.{i}")
+    role_faults(faults, f"kind {a.kind} ({a.role}): kind_options.faults", a.id)  # as the server will read them
 
 
 def plan_runs(req: RunRequest) -> list[tuple[RunSpec, RunPaths, object, str | None, bool]]:
