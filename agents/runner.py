@@ -169,6 +169,8 @@ class Runner:
             except OrchError as e:
                 result = Result(ok=False, reason=str(e))
             except Exception as e:  # a kind's bug fails its task, not the agent
+                if _TERMINATED:  # the signal landed inside a lock (queue.get): Python raised RuntimeError
+                    raise _TERMINATED[-1] from e  # in its place; the runner is stopping, the task is not failed
                 traceback.print_exc()  # into the agent's log, for whoever debugs the kind
                 ev.error(f"kind {c.kind} raised {type(e).__name__}: {e}", task=tid)
                 result = Result(ok=False, reason=f"kind {c.kind} raised {type(e).__name__}: {e}")
@@ -221,8 +223,12 @@ class Runner:
         self.work.take_in_blockers(task)
 
 
+_TERMINATED: list[Terminated] = []  # the signal received, kept: raising it may be lost on the way (below)
+
+
 def _on_signal(signum, frame):
-    raise Terminated(signum)
+    _TERMINATED.append(Terminated(signum))
+    raise _TERMINATED[-1]
 
 
 def main(argv: list[str] | None = None) -> int:
