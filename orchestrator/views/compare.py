@@ -79,7 +79,7 @@ def mann_whitney_p(x: list[float], y: list[float]) -> float:
     try:
         from scipy.stats import mannwhitneyu  # lazy: scipy (optional, the analysis extra) only for comparisons
     except ImportError as e:
-        raise OrchError("comparisons need scipy: python -m pip install 'orch[analysis]'") from e
+        raise OrchError("comparisons need scipy: python -m pip install scipy") from e
     return float(mannwhitneyu(x, y, alternative="two-sided").pvalue)
 
 

@@ -26,7 +26,7 @@ def _plt():
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt  # lazy: after matplotlib.use (the backend is chosen first)
     except ImportError as e:
-        raise OrchError("reports need matplotlib: python -m pip install 'orch[analysis]'") from e
+        raise OrchError("reports need matplotlib: python -m pip install matplotlib") from e
     return plt
 
 
