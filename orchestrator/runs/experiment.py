@@ -290,9 +290,14 @@ def load_experiment(path: Path) -> Experiment:
     return exp
 
 
+_NOTED: set[str] = set()  # files already noted in this process (`--all` finds each variant in the same file)
+
+
 def note_ignored(path: Path, exp: Experiment) -> None:
-    """One line on stderr naming what a foreign file asks that orch does not act on."""
-    if exp.ignored:
+    """One line on stderr naming what a foreign file asks that orch does not act on, once per file."""
+    key = str(Path(path).resolve())
+    if exp.ignored and key not in _NOTED:
+        _NOTED.add(key)
         print(f"orch: note: {path}: ignored (orch does not act on them): {', '.join(exp.ignored)}", file=sys.stderr)
 
 

@@ -1,4 +1,5 @@
-"""A finished run's exports: snapshot.json.gz, transitions.jsonl, metrics.json, summary.md."""
+"""A finished run's exports: snapshot.json.gz, transitions.jsonl, metrics.json, summary.md, and
+Parquet copies of the transitions and metrics (``views.tables``)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from coordstore.snapshot import write_snapshot
 
 from orchestrator.views.criteria import from_experiment_file
 from orchestrator.views.metrics import compute_metrics
+from orchestrator.views.tables import metrics_row, write_metrics, write_transitions
 from orchestrator.rundir import RunPaths, RunSpec
 
 
@@ -19,6 +21,8 @@ def export_run(spec: RunSpec, paths: RunPaths, store) -> dict:
     write_private(paths.transitions, "".join(t.model_dump_json() + "\n" for t in dump.history))
     metrics = compute_metrics(dump)
     write_private(paths.metrics, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    write_transitions(dump.history, paths.root / "transitions.parquet")
+    write_metrics([metrics_row(spec.model_dump(), metrics)], paths.root / "metrics.parquet")
     criteria = from_experiment_file(paths.experiment, metrics)
     write_private(paths.criteria, json.dumps(criteria, indent=2, sort_keys=True) + "\n")
     status = f"{dump.run.status} ({dump.run.reason})" if dump.run.reason else dump.run.status
