@@ -290,26 +290,23 @@ def load_experiment(path: Path) -> Experiment:
     return exp
 
 
-_NOTED: set[str] = set()  # files already noted in this process (`--all` finds each variant in the same file)
-
-
 def note_ignored(path: Path, exp: Experiment) -> None:
-    """One line on stderr naming what a foreign file asks that orch does not act on, once per file."""
-    key = str(Path(path).resolve())
-    if exp.ignored and key not in _NOTED:
-        _NOTED.add(key)
+    """One line on stderr naming what a foreign file asks that orch does not act on."""
+    if exp.ignored:
         print(f"orch: note: {path}: ignored (orch does not act on them): {', '.join(exp.ignored)}", file=sys.stderr)
 
 
-def find_variant(name: str, experiment_file: Path | None = None) -> tuple[Path, Experiment, Variant]:
+def find_variant(name: str, experiment_file: Path | None = None, note: bool = True) -> tuple[Path, Experiment, Variant]:
     """The variant ``name`` in ``experiment_file``, or searched across every known experiment file.
 
-    Unknown or ambiguous names list the candidates.
+    Unknown or ambiguous names list the candidates. ``note``: say what the file asks that orch
+    ignores (off for the later variants of one `--all`, which read the same file).
     """
     if experiment_file is not None:
         exp = load_experiment(experiment_file)
         variant = exp.variant(name)
-        note_ignored(experiment_file, exp)
+        if note:
+            note_ignored(experiment_file, exp)
         return experiment_file, exp, variant
     hits, every = [], []
     for f in experiment_files():

@@ -54,7 +54,7 @@ def plan_experiment(req, plan_runs) -> list[Scheduled]:
     if req.experiment is None:
         raise UsageError("--all runs every variant of one experiment: give it with --experiment FILE")
     exp = load_experiment(req.experiment)
-    per_variant = [plan_runs(dataclasses.replace(req, variant=v.name)) for v in exp.variants]
+    per_variant = [plan_runs(dataclasses.replace(req, variant=v.name, note_ignored=i == 0)) for i, v in enumerate(exp.variants)]
     unpaired = [v.name for v in exp.variants if "seed" in v.execution]
     if unpaired and req.seed is None:
         print(f"orch: note: {req.experiment}: variants {', '.join(unpaired)} set their own execution.seed: "
