@@ -249,8 +249,14 @@ class CoordStore(ABC):
         tokens_cached: int = 0,
         tokens_thinking: int = 0,
         cost_usd: float = 0.0,
+        *,
+        tokens_image: int = 0,
+        tokens_audio: int = 0,
+        metric_6: int = 0,
+        metric_7: int = 0,
     ) -> None:
-        """Add token counts and cost to the task (no transition: usage is not a state change)."""
+        """Add token counts (the 8 metric slots, ``models.METRIC_FIELDS``) and cost to the task
+        (no transition: usage is not a state change)."""
 
     # ------------------------------------------------------------------ agents
     @abstractmethod

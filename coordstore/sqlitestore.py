@@ -334,11 +334,14 @@ class SQLiteStore(SQLiteRecords, SQLiteGrowth, CoordStore):
         return self._task_verb(run_id, now, sm.cancel, task_id, reason, by)
 
     def add_usage(self, run_id: str, task_id: str, tokens_in: int = 0, tokens_out: int = 0, tokens_cached: int = 0,
-                  tokens_thinking: int = 0, cost_usd: float = 0.0) -> None:
+                  tokens_thinking: int = 0, cost_usd: float = 0.0, *, tokens_image: int = 0, tokens_audio: int = 0,
+                  metric_6: int = 0, metric_7: int = 0) -> None:
+        slots = (tokens_in, tokens_out, tokens_cached, tokens_thinking, tokens_image, tokens_audio, metric_6, metric_7)
         with self._write(self.clock()) as tx:
             cur = tx.c.execute(
                 "UPDATE tasks SET tokens_in=tokens_in+?, tokens_out=tokens_out+?, tokens_cached=tokens_cached+?, "
-                "tokens_thinking=tokens_thinking+?, cost_usd=cost_usd+? WHERE run_id=? AND id=?",
-                (tokens_in, tokens_out, tokens_cached, tokens_thinking, cost_usd, run_id, task_id))
+                "tokens_thinking=tokens_thinking+?, tokens_image=tokens_image+?, tokens_audio=tokens_audio+?, "
+                "metric_6=metric_6+?, metric_7=metric_7+?, cost_usd=cost_usd+? WHERE run_id=? AND id=?",
+                (*slots, cost_usd, run_id, task_id))
             if cur.rowcount == 0:
                 raise NotFound(f"run {run_id!r}: no task {task_id!r}")

@@ -52,7 +52,8 @@ def summary_markdown(spec: RunSpec, status: str, m: dict, criteria: list[dict] =
         ("dispatch latency", "-" if m["dispatch_latency_ms"] is None else f"{m['dispatch_latency_ms']:.1f} ms"),
         ("merge conflicts", str(m["merge_conflicts"])),
         ("retries / stalls", f"{m['retries']} / {m['stalls']}"),
-        ("tokens / cost", f"{m['tokens']['total']} / ${m['cost_usd']:.4f}"),
+        ("tokens / cost", f"{m['tokens']['total']} total, {m['billable_tokens']} billable, "
+                          f"{m['cache_hit_rate']:.1%} cache hits / ${m['cost_usd']:.4f}"),
     ]
     lines = [f"# Run {spec.run_id}", "", f"Experiment `{spec.experiment_id}`, variant `{spec.variant}` ({spec.policy}), seed {spec.seed}.", ""]
     lines += ["| metric | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]

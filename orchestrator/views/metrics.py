@@ -14,7 +14,7 @@ from coordstore.graph import GraphIndex, critical_path, work_ids
 from coordstore.models import RunDump, Transition
 
 from orchestrator.views.coordmetrics import COORDINATION_KEYS, coordination_metrics
-from orchestrator.views.usage import TOKEN_KINDS, usage_by_agent
+from orchestrator.views.tokenmetrics import token_metrics
 
 METRIC_KEYS = (
     "wall_clock_ms", "lower_bound_ms", "efficiency", "tasks_total", "tasks_completed", "tasks_failed",
@@ -22,6 +22,7 @@ METRIC_KEYS = (
     "blocking_ratio", "queue_wait_ms", "dispatch_latency_ms", "pickup_latency_ms", "utilization",
     "idle_ms", "busy_ms", "tasks_per_agent", "gini_tasks", "gini_busy", "reassignments", "stalls", "retries",
     "merge_conflicts", "tokens", "cost_usd", "cost_per_completed_task",
+    "billable_tokens", "cached_tokens", "cache_hit_rate", "tokens_per_completed_task", "cost_per_point",
 ) + COORDINATION_KEYS  # the agent-coordination group (claims included) comes last
 HOUR_MS = 3_600_000
 
@@ -136,10 +137,6 @@ def compute_metrics(dump: RunDump) -> dict[str, Any]:
 
     requeues = [r for r in rows if r.is_requeue]
     reassign = sum(1 for r in rows if r.entity == "task" and r.from_state == "assigned" and r.to_state == "assigned")
-    usage = usage_by_agent(dump).values()
-    tokens = {k: int(sum(u[k] for u in usage)) for k in TOKEN_KINDS}
-    cost = sum(u["cost_usd"] for u in usage)
-    tokens["total"] = sum(tokens.values())
     started = [t for t in work if p.started_at.get(t)]
 
     util = {a: (busy[a] / wall if wall else 0.0) for a in executing}
@@ -169,8 +166,6 @@ def compute_metrics(dump: RunDump) -> dict[str, Any]:
         "stalls": sum(1 for r in rows if r.entity == "agent" and r.to_state == "stalled"),
         "retries": len(requeues),
         "merge_conflicts": sum(1 for r in rows if r.entity == "merge" and r.to_state == "conflict"),
-        "tokens": tokens,
-        "cost_usd": round(cost, 6),
-        "cost_per_completed_task": round(cost / len(completed), 6) if completed else 0.0,
+        **token_metrics(dump, completed),  # tokens, cost_usd, cost_per_completed_task and the token efficiency keys
         **coordination_metrics(dump, len(completed)),
     }

@@ -409,3 +409,15 @@ def test_list_tasks_filters_and_usage(store, new_run):
     a = store.get_task(run, "a")
     assert (a.tokens_in, a.tokens_out, a.tokens_cached, a.tokens_thinking, a.cost_usd) == (11, 5, 7, 3, 0.75)
     assert len(store.history(run)) == n
+
+
+def test_usage_adds_all_eight_metric_slots(store, new_run):
+    run = new_run(["a", "b"])
+    store.add_usage(run, "a", 1, 2, 3, 4, 0.5, tokens_image=5, tokens_audio=6, metric_6=7, metric_7=8)
+    store.add_usage(run, "a", tokens_in=10, tokens_audio=60, metric_7=80, cost_usd=0.25)
+    a = store.get_task(run, "a")
+    assert a.metrics == [11, 2, 3, 4, 5, 66, 7, 88] and a.cost_usd == 0.75
+    assert [t.metrics for t in store.list_tasks(run)] == [[11, 2, 3, 4, 5, 66, 7, 88], [0] * 8]  # b untouched
+    assert [t.metrics for t in store.dump_run(run).tasks] == [[11, 2, 3, 4, 5, 66, 7, 88], [0] * 8]
+    with refused(store, run, NotFound):
+        store.add_usage(run, "nope", tokens_image=1)

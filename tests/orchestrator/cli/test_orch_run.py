@@ -142,6 +142,9 @@ def test_failed_tasks_fail_the_run_unless_the_experiment_allows_them(tmp_path, c
     summary = (Path(run["run_dir"]) / "summary.md").read_text()
     assert f"| status | failed ({m['tasks_failed']} failed, {m['tasks_cancelled']} cancelled of 5 tasks) |" in summary
     assert f"| tasks failed / cancelled | {m['tasks_failed']} / {m['tasks_cancelled']} |" in summary
+    full = json.loads((Path(run["run_dir"]) / "metrics.json").read_text())
+    assert f"| tokens / cost | {full['tokens']['total']} total, {full['billable_tokens']} billable, " \
+           f"{full['cache_hit_rate']:.1%} cache hits / ${full['cost_usd']:.4f} |" in summary and full["billable_tokens"] > 0
     # why each task did not complete, on one line each: the reason a reader of the summary needs
     listed = summary.split("Tasks that did not complete:\n\n", 1)[1].split("\n\n", 1)[0].splitlines()
     assert len(listed) == 5 and any(" failed: " in line and "injected failure" in line for line in listed), listed
