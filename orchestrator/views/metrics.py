@@ -14,6 +14,8 @@ from coordstore.graph import GraphIndex, critical_path, work_ids
 from coordstore.models import RunDump, Transition
 
 from orchestrator.views.coordmetrics import COORDINATION_KEYS, coordination_metrics
+from orchestrator.views.overhead import OVERHEAD_KEYS, overhead_metrics
+from orchestrator.views.timeinstatus import time_in_status
 from orchestrator.views.usage import TOKEN_KINDS, usage_by_agent
 
 METRIC_KEYS = (
@@ -22,6 +24,7 @@ METRIC_KEYS = (
     "blocking_ratio", "queue_wait_ms", "dispatch_latency_ms", "pickup_latency_ms", "utilization",
     "idle_ms", "busy_ms", "tasks_per_agent", "gini_tasks", "gini_busy", "reassignments", "stalls", "retries",
     "merge_conflicts", "tokens", "cost_usd", "cost_per_completed_task",
+    *OVERHEAD_KEYS, "time_in_status_ms", "time_by_agent_ms",
 ) + COORDINATION_KEYS  # the agent-coordination group (claims included) comes last
 HOUR_MS = 3_600_000
 
@@ -172,5 +175,6 @@ def compute_metrics(dump: RunDump) -> dict[str, Any]:
         "tokens": tokens,
         "cost_usd": round(cost, 6),
         "cost_per_completed_task": round(cost / len(completed), 6) if completed else 0.0,
+        **overhead_metrics(dump, wall, actual), **time_in_status(dump),
         **coordination_metrics(dump, len(completed)),
     }
