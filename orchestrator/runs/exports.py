@@ -10,6 +10,7 @@ from coordstore.snapshot import write_snapshot
 
 from orchestrator.views.criteria import from_experiment_file
 from orchestrator.views.metrics import compute_metrics
+from orchestrator.views.overhead import overhead_rows
 from orchestrator.rundir import RunPaths, RunSpec
 
 
@@ -49,6 +50,7 @@ def summary_markdown(spec: RunSpec, status: str, m: dict, criteria: list[dict] =
         ("merge conflicts", str(m["merge_conflicts"])),
         ("retries / stalls", f"{m['retries']} / {m['stalls']}"),
         ("tokens / cost", f"{m['tokens']['total']} / ${m['cost_usd']:.4f}"),
+        *overhead_rows(m),
     ]
     lines = [f"# Run {spec.run_id}", "", f"Experiment `{spec.experiment_id}`, variant `{spec.variant}` ({spec.policy}), seed {spec.seed}.", ""]
     lines += ["| metric | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
