@@ -14,6 +14,7 @@ from coordstore.models import UNSUCCESSFUL
 from orchestrator.cli.app import app, interrupt_exits, print_json
 from orchestrator.views.coordmetrics import COORDINATION_KEYS
 from orchestrator.views.metrics import compute_metrics
+from orchestrator.views.overhead import overhead_line
 from orchestrator.views.runinfo import open_run
 
 
@@ -48,6 +49,7 @@ def _render_outcomes(outcomes, quiet: bool) -> None:
     Console().print(table)
     for o in outcomes:  # plain lines: paths must stay copyable, never wrapped
         m = o.metrics
+        typer.echo(overhead_line(m))
         if m["tasks_failed"] or m["tasks_cancelled"]:
             typer.echo(f"tasks: {m['tasks_failed']} failed, {m['tasks_cancelled']} cancelled"
                        + ("; the experiment allows failures" if o.spec.allow_failures else f"; run {o.status}"))
@@ -156,6 +158,7 @@ def resume_cmd(
     else:
         failures = "".join(f", {metrics[f'tasks_{k}']} {k}" for k in UNSUCCESSFUL if metrics[f"tasks_{k}"])
         typer.echo(f"{orch.spec.run_id}: {status}, {metrics['tasks_completed']}/{metrics['tasks_total']} tasks completed{failures}")
+        typer.echo(overhead_line(metrics))  # every session's phases, this resume's included
     if status != "finished":
         raise typer.Exit(1)
 

@@ -12,6 +12,7 @@ from coordstore.snapshot import write_snapshot
 from orchestrator.views.criteria import from_experiment_file
 from orchestrator.views.metrics import compute_metrics
 from orchestrator.views.tables import metrics_row, write_metrics, write_transitions
+from orchestrator.views.overhead import overhead_rows
 from orchestrator.rundir import RunPaths, RunSpec
 
 
@@ -54,6 +55,7 @@ def summary_markdown(spec: RunSpec, status: str, m: dict, criteria: list[dict] =
         ("retries / stalls", f"{m['retries']} / {m['stalls']}"),
         ("tokens / cost", f"{m['tokens']['total']} total, {m['billable_tokens']} billable, "
                           f"{m['cache_hit_rate']:.1%} cache hits / ${m['cost_usd']:.4f}"),
+        *overhead_rows(m),
     ]
     lines = [f"# Run {spec.run_id}", "", f"Experiment `{spec.experiment_id}`, variant `{spec.variant}` ({spec.policy}), seed {spec.seed}.", ""]
     lines += ["| metric | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]

@@ -15,6 +15,8 @@ from coordstore.models import RunDump, Transition
 
 from orchestrator.views.coordmetrics import COORDINATION_KEYS, coordination_metrics
 from orchestrator.views.tokenmetrics import token_metrics
+from orchestrator.views.overhead import OVERHEAD_KEYS, overhead_metrics
+from orchestrator.views.timeinstatus import time_in_status
 
 METRIC_KEYS = (
     "wall_clock_ms", "lower_bound_ms", "efficiency", "tasks_total", "tasks_completed", "tasks_failed",
@@ -23,6 +25,7 @@ METRIC_KEYS = (
     "idle_ms", "busy_ms", "tasks_per_agent", "gini_tasks", "gini_busy", "reassignments", "stalls", "retries",
     "merge_conflicts", "tokens", "cost_usd", "cost_per_completed_task",
     "billable_tokens", "cached_tokens", "cache_hit_rate", "tokens_per_completed_task", "cost_per_point",
+    *OVERHEAD_KEYS, "time_in_status_ms", "time_by_agent_ms",
 ) + COORDINATION_KEYS  # the agent-coordination group (claims included) comes last
 HOUR_MS = 3_600_000
 
@@ -167,5 +170,6 @@ def compute_metrics(dump: RunDump) -> dict[str, Any]:
         "retries": len(requeues),
         "merge_conflicts": sum(1 for r in rows if r.entity == "merge" and r.to_state == "conflict"),
         **token_metrics(dump, completed),  # tokens, cost_usd, cost_per_completed_task and the token efficiency keys
+        **overhead_metrics(dump, wall, actual), **time_in_status(dump),
         **coordination_metrics(dump, len(completed)),
     }

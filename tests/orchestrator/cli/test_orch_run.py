@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -75,6 +76,16 @@ def test_report_writes_markdown_html_and_charts(tmp_path, capsys):
     code, out, err = orch(capsys, "compare", str(results / "coordination"), str(results / "baseline"), "--json")
     assert code == 0, err
     assert json.loads(out)["baseline"] == "solo-1" and "pull-2" in json.loads(out)["speedup"]
+
+
+def test_plain_output_states_the_overhead_and_when_orchestrating_pays(tmp_path, capsys):
+    code, out, err = orch(capsys, "run", "--variant", "pull-2", "--template", "tiny-feature", "--runs", "1",
+                          "--time-scale", FAST, "--results", str(tmp_path / "results"), "--quiet")
+    assert code == 0, err
+    [line] = [ln for ln in out.splitlines() if ln.startswith("overhead: ")]
+    assert re.fullmatch(r"overhead: setup \d+\.\ds, spawn \d+\.\ds, drain \d+\.\ds, merge \d+\.\ds "
+                        r"\(\d+% of wall\+overhead\); speedup vs solo \d+\.\d\dx; "
+                        r"(orchestrating pays off for tasks longer than \d+\.\ds|orchestrating this graph never pays off .*)", line), line
 
 
 @pytest.mark.parametrize("args,needle,exit_code", [
