@@ -62,7 +62,7 @@ def plan_cmd(
     before and after Holm, and the runs per variant needed for an A12 (from pilot runs if any)."""
     # lazy: `orch`'s start-up (the experiment loader, the comparison's runs and the plan only here)
     from orchestrator.runs.experiment import load_experiment
-    from orchestrator.views.compare import DEFAULT_COMPARED, find_runs, values
+    from orchestrator.views.compare import DEFAULT_COMPARED, find_runs, values_of
     from orchestrator.views.plan import plan, plan_text
 
     if not 0 <= effect <= 1 or effect == 0.5:
@@ -75,18 +75,13 @@ def plan_cmd(
     if results is not None and not results.is_dir():
         raise InputError(f"--results {results}: not a directory")
     where = results if results is not None else DEFAULT_RESULTS / exp.experiment.id
-    pilot = None
     try:
         found = find_runs([where]) if where.is_dir() else {}
     except InputError:  # a directory with no finished runs: no pilot
         found = {}
-    if found:
-        def pilot(metric: str, variant: str) -> list[float]:
-            return values(found.get(variant, []), metric)
-
     metrics = [m.name for m in exp.metrics] or list(DEFAULT_COMPARED)
     hypotheses = [h.model_dump() for h in exp.experiment.hypotheses]
-    p = plan(runs, alpha, effect, metrics, pilot, hypotheses)
+    p = plan(runs, alpha, effect, metrics, values_of(found) if found else None, hypotheses)
     p.update(experiment=exp.experiment.id, pilot_runs=str(where) if found else None)
     if as_json:
         print_json(p)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from itertools import combinations
 from pathlib import Path
 
@@ -75,6 +76,11 @@ def values(runs: list[dict], metric: str) -> list[float]:
     return vals
 
 
+def values_of(by_variant: dict[str, list[dict]]) -> Callable[[str, str], list[float]]:
+    """(metric, variant) -> that variant's runs' numbers (none for a variant without runs)."""
+    return lambda metric, variant: values(by_variant.get(variant, []), metric)
+
+
 def _no_nan(obj):
     """JSON has no NaN: a test without samples says null."""
     if isinstance(obj, float) and math.isnan(obj):
@@ -96,10 +102,13 @@ def _experiments(by_variant: dict[str, list[dict]]) -> dict[str, Path]:
 
 
 def _mark(direction: str, p_holm: float | None, effect: float | None, alpha: float) -> str:
-    """better | worse | n.s. | neutral, for a variant against the baseline (effect: A12 of variant vs baseline)."""
+    """better | worse | n.s. | neutral | - (no test: a side without values), for a variant against
+    the baseline (effect: A12 of the variant against the baseline)."""
+    if p_holm is None or math.isnan(p_holm):
+        return "-"
     if direction == "neutral":
         return "neutral"
-    if p_holm is None or math.isnan(p_holm) or p_holm >= alpha or effect is None or effect == 0.5:
+    if p_holm >= alpha or effect is None or effect == 0.5:
         return "n.s."
     return "better" if (effect > 0.5) == (direction == "higher") else "worse"
 
@@ -117,11 +126,14 @@ def _speedup(by_variant: dict[str, list[dict]], order: list[str]) -> dict:
     return out
 
 
-def _chosen(named: list[str], claims_use: list[str], by_variant: dict[str, list[dict]]) -> tuple[str, ...]:
+def _chosen(named: list[str], claims_use: list[str], by_variant: dict[str, list[dict]]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(the metrics compared, the agent-coordination group added to them when a variant coordinated)."""
     wanted = list(dict.fromkeys(named + claims_use)) or list(DEFAULT_COMPARED)
-    if any(values(runs, "coordination_calls") and max(values(runs, "coordination_calls")) > 0 for runs in by_variant.values()):
-        wanted += [m for m in COORDINATION_COMPARED if m not in wanted]
-    return tuple(m for m in wanted if any(values(runs, m) for runs in by_variant.values()))
+    group = []
+    if any(max(values(runs, "coordination_calls"), default=0) > 0 for runs in by_variant.values()):
+        group = [m for m in COORDINATION_COMPARED if m not in wanted]
+    carried = tuple(m for m in wanted + group if any(values(runs, m) for runs in by_variant.values()))
+    return carried, tuple(m for m in group if m in carried)
 
 
 def compare(dirs: list[Path], metrics: tuple[str, ...] | None = None, baseline: str | None = None) -> dict:
@@ -134,7 +146,7 @@ def compare(dirs: list[Path], metrics: tuple[str, ...] | None = None, baseline: 
     base = baseline or (ask.baseline if ask.baseline in by_variant else order[0])
     alpha = ask.alpha
     claims_use = [c["metric"] for h in ask.hypotheses for c in h["claims"] if isinstance(c.get("metric"), str)]
-    chosen = tuple(dict.fromkeys(metrics)) if metrics else _chosen(list(ask.directions), claims_use, by_variant)
+    chosen, group = (tuple(dict.fromkeys(metrics)), ()) if metrics else _chosen(list(ask.directions), claims_use, by_variant)
     summary = {v: {m: summarize(values(by_variant[v], m)) for m in chosen} for v in order}
 
     pairs, compared = [], []
@@ -160,10 +172,10 @@ def compare(dirs: list[Path], metrics: tuple[str, ...] | None = None, baseline: 
             vs[v] = {"delta": delta, "delta_pct": 100 * delta / abs(base_mean) if delta is not None and base_mean else None,
                      "p": pair["u_p"], "p_holm": pair.get("p_holm"), "a12": effect,
                      "mark": _mark(direction, pair.get("p_holm"), effect, alpha)}
-        compared.append({"name": m, "direction": direction, "vs_baseline": vs})
+        compared.append({"name": m, "direction": direction, "group": "coordination" if m in group else "", "vs_baseline": vs})
 
     specs = {v: by_variant[v][0]["spec"] for v in order}
-    hypotheses = judge(ask.hypotheses, lambda m, v: values(by_variant.get(v, []), m), alpha)
+    hypotheses = judge(ask.hypotheses, values_of(by_variant), alpha)
     return _no_nan({
         "version": 1,
         "experiments": [e for e in ask.experiments if e],

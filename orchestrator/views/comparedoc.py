@@ -15,7 +15,7 @@ import math
 from orchestrator.views.plan import design_lines
 
 WORDS = {"lower": "lower is better", "higher": "higher is better", "neutral": "neutral"}
-COLOURS = {"better": "#d3f2d8", "worse": "#f7d4d4", "n.s.": "#ececec", "neutral": "#ececec", "baseline": "#ffffff"}
+COLOURS = {"better": "#d3f2d8", "worse": "#f7d4d4", "n.s.": "#ececec", "neutral": "#ececec", "-": "#ececec", "baseline": "#ffffff"}
 
 
 def num(x: float | None) -> str:
@@ -75,8 +75,13 @@ def blocks(result: dict, title: str = "Comparison") -> list[tuple]:
                      "95% CI of the mean (t). Δ: the variant's mean − the baseline's. p: two-sided Mann–Whitney U, "
                      f"Holm-corrected across {result['holm_family']}. A12: P(variant > baseline) + ½ P(=). Marks by the "
                      "metric's direction: better or worse when p < alpha, else n.s."))
+    group = [m for m in result["metrics"] if m["group"] == "coordination"]
     for metric in result["metrics"]:
-        out.append(("h", 2, f"{metric['name']} ({WORDS.get(metric['direction'], metric['direction'])})"))
+        if metric is (group or [None])[0]:  # the agent-coordination group, under its own heading
+            out.append(("h", 2, "Agent coordination"))
+            out.append(("p", "Coordination-tool calls, their time and tokens (orch-coordinated variants: zeros)."))
+        level = 3 if metric in group else 2
+        out.append(("h", level, f"{metric['name']} ({WORDS.get(metric['direction'], metric['direction'])})"))
         out.append(("table", *_metric_table(result, metric)))
     if result["hypotheses"]:
         out.append(("h", 2, "Hypotheses"))
@@ -178,7 +183,8 @@ def _html_table(header: list[str], rows: list[list[str]], classes: list[str]) ->
     body = []
     for i, row in enumerate(rows):
         cls = classes[i] if i < len(classes) else ""
-        style = f' class="{cls.replace(".", "")}" style="background:{COLOURS[cls]}"' if cls in COLOURS else ""
+        name = {"n.s.": "ns", "-": "none"}.get(cls, cls)
+        style = f' class="{name}" style="background:{COLOURS[cls]}"' if cls in COLOURS else ""
         body.append(f"<tr{style}>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>")
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from itertools import combinations
 
-from orchestrator.views.stats import POWER, a12, runs_for_effect, smallest_p, smallest_p_holm
+from orchestrator.views.stats import POWER, a12, runs_for_effect, runs_to_reach, smallest_p, smallest_p_holm
 
 Values = Callable[[str, str], list[float]]  # (metric, variant) -> the pilot runs' values
 
@@ -52,7 +52,7 @@ def plan(runs: dict[str, int], alpha: float, effect: float, metrics: list[str] =
     for c, r in zip(claims, claim_rows):
         r.update(metric=c["metric"], op=c["op"], hypothesis=c["hypothesis"], runs_needed=runs_for_effect(effect, alpha, r["m"]))
     out = {"version": 1, "alpha": alpha, "power": POWER, "a12": effect, "runs": dict(runs), "pairs": pairs,
-           "claims": claim_rows, "pilot": []}
+           "claims": claim_rows, "pilot": [], "runs_to_reach": runs_to_reach(alpha, len(pairs)) if pairs else None}
     if pilot is not None:
         for r in pairs:
             for metric in metrics:
@@ -81,7 +81,7 @@ FORMULA = ("runs per variant: Noether's n = (z(1 - alpha/(2m)) + z(power))^2 / (
            "and at least the runs whose smallest p after Holm is below alpha")
 
 
-def design_lines(pairs: list[dict], alpha: float, what: str = "pairs of variants of each metric") -> list[str]:
+def design_lines(pairs: list[dict], alpha: float, what: str = "pair(s) of variants of each metric") -> list[str]:
     """Markdown: the smallest reachable p, one row per distinct (n_a, n_b) of the pairs."""
     if not pairs:
         return []
@@ -90,7 +90,7 @@ def design_lines(pairs: list[dict], alpha: float, what: str = "pairs of variants
     for r in pairs:
         groups.setdefault((r["n_a"], r["n_b"]), []).append(r)
     lines = [f"Exact two-sided Mann–Whitney U: with n1 and n2 runs p ≥ 2 / C(n1 + n2, n1); Holm over the {m} {what} "
-             f"multiplies the smallest by {m}.", "",
+             f"multiplies the smallest by {m}. The fewest runs per variant that can pass at {alpha:g}: {runs_to_reach(alpha, m)}.", "",
              "| runs | pairs | smallest p | after Holm | below alpha " + f"{alpha:g} |", "|---|---|---|---|---|"]
     for (na, nb), rows in groups.items():
         r = rows[0]
@@ -103,12 +103,12 @@ def design_lines(pairs: list[dict], alpha: float, what: str = "pairs of variants
 def plan_text(p: dict, title: str) -> str:
     """``orch plan``'s markdown."""
     alpha = p["alpha"]
-    lines = [f"# Plan: {title}", "", f"alpha {alpha:g}, power {p['power']:g}, A12 to detect {p['a12']:g}; "
-             + FORMULA.format(power=p["power"]) + ".", ""]
+    lines = [f"# Plan: {title}", "", f"alpha {alpha:g}, A12 to detect {p['a12']:g}; " + FORMULA.format(power=p["power"]) + ".", ""]
     if not p["pairs"]:
         lines.append("One variant: nothing to compare.")
     else:
         lines += [f"## Pairs of variants (Holm over {p['pairs'][0]['m']} per metric)", "",
+                  f"The fewest runs per variant whose smallest p can pass Holm at {alpha:g}: {p['runs_to_reach']}.", "",
                   f"| a | b | runs | smallest p | after Holm | below {alpha:g} | runs needed for A12 {p['a12']:g} |",
                   "|---|---|---|---|---|---|---|"]
         lines += [f"| {r['a']} | {r['b']} | {r['n_a']}/{r['n_b']} | {_p(r['smallest_p'])} | {_p(r['smallest_p_holm'])} | "

@@ -9,6 +9,7 @@ curve per variant, tasks and busy time per agent, and metric box plots.
 from __future__ import annotations
 
 import html
+import json
 from pathlib import Path
 
 from orchestrator.views.compare import COORDINATION_COMPARED, comparison_files, coordinated, find_runs, values
