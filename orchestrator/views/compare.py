@@ -128,7 +128,9 @@ def _speedup(by_variant: dict[str, list[dict]], order: list[str]) -> dict:
 
 def _chosen(named: list[str], claims_use: list[str], by_variant: dict[str, list[dict]]) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(the metrics compared, the agent-coordination group added to them when a variant coordinated)."""
-    wanted = list(dict.fromkeys(named + claims_use)) or list(DEFAULT_COMPARED)
+    wanted = list(dict.fromkeys(named + claims_use))
+    if not any(values(runs, m) for m in wanted for runs in by_variant.values()):  # none named, or none with values
+        wanted = list(DEFAULT_COMPARED)
     group = []
     if any(max(values(runs, "coordination_calls"), default=0) > 0 for runs in by_variant.values()):
         group = [m for m in COORDINATION_COMPARED if m not in wanted]

@@ -18,6 +18,7 @@ from orchestrator.views.asks import metric_directions
 
 ALPHA = 0.05
 NO_BASELINE = ("none", "")  # task-graph-mcp's files say `baseline: none`
+OPS = ("<", ">", "<=", ">=")
 
 
 @dataclass
@@ -54,12 +55,18 @@ def variant_names(doc: dict) -> list[str]:
     return [n for n in names if n]
 
 
+def _well_formed(c) -> bool:
+    """A claim as the loader accepts it (a frozen copy was loaded once, but may predate a check)."""
+    return (isinstance(c, dict) and isinstance(c.get("metric"), str) and isinstance(c.get("a"), str)
+            and c.get("op") in OPS and isinstance(c.get("b"), (str, int, float)) and not isinstance(c.get("b"), bool))
+
+
 def _hypotheses(doc: dict, experiment: str) -> list[dict]:
     head = doc.get("experiment") if isinstance(doc.get("experiment"), dict) else {}
     out = []
     for i, h in enumerate(head.get("hypotheses") or []):
         if isinstance(h, dict):
-            claims = [c for c in h.get("claims") or [] if isinstance(c, dict)]
+            claims = [c for c in h.get("claims") or [] if _well_formed(c)]
             out.append({"experiment": experiment, "id": str(h.get("id", f"H{i + 1}")), "text": str(h.get("text", "")).strip(),
                         "claims": claims})
     comparison = doc.get("comparison") if isinstance(doc.get("comparison"), dict) else {}
