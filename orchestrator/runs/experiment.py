@@ -29,6 +29,7 @@ from coordstore.snapshot import read_text
 from agents.config import MergeMode
 
 from orchestrator.runs.foreign import KNOWN_SHAPES, ForeignError, Translation, shape_of, translate
+from orchestrator.runs.hypotheses import Comparison, Hypothesis, unknown_name
 from orchestrator.runs.resources import experiment_files
 from orchestrator.supervision.verdicts import SupervisionConfig
 
@@ -149,6 +150,7 @@ class ExperimentHead(_Strict):
     id: str = Field(min_length=1)
     name: str = ""
     hypothesis: str = ""
+    hypotheses: list[Hypothesis] = Field(default_factory=list)  # testable claims, judged by the comparison
 
     _id_is_a_directory = field_validator("id")(_one_directory)
 
@@ -161,6 +163,7 @@ class Experiment(_Strict):
     variants: list[Variant] = Field(min_length=1)
     metrics: list[MetricSpec] = Field(default_factory=list)
     success_criteria: list[Criterion] = Field(default_factory=list)
+    comparison: Comparison = Field(default_factory=Comparison)
     # set by load_experiment, never by a file: the shape the file was written in, and (foreign
     # shapes) the keys orch does not act on, which `orch run` notes once
     _shape: str = PrivateAttr(default="orch")
@@ -285,6 +288,10 @@ def load_experiment(path: Path) -> Experiment:
             exp.execution_for(v)
         except ValidationError as e:
             raise _schema_error(path, tree, data, e, ("variants", i, "execution")) from e
+    unknown = unknown_name([v.name for v in exp.variants], [m.name for m in exp.metrics], exp.experiment.hypotheses, exp.comparison)
+    if unknown:
+        key, msg = unknown
+        raise _error_at(path, tree, tr.origin.get(key, key) if tr else key, msg)
     if tr:
         exp._shape, exp._ignored = tr.shape, tr.ignored
     return exp

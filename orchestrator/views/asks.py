@@ -123,3 +123,15 @@ def asked_criteria(raw: Any) -> Asked:
             else:
                 out.items.append({"metric": metric, "op": m.group(1), "value": float(m.group(2))})
     return out
+
+
+def default_direction(name: str) -> str:
+    """The direction of a metric no file names: more is better for HIGHER_IS_BETTER, less for the rest."""
+    return "higher" if name in HIGHER_IS_BETTER else "lower"
+
+
+def metric_directions(doc: dict | None) -> dict[str, str]:
+    """Every metric an experiment file (as written, any shape) names -> "lower" | "higher" | "neutral"."""
+    if not isinstance(doc, dict):
+        return {}
+    return {m["name"]: m["direction"] for m in asked_metrics(doc.get("metrics")).items}

@@ -73,9 +73,14 @@ def test_report_writes_markdown_html_and_charts(tmp_path, capsys):
     pngs = sorted(p.name for p in (rep / "charts").glob("*.png"))
     assert "completion.png" in pngs and sum(p.startswith("gantt-") for p in pngs) == 2
     assert "PASS" in (rep / "report.md").read_text()  # success criteria evaluated
+    # the report holds the comparison, written beside it too
+    assert "## Comparison: coordination" in (rep / "report.md").read_text()
+    assert json.loads((rep / "comparison.json").read_text())["variants"]["pull-2"]["n"] == 2
+    assert "95% CI" in (rep / "comparison.md").read_text() and (rep / "comparison.html").is_file()
     code, out, err = orch(capsys, "compare", str(results / "coordination"), str(results / "baseline"), "--json")
     assert code == 0, err
-    assert json.loads(out)["baseline"] == "solo-1" and "pull-2" in json.loads(out)["speedup"]
+    speedup = json.loads(out)["speedup"]
+    assert speedup["solo"] == "solo-1" and "pull-2" in speedup["variants"]
 
 
 def test_plain_output_states_the_overhead_and_when_orchestrating_pays(tmp_path, capsys):
