@@ -73,8 +73,10 @@ def overlap_ms(xs: list[Interval], ys: list[Interval]) -> int:
     return total
 
 
-def _task_timelines(dump: RunDump, work: set[str]) -> tuple[dict[str, list[Interval]], list[Interval], dict[str, int]]:
-    """(per agent: when it held a work task, the periods work tasks were pending, completions).
+def _task_timelines(dump: RunDump, work: set[str]) -> tuple[dict[str, list[Interval]], list[tuple[str, int, float]],
+                                                             dict[str, int]]:
+    """(per agent: when it held a work task; (task, from, to) of each period a work task was
+    pending; each task's completion time).
 
     A pending period runs from the task's first row (or the history's start) or its requeue to its
     next status change (or forever)."""
