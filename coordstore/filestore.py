@@ -95,9 +95,10 @@ class FileStore(FileJournal, CoordStore):
         rs = self._read(run_id)
         return [Task.model_validate(rs.tasks[t]) for t in rs.ready_list(agent_tags, order)]
 
-    def claim_next(self, run_id, agent, agent_tags=None, order: ClaimOrder = "priority", within=None, now=None):
+    def claim_next(self, run_id, agent, agent_tags=None, order: ClaimOrder = "priority", within=None, now=None,
+                   seen=None):
         now = self._now(now)
-        tid = self._write(run_id, lambda rs: rs.claim_next(agent, agent_tags, order, within, now))
+        tid = self._write(run_id, lambda rs: rs.claim_next(agent, agent_tags, order, within, now, seen))
         return None if tid is None else self._task(run_id, tid)
 
     def claim(self, run_id: str, task_id: str, agent: str, now: int | None = None) -> Task | None:

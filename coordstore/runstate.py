@@ -230,12 +230,12 @@ class RunState(TaskIndex, RunEvents):
         self._mut(["run", {**self.run, **fields}])
 
     # ================================================================ claims
-    def claim_next(self, agent: str, tags, order: str, within: str | None, now: int) -> str | None:
+    def claim_next(self, agent: str, tags, order: str, within: str | None, now: int,
+                   seen: str | None = None) -> str | None:
         now = self.at(now)
         tid = self._pick(tags, order, within)
-        if tid is None:
-            sm.nothing_to_claim(self, agent, now)
-        else:
+        sm.claim_outcome(self, seen, tid, agent, now)
+        if tid is not None:
             sm.take(self, tid, self.state(tid), agent, agent, now, claim=True)
         return tid
 
