@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import pytest
 
-from coordstore.models import Agent, Dependency, Run, RunDump, Task, Transition
+from coordstore.models import Agent, Dependency, Run, RunDump, Task
 from orchestrator.views.load import gaps, merged, overlap_ms
 from orchestrator.views.metrics import compute_metrics
 
 from conftest import T0, make_graph
+from histories import History
 
 
 def test_interval_arithmetic():
@@ -53,19 +54,6 @@ def test_a_chain_starves_the_second_worker_for_all_but_the_hand_overs(store):
     assert 370 + 10 + 0 + 20 == 400 == 0 + 0 + 380 + 20
 
 
-class History:
-    def __init__(self):
-        self.rows: list[Transition] = []
-
-    def add(self, ts, eid, frm, to, agent=None, entity="task", **data):
-        self.rows.append(Transition(seq=len(self.rows) + 1, run_id="r", ts_ms=ts, entity=entity, entity_id=eid,
-                                    from_state=frm, to_state=to, agent=agent, data=data))
-
-    def work(self, task, agent, assigned, started, ended, to="completed"):
-        self.add(assigned, task, "pending", "assigned", agent, by=agent)
-        self.add(started, task, "assigned", "working", agent)
-        self.add(ended, task, "working", to, agent)
-
 
 def dump(tasks, rows, agents=(), deps=()):
     final = {}
@@ -84,7 +72,7 @@ def test_one_busy_worker_of_three_bounds_the_run_by_all_three():
     looked perfect. Over the three workers: 400 / 3."""
     h = History()
     for i in range(4):
-        h.work(f"t{i}", "x", 100 * i, 100 * i, 100 * (i + 1))
+        h.task_done(f"t{i}", "x", 100 * i, 100 * i, 100 * (i + 1))
     m = compute_metrics(dump([(f"t{i}", []) for i in range(4)], h.rows, agents=[("x", "worker"), ("y", "worker"),
                                                                                 ("z", "solo"), ("lead", "lead")]))
     assert m["workers"] == 3 and m["wall_clock_ms"] == 400
@@ -100,10 +88,10 @@ def test_a_requeued_task_is_waiting_work_again_and_tags_are_ignored():
     """t needs a tag nobody has (it still counts as work waiting); u is requeued from x at 50 and
     claimed again by y at 80. History without import rows: tasks are pending from its start (0)."""
     h = History()
-    h.add(0, "u", "pending", "assigned", "x", by="x")
-    h.add(10, "u", "assigned", "working", "x")
-    h.add(50, "u", "working", "pending", None, previous="x")  # requeued (a stall)
-    h.work("u", "y", 80, 90, 190)
+    h.add(0, "task", "u", "pending", "assigned", "x", by="x")
+    h.add(10, "task", "u", "assigned", "working", "x")
+    h.add(50, "task", "u", "working", "pending", None, previous="x")  # requeued (a stall)
+    h.task_done("u", "y", 80, 90, 190)
     m = compute_metrics(dump([("t", ["gpu"]), ("u", [])], h.rows, agents=[("x", "worker"), ("y", "worker")]))
     # wall clock: first start 10, last completion 190; t waits (ready, unowned) the whole window
     assert m["wall_clock_ms"] == 180
@@ -116,10 +104,10 @@ def test_waiting_work_starts_when_the_last_blocker_completes_and_ends_at_the_cla
     """b blocked by a (done by x 0-100); b claimed by x only at 150. y: starved while a ran, idle
     with work 100-150, starved while b runs."""
     h = History()
-    h.add(0, "a", None, "pending", None)
-    h.add(0, "b", None, "pending", None)
-    h.work("a", "x", 0, 0, 100)
-    h.work("b", "x", 150, 150, 200)
+    h.add(0, "task", "a", None, "pending", None)
+    h.add(0, "task", "b", None, "pending", None)
+    h.task_done("a", "x", 0, 0, 100)
+    h.task_done("b", "x", 150, 150, 200)
     m = compute_metrics(dump([("a", []), ("b", [])], h.rows, agents=[("x", "worker"), ("y", "worker")],
                              deps=[("a", "blocks", "b")]))
     assert m["idle_with_work_ms"] == {"x": 50, "y": 50}
@@ -128,7 +116,7 @@ def test_waiting_work_starts_when_the_last_blocker_completes_and_ends_at_the_cla
 
 def test_no_completed_work_means_no_window_and_no_starvation():
     h = History()
-    h.add(0, "a", "pending", "assigned", "x", by="x")
+    h.add(0, "task", "a", "pending", "assigned", "x", by="x")
     m = compute_metrics(dump([("a", [])], h.rows, agents=[("x", "worker")]))
     assert m["wall_clock_ms"] == 0 and m["starved_ms"] == {"x": 0} and m["idle_with_work_ms"] == {"x": 0}
     assert m["workers"] == 1 and m["lower_bound_ms"] == 0.0

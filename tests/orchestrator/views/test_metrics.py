@@ -4,24 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from coordstore.models import Dependency, Event, Run, RunDump, Task, Transition
+from coordstore.models import Dependency, Event, Run, RunDump, Task
 from orchestrator.views.metrics import compute_metrics, gini
+from histories import History
 
-
-class History:
-    """Builds transition rows in order, the way a store would record them."""
-
-    def __init__(self):
-        self.rows: list[Transition] = []
-
-    def add(self, ts, entity, eid, frm, to, agent=None, **data):
-        self.rows.append(Transition(seq=len(self.rows) + 1, run_id="r", ts_ms=ts, entity=entity, entity_id=eid,
-                                    from_state=frm, to_state=to, agent=agent, data=data))
-
-    def task_done(self, task, agent, assigned, started, completed, by=None):
-        self.add(assigned, "task", task, "pending", "assigned", agent, by=by or agent)
-        self.add(started, "task", task, "assigned", "working", agent)
-        self.add(completed, "task", task, "working", "completed", agent)
 
 
 def dump(tasks, deps, rows, events=()):

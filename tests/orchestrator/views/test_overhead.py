@@ -4,26 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from coordstore.models import Dependency, Run, RunDump, Task, Transition
+from coordstore.models import Dependency, Run, RunDump, Task
 from orchestrator.views.metrics import compute_metrics
 from orchestrator.views.overhead import break_even_task_ms, overhead_line, overhead_metrics, overhead_rows, phase_ms
+from histories import History
 
-
-class History:
-    def __init__(self):
-        self.rows: list[Transition] = []
-
-    def add(self, ts, entity, eid, frm, to, agent=None, **data):
-        self.rows.append(Transition(seq=len(self.rows) + 1, run_id="r", ts_ms=ts, entity=entity, entity_id=eid,
-                                    from_state=frm, to_state=to, agent=agent, data=data))
-
-    def phase(self, name, start, end, **data):
-        self.add(end, "run", "r", "running", "running", action="phase", phase=name, start_ms=start, end_ms=end, **data)
-
-    def task_done(self, task, agent, start, end):
-        self.add(start, "task", task, "pending", "assigned", agent)
-        self.add(start, "task", task, "assigned", "working", agent)
-        self.add(end, "task", task, "working", "completed", agent)
 
 
 def dump(task_ids, rows, deps=()):
@@ -38,13 +23,13 @@ def two_by_two() -> History:
     h.add(0, "run", "r", None, "running")
     h.phase("setup", -700, -200)
     h.phase("spawn", -200, 100)
-    h.task_done("a", "x", 0, 1000)
-    h.task_done("b", "y", 0, 1000)
+    h.task_done("a", "x", 0, 0, 1000)
+    h.task_done("b", "y", 0, 0, 1000)
     h.add(1000, "merge", "a", None, "merged", "x", ms=30)
     h.add(1000, "merge", "b", None, "merged", "y", ms=20)
-    h.task_done("c", "x", 1000, 2000)
+    h.task_done("c", "x", 1000, 1000, 2000)
     h.phase("spawn", 1500, 1600, resume=True)
-    h.task_done("d", "y", 1000, 2000)
+    h.task_done("d", "y", 1000, 1000, 2000)
     h.phase("drain", 2000, 2100)
     h.add(2100, "run", "r", "running", "finished")
     return h
@@ -70,8 +55,8 @@ def test_phases_add_up_and_the_break_even_is_overhead_over_n_minus_k():
 
 def test_a_chain_never_pays_and_a_run_without_phases_costs_nothing():
     h = History()
-    h.task_done("a", "x", 0, 1000)
-    h.task_done("b", "x", 1000, 2000)
+    h.task_done("a", "x", 0, 0, 1000)
+    h.task_done("b", "x", 1000, 1000, 2000)
     h.phase("final_merge", 2000, 2250, branches=1)
     d = dump("ab", h.rows, [Dependency(from_id="a", to_id="b", type="blocks")])
     m = overhead_metrics(d, 2000, {"a": 1000, "b": 1000})
