@@ -1,15 +1,17 @@
-"""A finished run's exports: snapshot.json.gz, transitions.jsonl, metrics.json, summary.md."""
+"""A finished run's exports: snapshot.json.gz, transitions.jsonl, metrics.json (orch's metrics and
+those the frozen experiment file defines), summary.md."""
 
 from __future__ import annotations
 
 import json
+import sys
 
 from coordstore.models import UNSUCCESSFUL
 from coordstore.private import write_private
 from coordstore.snapshot import write_snapshot
 
 from orchestrator.views.criteria import from_experiment_file
-from orchestrator.views.metrics import compute_metrics
+from orchestrator.views.custommetrics import DEFINED, ERRORS, run_metrics
 from orchestrator.rundir import RunPaths, RunSpec
 
 
@@ -17,7 +19,9 @@ def export_run(spec: RunSpec, paths: RunPaths, store) -> dict:
     dump = store.dump_run(spec.run_id)
     write_snapshot(paths.snapshot, dump)
     write_private(paths.transitions, "".join(t.model_dump_json() + "\n" for t in dump.history))
-    metrics = compute_metrics(dump)
+    metrics = run_metrics(dump, paths.experiment)
+    for why in metrics.get(ERRORS, {}).values():  # the run stands; the metric is null, and says why
+        print(f"orch: warning: {spec.run_id}: {why}", file=sys.stderr)
     write_private(paths.metrics, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     criteria = from_experiment_file(paths.experiment, metrics)
     write_private(paths.criteria, json.dumps(criteria, indent=2, sort_keys=True) + "\n")
@@ -49,7 +53,7 @@ def summary_markdown(spec: RunSpec, status: str, m: dict, criteria: list[dict] =
         ("merge conflicts", str(m["merge_conflicts"])),
         ("retries / stalls", f"{m['retries']} / {m['stalls']}"),
         ("tokens / cost", f"{m['tokens']['total']} / ${m['cost_usd']:.4f}"),
-    ]
+    ] + [(name, "-" if m.get(name) is None else str(round(m[name], 4))) for name in m.get(DEFINED, [])]
     lines = [f"# Run {spec.run_id}", "", f"Experiment `{spec.experiment_id}`, variant `{spec.variant}` ({spec.policy}), seed {spec.seed}.", ""]
     lines += ["| metric | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
     if criteria:
