@@ -148,6 +148,8 @@ def metrics_cmd(
     if as_json:
         print_json(m)
         return
+    if not m[DEFINED]:  # an experiment that defines none: no empty group
+        del m[DEFINED]
     width = max(map(len, m))
     for k, v in m.items():
         if k == COORDINATION_KEYS[0]:
