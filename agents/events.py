@@ -37,7 +37,7 @@ EVENT_TYPES: tuple[str, ...] = (
     "started",  # the runner is up: data.pid, data.kind
     "step",  # one tool call / action: data.name, data.digest (of its arguments)
     "file_changed",  # data.path, data.change (added|modified|deleted)
-    "tokens",  # data.in, data.out, data.cached, data.thinking, data.cost_usd
+    "tokens",  # data.in, data.out, data.cached, data.thinking, data.cost_usd (+ image, audio, slot6, slot7)
     "log",  # data.msg, data.level
     "error",  # data.msg (and data.file when the watcher made it from a bad file)
     "rate_limited",  # data.retry_after (seconds): back-pressure, not a failure
@@ -176,9 +176,17 @@ class EventWriter:
         cached: int = 0,
         thinking: int = 0,
         cost_usd: float = 0.0,
+        image: int = 0,
+        audio: int = 0,
+        slot6: int = 0,
+        slot7: int = 0,
     ) -> int:
+        """The 8 metric slots of task-graph-mcp's convention (coordstore.models.USAGE_KEYS) and the
+        cost; image, audio and the free slots 6-7 are written only when not 0 (the common event
+        stays short, and readers take a missing count as 0)."""
         counts = {"in": tokens_in, "out": tokens_out, "cached": cached, "thinking": thinking, "cost_usd": cost_usd}
-        return self.emit("tokens", task, **counts)
+        more = {"image": image, "audio": audio, "slot6": slot6, "slot7": slot7}
+        return self.emit("tokens", task, **counts, **{k: v for k, v in more.items() if v})
 
     def log(self, msg: str, level: str = "info", task: str | None = None) -> int:
         return self.emit("log", task, msg=msg, level=level)

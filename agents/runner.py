@@ -29,7 +29,7 @@ from pathlib import Path
 from coordstore import open_store
 from coordstore.clock import MONOTONIC, WALL, Clock
 from coordstore.errors import MOVED_ON, NotFound, OrchError, StoreError
-from coordstore.models import Agent
+from coordstore.models import METRIC_FIELDS, USAGE_KEYS, Agent
 
 from agents.config import RunnerConfig
 from agents.events import EventWriter
@@ -208,10 +208,10 @@ class Runner:
         return t.owner == self.cfg.agent_id and t.attempt == attempt and t.status == "working"
 
     def add_usage(self, tid: str, tokens: dict) -> None:
+        """A kind's usage (USAGE_KEYS counts and ``cost_usd``) onto its task: all 8 metric slots."""
         if tokens:
-            self.store.add_usage(self.cfg.run_id, tid, tokens_in=int(tokens.get("in", 0)), tokens_out=int(tokens.get("out", 0)),
-                                 tokens_cached=int(tokens.get("cached", 0)), tokens_thinking=int(tokens.get("thinking", 0)),
-                                 cost_usd=float(tokens.get("cost_usd", 0.0)))
+            slots = {f: int(tokens.get(k, 0) or 0) for f, k in zip(METRIC_FIELDS, USAGE_KEYS)}
+            self.store.add_usage(self.cfg.run_id, tid, cost_usd=float(tokens.get("cost_usd", 0.0) or 0.0), **slots)
 
     def commit_and_verify(self, task, base: str, result):
         return self.work.commit_and_verify(task, base, result)

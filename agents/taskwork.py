@@ -142,8 +142,10 @@ class TaskWork:
                 from gitwork.merging import Merger  # lazy: the runner's start-up; merging only in immediate mode, after a task
 
                 self._merger = Merger(self.repo, self.merged_ref)
+            t0 = time.monotonic()
             res = self._merger.merge(head, f"merge task {tid}: {task.title or tid} ({self.agent_id})", self.identity)
-            out = {"ok": res.ok, "sha": res.sha, "source": res.source, "conflicts": list(res.conflicts), "already_merged": res.already_merged}
+            out = {"ok": res.ok, "sha": res.sha, "source": res.source, "conflicts": list(res.conflicts), "already_merged": res.already_merged,
+                   "ms": round((time.monotonic() - t0) * 1000)}  # the merge's own time (the metrics' merge_ms)
             reason = None if res.ok else f"conflict in {', '.join(res.conflicts)}"
         except GitError as e:
             out, reason = {"ok": False, "error": str(e), "source": head, "conflicts": []}, str(e)

@@ -27,7 +27,8 @@ Transition rows written by the operations (entity, from -> to, reason):
   for a ``contains`` edge) with ``data.action`` = ``linked`` | ``unlinked`` and the edge.
 * claim_next/claim: one ``claim`` row per attempt, ``to_state`` = ``won`` | ``lost`` | ``empty``,
   ``entity_id`` = task id (or ``""`` when nothing was claimable); a won claim also writes the
-  ``task`` row ``pending -> assigned`` with ``data.by`` = the agent itself.
+  ``task`` row ``pending -> assigned`` with ``data.by`` = the agent itself. A ``claim_next`` given
+  ``seen`` that lost the race for it writes a ``lost`` row for ``seen`` first (see ``claim_next``).
 * assign: ``task`` ``pending -> assigned`` (or ``assigned -> assigned`` for a reassignment), ``data.by``.
 * start/complete/fail/requeue/cancel: the ``task`` row; cascades (container completion,
   dependents cancelled) write their own rows in the same step.
@@ -178,6 +179,7 @@ class CoordStore(ABC):
         order: ClaimOrder = "priority",
         within: str | None = None,
         now: int | None = None,
+        seen: str | None = None,
     ) -> Task | None:
         """Pull: atomically take the best ready task this agent may take, or None.
 
@@ -186,6 +188,16 @@ class CoordStore(ABC):
         order); ties by template order. ``within``: only descendants of that container (hybrid).
         The task becomes ``assigned`` to ``agent`` with ``assigned_by = agent``, ``attempt + 1``,
         ``claimed_at``. Exactly one process wins a task; a claim row is written either way.
+
+        ``seen``: the task the caller saw as best when it looked (``ready_tasks``' first, with the
+        same tags, order and ``within``). A race lost for it is counted, not hidden: when the claim
+        takes another task, or none, and ``seen`` is no longer ready (another agent took it, or it
+        was cancelled or blocked between the look and the claim), the same atomic step writes a
+        ``claim`` row ``None -> lost`` for ``seen`` (``agent`` = the caller, ``data.status`` =
+        ``seen``'s status now, ``data.took`` = the id taken or None) before the won rows, or instead
+        of the ``empty`` row when nothing was taken. ``seen`` still ready is no lost race (a better
+        task turned ready meanwhile): no lost row. ``seen=None``: no such row, as without a look.
+        ``NotFound`` for an unknown ``seen``. The rule is ``statemachine.claim_outcome``'s.
         """
 
     @abstractmethod
@@ -249,8 +261,14 @@ class CoordStore(ABC):
         tokens_cached: int = 0,
         tokens_thinking: int = 0,
         cost_usd: float = 0.0,
+        *,
+        tokens_image: int = 0,
+        tokens_audio: int = 0,
+        metric_6: int = 0,
+        metric_7: int = 0,
     ) -> None:
-        """Add token counts and cost to the task (no transition: usage is not a state change)."""
+        """Add token counts (the 8 metric slots, ``models.METRIC_FIELDS``) and cost to the task
+        (no transition: usage is not a state change)."""
 
     # ------------------------------------------------------------------ agents
     @abstractmethod

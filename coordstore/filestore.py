@@ -95,9 +95,10 @@ class FileStore(FileJournal, CoordStore):
         rs = self._read(run_id)
         return [Task.model_validate(rs.tasks[t]) for t in rs.ready_list(agent_tags, order)]
 
-    def claim_next(self, run_id, agent, agent_tags=None, order: ClaimOrder = "priority", within=None, now=None):
+    def claim_next(self, run_id, agent, agent_tags=None, order: ClaimOrder = "priority", within=None, now=None,
+                   seen=None):
         now = self._now(now)
-        tid = self._write(run_id, lambda rs: rs.claim_next(agent, agent_tags, order, within, now))
+        tid = self._write(run_id, lambda rs: rs.claim_next(agent, agent_tags, order, within, now, seen))
         return None if tid is None else self._task(run_id, tid)
 
     def claim(self, run_id: str, task_id: str, agent: str, now: int | None = None) -> Task | None:
@@ -132,8 +133,10 @@ class FileStore(FileJournal, CoordStore):
     def cancel(self, run_id, task_id, reason, by=None, now=None) -> Task:
         return self._task_verb(run_id, now, sm.cancel, task_id, reason, by)
 
-    def add_usage(self, run_id, task_id, tokens_in=0, tokens_out=0, tokens_cached=0, tokens_thinking=0, cost_usd=0.0):
-        self._write(run_id, lambda rs: rs.add_usage(task_id, tokens_in, tokens_out, tokens_cached, tokens_thinking, cost_usd))
+    def add_usage(self, run_id, task_id, tokens_in=0, tokens_out=0, tokens_cached=0, tokens_thinking=0, cost_usd=0.0, *,
+                  tokens_image=0, tokens_audio=0, metric_6=0, metric_7=0):
+        slots = (tokens_in, tokens_out, tokens_cached, tokens_thinking, tokens_image, tokens_audio, metric_6, metric_7)
+        self._write(run_id, lambda rs: rs.add_usage(task_id, slots, cost_usd))
 
     # ------------------------------------------------------------------ agents
     def _agent(self, run_id: str, agent_id: str) -> Agent:

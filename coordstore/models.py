@@ -67,6 +67,14 @@ Coordination = Literal["orch", "agents"]
 COORDINATIONS: tuple[str, ...] = get_args(Coordination)
 ClaimOrder = Literal["priority", "critical-path", "fifo"]
 
+# task-graph-mcp's metrics[0..7] convention (seed 004): slot i of ``log_metrics`` values and of a
+# tgmcp snapshot's ``metrics`` is the Task field METRIC_FIELDS[i], and key USAGE_KEYS[i] of a
+# ``tokens`` event and of a usage dict. Slots 6 and 7 have no fixed meaning (free counters).
+METRIC_FIELDS: tuple[str, ...] = (
+    "tokens_in", "tokens_out", "tokens_cached", "tokens_thinking", "tokens_image", "tokens_audio", "metric_6", "metric_7",
+)
+USAGE_KEYS: tuple[str, ...] = ("in", "out", "cached", "thinking", "image", "audio", "slot6", "slot7")
+
 # What happens to the dependents of a blocker that failed or was cancelled (never "unblock").
 BlockerFailurePolicy = Literal["cancel", "wait"]
 
@@ -109,6 +117,10 @@ class Task(_Model):
     tokens_out: int = 0
     tokens_cached: int = 0
     tokens_thinking: int = 0
+    tokens_image: int = 0
+    tokens_audio: int = 0
+    metric_6: int = 0  # slots 6-7: free counters (seed 004: "available")
+    metric_7: int = 0
     cost_usd: float = 0.0
 
     @field_validator("needed_tags", "wanted_tags", "tags", "file_scope")
@@ -119,6 +131,11 @@ class Task(_Model):
     @property
     def is_terminal(self) -> bool:
         return self.status in TERMINAL
+
+    @property
+    def metrics(self) -> list[int]:
+        """The 8 metric slots in task-graph-mcp's order (METRIC_FIELDS)."""
+        return [getattr(self, f) for f in METRIC_FIELDS]
 
 
 class Dependency(_Model):

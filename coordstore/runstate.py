@@ -23,7 +23,7 @@ from coordstore import growth
 from coordstore import statemachine as sm
 from coordstore.chains import check_note, check_record, note_data, raised
 from coordstore.errors import InvalidTransition, NotFound
-from coordstore.models import ACTIVE, TERMINAL, Agent, Dependency, Event, Run, RunDump, Task, TaskGraph, Transition
+from coordstore.models import ACTIVE, METRIC_FIELDS, TERMINAL, Agent, Dependency, Event, Run, RunDump, Task, TaskGraph, Transition
 from coordstore.runevents import RunEvents
 from coordstore.statemachine import TaskState
 from coordstore.taskindex import TaskIndex
@@ -230,20 +230,21 @@ class RunState(TaskIndex, RunEvents):
         self._mut(["run", {**self.run, **fields}])
 
     # ================================================================ claims
-    def claim_next(self, agent: str, tags, order: str, within: str | None, now: int) -> str | None:
+    def claim_next(self, agent: str, tags, order: str, within: str | None, now: int,
+                   seen: str | None = None) -> str | None:
         now = self.at(now)
         tid = self._pick(tags, order, within)
-        if tid is None:
-            sm.nothing_to_claim(self, agent, now)
-        else:
+        sm.claim_outcome(self, seen, tid, agent, now)
+        if tid is not None:
             sm.take(self, tid, self.state(tid), agent, agent, now, claim=True)
         return tid
 
-    def add_usage(self, tid: str, tin: int, tout: int, tcached: int, tthink: int, cost: float) -> None:
+    def add_usage(self, tid: str, slots: tuple[int, ...], cost: float) -> None:
+        """Add the 8 metric slots (METRIC_FIELDS order) and the cost. A task written by an older orch
+        lacks the later slots' keys: they count from 0. Only the slots that change are written
+        (every process parses each journal line)."""
         t = self.task(tid)
-        self._set(tid, tokens_in=t["tokens_in"] + tin, tokens_out=t["tokens_out"] + tout,
-                  tokens_cached=t["tokens_cached"] + tcached, tokens_thinking=t["tokens_thinking"] + tthink,
-                  cost_usd=t["cost_usd"] + cost)  # fmt: skip
+        self._set(tid, **{f: t.get(f, 0) + n for f, n in zip(METRIC_FIELDS, slots) if n}, cost_usd=t["cost_usd"] + cost)
 
     # ================================================================ agents
     def heartbeat(self, aid: str, lease_ms: int, current_task: str | None, now: int) -> None:

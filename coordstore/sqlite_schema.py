@@ -32,9 +32,11 @@ from urllib.parse import quote
 
 from coordstore.errors import InputError, StoreDamaged, StoreError
 from coordstore.private import create_private
-from coordstore.models import Agent, Event, Run, Task, Transition
+from coordstore.models import METRIC_FIELDS, Agent, Event, Run, Task, Transition
 
-SCHEMA_VERSION = 2  # 2: history_merge index (created on open of a version-1 file)
+# 2: history_merge index (created on open of a version-1 file)
+# 3: tasks.tokens_image, tokens_audio, metric_6, metric_7 (added on open of an older file)
+SCHEMA_VERSION = 3
 # Many processes contend for the one write lock; waiting long beats failing a claim or a completion.
 BUSY_TIMEOUT_S = 60.0
 # Concurrent first opens race to switch the fresh file to WAL; a few short retries settle it.
@@ -75,6 +77,8 @@ DDL = [
         created_at INTEGER, claimed_at INTEGER, started_at INTEGER, completed_at INTEGER, updated_at INTEGER,
         tokens_in INTEGER NOT NULL DEFAULT 0, tokens_out INTEGER NOT NULL DEFAULT 0,
         tokens_cached INTEGER NOT NULL DEFAULT 0, tokens_thinking INTEGER NOT NULL DEFAULT 0,
+        tokens_image INTEGER NOT NULL DEFAULT 0, tokens_audio INTEGER NOT NULL DEFAULT 0,
+        metric_6 INTEGER NOT NULL DEFAULT 0, metric_7 INTEGER NOT NULL DEFAULT 0,
         cost_usd REAL NOT NULL DEFAULT 0,
         PRIMARY KEY (run_id, id), UNIQUE (run_id, ord))""",
     # the static rest of each task's definition, apart so claims rewrite only the small hot row
@@ -108,6 +112,9 @@ DDL = [
     "CREATE INDEX IF NOT EXISTS history_merge ON history(run_id, entity_id, seq) WHERE entity='merge'",
 ]
 TABLES = frozenset(m.group(1) for stmt in DDL if (m := re.match(r"CREATE TABLE IF NOT EXISTS (\w+)", stmt)))
+# task columns later versions added to the DDL above: an older file gets them on open (ALTER TABLE),
+# a read-only open sees them as 0 through a temporary view
+ADDED_TASK_COLS = ("tokens_image", "tokens_audio", "metric_6", "metric_7")
 
 
 # ---------------------------------------------------------------------------- errors
@@ -203,11 +210,32 @@ def connect_readonly(path: str, busy_timeout_s: float = BUSY_TIMEOUT_S) -> sqlit
         raise StoreError(f"store {path}: written by a newer orch (schema version {version}; "
                          f"this orch reads {SCHEMA_VERSION})")
     missing = sorted(TABLES - tables)
-    if version < 1 or missing:  # an older version reads as it is: migrations only add indexes
+    if version < 1 or missing:  # an older version reads as it is, never migrated (see _older_tasks_view)
         conn.close()
         raise StoreDamaged(f"store {path}: damaged: not an orch store (schema version {version}, "
                            f"missing tables: {', '.join(missing) or 'none'})")
+    try:
+        with mapped(path):
+            _older_tasks_view(conn)
+    except BaseException:
+        conn.close()
+        raise
     return conn
+
+
+def _missing_task_cols(conn: sqlite3.Connection, schema: str = "main") -> list[str]:
+    have = {r[1] for r in conn.execute(f"PRAGMA {schema}.table_info(tasks)")}
+    return [c for c in ADDED_TASK_COLS if c not in have]
+
+
+def _older_tasks_view(conn: sqlite3.Connection) -> None:
+    """A read-only connection to a file older than the added task columns: a TEMP view named
+    ``tasks`` (temp shadows main) gives them as 0, so every query reads the file as it is. The view
+    lives in the connection's temp database: the file is not written."""
+    missing = _missing_task_cols(conn)
+    if missing:
+        zeros = ", ".join(f"0 AS {c}" for c in missing)
+        conn.execute(f"CREATE TEMP VIEW tasks AS SELECT *, {zeros} FROM main.tasks")
 
 
 def _check_size(path: str, page: int | None = None) -> None:
@@ -232,6 +260,8 @@ def _create_schema(conn: sqlite3.Connection) -> None:
         if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
             for stmt in DDL:
                 conn.execute(stmt)
+            for col in _missing_task_cols(conn):  # a file from before the column (CREATE ... IF NOT EXISTS kept its table)
+                conn.execute(f"ALTER TABLE tasks ADD COLUMN {col} INTEGER NOT NULL DEFAULT 0")
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:
@@ -270,7 +300,7 @@ DEFN_FIELDS = ("title", "description", "points", "time_estimate_ms", "tags", "ph
 HOT_COLS = (
     "id, status, attempt, owner, assigned_by, completed_by, reason, priority, needed, wanted, "
     "created_at, claimed_at, started_at, completed_at, updated_at, "
-    "tokens_in, tokens_out, tokens_cached, tokens_thinking, cost_usd"
+    + ", ".join(METRIC_FIELDS) + ", cost_usd"
 )
 _HOT_NAMES = tuple(c.strip() for c in HOT_COLS.split(","))
 # a whole task from a statement on ``tasks`` alone (UPDATE ... RETURNING, ready query): hot + definition
@@ -300,7 +330,7 @@ def task_rows(run_id: str, t: Task, ord_: int, cp_rank: float, is_container: boo
         run_id, t.id, ord_, t.status, t.attempt, t.owner, t.assigned_by, t.completed_by, t.reason,
         t.priority, cp_rank, int(is_container), blockers_left, parent, dumps(t.needed_tags),
         dumps(t.wanted_tags), fill(t.created_at), t.claimed_at, t.started_at, t.completed_at, fill(t.updated_at),
-        t.tokens_in, t.tokens_out, t.tokens_cached, t.tokens_thinking, t.cost_usd,
+        *t.metrics, t.cost_usd,
     )
     return hot, (run_id, t.id, defn)
 
@@ -308,8 +338,8 @@ def task_rows(run_id: str, t: Task, ord_: int, cp_rank: float, is_container: boo
 INSERT_TASK = (
     "INSERT INTO tasks (run_id, id, ord, status, attempt, owner, assigned_by, completed_by, reason, "
     "priority, cp_rank, is_container, blockers_left, parent, needed, wanted, created_at, claimed_at, "
-    "started_at, completed_at, updated_at, tokens_in, tokens_out, tokens_cached, tokens_thinking, cost_usd) "
-    "VALUES (" + ",".join("?" * 26) + ")"
+    "started_at, completed_at, updated_at, " + ", ".join(METRIC_FIELDS) + ", cost_usd) "
+    "VALUES (" + ",".join("?" * (22 + len(METRIC_FIELDS))) + ")"
 )
 INSERT_DEF = "INSERT INTO task_defs (run_id, id, defn) VALUES (?,?,?)"
 

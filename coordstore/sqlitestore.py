@@ -285,7 +285,8 @@ class SQLiteStore(SQLiteRecords, SQLiteGrowth, CoordStore):
         return _CLAIM_SET + f"WHERE rowid=({pick})" + _CLAIM_RETURNING
 
     def claim_next(self, run_id: str, agent: str, agent_tags: Iterable[str] | None = None,
-                   order: ClaimOrder = "priority", within: str | None = None, now: int | None = None) -> Task | None:
+                   order: ClaimOrder = "priority", within: str | None = None, now: int | None = None,
+                   seen: str | None = None) -> Task | None:
         now = self._now(now)
         tags = None if agent_tags is None else frozenset(agent_tags)
         self._ensure_ready_index(order, now)
@@ -299,11 +300,12 @@ class SQLiteStore(SQLiteRecords, SQLiteGrowth, CoordStore):
             else:
                 tid = self._pick(tx.c, run_id, tags, order, within)
                 rows = [] if tid is None else tx.c.execute(_CLAIM, _claim_params(agent, now) + (run_id, tid)).fetchall()
-            if not rows:
-                self._policy_of(run_id)
-                sm.nothing_to_claim(TxRun(tx, run_id), agent, now)
+            row = rows[0] if rows else None  # TASK_COLS: id, status, attempt, ...
+            if row is None:
+                self._policy_of(run_id)  # NotFound for an unknown run
+            sm.claim_outcome(TxRun(tx, run_id), seen, None if row is None else row[0], agent, now)
+            if row is None:
                 return None
-            row = rows[0]  # TASK_COLS: id, status, attempt, ...
             for entity, frm, to, data in _claimed_rows(agent, row[2]):
                 tx.emit(run_id, entity, row[0], frm, to, agent, None, data)
         return task_from_row(row)
@@ -334,11 +336,14 @@ class SQLiteStore(SQLiteRecords, SQLiteGrowth, CoordStore):
         return self._task_verb(run_id, now, sm.cancel, task_id, reason, by)
 
     def add_usage(self, run_id: str, task_id: str, tokens_in: int = 0, tokens_out: int = 0, tokens_cached: int = 0,
-                  tokens_thinking: int = 0, cost_usd: float = 0.0) -> None:
+                  tokens_thinking: int = 0, cost_usd: float = 0.0, *, tokens_image: int = 0, tokens_audio: int = 0,
+                  metric_6: int = 0, metric_7: int = 0) -> None:
+        slots = (tokens_in, tokens_out, tokens_cached, tokens_thinking, tokens_image, tokens_audio, metric_6, metric_7)
         with self._write(self.clock()) as tx:
             cur = tx.c.execute(
                 "UPDATE tasks SET tokens_in=tokens_in+?, tokens_out=tokens_out+?, tokens_cached=tokens_cached+?, "
-                "tokens_thinking=tokens_thinking+?, cost_usd=cost_usd+? WHERE run_id=? AND id=?",
-                (tokens_in, tokens_out, tokens_cached, tokens_thinking, cost_usd, run_id, task_id))
+                "tokens_thinking=tokens_thinking+?, tokens_image=tokens_image+?, tokens_audio=tokens_audio+?, "
+                "metric_6=metric_6+?, metric_7=metric_7+?, cost_usd=cost_usd+? WHERE run_id=? AND id=?",
+                (*slots, cost_usd, run_id, task_id))
             if cur.rowcount == 0:
                 raise NotFound(f"run {run_id!r}: no task {task_id!r}")

@@ -180,6 +180,31 @@ def nothing_to_claim(st: Storage, agent: str, now: int) -> None:
     st.emit("claim", "", None, "empty", now, agent=agent)
 
 
+def lost_race(st: Storage, seen: str | None, took: str | None, agent: str, now: int) -> bool:
+    """Whether a ``claim_next`` that took ``took`` (None: nothing) lost the race for ``seen``, the
+    task its caller saw as best when it looked; if so, writes the ``lost`` row for ``seen`` (data: its
+    status now and what was taken). Call it inside the claim's atomic step, after the pick and
+    before any won row. ``seen`` still ready is no lost race (nobody took it; a better task turned
+    ready, or the caller's look did not match its claim): no row. ``NotFound`` for an unknown
+    ``seen``."""
+    if seen is None or seen == took:
+        return False
+    s = st.state(seen)
+    if ready(s):
+        return False
+    st.emit("claim", seen, None, "lost", now, agent=agent, data={"status": s.status, "took": took})
+    return True
+
+
+def claim_outcome(st: Storage, seen: str | None, took: str | None, agent: str, now: int) -> None:
+    """The rows of a ``claim_next`` besides a won pair, once the backend picked ``took`` (None:
+    nothing claimable): the ``lost`` row of the race for ``seen`` if it was lost, and when nothing
+    was taken and no race lost, the ``empty`` row (a look at an empty queue). Written before the
+    won rows (``take`` / ``claimed_rows``), in the same atomic step."""
+    if not lost_race(st, seen, took, agent, now) and took is None:
+        nothing_to_claim(st, agent, now)
+
+
 def assign(st: Storage, tid: str, agent: str, by: str, now: int) -> None:
     take(st, tid, check(st, "assign", tid), agent, by, now)
 

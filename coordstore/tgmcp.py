@@ -11,8 +11,9 @@ Reading (``parse`` collects every problem as an ``Issue``; ``to_graph`` raises t
   higher first, default 5), so a name means 5 there; orch maps the common names onto that scale.
 * tag lists (``tags``/``needed_tags``/``wanted_tags``): arrays or JSON strings of arrays. The tag
   tables add to them: a task's tags are the union (``parse`` reports disagreements).
-* ``metrics``: the 8-slot array (0 input tokens, 1 output, 2 cached, 3 thinking; 4-7 unused by
-  orch), or the ``metric_0``..``metric_7`` columns task-graph-mcp's importer reads.
+* ``metrics``: the 8-slot array (0 input tokens, 1 output, 2 cached, 3 thinking, 4 image, 5 audio,
+  6-7 free; ``models.METRIC_FIELDS``), or the ``metric_0``..``metric_7`` columns task-graph-mcp's
+  importer reads.
 * dependency rows ``{from_task_id, to_task_id, dep_type}``; ``follows`` reads "from follows to"
   (to runs first), as the templates mean it (see models.Dependency).
 * orch extensions on a task row, ignored by task-graph-mcp's importer (it reads named columns
@@ -34,7 +35,7 @@ from pydantic import ValidationError
 from coordstore import graph
 from coordstore.errors import GraphError, InputError
 from coordstore.numbers import is_number
-from coordstore.models import DEP_TYPES, Dependency, Task, TaskGraph
+from coordstore.models import DEP_TYPES, METRIC_FIELDS, Dependency, Task, TaskGraph
 
 SCHEMA_VERSION = 3
 EXPORT_VERSION = "1.0.0"
@@ -209,7 +210,7 @@ def _task_from_row(row: dict, prio_kinds: dict[str, list[str]]) -> tuple[Task, d
             completed_at=_int(row.get("completed_at"), "completed_at"),
             created_at=_int(row.get("created_at"), "created_at"),
             updated_at=_int(row.get("updated_at"), "updated_at"),
-            tokens_in=m[0], tokens_out=m[1], tokens_cached=m[2], tokens_thinking=m[3],
+            **dict(zip(METRIC_FIELDS, m)),
             cost_usd=_number(row.get("cost_usd"), "cost_usd", 0) or 0.0,
             **{k: v for k, (v, _) in inline.items()},
         )

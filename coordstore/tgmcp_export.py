@@ -24,7 +24,7 @@ def _points(p: float | None) -> int | float | None:
 
 
 def _task_row(t: Task) -> dict[str, Any]:
-    metrics = [t.tokens_in, t.tokens_out, t.tokens_cached, t.tokens_thinking, 0, 0, 0, 0]
+    metrics = t.metrics
     actual = t.completed_at - t.started_at if t.completed_at is not None and t.started_at is not None else None
     row: dict[str, Any] = {
         "id": t.id, "title": t.title, "description": t.description, "status": STATUS_OUT[t.status],

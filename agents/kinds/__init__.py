@@ -55,7 +55,7 @@ class Result:
     ok: bool
     reason: str | None = None
     data: dict[str, Any] = field(default_factory=dict)
-    tokens: dict[str, float] = field(default_factory=dict)  # in/out/cached/thinking/cost_usd totals
+    tokens: dict[str, float] = field(default_factory=dict)  # totals: USAGE_KEYS counts (in, out, ...) and cost_usd
 
 
 @dataclass

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from coordstore.errors import AgentError
+from coordstore.models import USAGE_KEYS
 
 from agents.clis.base import CliEvent, Parser
 from agents.kinds import output_tail
@@ -174,9 +175,11 @@ def write_events(events: list[CliEvent], ev, task: str | None, totals: dict[str,
             cost = d.get("cost_usd")
             if cost is None:
                 cost = cost_of(d) or 0.0
-            ev.tokens(task=task, tokens_in=d["in"], tokens_out=d["out"], cached=d["cached"], thinking=d["thinking"], cost_usd=cost)
-            for k in ("in", "out", "cached", "thinking"):
-                totals[k] = totals.get(k, 0) + d[k]
+            more = {k: int(d[k]) for k in USAGE_KEYS[4:] if d.get(k)}  # image/audio/free slots, when a parser gives them
+            ev.tokens(task=task, tokens_in=d["in"], tokens_out=d["out"], cached=d["cached"], thinking=d["thinking"],
+                      cost_usd=cost, **more)
+            for k, n in {"in": d["in"], "out": d["out"], "cached": d["cached"], "thinking": d["thinking"], **more}.items():
+                totals[k] = totals.get(k, 0) + n
             totals["cost_usd"] = totals.get("cost_usd", 0.0) + cost
         elif e.type == "rate_limited":
             ev.rate_limited(d["retry_after"], task=task)

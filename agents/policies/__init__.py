@@ -16,8 +16,9 @@ hybrid     worker: pull within its containers, steal   lead (``dispatch.HybridLe
 =========  ==========================================  =====================================
 
 Pulling agents look with the read-only ``ready_tasks`` before they claim, so an idle agent
-polling an empty queue does not write an ``empty`` claim row every ``poll_ms``; a claim that
-loses a race is still recorded by the store (``lost``), which is what contention measures.
+polling an empty queue does not write an ``empty`` claim row every ``poll_ms``; the claim names
+the task the look saw best (``claim_next(seen=...)``), so a race lost between the look and the
+claim is recorded by the store (``lost``), which is what contention measures.
 """
 
 from __future__ import annotations

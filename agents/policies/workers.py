@@ -18,6 +18,8 @@ class Pull(Policy):
         self.order = order_option(env, self.name, self.default_order)
 
     def claim(self, within: str | None = None) -> Task | None:
+        """Look, then claim; the claim names what the look saw best (``seen``), so a race lost
+        between the two is a ``lost`` claim row, not a silent second choice."""
         e = self.env
         ready = e.store.ready_tasks(e.run_id, agent_tags=e.tags, order=self.order)
         if within is not None:
@@ -25,7 +27,8 @@ class Pull(Policy):
             ready = [t for t in ready if t.id in inside]
         if not ready:
             return None
-        return e.store.claim_next(e.run_id, e.agent_id, agent_tags=e.tags, order=self.order, within=within)
+        return e.store.claim_next(e.run_id, e.agent_id, agent_tags=e.tags, order=self.order, within=within,
+                                  seen=ready[0].id)
 
     def next(self) -> Task | str:
         task = self.claim()

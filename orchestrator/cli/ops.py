@@ -10,8 +10,12 @@ from pathlib import Path
 
 import typer
 
+from coordstore.errors import UsageError
+
 from orchestrator.cli.app import app, print_json
-from orchestrator.views.runinfo import DEFAULT_RESULTS, history_view, is_running, list_runs, log_files, open_run, status_view
+from orchestrator.views.overhead import PHASE_ACTION
+from orchestrator.views.runinfo import (DEFAULT_RESULTS, history_summary_view, history_view, is_running, list_runs, log_files,
+                                        open_run, status_view)
 
 RUN_DIR_HELP = "A run directory (or a run id, looked up below experiments/results)."
 JSON_HELP = "Print one JSON object (stable shape, \"version\": 1) instead of text."
@@ -289,9 +293,20 @@ def history_cmd(
     task: str | None = typer.Option(None, "--task", help="Only this task's transitions, claims, merges and the tool calls naming it."),
     agent: str | None = typer.Option(None, "--agent", help="Only rows by or about this agent."),
     entity: str | None = typer.Option(None, "--entity", help="Only rows of this kind: task, agent, merge, run, claim or tool (coordination calls)."),
+    summary: bool = typer.Option(False, "--summary", help="Time per status and per agent instead of the rows: the run's work tasks, or --task's, or --agent's share."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
-    """The run's transitions, readable: time offset, entity, id, from -> to, agent, reason."""
+    """The run's transitions, readable: time offset, entity, id, from -> to, agent, reason; with
+    --summary, the time tasks spent in each status and with each agent."""
+    if summary:
+        if entity is not None:
+            raise UsageError("--summary and --entity: the summary adds up task rows only; leave --entity out")
+        sv = history_summary_view(_open(run_dir), task=task, agent=agent)
+        if as_json:
+            print_json(sv)
+        else:
+            _print_time_summary(sv)
+        return
     v = history_view(_open(run_dir), task=task, agent=agent, entity=entity)
     if as_json:
         print_json(v)
@@ -302,4 +317,47 @@ def history_cmd(
         if r["entity"] == "tool":  # what the call was about: a coordinator's assignment reads "task=t1 assignee=w2"
             about = " ".join(f"{k}={r['data'][k]}" for k in TOOL_SHOWN if r["data"].get(k) is not None)
             why = f"  {about}{why}" if about else why
+        elif r["from"] == r["to"] and r["data"].get("action"):  # a note: the action it records
+            d = r["data"]
+            about = f"phase {d['phase']} {_secs(d['end_ms'] - d['start_ms'])}" if d["action"] == PHASE_ACTION else d["action"]
+            why = f"  {about}{why}"
         typer.echo(f"+{r['offset_ms'] / 1000:8.3f}s  {r['entity']:6} {r['id']:14} {r['from'] or '-':>10} -> {r['to']:10} {who:8}{why}")
+
+
+def _share(ms: int, total: int) -> str:
+    return f"{ms / total:.0%}" if total else "-"
+
+
+def _print_time_summary(v: dict) -> None:
+    """The summary as tables: status x time, agent x status, and (unless one task) task x status."""
+    from rich.table import Table  # lazy: `orch`'s start-up; rich only when a table is printed
+
+    con = _console()
+    f = v["filter"]
+    scope = (f"task {f['task']}" if f["task"] else f"{len(v['tasks'])} tasks, periods owned by {f['agent']}" if f["agent"]
+             else f"{v['work_tasks']} work tasks")
+    con.print(f"run {v['run_id']} ({v['status']}): time per status, {scope}", highlight=False, soft_wrap=True)
+    statuses = [s for s, ms in v["time_in_status_ms"].items() if ms or s != "failed"]
+    total = sum(v["time_in_status_ms"].values())
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for col in ("status", "time", "share"):
+        table.add_column(col, justify="left" if col == "status" else "right")
+    for s in statuses:
+        table.add_row(s, _secs(v["time_in_status_ms"][s]), _share(v["time_in_status_ms"][s], total))
+    con.print(table)
+    if v["time_by_agent_ms"]:
+        table = Table(box=None, header_style="bold", pad_edge=False)
+        owned = list(next(iter(v["time_by_agent_ms"].values())))
+        for col in ("agent", *owned):
+            table.add_column(col, justify="left" if col == "agent" else "right")
+        for a, by in v["time_by_agent_ms"].items():
+            table.add_row(a, *(_secs(by[s]) for s in owned))
+        con.print(table)
+    if not f["task"] and v["tasks"]:
+        table = Table(box=None, header_style="bold", pad_edge=False)
+        for col in ("task", "status", *statuses, "agents"):
+            table.add_column(col, justify="right" if col in statuses else "left")
+        for t in v["tasks"]:
+            table.add_row(t["id"] + ("" if t["work"] else " (container)"), t["status"],
+                          *(_secs(t["time_in_status_ms"].get(s, 0)) for s in statuses), ", ".join(t["time_by_agent_ms"]) or "-")
+        con.print(table)

@@ -8,11 +8,13 @@ from pathlib import Path
 
 import typer
 
+from coordstore.errors import UsageError
 from coordstore.models import UNSUCCESSFUL
 
 from orchestrator.cli.app import app, interrupt_exits, print_json
 from orchestrator.views.coordmetrics import COORDINATION_KEYS
 from orchestrator.views.custommetrics import DEFINED, run_metrics
+from orchestrator.views.overhead import overhead_line
 from orchestrator.views.runinfo import open_run
 
 
@@ -47,6 +49,7 @@ def _render_outcomes(outcomes, quiet: bool) -> None:
     Console().print(table)
     for o in outcomes:  # plain lines: paths must stay copyable, never wrapped
         m = o.metrics
+        typer.echo(overhead_line(m))
         if m["tasks_failed"] or m["tasks_cancelled"]:
             typer.echo(f"tasks: {m['tasks_failed']} failed, {m['tasks_cancelled']} cancelled"
                        + ("; the experiment allows failures" if o.spec.allow_failures else f"; run {o.status}"))
@@ -60,11 +63,22 @@ def _render_outcomes(outcomes, quiet: bool) -> None:
         typer.echo(f"branches: {o.spec.merged_branch} (merged), {o.spec.branch_prefix}/<agent> in {o.spec.repo}")
 
 
+def _write_comparison(experiment_dir: Path) -> list[Path]:
+    """The experiment's comparison.md/json/html and metrics.parquet over every run in its results
+    directory."""
+    from orchestrator.views.compare import write_comparison  # lazy: scipy only when comparing
+    from orchestrator.views.tables import write_experiment_metrics  # lazy: pyarrow only when writing tables
+
+    table = write_experiment_metrics(experiment_dir)
+    return write_comparison(experiment_dir) + ([table] if table else [])
+
+
 @app.command("run")
 @interrupt_exits()
 def run_cmd(
-    variant: str = typer.Option(..., "--variant", "-v", help="Variant name (or EXPERIMENT/VARIANT), searched across experiments/*.yaml."),
+    variant: str | None = typer.Option(None, "--variant", "-v", help="Variant name (or EXPERIMENT/VARIANT), searched across experiments/*.yaml."),
     experiment: Path | None = typer.Option(None, "--experiment", "-e", help="Experiment YAML file to take the variant from."),
+    every: bool = typer.Option(False, "--all", help="Run every variant of --experiment, replications interleaved (A B C A B C ...) with paired seeds, then write the experiment's comparison."),
     template: str | None = typer.Option(None, "--template", help="Template file or shipped template name (overrides the experiment's)."),
     repo: Path | None = typer.Option(None, "--repo", help="Target git repository (default: a demo repo built from the template)."),
     base: str = typer.Option("HEAD", "--base", help="Base commit or ref in --repo for every agent branch."),
@@ -76,15 +90,23 @@ def run_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object with the run directories and headline metrics."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No live progress."),
 ) -> None:
-    """Run a variant of an experiment: set up worktrees, run the agents, merge, export metrics."""
-    from orchestrator.runs.launch import HEADLINE, RunRequest, plan_runs, run_one  # lazy: `orch`'s start-up; yaml, watchdog
+    """Run a variant of an experiment (or, with --all, every variant): set up worktrees, run the
+    agents, merge, export metrics."""
+    # lazy: `orch`'s start-up; yaml, watchdog
+    from orchestrator.runs.launch import HEADLINE, RunRequest, plan_runs, run_one
+    from orchestrator.runs.schedule import plan_experiment, record_start
 
-    req = RunRequest(variant=variant, experiment=experiment, template=template, repo=repo, runs=runs, seed=seed,
+    if (variant is None) == (not every):
+        raise UsageError("give --variant NAME, or --all with --experiment FILE (not both)")
+    req = RunRequest(variant=variant or "", experiment=experiment, template=template, repo=repo, runs=runs, seed=seed,
                      time_scale=time_scale, store=store, results=results, base=base)
-    plans = plan_runs(req)
+    schedule = plan_experiment(req, plan_runs) if every else None
+    plans = [s.plan for s in schedule] if every else plan_runs(req)
     outcomes = []
     live = not (quiet or as_json) and sys.stderr.isatty()
     for i, plan in enumerate(plans, 1):
+        if every:
+            record_start(results, schedule[i - 1])
         if live:
             from rich.progress import Progress  # lazy: `orch`'s start-up; rich only for live progress
 
@@ -95,18 +117,22 @@ def run_cmd(
             outcomes.append(run_one(*plan))
             if not as_json and not quiet:
                 typer.echo(f"run {i}/{len(plans)} {outcomes[-1].run_id}: {outcomes[-1].status}", err=True)
+    written = _write_comparison(results / plans[0][0].experiment_id) if every else []
     if as_json:
         print_json({
             "version": 1,
-            "variant": plans[0][0].variant,
+            "variant": None if every else plans[0][0].variant,
             "experiment": plans[0][0].experiment_id,
-            "runs": [{"run_id": o.run_id, "run_dir": str(o.run_dir), "status": o.status,
-                      "merged_branch": o.spec.merged_branch, "repo": o.spec.repo,
+            "runs": [{"run_id": o.run_id, "run_dir": str(o.run_dir), "status": o.status, "variant": o.spec.variant,
+                      "seed": o.spec.seed, "merged_branch": o.spec.merged_branch, "repo": o.spec.repo,
                       "metrics": {k: o.metrics.get(k) for k in HEADLINE},
                       "criteria": o.criteria} for o in outcomes],
+            "comparison": [str(p) for p in written],
         })
     else:
         _render_outcomes(outcomes, quiet)
+        for p in written:
+            typer.echo(f"comparison: {p}")
     if any(o.status != "finished" for o in outcomes):
         raise typer.Exit(1)
 
@@ -132,6 +158,7 @@ def resume_cmd(
     else:
         failures = "".join(f", {metrics[f'tasks_{k}']} {k}" for k in UNSUCCESSFUL if metrics[f"tasks_{k}"])
         typer.echo(f"{orch.spec.run_id}: {status}, {metrics['tasks_completed']}/{metrics['tasks_total']} tasks completed{failures}")
+        typer.echo(overhead_line(metrics))  # every session's phases, this resume's included
     if status != "finished":
         raise typer.Exit(1)
 

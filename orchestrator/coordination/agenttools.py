@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from coordstore.errors import NotFound
-from coordstore.models import Agent
+from coordstore.models import METRIC_FIELDS, Agent
 
 from agents.config import LEASE_MS
 
@@ -15,7 +15,7 @@ from orchestrator.coordination.follow import ATTACH
 
 MAX_ATTACHMENT = 256 * 1024  # bytes of one attachment's content (kept in the history)
 MAX_THOUGHT = 16 * 1024  # bytes of one thought
-METRIC_SLOTS = 8  # task-graph-mcp's metric_0..metric_7: in, out, cached, thinking, image, audio, free, free
+METRIC_SLOTS = len(METRIC_FIELDS)  # task-graph-mcp's metric_0..metric_7: in, out, cached, thinking, image, audio, free, free
 
 
 class AgentTools:
@@ -93,8 +93,7 @@ class AgentTools:
                 not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
             raise c.args.refuse("values", f"must be a list of at most {METRIC_SLOTS} non-negative integers, got {values!r}")
         slots = list(values) + [0] * (METRIC_SLOTS - len(values))
-        self.store.add_usage(self.run_id, t.id, tokens_in=slots[0], tokens_out=slots[1], tokens_cached=slots[2],
-                             tokens_thinking=slots[3], cost_usd=cost)
+        self.store.add_usage(self.run_id, t.id, cost_usd=cost, **dict(zip(METRIC_FIELDS, slots)))
         c.data["metrics"] = slots
         c.data["cost_usd"] = cost
         return {"success": True, "task": t.id, "cost_usd": cost, "metrics": slots}

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from coordstore.graph import GraphIndex, is_ready
-from coordstore.models import Task
+from coordstore.models import METRIC_FIELDS, Task
 
 
 def summary(t: Task, ix: GraphIndex, status: Mapping[str, str]) -> dict[str, Any]:
@@ -32,6 +32,5 @@ def detail(t: Task, ix: GraphIndex, status: Mapping[str, str], attachments: list
         "dependents": sorted(ix.dependents.get(t.id, ())),
         "children": list(ix.children.get(t.id, ())),
         "attachments": attachments,
-        "usage": {"tokens_in": t.tokens_in, "tokens_out": t.tokens_out, "tokens_cached": t.tokens_cached,
-                  "tokens_thinking": t.tokens_thinking, "cost_usd": t.cost_usd},
+        "usage": {**dict(zip(METRIC_FIELDS, t.metrics)), "cost_usd": t.cost_usd},  # all 8 metric slots
     }

@@ -29,6 +29,7 @@ from coordstore.snapshot import read_text
 from agents.config import MergeMode
 
 from orchestrator.runs.foreign import KNOWN_SHAPES, ForeignError, Translation, shape_of, translate
+from orchestrator.runs.hypotheses import Comparison, Hypothesis, unknown_name
 from orchestrator.runs.resources import experiment_files
 from orchestrator.views.asks import DIRECTIONS, default_direction
 from orchestrator.views.custommetrics import Definition, DefinitionError, check
@@ -170,6 +171,7 @@ class ExperimentHead(_Strict):
     id: str = Field(min_length=1)
     name: str = ""
     hypothesis: str = ""
+    hypotheses: list[Hypothesis] = Field(default_factory=list)  # testable claims, judged by the comparison
 
     _id_is_a_directory = field_validator("id")(_one_directory)
 
@@ -182,6 +184,7 @@ class Experiment(_Strict):
     variants: list[Variant] = Field(min_length=1)
     metrics: list[MetricSpec] = Field(default_factory=list)
     success_criteria: list[Criterion] = Field(default_factory=list)
+    comparison: Comparison = Field(default_factory=Comparison)
     # set by load_experiment, never by a file: the shape the file was written in, and (foreign
     # shapes) the keys orch does not act on, which `orch run` notes once
     _shape: str = PrivateAttr(default="orch")
@@ -325,6 +328,10 @@ def load_experiment(path: Path) -> Experiment:
         except ValidationError as e:
             raise _schema_error(path, tree, data, e, ("variants", i, "execution")) from e
     _check_metrics(path, tree, data, exp, tr)
+    unknown = unknown_name([v.name for v in exp.variants], [m.name for m in exp.metrics], exp.experiment.hypotheses, exp.comparison)
+    if unknown:
+        key, msg = unknown
+        raise _error_at(path, tree, tr.origin.get(key, key) if tr else key, msg)
     if tr:
         exp._shape, exp._ignored = tr.shape, tr.ignored
     return exp
@@ -336,15 +343,17 @@ def note_ignored(path: Path, exp: Experiment) -> None:
         print(f"orch: note: {path}: ignored (orch does not act on them): {', '.join(exp.ignored)}", file=sys.stderr)
 
 
-def find_variant(name: str, experiment_file: Path | None = None) -> tuple[Path, Experiment, Variant]:
+def find_variant(name: str, experiment_file: Path | None = None, note: bool = True) -> tuple[Path, Experiment, Variant]:
     """The variant ``name`` in ``experiment_file``, or searched across every known experiment file.
 
-    Unknown or ambiguous names list the candidates.
+    Unknown or ambiguous names list the candidates. ``note``: say what the file asks that orch
+    ignores (off for the later variants of one `--all`, which read the same file).
     """
     if experiment_file is not None:
         exp = load_experiment(experiment_file)
         variant = exp.variant(name)
-        note_ignored(experiment_file, exp)
+        if note:
+            note_ignored(experiment_file, exp)
         return experiment_file, exp, variant
     hits, every = [], []
     for f in experiment_files():

@@ -1,5 +1,6 @@
 """A finished run's exports: snapshot.json.gz, transitions.jsonl, metrics.json (orch's metrics and
-those the frozen experiment file defines), summary.md."""
+those the frozen experiment file defines), summary.md, and Parquet copies of the transitions and
+metrics (``views.tables``)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from coordstore.snapshot import write_snapshot
 
 from orchestrator.views.criteria import from_experiment_file
 from orchestrator.views.custommetrics import DEFINED, ERRORS, run_metrics
+from orchestrator.views.tables import metrics_row, write_metrics, write_transitions
+from orchestrator.views.overhead import overhead_rows
 from orchestrator.rundir import RunPaths, RunSpec
 
 
@@ -23,6 +26,8 @@ def export_run(spec: RunSpec, paths: RunPaths, store) -> dict:
     for why in metrics.get(ERRORS, {}).values():  # the run stands; the metric is null, and says why
         print(f"orch: warning: {spec.run_id}: {why}", file=sys.stderr)
     write_private(paths.metrics, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    write_transitions(dump.history, paths.root / "transitions.parquet")
+    write_metrics([metrics_row(spec.model_dump(), metrics)], paths.root / "metrics.parquet")
     criteria = from_experiment_file(paths.experiment, metrics)
     write_private(paths.criteria, json.dumps(criteria, indent=2, sort_keys=True) + "\n")
     status = f"{dump.run.status} ({dump.run.reason})" if dump.run.reason else dump.run.status
@@ -52,8 +57,11 @@ def summary_markdown(spec: RunSpec, status: str, m: dict, criteria: list[dict] =
         ("dispatch latency", "-" if m["dispatch_latency_ms"] is None else f"{m['dispatch_latency_ms']:.1f} ms"),
         ("merge conflicts", str(m["merge_conflicts"])),
         ("retries / stalls", f"{m['retries']} / {m['stalls']}"),
-        ("tokens / cost", f"{m['tokens']['total']} / ${m['cost_usd']:.4f}"),
-    ] + [(name, "-" if m.get(name) is None else str(round(m[name], 4))) for name in m.get(DEFINED, [])]
+        ("tokens / cost", f"{m['tokens']['total']} total, {m['billable_tokens']} billable, "
+                          f"{m['cache_hit_rate']:.1%} cache hits / ${m['cost_usd']:.4f}"),
+        *overhead_rows(m),
+        *[(name, "-" if m.get(name) is None else str(round(m[name], 4))) for name in m.get(DEFINED, [])],
+    ]
     lines = [f"# Run {spec.run_id}", "", f"Experiment `{spec.experiment_id}`, variant `{spec.variant}` ({spec.policy}), seed {spec.seed}.", ""]
     lines += ["| metric | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
     if criteria:

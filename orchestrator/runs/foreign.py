@@ -14,7 +14,8 @@ The shapes, by the keys that tell them apart:
   of ``{name, workflow, agents: {count, config: {tags, max_claims}} | {count, definitions}}``.
 
 Shared by all: ``experiment: {id, name, hypothesis}`` (the id falls back to the experiment's name,
-the file's top-level name, the file name), ``metrics:`` and ``success_criteria:`` as
+the file's top-level name, the file name), ``comparison: {baseline, alpha, hypotheses}`` (seed
+004's; ``baseline: none`` is no baseline, its hypotheses are text), ``metrics:`` and ``success_criteria:`` as
 ``views.asks`` reads them, ``execution:``/``run:`` settings (``foreignkit.settings_of``). A
 variant's workflow is its own, else the file's; an agent's or a config's must agree with it.
 Agents: ``foreignagents``. Everything else is listed as ignored.
@@ -39,7 +40,7 @@ SHAPES = {
 }
 ORCH_SHAPE = "orch's own (experiment: {id}, template:, variants: [{name, policy, agents}])"
 KNOWN_SHAPES = "; ".join([ORCH_SHAPE, *SHAPES.values()])
-TOP_KEYS = {"experiment", "template", "execution", "run", "metrics", "success_criteria", "name", "workflow"}
+TOP_KEYS = {"experiment", "template", "execution", "run", "metrics", "success_criteria", "name", "workflow", "comparison"}
 
 
 @dataclass
@@ -92,6 +93,8 @@ def translate(path: Path, data: dict, shape: str, most: int) -> Translation:
         template = template_of(out, data[run_template[0]][run_template[1]], run_template)
         out.came_from(("template",), run_template)
     variants = build(out, data, most)
+    if "comparison" in data:
+        _comparison(out, data["comparison"])
     if template is None:
         if not all("template" in v for v in variants):
             raise ForeignError(("template",), "missing: name the task template (template: PATH or template: {source: PATH})")
@@ -118,6 +121,23 @@ def _head(out: Out, data: dict) -> None:
         value = out.path.stem
     name = head.get("name", data.get("name", ""))
     out.data["experiment"] = {"id": str(value), "name": str(name), "hypothesis": str(head.get("hypothesis", "")).strip()}
+
+
+def _comparison(out: Out, raw: Any) -> None:
+    """Seed 004's ``comparison: {baseline, hypotheses: {name: text}}`` (and orch's ``alpha``)."""
+    body = as_map(raw, ("comparison",))
+    out.rest(body, ("comparison",), {"baseline", "alpha", "hypotheses"})
+    into = {}
+    base = body.get("baseline")
+    if base is not None and not (isinstance(base, str) and base.strip().lower() == "none"):
+        into["baseline"] = as_str(base, ("comparison", "baseline"))
+        out.came_from(("comparison", "baseline"), ("comparison", "baseline"))
+    if "alpha" in body:
+        into["alpha"] = body["alpha"]
+        out.came_from(("comparison", "alpha"), ("comparison", "alpha"))
+    out.data["comparison"] = into
+    hypotheses = as_map(body.get("hypotheses", {}), ("comparison", "hypotheses"))
+    out.data["experiment"]["hypotheses"] = [{"id": str(k), "text": " ".join(str(v).split())} for k, v in hypotheses.items()]
 
 
 def _workflow(body: dict, key: Key, data: dict) -> tuple[Any, str, Key]:

@@ -50,6 +50,7 @@ class RunRequest:
     results: Path = Path("experiments/results")
     base: str = "HEAD"
     overrides: dict = field(default_factory=dict)
+    note_ignored: bool = True  # say once what a foreign experiment file asks that orch ignores
 
 
 @dataclass
@@ -169,7 +170,7 @@ def _check_role_faults(a, faults: list, served: dict) -> None:
 
 def plan_runs(req: RunRequest) -> list[tuple[RunSpec, RunPaths, object, str | None, bool]]:
     """Validate the request and return, per replication, what setup needs. Writes nothing."""
-    exp_file, exp, variant = find_variant(req.variant, req.experiment)
+    exp_file, exp, variant = find_variant(req.variant, req.experiment, note=req.note_ignored)
     execu = _with_flags(exp.execution_for(variant), req)
     _check_results(req.results)
     tref = req.template or variant.template or exp.template

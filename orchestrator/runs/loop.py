@@ -25,6 +25,7 @@ from agents.config import MCP_URL_ENV
 from orchestrator.runs.exports import export_run
 from orchestrator.runs.finalmerge import merge_completed
 from orchestrator.runs.outcome import settle
+from orchestrator.runs.phases import Spawning, note_phase
 from orchestrator.runs.toolserver import ToolServer
 from orchestrator.runs.watcher import EventWatcher
 from orchestrator.supervision.control import RunController
@@ -58,6 +59,8 @@ class Orchestrator:
         self.tool_server: ToolServer | None = None  # agent-driven variants: the coordination tools
         self._last_tick_ms = -1 << 62  # the first step always judges
         self._owner = False  # this process is the run's orchestrator (pid file written)
+        self._spawning: Spawning | None = None  # a spawn phase until every runner reported in
+        self._took_over_ms = 0  # when start() or reattach() began (the run's clock)
 
     def _start_model_server(self) -> None:
         """The variant's scripted model server; runners (re)spawned from now on point at it."""
@@ -88,17 +91,22 @@ class Orchestrator:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
+        spawning = Spawning(self.wall())
+        self._took_over_ms = spawning.start_ms
         write_pidfile(self.paths)  # lets `orch runs`/`status` tell a live run from an interrupted one
         self._owner = True
         self._start_model_server()
         self._start_tool_server()
         self.watcher.start()
         self.controller.spawn_all()
+        self._spawning = spawning
 
     def reattach(self) -> None:
         """Resume: take the run over (refused while its orchestrator lives or once it ended),
         reopen it, re-attach live runners, respawn the others after requeueing their tasks."""
         self._claim_for_resume()
+        spawning = Spawning(self.wall(), resume=True)
+        self._took_over_ms = spawning.start_ms
         self.store.reopen_run(self.spec.run_id, reason="resumed")
         self._start_model_server()  # a new port: re-attached runners keep the old URL and get requeued if they fail
         self._start_tool_server()  # likewise: a re-attached agent that cannot reach the old one ends and is respawned
@@ -107,6 +115,7 @@ class Orchestrator:
             for t in self.store.list_tasks(self.spec.run_id, status=ACTIVE, owner=agent_id):
                 self.store.requeue(self.spec.run_id, t.id, reason="runner gone after orchestrator restart", by="orchestrator")
             self.controller.spawn(agent_id)
+        self._spawning = spawning
 
     def _claim_for_resume(self) -> None:
         """Become the run's orchestrator, or ``InputError`` with nothing changed: while the one
@@ -139,6 +148,9 @@ class Orchestrator:
         """One turn: ingest events, judge agents, report progress. True when every task is terminal."""
         now_ms = self.wall() if now_ms is None else now_ms
         self.watcher.poll()
+        if self._spawning is not None and not self._spawning.waiting(self.store, self.spec.run_id, self.controller.agents()):
+            self._spawning.close(self.store, self.spec.run_id, now_ms)
+            self._spawning = None
         # events wake the loop many times a second; judging agents (a few queries each) need not
         if now_ms - self._last_tick_ms >= TICK_S * 1000:
             self._last_tick_ms = now_ms
@@ -191,7 +203,14 @@ class Orchestrator:
 
     def finish(self, status: str) -> str:
         """Let runners exit, stop the rest, merge what waited, export, close the run; returns
-        the run's final status."""
+        the run's final status. The drain (until every runner is gone) and the final merge are
+        recorded as phases, and so is a spawn still under way (``orchestrator.runs.phases``)."""
+        run_id = self.spec.run_id
+        drain_start = self._last_terminal_ms(self.wall())
+        if self._spawning is not None:  # the run ended before every runner reported in
+            self._spawning.close(self.store, run_id, drain_start,
+                                 waiting=self._spawning.waiting(self.store, run_id, self.controller.agents()))
+            self._spawning = None
         end = self.clock() + round(DRAIN_S * 1000)
         while not self.controller.all_exited() and self.clock() < end:
             self.watcher.wait(0.05)
@@ -202,12 +221,26 @@ class Orchestrator:
         for a in self.store.list_agents(self.spec.run_id):
             if a.status not in ("stopped", "dead"):
                 self.store.set_agent_status(self.spec.run_id, a.id, "stopped", reason=f"run {status}")
+        note_phase(self.store, run_id, "drain", drain_start, self.wall())
         if self.spec.merge_mode == "deferred":
-            merge_completed(self.spec, self.store)
+            merge_start = self.wall()
+            merged = merge_completed(self.spec, self.store)
+            note_phase(self.store, run_id, "final_merge", merge_start, self.wall(), branches=len(merged))
         status, reason = settle(self.spec, self.store, status)
         self.store.finish_run(self.spec.run_id, status, reason=reason)
         export_run(self.spec, self.paths, self.store)
         return status
+
+    def _last_terminal_ms(self, now_ms: int) -> int:
+        """When the drain began: the last task's terminal row when every task ended, else now
+        (a timeout, or tasks left behind); never before this process took the run (a resume of
+        a run whose tasks had all ended drains from the resume, not across the downtime)."""
+        tasks = self.store.list_tasks(self.spec.run_id)
+        if not tasks or any(t.status not in TERMINAL for t in tasks):
+            return now_ms
+        rows = self.store.history(self.spec.run_id, entity="task")
+        last = max((r.ts_ms for r in rows if r.to_state in TERMINAL and not r.is_note), default=now_ms)
+        return min(now_ms, max(last, self._took_over_ms))
 
     def close(self) -> None:
         if self.tool_server is not None:

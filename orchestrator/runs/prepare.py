@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 from coordstore import open_store, templates
+from coordstore.clock import wall_clock_ms
 from coordstore.errors import GitError, InputError
 from coordstore.models import Run, TaskGraph
 from coordstore.private import private_dir, write_private
@@ -21,6 +22,7 @@ from gitwork.runner import git
 from gitwork.worktrees import Worktrees
 
 from orchestrator.coordination.tokens import ensure_tokens
+from orchestrator.runs.phases import note_phase
 from orchestrator.rundir import AgentSpec, RunPaths, RunSpec
 
 
@@ -69,7 +71,9 @@ def load_graph(template: Path) -> TaskGraph:
 
 def prepare_run(spec: RunSpec, paths: RunPaths, graph: TaskGraph, experiment_text: str | None, demo: bool) -> None:
     """Create the run directory, the demo repo (``demo``), the store's run and graph, the merged
-    branch and the worktrees. The user's repository was checked by the caller (check_repo)."""
+    branch and the worktrees. The user's repository was checked by the caller (check_repo). The
+    time it took is the run's ``setup`` phase, noted in its history once everything stands."""
+    start_ms = wall_clock_ms()
     if paths.root.exists() and any(paths.root.iterdir()):
         raise InputError(f"{paths.root}: run directory exists and is not empty")
     created_root = not paths.root.exists()
@@ -96,12 +100,13 @@ def prepare_run(spec: RunSpec, paths: RunPaths, graph: TaskGraph, experiment_tex
                 )
             )
             store.add_graph(spec.run_id, graph)
-        repo = Path(spec.repo)
-        Merger(repo, f"refs/heads/{spec.merged_branch}").create(resolve_commit(repo, spec.base))
-        trees = Worktrees(repo, paths.worktrees)
-        for a in spec.agents:
-            if a.works:
-                trees.add(a.id, spec.agent_branch(a.id), spec.base)
+            repo = Path(spec.repo)
+            Merger(repo, f"refs/heads/{spec.merged_branch}").create(resolve_commit(repo, spec.base))
+            trees = Worktrees(repo, paths.worktrees)
+            for a in spec.agents:
+                if a.works:
+                    trees.add(a.id, spec.agent_branch(a.id), spec.base)
+            note_phase(store, spec.run_id, "setup", start_ms, wall_clock_ms())
     except BaseException:
         # leave nothing half-made: worktrees and branches of this run, then the directory
         _undo(spec, paths, created_root)

@@ -122,12 +122,10 @@ def defined_names(raw: Any) -> frozenset[str]:
 
 
 def metric_directions(doc: dict | None) -> dict[str, str]:
-    """Which way each metric is better ("lower" | "higher" | "neutral"): every metric the experiment
-    file (its YAML, any shape) names, as it says, and every other metric orch computes by
-    ``default_direction``."""
-    out = {k: default_direction(k) for k in METRIC_KEYS}
-    out.update({m["name"]: m["direction"] for m in asked_metrics(doc.get("metrics") if isinstance(doc, dict) else None).items})
-    return out
+    """Which way each metric the experiment file (its YAML, any shape) names is better: "lower" |
+    "higher" | "neutral", as the file says, else ``default_direction``. Only the metrics it names
+    (the comparison compares those); any other metric's direction is ``default_direction``'s."""
+    return {m["name"]: m["direction"] for m in asked_metrics(doc.get("metrics") if isinstance(doc, dict) else None).items}
 
 
 def _is_orch_criterion(c: Any) -> bool:
@@ -163,3 +161,4 @@ def asked_criteria(raw: Any, defined: frozenset[str] = frozenset()) -> Asked:
             else:
                 out.items.append({"metric": metric, "op": m.group(1), "value": float(m.group(2))})
     return out
+

@@ -68,7 +68,9 @@ def _latency(r: Transition) -> float:
 
 def claim_counts(history: list[Transition]) -> dict[str, Any]:
     """Claim attempts are the claims that named or took a task: the store's ``won`` and ``lost``
-    claim rows (``claim``/``claim_next`` of either family), plus ``claim`` tool calls recorded
+    claim rows (``claim``/``claim_next`` of either family; a ``claim_next`` told what its caller's
+    look saw, ``seen``, writes ``lost`` when another agent took that task first, so a pulling
+    agent's lost race counts even when it took another task), plus ``claim`` tool calls recorded
     ``lost`` that never reached the store (no lost claim row of their own, by the same agent for
     the same task, earlier in the history). A ``claim_next`` that found nothing ready (``empty``)
     is a look at an empty queue, not a contended claim: counted apart as ``claim_empty``.

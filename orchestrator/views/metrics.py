@@ -1,7 +1,9 @@
 """Run metrics, computed once, from the history (and the graph), never from mutable columns alone.
 
 Input is a ``RunDump`` (``store.dump_run``); every definition is one line in the README. Times are
-milliseconds. Work tasks are tasks that are not containers with children.
+milliseconds. Work tasks are tasks that are not containers with children. Per-agent keys, the
+lower bound and utilization cover every worker of the variant (``load.workers``), also one that
+ran nothing: a policy that starves agents must not look efficient.
 """
 
 from __future__ import annotations
@@ -14,14 +16,20 @@ from coordstore.graph import GraphIndex, critical_path, work_ids
 from coordstore.models import RunDump, Transition
 
 from orchestrator.views.coordmetrics import COORDINATION_KEYS, coordination_metrics
-from orchestrator.views.usage import TOKEN_KINDS, usage_by_agent
+from orchestrator.views.load import starvation, workers
+from orchestrator.views.overhead import OVERHEAD_KEYS, overhead_metrics
+from orchestrator.views.timeinstatus import time_in_status
+from orchestrator.views.tokenmetrics import token_metrics
 
 METRIC_KEYS = (
-    "wall_clock_ms", "lower_bound_ms", "efficiency", "tasks_total", "tasks_completed", "tasks_failed",
+    "wall_clock_ms", "lower_bound_ms", "workers", "efficiency", "tasks_total", "tasks_completed", "tasks_failed",
     "tasks_cancelled", "completion_rate", "throughput_tasks_per_h", "points_per_h", "rework_rate",
     "blocking_ratio", "queue_wait_ms", "dispatch_latency_ms", "pickup_latency_ms", "utilization",
-    "idle_ms", "busy_ms", "tasks_per_agent", "gini_tasks", "gini_busy", "reassignments", "stalls", "retries",
+    "idle_ms", "busy_ms", "tasks_per_agent", "starved_ms", "starved_total_ms", "idle_with_work_ms",
+    "gini_tasks", "gini_busy", "reassignments", "stalls", "retries",
     "merge_conflicts", "tokens", "cost_usd", "cost_per_completed_task",
+    "billable_tokens", "cached_tokens", "cache_hit_rate", "tokens_per_completed_task", "cost_per_point",
+    *OVERHEAD_KEYS, "time_in_status_ms", "time_by_agent_ms",
 ) + COORDINATION_KEYS  # the agent-coordination group (claims included) comes last
 HOUR_MS = 3_600_000
 
@@ -83,7 +91,8 @@ def compute_metrics(dump: RunDump) -> dict[str, Any]:
 
     # actual durations: the completing working period of each completed task
     actual = {task: t1 - t0 for (_, task, t0, t1, out) in p.working if out == "completed" and task in work}
-    executing = sorted({a for (a, task, *_rest) in p.working if task in work})
+    executing = {a for (a, task, *_rest) in p.working if task in work}
+    team = workers(dump, executing)  # every working agent, also one that ran nothing
     busy = defaultdict(int)
     done_by = defaultdict(int)
     for agent, task, t0, t1, out in p.working:
@@ -92,7 +101,7 @@ def compute_metrics(dump: RunDump) -> dict[str, Any]:
             done_by[agent] += out == "completed"
     cp_len, _ = critical_path(ix, {t: actual.get(t, 0) for t in work})
     total_work = sum(actual.values())
-    lower = max(cp_len, total_work / len(executing)) if executing else 0.0
+    lower = max(cp_len, total_work / len(team)) if team else 0.0
 
     completed = [t for t in work if final.get(t) == "completed"]
     points = sum((ix.tasks[t].points or 0) for t in completed)
@@ -136,16 +145,13 @@ def compute_metrics(dump: RunDump) -> dict[str, Any]:
 
     requeues = [r for r in rows if r.is_requeue]
     reassign = sum(1 for r in rows if r.entity == "task" and r.from_state == "assigned" and r.to_state == "assigned")
-    usage = usage_by_agent(dump).values()
-    tokens = {k: int(sum(u[k] for u in usage)) for k in TOKEN_KINDS}
-    cost = sum(u["cost_usd"] for u in usage)
-    tokens["total"] = sum(tokens.values())
     started = [t for t in work if p.started_at.get(t)]
 
-    util = {a: (busy[a] / wall if wall else 0.0) for a in executing}
+    util = {a: (busy[a] / wall if wall else 0.0) for a in team}
     return {
         "wall_clock_ms": wall,
         "lower_bound_ms": round(lower, 3),
+        "workers": len(team),
         "efficiency": round(lower / wall, 4) if wall else 0.0,
         "tasks_total": len(work),
         "tasks_completed": len(completed),
@@ -160,17 +166,17 @@ def compute_metrics(dump: RunDump) -> dict[str, Any]:
         "dispatch_latency_ms": round(mean(dispatch), 3) if dispatch else None,
         "pickup_latency_ms": round(mean(p.pickups), 3) if p.pickups else 0.0,
         "utilization": {"mean": round(mean(util.values()), 4) if util else 0.0, **{a: round(u, 4) for a, u in util.items()}},
-        "idle_ms": {a: max(0, wall - busy[a]) for a in executing},
-        "busy_ms": {a: busy[a] for a in executing},
-        "tasks_per_agent": {a: done_by[a] for a in executing},
-        "gini_tasks": round(gini([done_by[a] for a in executing]), 4),
-        "gini_busy": round(gini([busy[a] for a in executing]), 4),
+        "idle_ms": {a: max(0, wall - busy[a]) for a in team},
+        "busy_ms": {a: busy[a] for a in team},
+        "tasks_per_agent": {a: done_by[a] for a in team},
+        **starvation(dump, team, (run_start, run_start + wall)),
+        "gini_tasks": round(gini([done_by[a] for a in team]), 4),
+        "gini_busy": round(gini([busy[a] for a in team]), 4),
         "reassignments": reassign + sum(1 for r in requeues if (r.data or {}).get("previous")),
         "stalls": sum(1 for r in rows if r.entity == "agent" and r.to_state == "stalled"),
         "retries": len(requeues),
         "merge_conflicts": sum(1 for r in rows if r.entity == "merge" and r.to_state == "conflict"),
-        "tokens": tokens,
-        "cost_usd": round(cost, 6),
-        "cost_per_completed_task": round(cost / len(completed), 6) if completed else 0.0,
+        **token_metrics(dump, completed),  # tokens, cost_usd, cost_per_completed_task and the token efficiency keys
+        **overhead_metrics(dump, wall, actual), **time_in_status(dump),
         **coordination_metrics(dump, len(completed)),
     }

@@ -1,7 +1,9 @@
 """`orch report`: an experiment's report.md and report.html with PNG charts.
 
-Charts: an agent x time Gantt per run, the completion curve per variant, tasks and busy time per
-agent, and metric box plots. Success criteria from the frozen experiment file are evaluated per run.
+The report holds the experiment's comparison (``compare.write_comparison`` writes comparison.md,
+.json and .html beside it, with the scaling curves), the success criteria from the frozen
+experiment file evaluated per run, and the charts: an agent x time Gantt per run, the completion
+curve per variant, tasks and busy time per agent, and metric box plots.
 """
 
 from __future__ import annotations
@@ -10,24 +12,10 @@ import html
 import json
 from pathlib import Path
 
-import yaml
-
-from coordstore.errors import OrchError
-
-from orchestrator.views.asks import asked_metrics
-from orchestrator.views.compare import COMPARED, COORDINATION_COMPARED, compare, coordinated, find_runs, markdown
+from orchestrator.views.compare import COORDINATION_COMPARED, comparison_files, coordinated, find_runs, values
+from orchestrator.views.comparedoc import html_body, html_page, markdown
 from orchestrator.views.criteria import from_experiment_file
-
-
-def _plt():
-    try:
-        import matplotlib  # lazy: matplotlib (optional, the analysis extra) only for the charts
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt  # lazy: after matplotlib.use (the backend is chosen first)
-    except ImportError as e:
-        raise OrchError("reports need matplotlib: python -m pip install matplotlib") from e
-    return plt
+from orchestrator.views.plotting import pyplot
 
 
 def _periods(run_dir: Path) -> list[tuple[str, str, int, int, str]]:
@@ -45,7 +33,7 @@ def _periods(run_dir: Path) -> list[tuple[str, str, int, int, str]]:
 
 
 def gantt(run_dir: Path, out: Path) -> Path:
-    plt = _plt()
+    plt = pyplot()
     periods = _periods(run_dir)
     agents = sorted({p[0] for p in periods})
     t0 = min((p[2] for p in periods), default=0)
@@ -64,7 +52,7 @@ def gantt(run_dir: Path, out: Path) -> Path:
 
 
 def completion_curves(by_variant: dict[str, list[dict]], out: Path) -> Path:
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     for variant, runs in sorted(by_variant.items()):
         for i, r in enumerate(runs):
@@ -85,7 +73,7 @@ def completion_curves(by_variant: dict[str, list[dict]], out: Path) -> Path:
 
 
 def per_agent(by_variant: dict[str, list[dict]], out: Path) -> Path:
-    plt = _plt()
+    plt = pyplot()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
     for variant, runs in sorted(by_variant.items()):
         m = runs[0]["metrics"]
@@ -107,7 +95,7 @@ BOXES_PER_ROW = 5
 
 
 def boxplots(by_variant: dict[str, list[dict]], metrics: tuple[str, ...], out: Path) -> Path:
-    plt = _plt()
+    plt = pyplot()
     cols = min(len(metrics), BOXES_PER_ROW)
     rows = -(-len(metrics) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.5 * rows), squeeze=False)
@@ -117,7 +105,7 @@ def boxplots(by_variant: dict[str, list[dict]], metrics: tuple[str, ...], out: P
     for ax, m in zip(flat, metrics):
         names = sorted(by_variant)
         # a metric a run has no sample of (None: no pushed assignment, no decomposition) is left out, not 0
-        data = [[v for r in by_variant[n] if isinstance(v := r["metrics"].get(m), (int, float))] for n in names]
+        data = [values(by_variant[n], m) for n in names]
         ax.boxplot(data)
         ax.set_xticks(range(1, len(names) + 1), names, rotation=45, fontsize=7)
         ax.set_title(m, fontsize=9)
@@ -132,46 +120,34 @@ def criteria_results(run: dict, run_dir: Path) -> list[tuple[str, bool]]:
             for c in from_experiment_file(run_dir / "experiment.yaml", run["metrics"])]
 
 
-DEFAULT_REPORTED = ("wall_clock_ms", "efficiency", "claim_contention", "dispatch_latency_ms")
-
-
-def _reported_metrics(by_variant: dict[str, list[dict]]) -> tuple[str, ...]:
-    """The experiment's own `metrics:` list (from a frozen experiment file), else the defaults."""
-    for runs in by_variant.values():
-        exp_file = Path(runs[0]["run_dir"]) / "experiment.yaml"
-        if exp_file.is_file():
-            doc = yaml.safe_load(exp_file.read_text())
-            names = [m["name"] for m in asked_metrics(doc.get("metrics") if isinstance(doc, dict) else None).items]
-            if names:
-                return tuple(names)
-    return DEFAULT_REPORTED
-
-
-def write_report(experiment_dir: Path) -> tuple[Path, Path]:
+def write_report(experiment_dir: Path, baseline: str | None = None) -> tuple[Path, Path]:
+    """report.md and report.html, and beside them comparison.md, .json and .html."""
     experiment_dir = Path(experiment_dir)
     by_variant = find_runs([experiment_dir])
-    chosen = _reported_metrics(by_variant)
-    result = compare([experiment_dir], metrics=COMPARED + chosen)
+    result, _ = comparison_files(experiment_dir, baseline)
     charts = experiment_dir / "charts"
     charts.mkdir(exist_ok=True)
+    shown = tuple(m["name"] for m in result["metrics"] if m["name"] not in COORDINATION_COMPARED) or ("wall_clock_ms",)
     images = [completion_curves(by_variant, charts / "completion.png"),
               per_agent(by_variant, charts / "agents.png"),
-              boxplots(by_variant, chosen, charts / "metrics.png")]
+              boxplots(by_variant, shown, charts / "metrics.png")]
     if coordinated(result):  # the agent-coordination group gets its own box plots
         images.append(boxplots(by_variant, COORDINATION_COMPARED, charts / "coordination.png"))
     for runs in by_variant.values():
         for r in runs:
             images.append(gantt(Path(r["run_dir"]), charts / f"gantt-{Path(r['run_dir']).name}.png"))
-    md = [f"# Report: {experiment_dir.name}", "", markdown(result, chosen), "## Success criteria", ""]
+    criteria = []
     for runs in by_variant.values():
         for r in runs:
             for text, ok in criteria_results(r, Path(r["run_dir"])):
-                md.append(f"- {'PASS' if ok else 'FAIL'} {Path(r['run_dir']).name}: {text}")
-    md += ["", "## Charts", ""] + [f"![{p.stem}](charts/{p.name})" for p in images]
+                criteria.append(f"{'PASS' if ok else 'FAIL'} {Path(r['run_dir']).name}: {text}")
+    md = [f"# Report: {experiment_dir.name}", "", markdown(result, level=2), "## Success criteria", ""]
+    md += [f"- {c}" for c in criteria] + ["", "## Charts", ""] + [f"![{p.stem}](charts/{p.name})" for p in images]
     md_path = experiment_dir / "report.md"
     md_path.write_text("\n".join(md) + "\n")
-    body = "<pre>" + html.escape("\n".join(md[: md.index("## Charts")])) + "</pre>"
-    body += "".join(f'<h3>{p.stem}</h3><img src="charts/{p.name}">' for p in images)
+    body = f"<h1>Report: {html.escape(experiment_dir.name)}</h1>" + html_body(result, level=2)
+    body += "<h2>Success criteria</h2><ul>" + "".join(f"<li>{html.escape(c)}</li>" for c in criteria) + "</ul>"
+    body += "<h2>Charts</h2>" + "".join(f'<h3>{p.stem}</h3><img src="charts/{p.name}">' for p in images)
     html_path = experiment_dir / "report.html"
-    html_path.write_text(f"<!doctype html><meta charset=utf-8><title>orch report</title>{body}\n")
+    html_path.write_text(html_page("orch report", body))
     return md_path, html_path

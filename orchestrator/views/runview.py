@@ -43,12 +43,8 @@ import sqlite3
 from typing import Any
 
 from coordstore.graph import GraphIndex, work_ids
-from coordstore.models import TERMINAL, RunDump, Task
+from coordstore.models import METRIC_FIELDS, TERMINAL, RunDump, Task
 
-# the Task fields behind metric_0..metric_7 (task-graph-mcp's slot convention, seed 004); a field a
-# Task does not have reads 0
-SLOT_FIELDS = ("tokens_in", "tokens_out", "tokens_cached", "tokens_thinking", "tokens_image", "tokens_audio",
-               "metric_6", "metric_7")
 TABLES = {
     "tasks": ("id TEXT PRIMARY KEY", "title TEXT", "description TEXT", "status TEXT", "priority INTEGER", "phase TEXT",
               "points REAL", "time_estimate_ms INTEGER", "time_actual_ms INTEGER", "owner TEXT", "worker_id TEXT",
@@ -104,7 +100,7 @@ def _sequence(dump: RunDump) -> list[tuple]:
 
 
 def _task_row(t: Task, actual: int | None, work: bool) -> tuple:
-    slots = [int(getattr(t, f, 0) or 0) for f in SLOT_FIELDS]
+    slots = [getattr(t, f) for f in METRIC_FIELDS]  # metric_0..metric_7, seed 004's slot convention
     return (t.id, t.title, t.description, t.status, t.priority, t.phase, t.points, t.time_estimate_ms, actual,
             t.owner, t.owner, t.assigned_by, t.completed_by, t.attempt, t.reason, t.created_at, t.claimed_at,
             t.started_at, t.completed_at, t.updated_at, None, t.cost_usd, *slots,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from agents.events import EventWriter, args_digest, event_name, highest_seq, parse_event_name
-from coordstore.models import Event
+from coordstore.models import USAGE_KEYS, Event
 from fixtures_path import PROGS
 
 
@@ -32,7 +32,11 @@ def test_emit_writes_one_complete_file_per_event(tmp_path: Path) -> None:
     got = [(e.agent, e.seq, e.type, e.task) for e in events]
     assert got == [("a1", 0, "started", None), ("a1", 1, "step", "t1"), ("a1", 2, "tokens", "t1")]
     assert events[1].data == {"name": "edit", "digest": args_digest({"file": "x.py"})}
-    assert events[2].data == {"in": 5, "out": 2, "cached": 1, "thinking": 3, "cost_usd": 0.5}
+    assert events[2].data == {"in": 5, "out": 2, "cached": 1, "thinking": 3, "cost_usd": 0.5}  # slots 4-7 left out when 0
+    assert w.tokens(task="t1", tokens_in=1, image=4, audio=5, slot6=6, slot7=7) == 3
+    data = json.loads((tmp_path / "a1" / event_name(3)).read_text())["data"]
+    assert data == {"in": 1, "out": 0, "cached": 0, "thinking": 0, "cost_usd": 0.0, "image": 4, "audio": 5, "slot6": 6, "slot7": 7}
+    assert set(data) - {"cost_usd"} == set(USAGE_KEYS)  # the writer's keys are the store's slot names
     assert events[0].ts_ms <= events[1].ts_ms <= events[2].ts_ms
 
 

@@ -256,3 +256,37 @@ def test_push_coordinator_avoids_the_worker_a_task_was_taken_from(tmp_path):
         coord.last_given = {"w1": 0, "w2": 5}  # w1 waited longest: fairness alone would pick it again
         coord.next()
         assert store.get_task("r", "t").owner == "w2"
+
+
+class RivalAfterLook:
+    """The agent's real store, with a rival agent (its own store) claiming ``target`` right after
+    each look: the race a pulling agent loses between ``ready_tasks`` and ``claim_next``, made
+    certain instead of left to timing."""
+
+    def __init__(self, store, rival_store, run_id: str, target: str):
+        self.store, self.rival, self.run_id, self.target = store, rival_store, run_id, target
+
+    def ready_tasks(self, *args, **kwargs):
+        seen = self.store.ready_tasks(*args, **kwargs)
+        self.rival.claim(self.run_id, self.target, "rival")
+        return seen
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+
+@pytest.mark.parametrize("policy", ["pull", "hybrid"])
+def test_pulling_policies_name_what_they_saw_so_a_lost_race_is_recorded(store_url, policy):
+    from coordstore import open_store
+
+    with open_store(store_url) as store, open_store(store_url) as rival:
+        store.create_run(Run(id="r"))
+        store.add_graph("r", graph([{"id": "P"}, {"id": "p1", "priority": 9}, {"id": "p2"}, {"id": "out", "priority": 9}],
+                                   [("P", "contains", "p1"), ("P", "contains", "p2")]))
+        store.assign("r", "P", "w1", by="lead")  # hybrid: w1 pulls inside P first
+        env = PolicyEnv(RivalAfterLook(store, rival, "r", "p1"), "r", "w1", "worker", None, {}, None, None)
+        got = make_policy(policy, env).next()
+        claims = [(r.entity_id, r.to_state, r.agent, r.data.get("took")) for r in store.history("r", entity="claim")]
+    seen, took = "p1", "p2" if policy == "hybrid" else "out"  # hybrid looks inside its container
+    assert got.id == took
+    assert claims == [(seen, "won", "rival", None), (seen, "lost", "w1", took), (took, "won", "w1", None)]

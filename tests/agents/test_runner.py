@@ -166,6 +166,32 @@ def test_user_kind_by_dotted_path_and_a_dirty_worktree_is_cleaned_first(local, t
     assert any("discarded uncommitted changes" in e["data"].get("msg", "") for e in run.events("w1"))
 
 
+def test_a_kinds_usage_lands_on_its_task_in_all_8_metric_slots(local, tmp_path):
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "meterkind.py").write_text(textwrap.dedent("""
+        from agents.kinds import Result
+
+        class Meter:
+            name = "meter"
+            def __init__(self, options):
+                pass
+            def run(self, task, ctx):
+                ctx.events.tokens(task=task.id, tokens_in=1, tokens_out=2, image=5, slot7=8, cost_usd=0.5)
+                (ctx.worktree / f"m-{task.id}.txt").write_text("m")
+                return Result(ok=True, tokens={"in": 1, "out": 2, "cached": 3, "thinking": 4, "image": 5,
+                                               "audio": 6, "slot6": 7, "slot7": 8, "cost_usd": 0.5})
+    """))
+    run = local(TaskGraph(tasks=[Task(id="m1")]), files={"README.md": "base\n"})
+    run.add_agent("w1", kind="meterkind:Meter")
+    run.start("w1", env={"PYTHONPATH": str(plugins)})
+    assert run.wait(30) == {"w1": 0}, run.log("w1")
+    t = run.tasks()["m1"]
+    assert t.status == "completed" and t.metrics == [1, 2, 3, 4, 5, 6, 7, 8] and t.cost_usd == 0.5
+    [ev] = [e for e in run.events("w1") if e["type"] == "tokens"]
+    assert ev["data"] == {"in": 1, "out": 2, "cached": 0, "thinking": 0, "cost_usd": 0.5, "image": 5, "slot7": 8}
+
+
 def runner_cli(cfg_path) -> subprocess.CompletedProcess:
     return subprocess.run([PY, "-m", "agents.runner", "--config", str(cfg_path)], capture_output=True, text=True, timeout=60)
 

@@ -20,7 +20,8 @@ def make_dump(run_id: str = "r1") -> RunDump:
     tasks = [
         Task(id="root", title="Root ☃", priority=9),
         Task(id="a", title="A", points=2.5, tags=["x", "b"], status="completed", owner="w1", completed_by="w1",
-             attempt=1, created_at=1000, completed_at=5000, tokens_in=10, cost_usd=0.125),
+             attempt=1, created_at=1000, completed_at=5000, tokens_in=10, tokens_image=3, tokens_audio=4, metric_6=5,
+             metric_7=6, cost_usd=0.125),
         Task(id="b", title="B", time_estimate_ms=60_000, needed_tags=["py"], file_scope=["src/b.py"],
              meta={"commands": [["true"]]}, status="working", owner="w2", attempt=2),
         Task(id="c", title="C", description="line1\nline2 \"quoted\""),
@@ -60,6 +61,19 @@ def test_encode_is_canonical_and_round_trips():
     back = snapshot.loads(data, "mem")
     assert back.tasks == dump.tasks and back.dependencies == dump.dependencies and back.run == dump.run
     assert snapshot.dumps(back) == data  # byte-identical after a round trip
+
+
+def test_all_8_metric_slots_travel_and_an_older_snapshot_reads_them_as_0():
+    data = snapshot.dumps(make_dump())
+    doc = json.loads(data)
+    a = next(t for t in doc["tasks"] if t["id"] == "a")
+    assert [a[k] for k in ("tokens_in", "tokens_image", "tokens_audio", "metric_6", "metric_7")] == [10, 3, 4, 5, 6]
+    assert snapshot.loads(data, "mem").tasks[1].metrics == [10, 0, 0, 0, 3, 4, 5, 6]
+    for t in doc["tasks"]:  # as an orch with 4 slots wrote it
+        for k in ("tokens_image", "tokens_audio", "metric_6", "metric_7"):
+            del t[k]
+    old = snapshot.loads(json.dumps(doc).encode(), "old")
+    assert [t.metrics[4:] for t in old.tasks] == [[0] * 4] * 4 and old.tasks[1].tokens_in == 10
 
 
 def test_equal_dumps_in_any_list_order_give_equal_bytes():

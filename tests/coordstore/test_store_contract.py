@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from coordstore.errors import GraphError, InvalidTransition, NotFound, StaleAttempt
-from coordstore.models import Run
+from coordstore.models import Run, Task
 
 from conftest import T0, make_graph
 from contract_helpers import chain_errors, claimed, done, last, ready, refused, rows
@@ -248,6 +248,68 @@ def test_claim_named_won_lost_notfound(store, new_run):
         store.claim_next("no-run", "w1")
 
 
+def _claim_rows(store, run):
+    return [(r.entity_id, r.to_state, r.agent, r.data.get("status"), r.data.get("took"))
+            for r in store.history(run, entity="claim")]
+
+
+# with tags the SQLite store picks in Python, without them in one statement: both paths
+@pytest.mark.parametrize("tags", [None, ["py"]], ids=["no-tags", "tags"])
+def test_claim_next_seen_taken_by_another_writes_lost_then_won(store, new_run, tags):
+    run = new_run([{"id": "a", "priority": 2}, {"id": "b", "priority": 1}])
+    seen = store.ready_tasks(run, agent_tags=tags)[0].id  # w1 looks: a is best
+    assert store.claim_next(run, "w2", agent_tags=tags).id == seen == "a"  # w2 takes it first
+    assert store.claim_next(run, "w1", agent_tags=tags, seen=seen).id == "b"
+    assert _claim_rows(store, run) == [("a", "won", "w2", None, None), ("a", "lost", "w1", "assigned", "b"),
+                                       ("b", "won", "w1", None, None)]
+    h = store.history(run)
+    lost = next(r for r in h if r.to_state == "lost")
+    assert lost.from_state is None and [(r.entity, r.to_state) for r in h if r.seq > lost.seq] == [
+        ("claim", "won"), ("task", "assigned")]  # the lost row comes first, in the same step
+    assert chain_errors(h) == []
+
+
+def test_claim_next_seen_available_writes_only_won(store, new_run):
+    run = new_run([{"id": "a", "priority": 9}, "b"])
+    assert store.claim_next(run, "w1", seen="a").id == "a"
+    assert _claim_rows(store, run) == [("a", "won", "w1", None, None)]
+
+
+def test_claim_next_seen_taken_and_nothing_left_is_lost_not_empty(store, new_run):
+    run = new_run(["a"])
+    assert store.claim_next(run, "w2").id == "a"
+    assert store.claim_next(run, "w1", seen="a") is None
+    assert _claim_rows(store, run) == [("a", "won", "w2", None, None), ("a", "lost", "w1", "assigned", None)]
+    assert store.claim_next(run, "w1") is None  # seen=None: a look at an empty queue, as before
+    assert _claim_rows(store, run)[-1] == ("", "empty", "w1", None, None)
+
+
+def test_claim_next_seen_inside_a_container(store, new_run):
+    run = new_run(["P", "p1", "p2", "loose"], [("P", "contains", "p1"), ("P", "contains", "p2")])
+    assert store.claim_next(run, "w2", within="P").id == "p1"
+    assert store.claim_next(run, "w1", within="P", seen="p1").id == "p2"
+    assert store.claim_next(run, "w1", within="P", seen="p2") is None  # w1 itself took p2: still lost
+    assert _claim_rows(store, run)[1:] == [("p1", "lost", "w1", "assigned", "p2"), ("p2", "won", "w1", None, None),
+                                           ("p2", "lost", "w1", "assigned", None)]
+
+
+def test_claim_next_seen_still_ready_is_no_lost_race(store, new_run):
+    run = new_run([{"id": "a", "priority": 1}])
+    store.add_tasks(run, [Task(id="b", title="B", priority=9)])  # turns ready between the look and the claim
+    assert store.claim_next(run, "w1", seen="a").id == "b"
+    assert store.claim_next(run, "w1", agent_tags=[], seen="a").id == "a"
+    assert store.claim_next(run, "w1", seen=None) is None
+    assert [r[:2] for r in _claim_rows(store, run)] == [("b", "won"), ("a", "won"), ("", "empty")]
+
+
+def test_claim_next_seen_unknown_is_refused(store, new_run):
+    run = new_run(["a"])
+    with refused(store, run, NotFound):
+        store.claim_next(run, "w1", seen="ghost")
+    with refused(store, run, NotFound):
+        store.claim_next(run, "w1", agent_tags=["py"], seen="ghost")
+
+
 def test_assign_and_reassign(store, new_run):
     run = new_run(["a", "b", "c"], [("b", "blocks", "c")])
     t = store.assign(run, "a", "w1", by="coord")
@@ -409,3 +471,15 @@ def test_list_tasks_filters_and_usage(store, new_run):
     a = store.get_task(run, "a")
     assert (a.tokens_in, a.tokens_out, a.tokens_cached, a.tokens_thinking, a.cost_usd) == (11, 5, 7, 3, 0.75)
     assert len(store.history(run)) == n
+
+
+def test_usage_adds_all_eight_metric_slots(store, new_run):
+    run = new_run(["a", "b"])
+    store.add_usage(run, "a", 1, 2, 3, 4, 0.5, tokens_image=5, tokens_audio=6, metric_6=7, metric_7=8)
+    store.add_usage(run, "a", tokens_in=10, tokens_audio=60, metric_7=80, cost_usd=0.25)
+    a = store.get_task(run, "a")
+    assert a.metrics == [11, 2, 3, 4, 5, 66, 7, 88] and a.cost_usd == 0.75
+    assert [t.metrics for t in store.list_tasks(run)] == [[11, 2, 3, 4, 5, 66, 7, 88], [0] * 8]  # b untouched
+    assert [t.metrics for t in store.dump_run(run).tasks] == [[11, 2, 3, 4, 5, 66, 7, 88], [0] * 8]
+    with refused(store, run, NotFound):
+        store.add_usage(run, "nope", tokens_image=1)

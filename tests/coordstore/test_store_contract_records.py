@@ -185,7 +185,7 @@ def test_record_idempotent_by_key(store, new_run):
 # ---------------------------------------------------------------------------- snapshot
 def test_dump_load_round_trip(store, new_run, clock, other_store_url):
     run = busy_run(store, new_run, clock)
-    store.add_usage(run, "a", tokens_in=5, cost_usd=0.1)
+    store.add_usage(run, "a", tokens_in=5, cost_usd=0.1, tokens_image=6, tokens_audio=7, metric_6=8, metric_7=9)
     store.append_events(run, [ev("w1", 0, 5, "started"), ev("w1", 1, 6, x=[1, "y"]), ev("w2", 0, 4)])
     store.record(Transition(run_id=run, ts_ms=77, entity="merge", entity_id="m", to_state="conflict", data={"paths": ["f"]}, key="k1"))
     store.finish_run(run, "finished")
@@ -196,6 +196,7 @@ def test_dump_load_round_trip(store, new_run, clock, other_store_url):
     with open_store(other_store_url, clock=clock) as other:
         other.load_run(d)
         assert other.dump_run(run) == d
+        assert other.get_task(run, "a").metrics[4:] == [6, 7, 8, 9]  # the later slots travel too
         keyed = next(r for r in d.history if r.key == "k1")
         assert other.record(keyed) is None  # idempotency keys survive the trip
         # both stores go on identically

@@ -14,6 +14,7 @@ from storms import storm
 
 PROCS = 16
 TASKS = 2_000
+LOOK_TASKS = 300  # every look reads the whole ready list: fewer tasks keep it quick
 IDLE_SLEEP_S = 0.002  # pause after an empty claim while others still work, so pollers do not starve them
 
 
@@ -29,6 +30,17 @@ def _claim_only(url, run, agent, barrier, out):
             elif not store.ready_tasks(run):  # None may be a lost race: stop only when nothing is left
                 break
         out.put((agent, calls, won))
+
+
+def _look_then_claim(url, run, agent, barrier, out):
+    """A pulling agent's loop: look (``ready_tasks``), then claim naming what it saw best."""
+    with open_store(url) as store:
+        pairs = []  # (seen, got) of every claim
+        barrier.wait()
+        while ready := store.ready_tasks(run):
+            t = store.claim_next(run, agent, seen=ready[0].id)
+            pairs.append((ready[0].id, None if t is None else t.id))
+        out.put((agent, len(pairs), pairs))
 
 
 def _claim_work(url, run, agent, barrier, out):
@@ -82,6 +94,32 @@ def test_claim_storm_every_task_claimed_once(store_url):
     per_agent = Counter(r.agent for r in claims)
     assert per_agent == {agent: calls for agent, (calls, _) in results.items()}
     assert sorted((r.entity_id, r.agent) for r in claims if r.to_state == "won") == sorted(winner.items())
+
+
+def test_look_then_claim_storm_counts_every_lost_race(store_url):
+    """Each process records what it saw and what it got: the store's lost rows are exactly the
+    claims that got something other than what they saw (nothing else makes a task go: no task is
+    added, none blocked), and no task is taken twice."""
+    ids = [f"t{i:04d}" for i in range(LOOK_TASKS)]
+    with open_store(store_url) as s:
+        s.create_run(Run(id="looks"))
+        s.add_graph("looks", make_graph(ids))
+    results = storm(_look_then_claim, store_url, "looks", PROCS)
+
+    got = Counter(g for _, pairs in results.values() for _, g in pairs if g is not None)
+    assert sorted(got) == ids and max(got.values()) == 1, "a task was claimed twice or lost"
+    missed = Counter((agent, seen, g) for agent, (_, pairs) in results.items() for seen, g in pairs if g != seen)
+    assert missed, "no process lost a race: the storm did not contend"
+    with open_store(store_url) as s:
+        hist = s.history("looks")
+    assert_gap_free(hist)
+    claims = [r for r in hist if r.entity == "claim"]
+    lost = Counter((r.agent, r.entity_id, r.data["took"]) for r in claims if r.to_state == "lost")
+    assert lost == missed
+    assert all(r.data["status"] == "assigned" for r in claims if r.to_state == "lost")
+    assert Counter(r.to_state for r in claims) == {"won": LOOK_TASKS, "lost": sum(missed.values())}
+    won = sorted((r.agent, r.entity_id) for r in claims if r.to_state == "won")
+    assert won == sorted((agent, g) for agent, (_, pairs) in results.items() for _, g in pairs if g is not None)
 
 
 def dependent_graph():

@@ -86,13 +86,16 @@ def test_tag_lists_as_json_strings_metrics_and_extensions(tmp_path):
     t1, t2 = g.tasks[1], g.tasks[2]
     assert t1.tags == ["alpha", "zeta"] and t1.needed_tags == ["py"] and t1.wanted_tags == []
     assert (t1.tokens_in, t1.tokens_out, t1.tokens_cached, t1.tokens_thinking, t1.cost_usd) == (100, 20, 30, 4, 0.5)
+    assert (t1.tokens_image, t1.tokens_audio, t1.metric_6, t1.metric_7) == (9, 9, 9, 9)
     assert t1.status == "working" and t1.owner == "w1"
     assert t1.file_scope == ["src/url.py"] and t1.meta == {"commands": [["make"]]}
-    assert (t2.tokens_in, t2.tokens_out, t2.tokens_cached, t2.tokens_thinking) == (1, 2, 3, 4)
+    assert t2.metrics == [1, 2, 3, 4, 5, 6, 7, 8]  # from the metric_N columns, every slot
     assert t2.file_scope == ["src/conn.py", "src/http.py"]
-    # attachments survive an export and a re-import
+    # attachments and all 8 metric slots survive an export and a re-import
+    exported = to_doc(g)["tables"]["tasks"][2]
+    assert exported["metrics"] == [1, 2, 3, 4, 5, 6, 7, 8] and exported["metric_5"] == 6
     again = tgmcp.to_graph(to_doc(g), "re")
-    assert again.tasks[2].meta == t2.meta
+    assert again.tasks[2].meta == t2.meta and again.tasks[2].metrics == t2.metrics
     assert to_doc(again)["tables"]["attachments"] == doc["tables"]["attachments"]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -72,9 +73,24 @@ def test_report_writes_markdown_html_and_charts(tmp_path, capsys):
     pngs = sorted(p.name for p in (rep / "charts").glob("*.png"))
     assert "completion.png" in pngs and sum(p.startswith("gantt-") for p in pngs) == 2
     assert "PASS" in (rep / "report.md").read_text()  # success criteria evaluated
+    # the report holds the comparison, written beside it too
+    assert "## Comparison: coordination" in (rep / "report.md").read_text()
+    assert json.loads((rep / "comparison.json").read_text())["variants"]["pull-2"]["n"] == 2
+    assert "95% CI" in (rep / "comparison.md").read_text() and (rep / "comparison.html").is_file()
     code, out, err = orch(capsys, "compare", str(results / "coordination"), str(results / "baseline"), "--json")
     assert code == 0, err
-    assert json.loads(out)["baseline"] == "solo-1" and "pull-2" in json.loads(out)["speedup"]
+    speedup = json.loads(out)["speedup"]
+    assert speedup["solo"] == "solo-1" and "pull-2" in speedup["variants"]
+
+
+def test_plain_output_states_the_overhead_and_when_orchestrating_pays(tmp_path, capsys):
+    code, out, err = orch(capsys, "run", "--variant", "pull-2", "--template", "tiny-feature", "--runs", "1",
+                          "--time-scale", FAST, "--results", str(tmp_path / "results"), "--quiet")
+    assert code == 0, err
+    [line] = [ln for ln in out.splitlines() if ln.startswith("overhead: ")]
+    assert re.fullmatch(r"overhead: setup \d+\.\ds, spawn \d+\.\ds, drain \d+\.\ds, merge \d+\.\ds "
+                        r"\(\d+% of wall\+overhead\); speedup vs solo \d+\.\d\dx; "
+                        r"(orchestrating pays off for tasks longer than \d+\.\ds|orchestrating this graph never pays off .*)", line), line
 
 
 @pytest.mark.parametrize("args,needle,exit_code", [
@@ -142,6 +158,9 @@ def test_failed_tasks_fail_the_run_unless_the_experiment_allows_them(tmp_path, c
     summary = (Path(run["run_dir"]) / "summary.md").read_text()
     assert f"| status | failed ({m['tasks_failed']} failed, {m['tasks_cancelled']} cancelled of 5 tasks) |" in summary
     assert f"| tasks failed / cancelled | {m['tasks_failed']} / {m['tasks_cancelled']} |" in summary
+    full = json.loads((Path(run["run_dir"]) / "metrics.json").read_text())
+    assert f"| tokens / cost | {full['tokens']['total']} total, {full['billable_tokens']} billable, " \
+           f"{full['cache_hit_rate']:.1%} cache hits / ${full['cost_usd']:.4f} |" in summary and full["billable_tokens"] > 0
     # why each task did not complete, on one line each: the reason a reader of the summary needs
     listed = summary.split("Tasks that did not complete:\n\n", 1)[1].split("\n\n", 1)[0].splitlines()
     assert len(listed) == 5 and any(" failed: " in line and "injected failure" in line for line in listed), listed

@@ -204,10 +204,14 @@ def test_attachments_metrics_thoughts_and_heartbeats(tools):
     assert [x["content"] for x in t.call("attachments", "w2", {"task": "a", "content": True, "name": "plan"})] == ["step 1"]
     assert t.call("get", "w1", {"task": "a"})["attachments"] == ["plan", "log"]
     t.call("log_metrics", "w1", {"task": "a", "cost_usd": 0.5, "values": [10, 20, 3, 4, 5]})
-    t.call("log_metrics", "w1", {"task": "a", "values": [1, 1]})
+    t.call("log_metrics", "w1", {"task": "a", "values": [1, 1, 0, 0, 0, 6, 7, 8]})
     a = t.store.get_task(t.run_id, "a")
     assert (a.tokens_in, a.tokens_out, a.tokens_cached, a.tokens_thinking, a.cost_usd) == (11, 21, 3, 4, 0.5)
+    assert (a.tokens_image, a.tokens_audio, a.metric_6, a.metric_7) == (5, 6, 7, 8)  # every slot is stored
     assert tool_rows(t, "log_metrics")[0].data["metrics"] == [10, 20, 3, 4, 5, 0, 0, 0]
+    usage = t.call("get", "w2", {"task": "a"})["usage"]
+    assert usage == {"tokens_in": 11, "tokens_out": 21, "tokens_cached": 3, "tokens_thinking": 4, "tokens_image": 5,
+                     "tokens_audio": 6, "metric_6": 7, "metric_7": 8, "cost_usd": 0.5}
     t.call("thinking", "w1", {"thought": "reading the code", "tasks": ["a"]})
     [thought] = [r for r in t.store.history(t.run_id, entity="agent", entity_id="w1") if r.data.get("action") == "thinking"]
     assert thought.data["thought"] == "reading the code"

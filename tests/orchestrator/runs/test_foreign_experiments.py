@@ -107,6 +107,10 @@ def test_settings_metrics_and_criteria_orch_can_act_on_are_kept():
         ("wall_clock_ms", "lower", None), ("efficiency", "higher", None), ("claim_contention", "lower", None),
         ("dispatch_latency_ms", "lower", None)]
     assert [(c.metric, c.op, c.value) for c in seed.success_criteria] == [("completion_rate", ">=", 1.0), ("merge_conflicts", "==", 0.0)]
+    # seed 004's comparison: its baseline is orch's, its hypotheses prose without claims
+    assert seed.comparison.baseline == "swarm-4"
+    assert [(h.id, h.text, h.claims) for h in seed.experiment.hypotheses] == [("speed", "the swarm finishes first", [])]
+    assert load_experiment(FIX / "tgmcp-single.yaml").comparison.baseline is None  # `baseline: none`
     variants = load_experiment(FIX / "tgmcp-variants.yaml")
     assert variants.execution.timeout_s == 900  # run.timeout_seconds
     # a metric of the file's own, defined by a query, is kept and runs
@@ -120,10 +124,10 @@ IGNORED = {
     "tgmcp-variants.yaml": ["protocol", "run.poll_interval_seconds", "metrics.headline.claim_contention.source",
                             "success_criteria.floor_completion_pct"],
     "tgmcp-runs.yaml": ["topology", "execution.sweep"],
-    "tgmcp-single.yaml": ["workflow_overrides", "comparison", "experiment.variables", "metrics.primary.efficiency.source",
+    "tgmcp-single.yaml": ["workflow_overrides", "experiment.variables", "metrics.primary.efficiency.source",
                           "metrics.primary.lead_busy_pct"],
     "tgmcp-single-push.yaml": [],
-    "seed004.yaml": ["comparison", "execution.poll_interval_seconds", "execution.output_dir",
+    "seed004.yaml": ["execution.poll_interval_seconds", "execution.output_dir",
                      "template.instantiate_options.extra_tags", "metrics.primary.tasks_per_hour",
                      "metrics.coordination.dispatch_latency_ms.query", "success_criteria.target.efficiency",
                      "success_criteria.target.tasks_per_hour"],
@@ -212,6 +216,8 @@ def _write(tmp_path: Path, text: str) -> Path:
     ("name: one\nworkflow: push\ntemplate: browser-parallel\nagents:\n  total: 2\n  definitions:\n    - {id: c, role: boss}\n",
      "agents.definitions.0.role (line 7): unknown role 'boss': orch's are worker, coordinator, lead, solo, specialist"),
     ("name: one\nworkflow: solo\ntemplate: browser-parallel\nagents: {total: 2}\n", "agents (line 4): workflow 'solo' runs exactly one agent, not 2"),
+    ("template: {source: browser-parallel}\nvariants:\n  - {name: s, workflow: swarm, agents: {count: 1}}\ncomparison: {baseline: t}\n",
+     "comparison.baseline (line 4): 't' is not a variant of the experiment; it has: s"),
     ("name: one\nworkflow: push\ntemplate: browser-parallel\nagents:\n  total: 2\n  definitions:\n    - {id: c, role: coordinator}\n"
      "    - {id: w, role: worker, prompt: '(same as w)'}\n",
      "agents.definitions.1.prompt (line 8): '(same as w)': the instructions refer to each other in a circle"),

@@ -109,9 +109,10 @@ def alive(pid: int, create_time: float) -> bool:
 
 
 def run_rows(run_dir: Path) -> list[tuple[str | None, str, str | None]]:
+    """The run's changes of status (its notes, e.g. the orchestration phases, left out)."""
     spec = RunPaths(run_dir).read_spec()
     with open_store(spec.store_url) as s:
-        return [(r.from_state, r.to_state, r.reason) for r in s.history(spec.run_id, entity="run")]
+        return [(r.from_state, r.to_state, r.reason) for r in s.history(spec.run_id, entity="run") if not r.is_note]
 
 
 def assert_resume_finishes(run_dir: Path) -> None:

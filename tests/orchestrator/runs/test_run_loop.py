@@ -22,6 +22,7 @@ from coordstore import open_store
 from coordstore.errors import GitError, InputError
 from gitfixtures import make_repo
 from orchestrator.runs.launch import RunRequest, plan_runs, run_one
+from orchestrator.views import overhead
 from runfixtures import task, write_experiment
 from fixtures_path import PROGS
 
@@ -177,6 +178,12 @@ def test_sigkill_orchestrator_then_resume_loses_nothing(tmp_path):
         dump = s.dump_run(spec["run_id"])
         agents = s.list_agents(spec["run_id"])
     assert all(t.status == "completed" for t in dump.tasks)
+    # the orchestration phases of both orchestrators: the resume spawned again, one drain at the end
+    # (the first spawn is recorded once its runners all reported in: before the kill, unless one was slow)
+    phases = [(p["phase"], p.get("resume", False)) for p in overhead.phases(dump)]
+    assert [p for p in phases if p != ("spawn", False)] == [("setup", False), ("spawn", True), ("drain", False)], phases
+    assert phases.count(("spawn", False)) <= 1
+    assert result["metrics"]["spawn_ms"] == sum(p["end_ms"] - p["start_ms"] for p in overhead.phases(dump) if p["phase"] == "spawn")
     # no transition lost or duplicated: seqs gap-free, and no task took the same step twice in a row
     assert [t.seq for t in dump.history] == list(range(1, len(dump.history) + 1))
     for t in dump.tasks:

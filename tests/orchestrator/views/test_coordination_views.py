@@ -80,16 +80,17 @@ def test_compare_shows_coordination_beside_the_orch_baseline(tmp_path, capsys):
         orch_run(tmp_path, i)
     code, out, err = cli(capsys, "compare", tmp_path)
     assert code == 0, err
-    head, table = out.split("Agent coordination:", 1)
-    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[3:-1]]
-            for line in table.splitlines() if line.startswith("| push-")}
-    columns = [c.strip() for c in table.strip().splitlines()[0].split("|")[3:-1]]
-    assert columns[:2] == ["coordination_calls", "coordination_calls_per_task"]
-    assert rows["push-agents"][0].startswith("38 ± 0") and rows["push-orch"][0].startswith("0 ± 0")
+    head, group = out.split("## Agent coordination", 1)
+    assert "### coordination_calls (lower is better)" in group and "coordination_calls" not in head
+
+    def means(metric: str) -> dict[str, str]:  # variant -> its "mean ± sd" cell in the metric's table
+        table = group.split(f"### {metric} (", 1)[1].split("\n\n#", 1)[0]
+        return {line.split("|")[1].strip().split()[0]: line.split("|")[3].strip() for line in table.splitlines() if line.startswith("| push-")}
+
+    assert means("coordination_calls") == {"push-agents": "38 ± 0", "push-orch": "0 ± 0"}
     # orch's pushed tasks waited 40 ms for their workers; the orch run decomposed nothing: no sample
-    lat = columns.index("assignment_latency_ms")
-    assert rows["push-orch"][lat].startswith("40 ± 0")
-    assert rows["push-orch"][columns.index("subtasks_per_decomposed_task")] == "-"
+    assert means("assignment_latency_ms")["push-orch"] == "40 ± 0"
+    assert means("subtasks_per_decomposed_task")["push-orch"] == "-"
     code, out, err = cli(capsys, "compare", tmp_path, "--json")
     assert json.loads(out)["variants"]["push-agents"]["metrics"]["coordinator_tokens"]["mean"] == 1386
 
@@ -98,7 +99,7 @@ def test_compare_of_orch_variants_only_has_no_coordination_table(tmp_path, capsy
     orch_run(tmp_path, 1)
     code, out, err = cli(capsys, "compare", tmp_path)
     assert code == 0, err
-    assert "Agent coordination" not in out and "| push-orch | 1 |" in out
+    assert "Agent coordination" not in out and "| push-orch (baseline) | 1 |" in out
 
 
 def test_report_lists_and_charts_coordination(tmp_path, capsys):
@@ -108,6 +109,6 @@ def test_report_lists_and_charts_coordination(tmp_path, capsys):
     code, out, err = cli(capsys, "report", tmp_path)
     assert code == 0, err
     md = (tmp_path / "report.md").read_text()
-    assert "Agent coordination:" in md and "coordinator_busy_ms" in md and "![coordination](charts/coordination.png)" in md
+    assert "### Agent coordination" in md and "coordinator_busy_ms" in md and "![coordination](charts/coordination.png)" in md
     assert (tmp_path / "charts" / "coordination.png").stat().st_size > 1000
     assert "coordination" in (tmp_path / "report.html").read_text()

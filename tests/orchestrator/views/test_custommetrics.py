@@ -212,11 +212,14 @@ def test_directions_come_from_the_file_and_default_by_name():
     doc = yaml.safe_load(SEED004.read_text())
     d = metric_directions(doc)
     assert (d["tasks_per_hour"], d["avg_subtask_count"], d["wall_clock_duration_ms"]) == ("higher", "neutral", "lower")
-    assert set(METRIC_KEYS) <= set(d)  # every metric orch computes has one
-    assert (d["efficiency"], d["claim_contention"], d["tasks_total"]) == ("higher", "lower", "neutral")
+    assert list(d) == [m.name for m in load_experiment(SEED004).metrics]  # the metrics it names, in its order
     own = metric_directions(yaml.safe_load(EXPERIMENT))
-    assert (own["working_ms"], own["parallelism"], own["wall_clock_ms"]) == ("neutral", "higher", "lower")
-    assert metric_directions(None) == {k: default_direction(k) for k in METRIC_KEYS}
-    assert [default_direction(k) for k in ("completion_rate", "merge_conflicts", "not_a_metric")] == ["higher", "lower", "neutral"]
+    assert own == {"working_ms": "neutral", "parallelism": "higher", "wall_clock_ms": "lower"}
+    assert metric_directions(None) == {}
+    # a metric no file names: orch's natural direction, none for what is not a measure of how well a run went
+    assert [default_direction(k) for k in ("efficiency", "completion_rate", "cache_hit_rate", "merge_conflicts",
+                                           "claim_contention", "tasks_total", "workers", "not_a_metric")] == [
+        "higher", "higher", "higher", "lower", "lower", "neutral", "neutral", "neutral"]
+    assert {default_direction(k) for k in METRIC_KEYS} == {"higher", "lower", "neutral"}
     exp = load_experiment(SEED004)  # the loader agrees with the views
     assert all(d[m.name] == m.direction for m in exp.metrics)

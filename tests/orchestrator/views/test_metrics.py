@@ -96,7 +96,8 @@ def test_rework_requeue_dispatch_and_tokens():
     assert m["merge_conflicts"] == 1
     # dispatch: first 50 (task and x free since 0); second: t1 back to pending at 110, pushed at 120 -> 10
     assert m["dispatch_latency_ms"] == pytest.approx(30)
-    assert m["tokens"] == {"in": 100, "out": 20, "cached": 5, "thinking": 1, "total": 126}
+    assert m["tokens"] == {"in": 100, "out": 20, "cached": 5, "thinking": 1, "image": 0, "audio": 0, "slot6": 0, "slot7": 0,
+                           "total": 126, "billable": 121}
     assert m["cost_usd"] == 0.5 and m["cost_per_completed_task"] == 0.5
     # wall clock runs from the first start (60) to the last completion (225)
     assert m["wall_clock_ms"] == 165

@@ -28,7 +28,8 @@ def dump(store, new_run):
     store.fail(run, "b", "w2", b, "broke", now=T0 + 80)
     store.requeue(run, "b", "retry", now=T0 + 90)
     store.note(run, "task", "b", "handoff", agent="w1", now=T0 + 95)  # a note: no status period of its own
-    store.add_usage(run, "a", tokens_in=10, tokens_out=5, tokens_cached=2, tokens_thinking=1, cost_usd=0.5)
+    store.add_usage(run, "a", tokens_in=10, tokens_out=5, tokens_cached=2, tokens_thinking=1, cost_usd=0.5,
+                    tokens_image=4, tokens_audio=3, metric_6=6, metric_7=7)
     store.complete(run, "a", "w1", a, now=T0 + 120)
     b = store.claim(run, "b", "w1", now=T0 + 130).attempt
     store.start(run, "b", "w1", b, now=T0 + 140)
@@ -53,7 +54,10 @@ def test_tasks_carry_task_graph_mcps_columns_with_orchs_statuses(dump):
         got = {r[0]: r[1:] for r in rows(view, "SELECT id, status, worker_id, owner, points, time_estimate_ms, time_actual_ms, "
                                                "cost_usd, metric_0, metric_1, metric_2, metric_3, metric_4, metric_7, "
                                                "deleted_at, is_work, started_at, completed_at FROM tasks")}
-    assert got["a"] == ("completed", "w1", "w1", 2.0, 1000, 100, 0.5, 10, 5, 2, 1, 0, 0, None, 1, T0 + 20, T0 + 120)
+    assert got["a"] == ("completed", "w1", "w1", 2.0, 1000, 100, 0.5, 10, 5, 2, 1, 4, 7, None, 1, T0 + 20, T0 + 120)
+    with RunView(dump) as view:  # the 8 slots in task-graph-mcp's order
+        assert rows(view, "SELECT " + ", ".join(f"metric_{i}" for i in range(8)) + " FROM tasks WHERE id = 'a'") == [
+            (10, 5, 2, 1, 4, 3, 6, 7)]
     # b worked twice: its actual time is both working periods (50 + 60 ms), its start the last one
     assert got["b"][:2] + got["b"][5:6] + got["b"][15:] == ("completed", "w1", 110, T0 + 140, T0 + 200)
     assert got["box"][14] == 0 and got["box"][0] == "completed" and got["box"][5] is None  # a container is no work
