@@ -13,7 +13,7 @@ from coordstore.models import UNSUCCESSFUL
 
 from orchestrator.cli.app import app, interrupt_exits, print_json
 from orchestrator.views.coordmetrics import COORDINATION_KEYS
-from orchestrator.views.metrics import compute_metrics
+from orchestrator.views.custommetrics import DEFINED, run_metrics
 from orchestrator.views.overhead import overhead_line
 from orchestrator.views.runinfo import open_run
 
@@ -168,17 +168,21 @@ def metrics_cmd(
     run_dir: Path = typer.Argument(..., help="A run directory."),
     as_json: bool = typer.Option(False, "--json", help="Print every metric as one JSON object."),
 ) -> None:
-    """Compute a run's metrics from its recorded history."""
+    """Compute a run's metrics from its recorded history, with those its experiment file defines."""
     ref = open_run(run_dir)
     with ref.open_store() as store:
-        m = compute_metrics(store.dump_run(ref.run_id))
+        m = run_metrics(store.dump_run(ref.run_id), ref.paths.experiment)
     if as_json:
         print_json(m)
         return
+    if not m[DEFINED]:  # an experiment that defines none: no empty group
+        del m[DEFINED]
     width = max(map(len, m))
     for k, v in m.items():
         if k == COORDINATION_KEYS[0]:
             typer.echo("# agent coordination")
+        if k == DEFINED:
+            typer.echo("# defined in the experiment file")
         typer.echo(f"{k:{width}} {json.dumps(v, sort_keys=True)}")
 
 

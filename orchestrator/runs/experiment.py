@@ -31,6 +31,8 @@ from agents.config import MergeMode
 from orchestrator.runs.foreign import KNOWN_SHAPES, ForeignError, Translation, shape_of, translate
 from orchestrator.runs.hypotheses import Comparison, Hypothesis, unknown_name
 from orchestrator.runs.resources import experiment_files
+from orchestrator.views.asks import DIRECTIONS, default_direction
+from orchestrator.views.custommetrics import Definition, DefinitionError, check
 from orchestrator.supervision.verdicts import SupervisionConfig
 
 Policy = Literal["pull", "push", "hybrid", "solo", "relay"]
@@ -142,8 +144,27 @@ class Criterion(_Strict):
 
 
 class MetricSpec(_Strict):
-    name: str
-    direction: Literal["lower", "higher"] = "lower"
+    """A metric the experiment shows: one orch computes (by name), or its own, defined by a
+    read-only SQL ``query`` over the run's view or a ``derived`` expression over other metrics
+    (``views.custommetrics``). ``compare`` (seed 004's words) or ``direction`` says which way it is
+    better; without either, orch's own metrics get their natural direction and defined ones none."""
+
+    name: str = Field(min_length=1)
+    query: str | None = Field(default=None, min_length=1)
+    derived: str | None = Field(default=None, min_length=1)
+    compare: Literal["lower_is_better", "higher_is_better", "neutral"] | None = None
+    direction: Literal["lower", "higher", "neutral"] | None = None
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _one_direction(self) -> "MetricSpec":
+        if self.compare is not None and self.direction is not None:
+            raise PydanticCustomError("two_directions", "give compare: or direction:, not both")
+        self.direction = DIRECTIONS[self.compare] if self.compare else self.direction or default_direction(self.name)
+        return self
+
+    def definition(self) -> Definition:
+        return Definition(self.name, self.query, self.derived)
 
 
 class ExperimentHead(_Strict):
@@ -248,14 +269,32 @@ def _error_at(path: Path, tree: yaml.Node | None, key: tuple, msg: str) -> Input
     return InputError(f"{path}: {'.'.join(str(p) for p in key) or '(top)'}{where}: {msg}")
 
 
+def _file_key(tr: Translation | None, key: tuple) -> tuple:
+    """An orch key path as the file wrote it: a translated file's own key it came from."""
+    for cut in range(len(key), -1, -1) if tr else ():
+        if key[:cut] in tr.origin:
+            return tr.origin[key[:cut]] + key[cut:]
+    return key
+
+
 def _translated_error(path: Path, tree: yaml.Node | None, tr: Translation, e: ValidationError) -> InputError:
     """A validation error of a translated file, at the file's own key it came from."""
     err = e.errors()[0]
-    loc = _key_path(tuple(err["loc"]), tr.data, err["type"] == "missing")
-    for cut in range(len(loc), -1, -1):
-        if loc[:cut] in tr.origin:
-            return _error_at(path, tree, tr.origin[loc[:cut]] + loc[cut:], err["msg"])
-    return _error_at(path, tree, loc, err["msg"])
+    return _error_at(path, tree, _file_key(tr, _key_path(tuple(err["loc"]), tr.data, err["type"] == "missing")), err["msg"])
+
+
+def _check_metrics(path: Path, tree: yaml.Node | None, data: dict, exp: Experiment, tr: Translation | None) -> None:
+    """The metrics the file names, as ``custommetrics.check`` judges them, refused at their key."""
+    try:
+        check([m.definition() for m in exp.metrics])
+    except DefinitionError as e:
+        key = _file_key(tr, ("metrics", e.index, e.field))
+        entry = data
+        for part in key[:-1]:
+            entry = entry[part] if isinstance(entry, (dict, list)) else None
+        if e.field == "derived" and isinstance(entry, dict) and "derived" not in entry and "derivation" in entry:
+            key = key[:-1] + ("derivation",)  # task-graph-mcp's word for it
+        raise _error_at(path, tree, key, str(e)) from e
 
 
 def load_experiment(path: Path) -> Experiment:
@@ -288,6 +327,7 @@ def load_experiment(path: Path) -> Experiment:
             exp.execution_for(v)
         except ValidationError as e:
             raise _schema_error(path, tree, data, e, ("variants", i, "execution")) from e
+    _check_metrics(path, tree, data, exp, tr)
     unknown = unknown_name([v.name for v in exp.variants], [m.name for m in exp.metrics], exp.experiment.hypotheses, exp.comparison)
     if unknown:
         key, msg = unknown

@@ -1,16 +1,18 @@
-"""A finished run's exports: snapshot.json.gz, transitions.jsonl, metrics.json, summary.md, and
-Parquet copies of the transitions and metrics (``views.tables``)."""
+"""A finished run's exports: snapshot.json.gz, transitions.jsonl, metrics.json (orch's metrics and
+those the frozen experiment file defines), summary.md, and Parquet copies of the transitions and
+metrics (``views.tables``)."""
 
 from __future__ import annotations
 
 import json
+import sys
 
 from coordstore.models import UNSUCCESSFUL
 from coordstore.private import write_private
 from coordstore.snapshot import write_snapshot
 
 from orchestrator.views.criteria import from_experiment_file
-from orchestrator.views.metrics import compute_metrics
+from orchestrator.views.custommetrics import DEFINED, ERRORS, run_metrics
 from orchestrator.views.tables import metrics_row, write_metrics, write_transitions
 from orchestrator.views.overhead import overhead_rows
 from orchestrator.rundir import RunPaths, RunSpec
@@ -20,7 +22,9 @@ def export_run(spec: RunSpec, paths: RunPaths, store) -> dict:
     dump = store.dump_run(spec.run_id)
     write_snapshot(paths.snapshot, dump)
     write_private(paths.transitions, "".join(t.model_dump_json() + "\n" for t in dump.history))
-    metrics = compute_metrics(dump)
+    metrics = run_metrics(dump, paths.experiment)
+    for why in metrics.get(ERRORS, {}).values():  # the run stands; the metric is null, and says why
+        print(f"orch: warning: {spec.run_id}: {why}", file=sys.stderr)
     write_private(paths.metrics, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     write_transitions(dump.history, paths.root / "transitions.parquet")
     write_metrics([metrics_row(spec.model_dump(), metrics)], paths.root / "metrics.parquet")
@@ -56,6 +60,7 @@ def summary_markdown(spec: RunSpec, status: str, m: dict, criteria: list[dict] =
         ("tokens / cost", f"{m['tokens']['total']} total, {m['billable_tokens']} billable, "
                           f"{m['cache_hit_rate']:.1%} cache hits / ${m['cost_usd']:.4f}"),
         *overhead_rows(m),
+        *[(name, "-" if m.get(name) is None else str(round(m[name], 4))) for name in m.get(DEFINED, [])],
     ]
     lines = [f"# Run {spec.run_id}", "", f"Experiment `{spec.experiment_id}`, variant `{spec.variant}` ({spec.policy}), seed {spec.seed}.", ""]
     lines += ["| metric | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]

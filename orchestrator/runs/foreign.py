@@ -29,7 +29,7 @@ from typing import Any
 
 from orchestrator.runs.foreignagents import Agent, check_max_claims, declared_counts, entry, finish, numbered, policy_of
 from orchestrator.runs.foreignkit import ForeignError, Key, Out, as_count, as_list, as_map, as_str, as_tags, settings_of, template_of
-from orchestrator.views.asks import asked_criteria, asked_metrics
+from orchestrator.views.asks import asked_criteria, asked_metrics, defined_names
 
 VARIANT_MAP, RUNS, SINGLE, SEED004 = "variants-mapping", "runs-list", "single-variant", "seed-004"
 SHAPES = {
@@ -99,8 +99,11 @@ def translate(path: Path, data: dict, shape: str, most: int) -> Translation:
         if not all("template" in v for v in variants):
             raise ForeignError(("template",), "missing: name the task template (template: PATH or template: {source: PATH})")
         template = variants[0]["template"]
-    metrics, criteria = asked_metrics(data.get("metrics")), asked_criteria(data.get("success_criteria"))
+    metrics = asked_metrics(data.get("metrics"))
+    criteria = asked_criteria(data.get("success_criteria"), defined_names(data.get("metrics")))
     out.data.update(template=template, variants=variants, metrics=metrics.items, success_criteria=criteria.items)
+    for j, key in enumerate(metrics.keys):  # a defined metric's errors name the file's own keys
+        out.came_from(("metrics", j), key)
     for item in metrics.ignored + criteria.ignored:
         out.ignore(item)
     return Translation(shape, out.data, out.ignored, out.origin)

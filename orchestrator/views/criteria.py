@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from orchestrator.views.asks import asked_criteria
+from orchestrator.views.asks import asked_criteria, defined_names
 
 OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq, "!=": operator.ne}
 
@@ -28,4 +28,6 @@ def from_experiment_file(path: Path, metrics: dict) -> list[dict]:
     if not Path(path).is_file():
         return []
     doc = yaml.safe_load(Path(path).read_text())
-    return evaluate(asked_criteria(doc.get("success_criteria") if isinstance(doc, dict) else None).items, metrics)
+    if not isinstance(doc, dict):
+        return []
+    return evaluate(asked_criteria(doc.get("success_criteria"), defined_names(doc.get("metrics"))).items, metrics)

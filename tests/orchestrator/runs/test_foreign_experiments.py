@@ -102,7 +102,10 @@ def test_settings_metrics_and_criteria_orch_can_act_on_are_kept():
     seed = load_experiment(FIX / "seed004.yaml")
     assert seed.execution.timeout_s == 1200
     assert seed.experiment.hypothesis.startswith("Workers that pull finish first")
-    assert [(m.name, m.direction) for m in seed.metrics] == [("wall_clock_ms", "lower"), ("efficiency", "higher"), ("claim_contention", "lower")]
+    # dispatch_latency_ms comes with a query of its own: orch computes that metric itself, the query is ignored
+    assert [(m.name, m.direction, m.query) for m in seed.metrics] == [
+        ("wall_clock_ms", "lower", None), ("efficiency", "higher", None), ("claim_contention", "lower", None),
+        ("dispatch_latency_ms", "lower", None)]
     assert [(c.metric, c.op, c.value) for c in seed.success_criteria] == [("completion_rate", ">=", 1.0), ("merge_conflicts", "==", 0.0)]
     # seed 004's comparison: its baseline is orch's, its hypotheses prose without claims
     assert seed.comparison.baseline == "swarm-4"
@@ -110,13 +113,17 @@ def test_settings_metrics_and_criteria_orch_can_act_on_are_kept():
     assert load_experiment(FIX / "tgmcp-single.yaml").comparison.baseline is None  # `baseline: none`
     variants = load_experiment(FIX / "tgmcp-variants.yaml")
     assert variants.execution.timeout_s == 900  # run.timeout_seconds
-    assert [(m.name, m.direction) for m in variants.metrics] == [("wall_clock_ms", "lower"), ("claim_contention", "lower")]
+    # a metric of the file's own, defined by a query, is kept and runs
+    assert [(m.name, m.direction, m.query) for m in variants.metrics] == [
+        ("wall_clock_ms", "lower", None), ("claim_contention", "lower", None), ("handoff_delay_ms", "neutral", "SELECT 1")]
+    runs = load_experiment(FIX / "tgmcp-runs.yaml")  # task-graph-mcp's derivation: is derived:
+    assert [(m.name, m.derived) for m in runs.metrics] == [("gini_tasks", None), ("busiest_agent_share", "max(tasks_per_agent) / tasks_completed")]
 
 
 IGNORED = {
     "tgmcp-variants.yaml": ["protocol", "run.poll_interval_seconds", "metrics.headline.claim_contention.source",
-                            "metrics.dispatch.handoff_delay_ms", "success_criteria.floor_completion_pct"],
-    "tgmcp-runs.yaml": ["topology", "execution.sweep", "metrics.spread.busiest_agent_share"],
+                            "success_criteria.floor_completion_pct"],
+    "tgmcp-runs.yaml": ["topology", "execution.sweep"],
     "tgmcp-single.yaml": ["workflow_overrides", "experiment.variables", "metrics.primary.efficiency.source",
                           "metrics.primary.lead_busy_pct"],
     "tgmcp-single-push.yaml": [],

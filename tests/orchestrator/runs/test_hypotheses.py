@@ -10,7 +10,7 @@ from orchestrator.runs.experiment import load_experiment
 
 HEAD = "experiment:\n  id: h\n  hypotheses:\n"
 BODY = ("template: tiny-feature\n"
-        "metrics:\n  - {name: my_metric, direction: lower}\n"
+        "metrics:\n  - {name: my_metric, query: 'SELECT COUNT(*) FROM tasks', direction: lower}\n"
         "variants:\n  - {name: push-4, policy: push}\n  - {name: pull-4, policy: pull}\n")
 
 

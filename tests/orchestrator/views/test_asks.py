@@ -43,10 +43,19 @@ def test_seed004_levels_are_judged_and_baselines_are_not():
                              "success_criteria.target.gini_busy", "success_criteria.stretch"]
 
 
-def test_grouped_metrics_keep_what_orch_computes():
-    asked = asked_metrics({"a": ["efficiency", {"name": "gini_busy", "compare": "neutral"}, {"name": "x_ms"}, 7],
-                           "b": {"description": "d", "measurements": [{"name": "rework_rate", "derived": "r / n"}]},
+def test_grouped_metrics_keep_what_orch_computes_and_what_the_file_defines():
+    asked = asked_metrics({"a": ["efficiency", {"name": "gini_busy", "compare": "neutral"}, {"name": "x_ms"}, 7,
+                                 {"name": "mine", "query": "SELECT 1", "compare": "higher_is_better", "source": "s"}],
+                           "b": {"description": "d", "measurements": [{"name": "rework_rate", "derived": "r / n"},
+                                                                      {"name": "share", "derivation": "1 / 2", "description": "w"}]},
                            "c": "not a list"})
-    # named alone, a metric gets orch's natural direction for it
-    assert asked.items == [{"name": "efficiency", "direction": "higher"}, {"name": "gini_busy", "direction": "lower"}]
-    assert asked.ignored == ["metrics.a.gini_busy.compare", "metrics.a.x_ms", "metrics.a.3", "metrics.b.rework_rate.derived", "metrics.c"]
+    # named alone, a metric gets orch's natural direction for it; one of the file's own, none
+    assert asked.items == [{"name": "efficiency", "direction": "higher"}, {"name": "gini_busy", "direction": "neutral"},
+                           {"name": "mine", "direction": "higher", "query": "SELECT 1"},
+                           {"name": "rework_rate", "direction": "lower"},
+                           {"name": "share", "direction": "neutral", "derived": "1 / 2", "description": "w"}]
+    # each kept metric's key path in the file (a defined metric's errors point there)
+    assert asked.keys == [("metrics", "a", 0), ("metrics", "a", 1), ("metrics", "a", 4),
+                          ("metrics", "b", "measurements", 0), ("metrics", "b", "measurements", 1)]
+    # orch computes rework_rate itself: the file's definition of it is the one ignored
+    assert asked.ignored == ["metrics.a.x_ms", "metrics.a.3", "metrics.a.mine.source", "metrics.b.rework_rate.derived", "metrics.c"]
