@@ -37,30 +37,48 @@ def _render_outcomes(outcomes, quiet: bool) -> None:
     from rich.table import Table
 
     table = Table(title="orch run", show_lines=False)
-    for col in ("run", "status", "done", "wall", "bound", "eff", "cont.", "disp.", "confl."):
+    several = len({o.spec.variant for o in outcomes}) > 1  # `--all`: say which variant each run is
+    for col in ("variant",) * several + ("run", "status", "done", "wall", "bound", "eff", "cont.", "disp.", "confl."):
         table.add_column(col, no_wrap=True)
     for o in outcomes:
         m = o.metrics
         table.add_row(
-            o.run_id.rsplit("-", 2)[-2] + "-" + o.run_id.rsplit("-", 1)[-1], o.status, f"{m['tasks_completed']}/{m['tasks_total']}", _fmt_s(m["wall_clock_ms"]),
+            *(o.spec.variant,) * several, o.run_id.rsplit("-", 2)[-2] + "-" + o.run_id.rsplit("-", 1)[-1], o.status, f"{m['tasks_completed']}/{m['tasks_total']}", _fmt_s(m["wall_clock_ms"]),
             _fmt_s(m["lower_bound_ms"]), f"{m['efficiency']:.3f}", f"{m['claim_contention']:.3f}",
             "-" if m["dispatch_latency_ms"] is None else f"{m['dispatch_latency_ms']:.0f}ms", str(m["merge_conflicts"]),
         )
     Console().print(table)
     for o in outcomes:  # plain lines: paths must stay copyable, never wrapped
         m = o.metrics
-        typer.echo(overhead_line(m))
+        if len(outcomes) == 1:
+            typer.echo(overhead_line(m))
         if m["tasks_failed"] or m["tasks_cancelled"]:
             typer.echo(f"tasks: {m['tasks_failed']} failed, {m['tasks_cancelled']} cancelled"
                        + ("; the experiment allows failures" if o.spec.allow_failures else f"; run {o.status}"))
             for tid, status, reason in _unfinished(o):
                 typer.echo(f"  {status} {tid}: {reason}")
         failed = [c for c in o.criteria if not c["passed"]]
-        if o.criteria:
+        if o.criteria and (failed or len(outcomes) == 1):
             typer.echo(f"success criteria: {len(o.criteria) - len(failed)}/{len(o.criteria)} passed"
                        + "".join(f"; FAIL {c['metric']} {c['op']} {c['value']} (got {c['got']})" for c in failed))
         typer.echo(f"results: {o.run_dir}")
         typer.echo(f"branches: {o.spec.merged_branch} (merged), {o.spec.branch_prefix}/<agent> in {o.spec.repo}")
+    if len(outcomes) > 1:  # one line each for what every run shares, not ten
+        typer.echo(f"mean of {len(outcomes)} runs: " + overhead_line(_mean_overhead([o.metrics for o in outcomes])))
+        if all(o.criteria and all(c["passed"] for c in o.criteria) for o in outcomes):
+            typer.echo(f"success criteria: {len(outcomes[0].criteria)}/{len(outcomes[0].criteria)} passed in every run")
+
+
+def _mean_overhead(ms: list[dict]) -> dict:
+    """The overhead line's inputs averaged over runs (a break-even only when every run has one)."""
+    if any("orchestration_overhead_ms" not in m for m in ms):
+        return {}
+    keys = ("setup_ms", "spawn_ms", "drain_ms", "final_merge_ms", "overhead_share", "speedup_vs_solo", "solo_estimate_ms")
+    out = {k: sum(m[k] for m in ms) / len(ms) for k in keys}
+    evens = [m["break_even_task_ms"] for m in ms]
+    out["break_even_task_ms"] = None if None in evens else sum(evens) / len(evens)
+    out["orchestration_overhead_ms"] = sum(m["orchestration_overhead_ms"] for m in ms) / len(ms)
+    return out
 
 
 def _write_comparison(experiment_dir: Path) -> list[Path]:

@@ -93,6 +93,18 @@ def test_plain_output_states_the_overhead_and_when_orchestrating_pays(tmp_path, 
                         r"(orchestrating pays off for tasks longer than \d+\.\ds|orchestrating this graph never pays off .*)", line), line
 
 
+def test_several_runs_share_one_overhead_line_and_one_criteria_line(tmp_path, capsys):
+    code, out, err = orch(capsys, "run", "--variant", "pull-2", "--template", "tiny-feature", "--runs", "2",
+                          "--time-scale", FAST, "--results", str(tmp_path / "results"), "--quiet")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert not any(ln.startswith("overhead: ") for ln in lines)  # not once per run
+    [mean] = [ln for ln in lines if ln.startswith("mean of 2 runs: overhead: setup ")]
+    assert "speedup vs solo" in mean
+    assert [ln for ln in lines if ln.startswith("success criteria")] == ["success criteria: 2/2 passed in every run"]
+    assert sum(ln.startswith("results: ") for ln in lines) == 2  # every run's directory stays copyable
+
+
 @pytest.mark.parametrize("args,needle,exit_code", [
     (["--variant", "no-such"], "no such variant", 2),  # a usage error: the name names nothing
     (["--variant", "pull-4", "--template", "missing.json"], "missing.json", 1),  # a missing file
