@@ -211,7 +211,9 @@ class Orchestrator:
             self._spawning.close(self.store, run_id, drain_start,
                                  waiting=self._spawning.waiting(self.store, run_id, self.controller.agents()))
             self._spawning = None
-        end = self.clock() + round(DRAIN_S * 1000)
+        # runners exit by themselves once every task is terminal; at a timeout they would go on
+        # working through the drain, so they are stopped at once
+        end = self.clock() + (round(DRAIN_S * 1000) if status == "finished" else 0)
         while not self.controller.all_exited() and self.clock() < end:
             self.watcher.wait(0.05)
             self.watcher.poll()

@@ -61,6 +61,10 @@ def test_all_interleaves_pairs_seeds_and_writes_the_comparison(tmp_path, capsys)
     assert {"comparison.md", "comparison.json", "metrics.parquet"} <= written
     cmp_ = json.loads((results / "ab" / "comparison.json").read_text())
     assert set(cmp_["variants"]) == {"a-pull-2", "b-pull-1"}
+    md = (results / "ab" / "comparison.md").read_text()
+    assert "Baseline a-pull-2" in md  # the first variant of the file, none named
+    assert "| variant | n | mean ± sd | median | 95% CI | Δ vs a-pull-2 | Δ % | p (Holm) | A12 | mark |" in md
+    assert "smallest reachable p" in md
     table = pq.read_table(results / "ab" / "metrics.parquet").to_pylist()
     assert sorted((r["variant"], r["seed"]) for r in table) == sorted(order)
     assert all(r["tasks_completed"] == r["tasks_total"] == 5 for r in table)

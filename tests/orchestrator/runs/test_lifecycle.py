@@ -182,7 +182,9 @@ def test_ctrl_c_or_hangup_stops_runners_and_resume_finishes(tmp_path, sig):
 
 
 def test_run_stopped_by_its_own_timeout_is_resumed_to_the_end(tmp_path):
-    proc, run_dir = start_run(tmp_path, timeout_s=6)  # each orchestrator session gets 6 s
+    # each orchestrator session gets 8 s: the first ends mid-chain (10.5 s of work), the resume
+    # finishes it (a timeout stops the runners at once: they do not work on through a drain)
+    proc, run_dir = start_run(tmp_path, timeout_s=8)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 1, err
     rows = run_rows(run_dir)

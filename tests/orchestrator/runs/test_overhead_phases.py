@@ -11,7 +11,7 @@ from coordstore import open_store
 from coordstore.models import Agent, Run
 from orchestrator.runs.launch import RunRequest, plan_runs, run_one
 from orchestrator.runs.phases import Spawning
-from orchestrator.views.metrics import compute_metrics
+from orchestrator.views.custommetrics import run_metrics
 from orchestrator.views.overhead import PHASES, phases
 
 from runfixtures import task, write_experiment
@@ -40,7 +40,7 @@ def test_a_deferred_run_records_setup_spawn_drain_and_final_merge(tmp_path):
     assert by["drain"]["start_ms"] == last_done <= by["drain"]["end_ms"] <= by["final_merge"]["start_ms"]
 
     m = out.metrics
-    assert m == json.loads(json.dumps(compute_metrics(dump)))  # metrics.json is the history's
+    assert m == json.loads(json.dumps(run_metrics(dump, out.run_dir / "experiment.yaml")))  # metrics.json is the history's
     keys = ("setup_ms", "spawn_ms", "drain_ms", "final_merge_ms")
     assert all(m[k] > 0 for k in keys), {k: m[k] for k in keys}
     assert m["orchestration_overhead_ms"] == sum(m[k] for k in keys)
