@@ -14,8 +14,8 @@ from coordstore.errors import UsageError
 
 from orchestrator.cli.app import app, print_json
 from orchestrator.views.overhead import PHASE_ACTION
-from orchestrator.views.runinfo import (DEFAULT_RESULTS, history_summary_view, history_view, is_running, list_runs, log_files,
-                                        open_run, status_view)
+from orchestrator.views.history import history_summary_view, history_view
+from orchestrator.views.runinfo import DEFAULT_RESULTS, is_running, list_runs, log_files, open_run, status_view
 
 RUN_DIR_HELP = "A run directory (or a run id, looked up below experiments/results)."
 JSON_HELP = "Print one JSON object (stable shape, \"version\": 1) instead of text."
