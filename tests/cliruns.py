@@ -138,3 +138,12 @@ def env(tmp_path_factory):
         yield e
 
 
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    return tmp_path_factory.mktemp("results")
+
+
+@pytest.fixture(scope="module")
+def finished_run(env, results, tmp_path_factory) -> Path:
+    """A finished sim run (a real `orch run` subprocess on a demo repository), once per module."""
+    return orch_run(results, FAST_SCALE, env, tmp_path_factory.mktemp("cwd"))

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from coordstore.errors import InputError
 from coordstore.models import Transition
 from coordstore.private import write_private
 
@@ -96,11 +97,13 @@ def write_metrics(rows: list[dict[str, Any]], out: Path) -> Path:
 
 
 def write_experiment_metrics(experiment_dir: Path) -> Path | None:
-    """``<experiment dir>/metrics.parquet``: one row per finished run below it (run.json and
-    metrics.json beside each other); None when there is none."""
-    rows = []
-    for m in sorted(Path(experiment_dir).rglob("metrics.json")):
-        spec = m.parent / "run.json"
-        if spec.is_file():
-            rows.append(metrics_row(json.loads(spec.read_text()), json.loads(m.read_text())))
-    return write_metrics(rows, Path(experiment_dir) / "metrics.parquet") if rows else None
+    """``<experiment dir>/metrics.parquet``: one row per finished run below it (as the comparison
+    finds them, ``compare.find_runs``); None when there is none."""
+    from orchestrator.views.compare import find_runs  # lazy: the comparison's imports only when writing this table
+
+    try:
+        by_variant = find_runs([Path(experiment_dir)])
+    except InputError:  # no finished run below it
+        return None
+    rows = [metrics_row(r["spec"], r["metrics"]) for runs in by_variant.values() for r in runs]
+    return write_metrics(rows, Path(experiment_dir) / "metrics.parquet")

@@ -136,11 +136,17 @@ def test_sigterm_exits_promptly_with_a_log_event(local):
     assert run.tasks()["job"].status == "pending"
 
 
-def test_user_kind_by_dotted_path_and_a_dirty_worktree_is_cleaned_first(local, tmp_path):
+def plugin_kind(tmp_path, module: str, body: str):
+    """A directory holding ``<module>.py``: a user kind (``body``, indented as in the test) after
+    ``from agents.kinds import Result``; put it on the runner's PYTHONPATH."""
     plugins = tmp_path / "plugins"
     plugins.mkdir()
-    (plugins / "echokind.py").write_text(textwrap.dedent("""
-        from agents.kinds import Result
+    (plugins / f"{module}.py").write_text("from agents.kinds import Result\n" + textwrap.dedent(body))
+    return plugins
+
+
+def test_user_kind_by_dotted_path_and_a_dirty_worktree_is_cleaned_first(local, tmp_path):
+    plugins = plugin_kind(tmp_path, "echokind", """
 
         class Echo:
             name = "echo"
@@ -150,7 +156,7 @@ def test_user_kind_by_dotted_path_and_a_dirty_worktree_is_cleaned_first(local, t
                 ctx.events.step("write", args={"task": task.id}, task=task.id)
                 (ctx.worktree / f"echo-{task.id}.txt").write_text(self.word)
                 return Result(ok=True, data={"echoed": self.word})
-    """))
+    """)
     run = local(TaskGraph(tasks=[Task(id="e1"), Task(id="e2")]), files={"README.md": "base\n"})
     run.add_agent("w1", kind="echokind:Echo", kind_options={"word": "hello"})
     wt = run.root / "worktrees" / "w1"
@@ -167,10 +173,7 @@ def test_user_kind_by_dotted_path_and_a_dirty_worktree_is_cleaned_first(local, t
 
 
 def test_a_kinds_usage_lands_on_its_task_in_all_8_metric_slots(local, tmp_path):
-    plugins = tmp_path / "plugins"
-    plugins.mkdir()
-    (plugins / "meterkind.py").write_text(textwrap.dedent("""
-        from agents.kinds import Result
+    plugins = plugin_kind(tmp_path, "meterkind", """
 
         class Meter:
             name = "meter"
@@ -181,7 +184,7 @@ def test_a_kinds_usage_lands_on_its_task_in_all_8_metric_slots(local, tmp_path):
                 (ctx.worktree / f"m-{task.id}.txt").write_text("m")
                 return Result(ok=True, tokens={"in": 1, "out": 2, "cached": 3, "thinking": 4, "image": 5,
                                                "audio": 6, "slot6": 7, "slot7": 8, "cost_usd": 0.5})
-    """))
+    """)
     run = local(TaskGraph(tasks=[Task(id="m1")]), files={"README.md": "base\n"})
     run.add_agent("w1", kind="meterkind:Meter")
     run.start("w1", env={"PYTHONPATH": str(plugins)})
