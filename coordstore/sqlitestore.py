@@ -5,32 +5,32 @@ it upgrades to a writer) on an autocommit connection in WAL mode, and writes its
 the same transaction. Claims pick the best ready row from a partial index, update it with
 ``UPDATE ... WHERE status='pending' RETURNING``, and build the returned model after COMMIT so the
 write lock is held as briefly as possible. The rules of every verb are ``statemachine``'s: this
-backend stores what they decide. Schema and codecs: ``sqlite_schema``; the transaction and the
-state machine's storage in it: ``sqlite_tx``; agents, events, history and snapshots: ``sqlite_records``;
-the graph growing mid-run: ``sqlite_growth``.
+backend stores what they decide. Schema: ``sqlite_schema`` (codecs: ``sql_rows``); the transaction:
+``sqlite_tx`` (the state machine's storage in it: ``sql_storage``); shared with PostgreSQL: runs and
+task verbs (``sql_verbs``), agents, events, history and snapshots (``sql_records``), the graph growing
+mid-run (``sql_growth``).
 """
 
 from __future__ import annotations
 
 import functools
 import sqlite3
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 from coordstore import statemachine as sm
 from coordstore.base import CoordStore, wall_clock_ms
-from coordstore.errors import InputError, InvalidTransition, NotFound, StoreError, StoreURLError
-from coordstore.graph import GraphIndex, tail_lengths, tags_fit, validate, wanted_score
-from coordstore.models import TERMINAL, ClaimOrder, Dependency, Run, Task, TaskGraph
-from coordstore.sqlite_growth import SQLiteGrowth
-from coordstore.sqlite_records import SQLiteRecords
-from coordstore.sqlite_schema import (
-    BUSY_TIMEOUT_S, INSERT_DEF, INSERT_TASK, READY_ORDERS, READY_WHERE, RUN_COLS, TASK_COLS, TASK_SELECT,
-    connect, connect_readonly, dumps, loads, mapped, ready_index_ddl, run_from_row, run_row, task_from_row,
-    task_rows, translate,
-)
-from coordstore.sqlite_tx import Tx, TxRun
+from coordstore.errors import InputError, NotFound, StoreError, StoreURLError
+from coordstore.graph import tags_fit, wanted_score
+from coordstore.models import ClaimOrder, Run, Task
+from coordstore.sql_growth import SQLGrowth
+from coordstore.sql_records import SQLRecords
+from coordstore.sql_verbs import SQLVerbs
+from coordstore.sql_rows import READY_WHERE, RUN_COLS, TASK_COLS, dumps, loads, run_from_row, task_from_row
+from coordstore.sql_storage import TxRun
+from coordstore.sqlite_schema import (BUSY_TIMEOUT_S, READY_ORDERS, connect, connect_readonly, mapped, ready_index_ddl,
+                                      translate)
+from coordstore.sqlite_tx import Tx
 
 # A claim's one UPDATE sets the fields of a taken task (statemachine.taken), the attempt one up.
 _TAKEN = [k for k in sm.taken("", "", 0, 0) if k != "attempt"]
@@ -61,7 +61,7 @@ def _path_of(url: str) -> str:
     return rest
 
 
-class SQLiteStore(SQLiteRecords, SQLiteGrowth, CoordStore):
+class SQLiteStore(SQLRecords, SQLGrowth, SQLVerbs, CoordStore):
     """CoordStore on one SQLite file; one connection per instance (one process, one thread)."""
 
     scheme = "sqlite"
@@ -130,110 +130,12 @@ class SQLiteStore(SQLiteRecords, SQLiteGrowth, CoordStore):
             ts = self._tagsets[s] = frozenset(loads(s, []))
         return ts
 
-    def _verb(self, run_id: str, now: int | None, verb: Callable, *args, target: str | None = None) -> tuple:
-        """One verb of the state machine in one transaction: ``verb(storage, *args, now)``, ``now``
-        raised. Returns (the storage, whose ``row`` is ``target``'s as the verb left it, the result)."""
-        with self._write(self._now(now), run_id) as tx:
-            st = TxRun(tx, run_id, target)
-            result = verb(st, *args, tx.now)
-        return st, result
-
-    def _task_verb(self, run_id: str, now: int | None, verb: Callable, task_id: str, *args) -> Task:
-        return task_from_row(self._verb(run_id, now, verb, task_id, *args, target=task_id)[0].row)
-
     # ------------------------------------------------------------------ runs
-    def create_run(self, run: Run, now: int | None = None) -> Run:
-        now = self._now(now)
-        r = run.model_copy(update={"status": "running", "created_at": run.created_at if run.created_at is not None else now})
-        with self._write(now) as tx:
-            if tx.c.execute("SELECT 1 FROM runs WHERE id=?", (r.id,)).fetchone():
-                raise InvalidTransition(f"run {r.id!r} already exists")
-            tx.c.execute(f"INSERT INTO runs ({RUN_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?)", run_row(r))
-            tx.emit(r.id, "run", r.id, None, "running")
-        return r
-
-    def get_run(self, run_id: str) -> Run:
-        rows = self._all(f"SELECT {RUN_COLS} FROM runs WHERE id=?", (run_id,))
-        if not rows:
-            raise NotFound(f"no run {run_id!r}")
-        return run_from_row(rows[0])
-
     def list_runs(self) -> list[Run]:
         return [run_from_row(r) for r in self._all(f"SELECT {RUN_COLS} FROM runs ORDER BY created_at, rowid")]
 
-    def finish_run(self, run_id: str, status: str, reason: str | None = None, now: int | None = None) -> Run:
-        self._verb(run_id, now, sm.finish_run, status, reason)
-        return self.get_run(run_id)
-
-    def reopen_run(self, run_id: str, reason: str | None = None, now: int | None = None) -> Run:
-        self._verb(run_id, now, sm.reopen_run, reason)
-        return self.get_run(run_id)
-
     # ------------------------------------------------------------------ graph import
-    def _insert_graph(self, tx: Tx, run_id: str, ix: GraphIndex, tasks: list[Task], deps: list[Dependency],
-                      fill_now: int | None) -> None:
-        """Insert tasks/deps with everything claims need precomputed (one transaction, caller's)."""
-        c = tx.c
-        taken = {r[0] for r in c.execute("SELECT id FROM tasks WHERE run_id=?", (run_id,))} & set(ix.tasks)
-        if taken:
-            raise InvalidTransition(f"run {run_id!r}: task id(s) already exist: {', '.join(sorted(taken)[:5])}")
-        tails = tail_lengths(ix)
-        pairs = ix.effective_blocker_pairs()
-        status = {t.id: t.status for t in tasks}
-        left = Counter(blocked for blocker, blocked in pairs if status[blocker] != "completed")
-        ord0 = c.execute("SELECT COALESCE(MAX(ord), -1) + 1 FROM tasks WHERE run_id=?", (run_id,)).fetchone()[0]
-        dep0 = c.execute("SELECT COALESCE(MAX(ord), -1) + 1 FROM deps WHERE run_id=?", (run_id,)).fetchone()[0]
-        rows = [task_rows(run_id, t, ord0 + i, tails.get(t.id, 0.0), ix.is_container(t.id), ix.parent.get(t.id),
-                          left[t.id], fill_now) for i, t in enumerate(tasks)]
-        c.executemany(INSERT_TASK, (hot for hot, _ in rows))
-        c.executemany(INSERT_DEF, (defn for _, defn in rows))
-        c.executemany("INSERT INTO deps (run_id, ord, from_id, to_id, type) VALUES (?,?,?,?,?)",
-                      ((run_id, dep0 + i, d.from_id, d.to_id, d.type) for i, d in enumerate(deps)))
-        c.executemany("INSERT INTO eff_blocks (run_id, blocker, blocked) VALUES (?,?,?)",
-                      ((run_id, b, t) for b, t in pairs))
-        c.executemany("INSERT INTO ancestry (run_id, ancestor, task_id) VALUES (?,?,?)",
-                      ((run_id, a, t) for t in ix.order for a in ix.ancestors(t)))
-
-    def add_graph(self, run_id: str, graph: TaskGraph, now: int | None = None) -> None:
-        now = self._now(now)
-        ix = validate(graph)  # GraphError before anything is written
-        with self._write(now, run_id) as tx:
-            self._policy_of(run_id)
-            self._insert_graph(tx, run_id, ix, graph.tasks, graph.dependencies, tx.now)
-            for t in graph.tasks:
-                tx.emit(run_id, "task", t.id, None, t.status, reason="import")
-            # containers whose imported children are already all terminal close now, not never
-            done_parents = {ix.parent[t.id] for t in graph.tasks if t.status in TERMINAL and t.id in ix.parent}
-            sm.close_containers(TxRun(tx, run_id), [t for t in ix.order if t in done_parents], tx.now)
-
     # ------------------------------------------------------------------ task reads
-    def get_task(self, run_id: str, task_id: str) -> Task:
-        rows = self._all(f"{TASK_SELECT} WHERE t.run_id=? AND t.id=?", (run_id, task_id))
-        if not rows:
-            self._require_run(run_id)
-            raise NotFound(f"run {run_id!r}: no task {task_id!r}")
-        return task_from_row(rows[0])
-
-    def list_tasks(self, run_id: str, status: str | Iterable[str] | None = None, owner: str | None = None,
-                   parent: str | None = None) -> list[Task]:
-        self._require_run(run_id)
-        where, params = ["t.run_id=?"], [run_id]
-        if status is not None:
-            statuses = [status] if isinstance(status, str) else list(status)
-            where.append(f"t.status IN ({','.join('?' * len(statuses))})")
-            params += statuses
-        for col, val in (("owner", owner), ("parent", parent)):
-            if val is not None:
-                where.append(f"t.{col}=?")
-                params.append(val)
-        sql = f"{TASK_SELECT} WHERE {' AND '.join(where)} ORDER BY t.ord"
-        return [task_from_row(r) for r in self._all(sql, tuple(params))]
-
-    def dependencies(self, run_id: str) -> list[Dependency]:
-        self._require_run(run_id)
-        rows = self._all("SELECT from_id, to_id, type FROM deps WHERE run_id=? ORDER BY ord", (run_id,))
-        return [Dependency(from_id=a, to_id=b, type=t) for a, b, t in rows]
-
     @staticmethod
     def _ready_sql(order: str, within: str | None, cols: str = "id, needed, wanted") -> str:
         if order not in READY_ORDERS:
@@ -286,12 +188,16 @@ class SQLiteStore(SQLiteRecords, SQLiteGrowth, CoordStore):
 
     def claim_next(self, run_id: str, agent: str, agent_tags: Iterable[str] | None = None,
                    order: ClaimOrder = "priority", within: str | None = None, now: int | None = None,
-                   seen: str | None = None) -> Task | None:
+                   seen: str | None = None, key: str | None = None) -> Task | None:
         now = self._now(now)
         tags = None if agent_tags is None else frozenset(agent_tags)
         self._ensure_ready_index(order, now)
         with self._write(now, run_id) as tx:
             now = tx.now
+            if key is not None:
+                again, took = sm.replayed(TxRun(tx, run_id), key, agent)
+                if again:
+                    return None if took is None else self.get_task(run_id, took)
             if within is not None:
                 tx.state(run_id, within)  # NotFound for an unknown container
             if tags is None:  # the common case: pick and take in one statement
@@ -307,43 +213,5 @@ class SQLiteStore(SQLiteRecords, SQLiteGrowth, CoordStore):
             if row is None:
                 return None
             for entity, frm, to, data in _claimed_rows(agent, row[2]):
-                tx.emit(run_id, entity, row[0], frm, to, agent, None, data)
+                tx.emit(run_id, entity, row[0], frm, to, agent, None, data, key if entity == "claim" else None)
         return task_from_row(row)
-
-    def claim(self, run_id: str, task_id: str, agent: str, now: int | None = None) -> Task | None:
-        st, won = self._verb(run_id, now, sm.claim, task_id, agent, target=task_id)
-        return task_from_row(st.row) if won else None
-
-    def assign(self, run_id: str, task_id: str, agent: str, by: str, now: int | None = None) -> Task:
-        return self._task_verb(run_id, now, sm.assign, task_id, agent, by)
-
-    # ------------------------------------------------------------------ task lifecycle
-    def start(self, run_id: str, task_id: str, agent: str, attempt: int, now: int | None = None) -> Task:
-        return self._task_verb(run_id, now, sm.start, task_id, agent, attempt)
-
-    def complete(self, run_id: str, task_id: str, agent: str, attempt: int, data: dict | None = None,
-                 now: int | None = None) -> Task:
-        return self._task_verb(run_id, now, sm.complete, task_id, agent, attempt, data)
-
-    def fail(self, run_id: str, task_id: str, agent: str | None, attempt: int | None, reason: str,
-             now: int | None = None) -> Task:
-        return self._task_verb(run_id, now, sm.fail, task_id, agent, attempt, reason)
-
-    def requeue(self, run_id: str, task_id: str, reason: str, by: str | None = None, now: int | None = None) -> Task:
-        return self._task_verb(run_id, now, sm.requeue, task_id, reason, by)
-
-    def cancel(self, run_id: str, task_id: str, reason: str, by: str | None = None, now: int | None = None) -> Task:
-        return self._task_verb(run_id, now, sm.cancel, task_id, reason, by)
-
-    def add_usage(self, run_id: str, task_id: str, tokens_in: int = 0, tokens_out: int = 0, tokens_cached: int = 0,
-                  tokens_thinking: int = 0, cost_usd: float = 0.0, *, tokens_image: int = 0, tokens_audio: int = 0,
-                  metric_6: int = 0, metric_7: int = 0) -> None:
-        slots = (tokens_in, tokens_out, tokens_cached, tokens_thinking, tokens_image, tokens_audio, metric_6, metric_7)
-        with self._write(self.clock()) as tx:
-            cur = tx.c.execute(
-                "UPDATE tasks SET tokens_in=tokens_in+?, tokens_out=tokens_out+?, tokens_cached=tokens_cached+?, "
-                "tokens_thinking=tokens_thinking+?, tokens_image=tokens_image+?, tokens_audio=tokens_audio+?, "
-                "metric_6=metric_6+?, metric_7=metric_7+?, cost_usd=cost_usd+? WHERE run_id=? AND id=?",
-                (*slots, cost_usd, run_id, task_id))
-            if cur.rowcount == 0:
-                raise NotFound(f"run {run_id!r}: no task {task_id!r}")
