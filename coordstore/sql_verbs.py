@@ -1,8 +1,8 @@
 """The verbs the SQL backends (SQLite, PostgreSQL) share word for word, as a mixin of their stores:
 runs, graph import, task reads, and the task verbs that hand the state machine (``statemachine``) a
 ``sql_storage.TxRun`` inside the backend's transaction. The host provides ``_write(now, run_id)``
-(a ``SQLTx`` context), ``_all``, ``_now``, ``_policy_of`` and ``_require_run``; claims by the best
-ready task (``claim_next``, ``ready_tasks``) are each backend's own, being where they differ.
+(a ``SQLTx`` context), ``_all``, ``_now``, ``_policy_of`` and ``_require_run``; ``claim_next`` is each
+backend's own, being where they differ.
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ from collections.abc import Callable, Iterable
 
 from coordstore import statemachine as sm
 from coordstore.errors import InvalidTransition, NotFound
-from coordstore.graph import GraphIndex, tail_lengths, validate
-from coordstore.models import TERMINAL, Dependency, Run, Task, TaskGraph
-from coordstore.sql_rows import (INSERT_DEF, INSERT_TASK, RUN_COLS, TASK_SELECT, run_from_row, run_row,
+from coordstore.graph import GraphIndex, tags_fit, tail_lengths, validate, wanted_score
+from coordstore.models import TERMINAL, ClaimOrder, Dependency, Run, Task, TaskGraph
+from coordstore.sql_claims import ready_sql
+from coordstore.sql_rows import (INSERT_DEF, INSERT_TASK, RUN_COLS, TASK_COLS, TASK_SELECT, run_from_row, run_row,
                                  task_from_row, task_rows)
 from coordstore.sql_storage import SQLTx, TxRun
 
@@ -123,6 +124,13 @@ class SQLVerbs:
         self._require_run(run_id)
         rows = self._all("SELECT from_id, to_id, type FROM deps WHERE run_id=? ORDER BY ord", (run_id,))
         return [Dependency(from_id=a, to_id=b, type=t) for a, b, t in rows]
+
+    def ready_tasks(self, run_id: str, agent_tags: Iterable[str] | None = None, order: ClaimOrder = "priority") -> list[Task]:
+        self._require_run(run_id)
+        tags = None if agent_tags is None else frozenset(agent_tags)
+        tasks = [task_from_row(r) for r in self._all(ready_sql(order, None, TASK_COLS), (run_id,))]
+        fit = [t for t in tasks if tags_fit(t, tags)]
+        return sorted(fit, key=lambda t: -wanted_score(t, tags))  # stable: keeps the order within each score
 
     # ------------------------------------------------------------------ claims and assignment
     def claim(self, run_id: str, task_id: str, agent: str, now: int | None = None,

@@ -29,7 +29,7 @@ from urllib.parse import quote
 
 from coordstore.errors import InputError, StoreDamaged, StoreError
 from coordstore.private import create_private
-from coordstore.sql_rows import READY_WHERE
+from coordstore.sql_claims import ready_index_ddl
 
 # 2: history_merge index (created on open of a version-1 file)
 # 3: tasks.tokens_image, tokens_audio, metric_6, metric_7 (added on open of an older file)
@@ -45,19 +45,6 @@ CACHED_STATEMENTS = 256
 # checkpoint: 2 KiB pages halve those bytes against the 4 KiB default (measured single-process: mean
 # claim time ~10% lower, from cheaper checkpoints; no measurable effect in 16-process storms).
 PAGE_SIZE = 2048
-
-# claim order -> (ORDER BY of the ready query, its partial index). Each index is created on the first
-# claim in that order: every ready index is rewritten by every claim, and a deployment uses one order.
-READY_ORDERS: dict[str, tuple[str, str]] = {
-    "priority": ("priority DESC, ord", "tasks_ready_priority"),
-    "critical-path": ("cp_rank DESC, ord", "tasks_ready_cp"),
-    "fifo": ("ord", "tasks_ready_fifo"),
-}
-
-
-def ready_index_ddl(order: str) -> str:
-    cols, name = READY_ORDERS[order]
-    return f"CREATE INDEX IF NOT EXISTS {name} ON tasks(run_id, {cols}) WHERE {READY_WHERE}"
 
 DDL = [
     """CREATE TABLE IF NOT EXISTS runs (

@@ -20,39 +20,16 @@ from contextlib import contextmanager
 
 from coordstore import statemachine as sm
 from coordstore.base import CoordStore, wall_clock_ms
-from coordstore.errors import InputError, NotFound, StoreError, StoreURLError
-from coordstore.graph import tags_fit, wanted_score
+from coordstore.errors import NotFound, StoreError, StoreURLError
 from coordstore.models import ClaimOrder, Run, Task
 from coordstore.sql_growth import SQLGrowth
 from coordstore.sql_records import SQLRecords
 from coordstore.sql_verbs import SQLVerbs
-from coordstore.sql_rows import READY_WHERE, RUN_COLS, TASK_COLS, dumps, loads, run_from_row, task_from_row
+from coordstore.sql_rows import RUN_COLS, loads, run_from_row, task_from_row
+from coordstore.sql_claims import _CLAIM, _CLAIM_RETURNING, _CLAIM_SET, _claim_params, _claimed_rows, ready_sql
 from coordstore.sql_storage import TxRun
-from coordstore.sqlite_schema import (BUSY_TIMEOUT_S, READY_ORDERS, connect, connect_readonly, mapped, ready_index_ddl,
-                                      translate)
+from coordstore.sqlite_schema import BUSY_TIMEOUT_S, connect, connect_readonly, mapped, ready_index_ddl, translate
 from coordstore.sqlite_tx import Tx
-
-# A claim's one UPDATE sets the fields of a taken task (statemachine.taken), the attempt one up.
-_TAKEN = [k for k in sm.taken("", "", 0, 0) if k != "attempt"]
-_CLAIM_SET = "UPDATE tasks SET " + ", ".join(f"{k}=?" for k in _TAKEN) + ", attempt=attempt+1 "
-_CLAIM_RETURNING = f" AND status='pending' RETURNING {TASK_COLS}"
-_CLAIM = _CLAIM_SET + "WHERE run_id=? AND id=?" + _CLAIM_RETURNING
-_WITHIN = " AND id IN (SELECT task_id FROM ancestry WHERE run_id=? AND ancestor=?)"
-
-
-@functools.lru_cache(maxsize=1024)
-def _claimed_rows(agent: str, attempt: int) -> tuple:
-    """A won claim's rows (``statemachine.claimed_rows``), their data encoded once per agent and
-    attempt: claims repeat the same few, and encoding them is a good part of a claim's time in the lock."""
-    return tuple((entity, frm, to, dumps(data)) for entity, frm, to, data in sm.claimed_rows(agent, attempt))
-
-
-def _claim_params(agent: str, now: int) -> tuple:
-    """The values of ``_CLAIM_SET``'s placeholders: a claim is taken by the agent itself."""
-    fields = sm.taken(agent, agent, 0, now)
-    del fields["attempt"]
-    return (*fields.values(),)
-
 
 def _path_of(url: str) -> str:
     scheme, _, rest = url.partition("://")
@@ -134,30 +111,15 @@ class SQLiteStore(SQLRecords, SQLGrowth, SQLVerbs, CoordStore):
     def list_runs(self) -> list[Run]:
         return [run_from_row(r) for r in self._all(f"SELECT {RUN_COLS} FROM runs ORDER BY created_at, rowid")]
 
-    # ------------------------------------------------------------------ graph import
     # ------------------------------------------------------------------ task reads
-    @staticmethod
-    def _ready_sql(order: str, within: str | None, cols: str = "id, needed, wanted") -> str:
-        if order not in READY_ORDERS:
-            raise InputError(f"claim order {order!r}: one of {', '.join(READY_ORDERS)}")
-        return (f"SELECT {cols} FROM tasks WHERE run_id=? AND {READY_WHERE}"
-                f"{_WITHIN if within is not None else ''} ORDER BY {READY_ORDERS[order][0]}")
-
     def _ensure_ready_index(self, order: str, now: int) -> None:
         """Create the partial index of this claim order once (its own small transaction)."""
         if order in self._indexed:
             return
-        self._ready_sql(order, None)  # InputError for an unknown order
+        ready_sql(order, None)  # InputError for an unknown order
         with self._write(now) as tx:
             tx.c.execute(ready_index_ddl(order))
         self._indexed.add(order)
-
-    def ready_tasks(self, run_id: str, agent_tags: Iterable[str] | None = None, order: ClaimOrder = "priority") -> list[Task]:
-        self._require_run(run_id)
-        tags = None if agent_tags is None else frozenset(agent_tags)
-        tasks = [task_from_row(r) for r in self._all(self._ready_sql(order, None, TASK_COLS), (run_id,))]
-        fit = [t for t in tasks if tags_fit(t, tags)]
-        return sorted(fit, key=lambda t: -wanted_score(t, tags))  # stable: keeps the order within each score
 
     # ------------------------------------------------------------------ claims and assignment
     def _pick(self, c: sqlite3.Connection, run_id: str, tags: frozenset[str], order: str,
@@ -165,7 +127,7 @@ class SQLiteStore(SQLRecords, SQLGrowth, SQLVerbs, CoordStore):
         """The best ready task id for these tags: first wanted-tag match in order, else first fit.
         Walks the ready index lazily and stops at the first wanted-tag match."""
         params = (run_id,) if within is None else (run_id, run_id, within)
-        cur = c.execute(self._ready_sql(order, within), params)
+        cur = c.execute(ready_sql(order, within), params)
         try:
             fallback = None
             for tid, needed, wanted in cur:
@@ -183,7 +145,7 @@ class SQLiteStore(SQLRecords, SQLGrowth, SQLVerbs, CoordStore):
     @functools.cache
     def _claim_best_sql(cls, order: str, within: bool) -> str:
         """One statement that picks and takes the best ready task (no tag filtering needed)."""
-        pick = cls._ready_sql(order, "" if within else None, "rowid") + " LIMIT 1"  # rowid: no PK descent
+        pick = ready_sql(order, "" if within else None, "rowid") + " LIMIT 1"  # rowid: no PK descent
         return _CLAIM_SET + f"WHERE rowid=({pick})" + _CLAIM_RETURNING
 
     def claim_next(self, run_id: str, agent: str, agent_tags: Iterable[str] | None = None,
