@@ -98,8 +98,8 @@ class SQLTx:
         cols["updated_at"] = self.now
         sets = ", ".join(f"{k}=?" for k in cols)
         sql = f"UPDATE tasks SET {sets} WHERE run_id=? AND id=?" + (f" RETURNING {TASK_COLS}" if returning else "")
-        rows = self.c.execute(sql, (*cols.values(), run_id, task_id)).fetchall()
-        return rows[0] if returning else None
+        cur = self.c.execute(sql, (*cols.values(), run_id, task_id))
+        return cur.fetchall()[0] if returning else None
 
 
 class TxRun:
