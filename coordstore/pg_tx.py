@@ -29,13 +29,16 @@ class Tx(SQLTx):
     """``with Tx(...) as tx``: BEGIN (+ the run's lock) ... COMMIT, ROLLBACK on any error; psycopg
     errors leave as StoreError. ``db_clock``: ``now`` (and ``given``) are the database's time."""
 
-    __slots__ = ("given", "_url", "_schema", "_db_clock")
+    __slots__ = ("given", "first", "_url", "_schema", "_db_clock")
 
     def __init__(self, conn: PGConn, now: int, policy_of: Callable[[str], str], url: str, schema: str,
-                 run_id: str | None = None, db_clock: bool = False):
+                 run_id: str | None = None, db_clock: bool = False, first: tuple[str, tuple] | None = None):
         super().__init__(conn, now, policy_of, run_id)
         self.given = now  # the time as given (reap compares leases with it); ``now`` is raised on entry
         self._url, self._schema, self._db_clock = url, schema, db_clock
+        # (sql, params) of a statement sent in the entry's pipeline, after the lock (a claim: its
+        # UPDATE then runs as soon as the lock is granted, with no round trip in the lock); its rows
+        self.first: tuple[str, tuple] | list | None = first
 
     def __enter__(self) -> "Tx":
         raw = self.c.raw
@@ -49,7 +52,10 @@ class Tx(SQLTx):
                     cur = raw.execute(_CLOCK)
                 else:
                     cur = None
+                first = None if self.first is None else self.c.execute(*self.first)
             row = None if cur is None else cur.fetchone()
+            if first is not None:
+                self.first = first.fetchall()
         except psycopg.Error as e:
             self._rollback()
             raise translate(e, self._url) from e

@@ -16,6 +16,7 @@ returns the task the first attempt took if it committed (``statemachine.replayed
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -31,16 +32,32 @@ from coordstore.models import ClaimOrder, Run, Task
 from coordstore.pg_conn import CLOCK_MS, PGConn, connect, parse_url, translate, where
 from coordstore.pg_schema import check_readonly, ensure
 from coordstore.pg_tx import Tx
-from coordstore.sql_claims import _CLAIM_RETURNING, _CLAIM_SET, _claim_params, _claimed_rows, ready_sql
+from coordstore.sql_claims import _CLAIM_RETURNING, _CLAIM_SET, _claimed_rows, ready_sql
 from coordstore.sql_growth import SQLGrowth
 from coordstore.sql_records import SQLRecords
 from coordstore.sql_rows import RUN_COLS, run_from_row, task_from_row
 from coordstore.sql_storage import TxRun
 from coordstore.sql_verbs import SQLVerbs
 
+# The claim's UPDATE runs in the transaction's first pipeline (pg_tx), before Python has the run's
+# latest row: it writes its time as ``chains.raised`` does, the given time (or the database's) raised
+# to the latest row's, and returns it (the rows of the claim are written at that time too).
+_NOW = object()
+_TIMED = [k for k, v in sm.taken("", "", 0, _NOW).items() if v is _NOW]  # claimed_at, updated_at
+_RAISED = ("WITH clk AS (SELECT GREATEST({now}, COALESCE((SELECT ts_ms FROM history WHERE run_id=? "
+           "ORDER BY seq DESC LIMIT 1), 0)) AS now) ")
+_CLAIM_NOW = _CLAIM_SET.replace("UPDATE tasks SET ", "UPDATE tasks SET " + "".join(f"{k}=clk.now, " for k in _TIMED))
+for _k in _TIMED:  # the placeholders the time took
+    _CLAIM_NOW = _CLAIM_NOW.replace(f", {_k}=?", "").replace(f"{_k}=?, ", "")
 # tags inside the claim: needed all held (JSON array contained in the agent's), a wanted one held first
 _NEEDED = " AND (needed IS NULL OR needed::jsonb <@ ?::jsonb)"
 _WANTED_FIRST = "CASE WHEN wanted IS NULL OR jsonb_exists_any(wanted::jsonb, ?::text[]) THEN 0 ELSE 1 END, "
+
+
+def _claim_params_untimed(agent: str) -> tuple:
+    """``sql_claims._claim_params`` without the times (the claim statement writes its own, ``_TIMED``)."""
+    fields = sm.taken(agent, agent, 0, _NOW)
+    return tuple(v for k, v in fields.items() if k != "attempt" and k not in _TIMED)
 
 
 def _is_wall(clock: Callable[[], int] | None) -> bool:
@@ -135,56 +152,62 @@ class PGStore(SQLRecords, SQLGrowth, SQLVerbs, CoordStore):
 
     # ------------------------------------------------------------------ claims
     @staticmethod
-    def _claim_sql(order: str, within: bool, tags: bool) -> str:
+    @functools.cache
+    def _claim_sql(order: str, within: bool, tags: bool, db_clock: bool) -> str:
         pick = ready_sql(order, "" if within else None, "run_id, id")
         if tags:
             where_, order_by = pick.split(" ORDER BY ")
             pick = f"{where_}{_NEEDED} ORDER BY {_WANTED_FIRST}{order_by}"
-        return _CLAIM_SET + f"WHERE (run_id, id) = ({pick} LIMIT 1 FOR UPDATE SKIP LOCKED)" + _CLAIM_RETURNING
+        return (_RAISED.format(now=CLOCK_MS if db_clock else "?::bigint") + _CLAIM_NOW
+                + f"FROM clk WHERE (run_id, id) = ({pick} LIMIT 1 FOR UPDATE SKIP LOCKED)" + _CLAIM_RETURNING + ", clk.now")
 
     def claim_next(self, run_id: str, agent: str, agent_tags: Iterable[str] | None = None,
                    order: ClaimOrder = "priority", within: str | None = None, now: int | None = None,
                    seen: str | None = None, key: str | None = None) -> Task | None:
-        return self._retried(key, lambda k: self._claim_next(run_id, agent, agent_tags, order, within, now, seen, k))
+        return self._retried(key, lambda k, look: self._claim_next(run_id, agent, agent_tags, order, within, now,
+                                                                   seen, k, look))
 
     def claim(self, run_id: str, task_id: str, agent: str, now: int | None = None,
               key: str | None = None) -> Task | None:
-        return self._retried(key, lambda k: super(PGStore, self).claim(run_id, task_id, agent, now, k))
+        return self._retried(key, lambda k, _: super(PGStore, self).claim(run_id, task_id, agent, now, k))
 
-    def _retried(self, key: str | None, attempt: Callable[[str], Task | None]) -> Task | None:
+    def _retried(self, key: str | None, attempt: Callable[[str, bool], Task | None]) -> Task | None:
         """One claim; if the connection is lost on the way (perhaps after COMMIT, with the response),
-        reconnect and retry once with the same idempotency key (made here when none is given)."""
-        key = key if key is not None else f"claim:{uuid.uuid4().hex}"
+        reconnect and retry once with the same idempotency key (made here when none is given: then
+        the first attempt need not look for it, no claim can have it yet)."""
+        fresh = key is None
+        key = f"claim:{uuid.uuid4().hex}" if fresh else key
         try:
-            return attempt(key)
+            return attempt(key, not fresh)
         except StoreError as e:
             if not isinstance(e.__cause__, psycopg.OperationalError) or self._c is None:
                 raise
             self.close()
             self._open()
-            return attempt(key)
+            return attempt(key, True)
 
     def _claim_next(self, run_id: str, agent: str, agent_tags: Iterable[str] | None, order: str,
-                    within: str | None, now: int | None, seen: str | None, key: str) -> Task | None:
+                    within: str | None, now: int | None, seen: str | None, key: str, look: bool) -> Task | None:
         tags = None if agent_tags is None else sorted(set(agent_tags))
-        sql = self._claim_sql(order, within is not None, tags is not None)
-        with self._write(self._now(now), run_id) as tx:
-            now = tx.now
-            st = TxRun(tx, run_id)
-            again, took = sm.replayed(st, key, agent)
+        if look or within is not None:  # a replay, or an unknown container (NotFound), is found first
+            with self._write(self._now(now), run_id) as tx:
+                again, took = sm.replayed(TxRun(tx, run_id), key, agent) if look else (False, None)
+                if within is not None:
+                    tx.state(run_id, within)
             if again:
                 return None if took is None else self.get_task(run_id, took)
-            if within is not None:
-                tx.state(run_id, within)  # NotFound for an unknown container
-            params = (*_claim_params(agent, now), run_id)  # in the statement's order: within, needed, wanted
-            if within is not None:
-                params += (run_id, within)
-            if tags is not None:
-                params += (Jsonb(tags), tags)
-            rows = tx.c.execute(sql, params).fetchall()
-            row = rows[0] if rows else None  # TASK_COLS: id, status, attempt, ...
+        sql = self._claim_sql(order, within is not None, tags is not None, self.database_clock)
+        params = ((run_id,) if self.database_clock else (self._now(now), run_id)) + _claim_params_untimed(agent)
+        params += (run_id,) + ((run_id, within) if within is not None else ()) + ((Jsonb(tags), tags) if tags is not None else ())
+        with Tx(self._conn(), self._now(now), self._policy_of, self.url, self.schema, run_id, self.database_clock,
+                first=(sql, params)) as tx:
+            row = tx.first[0] if tx.first else None  # TASK_COLS: id, status, attempt, ..., then its time
             if row is None:
                 self._policy_of(run_id)  # NotFound for an unknown run
+            else:
+                tx.now, row = row[-1], row[:-1]
+            now = tx.now
+            st = TxRun(tx, run_id)
             sm.claim_outcome(st, seen, None if row is None else row[0], agent, now)
             if row is None:
                 return None
