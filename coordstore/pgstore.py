@@ -27,7 +27,7 @@ from psycopg.types.json import Jsonb
 from coordstore import statemachine as sm
 from coordstore.base import CoordStore
 from coordstore.clock import WALL, wall_clock_ms
-from coordstore.errors import NotFound, StoreError
+from coordstore.errors import StoreError
 from coordstore.models import ClaimOrder, Run, Task
 from coordstore.pg_conn import CLOCK_MS, PGConn, connect, parse_url, translate, where
 from coordstore.pg_schema import check_readonly, ensure
@@ -129,16 +129,6 @@ class PGStore(SQLRecords, SQLGrowth, SQLVerbs, CoordStore):
             return self._conn().execute(sql, params).fetchall()
         except psycopg.Error as e:
             raise translate(e, self.url) from e
-
-    def _policy_of(self, run_id: str) -> str:
-        """The run's on_blocker_failure; NotFound for an unknown run (doubles as the existence check)."""
-        p = self._policy.get(run_id)
-        if p is None:
-            row = self._conn().execute("SELECT on_blocker_failure FROM runs WHERE id=?", (run_id,)).fetchone()
-            if row is None:
-                raise NotFound(f"no run {run_id!r}")
-            p = self._policy[run_id] = row[0]
-        return p
 
     def _require_run(self, run_id: str) -> None:
         try:

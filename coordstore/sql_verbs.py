@@ -1,7 +1,7 @@
 """The verbs the SQL backends (SQLite, PostgreSQL) share word for word, as a mixin of their stores:
 runs, graph import, task reads, and the task verbs that hand the state machine (``statemachine``) a
 ``sql_storage.TxRun`` inside the backend's transaction. The host provides ``_write(now, run_id)``
-(a ``SQLTx`` context), ``_all``, ``_now``, ``_policy_of`` and ``_require_run``; ``claim_next`` is each
+(a ``SQLTx`` context), ``_conn``, ``_policy`` (a dict), ``_all``, ``_now`` and ``_require_run``; ``claim_next`` is each
 backend's own, being where they differ.
 """
 
@@ -24,6 +24,16 @@ class SQLVerbs:
     """Runs, graph import, task reads and task verbs of a SQL store (mixin; see module docstring)."""
 
     # ------------------------------------------------------------------ plumbing
+    def _policy_of(self, run_id: str) -> str:
+        """The run's on_blocker_failure; NotFound for an unknown run (doubles as the existence check)."""
+        p = self._policy.get(run_id)
+        if p is None:
+            row = self._conn().execute("SELECT on_blocker_failure FROM runs WHERE id=?", (run_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"no run {run_id!r}")
+            p = self._policy[run_id] = row[0]
+        return p
+
     def _verb(self, run_id: str, now: int | None, verb: Callable, *args, target: str | None = None) -> tuple:
         """One verb of the state machine in one transaction: ``verb(storage, *args, now)``, ``now``
         raised. Returns (the storage, whose ``row`` is ``target``'s as the verb left it, the result)."""

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 
 from coordstore import statemachine as sm
 from coordstore.base import CoordStore, wall_clock_ms
-from coordstore.errors import NotFound, StoreError, StoreURLError
+from coordstore.errors import StoreError, StoreURLError
 from coordstore.models import ClaimOrder, Run, Task
 from coordstore.sql_growth import SQLGrowth
 from coordstore.sql_records import SQLRecords
@@ -86,16 +86,6 @@ class SQLiteStore(SQLRecords, SQLGrowth, SQLVerbs, CoordStore):
             return self._conn().execute(sql, params).fetchall()
         except sqlite3.Error as e:
             raise translate(e, self.path) from e
-
-    def _policy_of(self, run_id: str) -> str:
-        """The run's on_blocker_failure; NotFound for an unknown run (doubles as the existence check)."""
-        p = self._policy.get(run_id)
-        if p is None:
-            row = self._conn().execute("SELECT on_blocker_failure FROM runs WHERE id=?", (run_id,)).fetchone()
-            if row is None:
-                raise NotFound(f"no run {run_id!r}")
-            p = self._policy[run_id] = row[0]
-        return p
 
     def _require_run(self, run_id: str) -> None:
         with mapped(self.path):
