@@ -46,6 +46,7 @@ from orchestrator.rundir import RunSpec
 from orchestrator.runs.slots import SlotTable, take_slot
 from orchestrator.runs.watcher import EventWatcher
 from orchestrator.supervision.procs import spawn
+from orchestrator.supervision.verdicts import SupervisionConfig
 
 POLL_S = 0.2
 RUNS_EVERY_S = 1.0  # how often the list of running runs is read again
@@ -255,8 +256,7 @@ class Worker:
 
 
 def _lease_ms(spec: RunSpec) -> int:
-    from orchestrator.supervision.verdicts import SupervisionConfig  # as the coordinator reads it
-
+    """The run's lease, as its coordinator reads it from the spec's supervision."""
     return SupervisionConfig.load(spec.supervision, where="execution.supervision").lease_ms
 
 

@@ -146,3 +146,22 @@ def test_three_workers_one_killed_same_tree_as_one_machine(tmp_path):
     one = json.loads(local.stdout)["runs"][0]
     assert one["seed"] == result["seed"]
     assert _tree(Path(one["repo"]), one["merged_branch"]) == _tree(repo, merged)
+
+
+@pytest.mark.parametrize("args, env, says", [
+    (["--workers", "external"], {}, "--workers external needs --remote URL"),
+    (["--remote", "R"], {}, "--remote is for --workers external"),
+    (["--workers", "external", "--remote", "R"], {"ORCH_SAME_MACHINE": ""}, "a sqlite:// store cannot be reached from another host"),
+    (["--workers", "external", "--remote", "R", "--store", "sqlite"], {}, "would live in the run directory"),
+    (["--workers", "external", "--remote", "/no/such/dir/r.git"], {}, "directory /no/such/dir does not exist"),
+    (["--workers", "elsewhere"], {}, "--workers elsewhere: one of local, external"),
+])
+def test_bad_external_arguments_are_one_line_exit_2(tmp_path, args, env, says):
+    exp = tmp_path / "ext.yaml"
+    exp.write_text(EXPERIMENT)
+    store = [] if "--store" in args else ["--store", f"sqlite://{tmp_path}/orch.db"]
+    p = subprocess.run(_orch("run", "-e", str(exp), "-v", "pull-4", *store, "--results", str(tmp_path / "r"), *args),
+                       env=_env(**env), cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2, p.stderr
+    assert says in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists() and not (tmp_path / "orch.db").exists()
