@@ -14,6 +14,13 @@ import math
 from coordstore.clock import MONOTONIC, Clock
 from coordstore.errors import StoreError
 
+class LeaseLost(BaseException):
+    """The lease could not be renewed for a whole lease (the store unreachable), or was renewed
+    only after the agent had been reaped: the supervisor has requeued (or is about to requeue) its
+    tasks and handed its slot on, so the runner must stop at once. A BaseException, so no
+    ``except Exception`` on the way eats it."""
+
+
 # longest single nap, so a beat is never late by more than this and SIGTERM is seen at once
 MAX_NAP_MS = 250
 
@@ -34,6 +41,7 @@ class Pulse:
         self.current_task: str | None = None
         self.silent = False
         self._last_beat: float = float("-inf")
+        self._renewed = clock()  # the last renewal the store acknowledged (registration counts)
         self._seq_at_beat = events.next_seq  # events said since then prove life: no heartbeat needed
 
     def renew(self, force: bool = False) -> bool:
@@ -48,10 +56,17 @@ class Pulse:
         if not force and now - self._last_beat < self.heartbeat_ms:
             return False
         self._last_beat = now
+        lapsed = now - self._renewed >= self.lease_ms
         try:
-            self.store.heartbeat(self.run_id, self.agent_id, self.lease_ms, current_task=self.current_task)
-        except StoreError as e:  # a busy or briefly unreachable store: the next beat retries
+            agent = self.store.heartbeat(self.run_id, self.agent_id, self.lease_ms, current_task=self.current_task)
+        except StoreError as e:  # a busy or briefly unreachable store: the next beat retries, within the lease
             self.events.error(f"heartbeat failed: {e}", task=self.current_task)
+            if lapsed:
+                raise LeaseLost(f"lease lost: not renewed for {now - self._renewed:.0f} ms (lease {self.lease_ms} ms): {e}") from e
+            return True
+        if lapsed and getattr(agent, "status", None) in ("dead", "killed", "stopped"):
+            raise LeaseLost(f"lease lost: renewed after {now - self._renewed:.0f} ms, the agent is {agent.status} meanwhile")
+        self._renewed = now
         return True
 
     def beat(self, force: bool = False) -> None:

@@ -35,9 +35,10 @@ from coordstore.models import METRIC_FIELDS, USAGE_KEYS, Agent
 from agents.config import RunnerConfig
 from agents.events import EventWriter
 from agents.policies import AGAIN, OVER, WAIT, PolicyEnv, make_policy
-from agents.pulse import Pulse
+from agents.pulse import LeaseLost, Pulse
 
 EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_TERMINATED = 0, 1, 2, 143
+EXIT_LEASE_LOST = 3  # could not renew its lease for a whole lease: its work belongs to others now
 MAX_LOOP_ERRORS = 20  # consecutive store errors before giving up: the store is gone, not busy
 
 
@@ -274,6 +275,11 @@ def main(argv: list[str] | None = None) -> int:
             name = signal.Signals(t.signum).name
             runner.events.emit("log", runner.pulse.current_task, msg=f"{name} received: exiting", level="warning", signal=name)
         return EXIT_TERMINATED
+    except LeaseLost as e:  # cut off from the store: stop before doing work that is no longer ours
+        print(f"orch runner {cfg.agent_id}: {e}; exiting", file=sys.stderr)
+        if runner is not None:
+            runner.events.error(str(e), task=runner.pulse.current_task)
+        return EXIT_LEASE_LOST
     except OrchError as e:
         print(f"orch runner {cfg.agent_id}: {e}", file=sys.stderr)
         if runner is not None:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from coordstore import open_store
-from coordstore.errors import OrchError
+from coordstore.errors import OrchError, StoreError
 from coordstore.models import Agent, Event
 
 from gitwork.remote import base_ref, fetch
@@ -95,6 +95,7 @@ class Worker:
         self.took = 0
         self._runs_at = -1e9
         self._stopping = False
+        self._outage: str | None = None  # the store error this worker is riding out, if any
 
     def say(self, msg: str) -> None:
         if self.opts.log:
@@ -106,7 +107,7 @@ class Worker:
         idle_since = time.monotonic()
         try:
             while not self._stopping:
-                self.tick()
+                self.guarded_tick()
                 if self.held:
                     idle_since = time.monotonic()
                 elif self.opts.once and self.took:
@@ -123,6 +124,30 @@ class Worker:
 
     def _on_signal(self, signum, frame) -> None:
         self._stopping = True
+
+    def guarded_tick(self) -> None:
+        """A tick that rides out a store it cannot reach: the runners stop by themselves when they
+        cannot renew their leases (``agents.pulse.LeaseLost``), the worker reconnects and goes on."""
+        self._reap()  # needs no store: a cut-off worker still sees its runners exit
+        try:
+            if self._outage is not None:
+                self._reconnect()
+            self.tick()
+        except StoreError as e:
+            if self._outage is None:
+                self.say(f"store unreachable ({e}); retrying, runners stop when their leases lapse")
+            self._outage = str(e)
+
+    def _reconnect(self) -> None:
+        try:
+            self.store.close()
+        except Exception:  # a broken connection may fail to close: it is dropped either way
+            pass
+        self.store = open_store(self.opts.store_url)  # StoreError while still unreachable
+        for h in self.held.values():
+            h.watcher.store = self.store
+        self._outage = None
+        self.say("store reachable again")
 
     def tick(self) -> None:
         self._tend()
@@ -232,6 +257,7 @@ class Worker:
 
     # ------------------------------------------------------------------ runners held
     def _tend(self) -> None:
+        self._reap()
         for key, h in list(self.held.items()):
             h.watcher.poll()
             rs = self.runs.get(h.run_id)
@@ -244,10 +270,21 @@ class Worker:
                 h.proc.stop(grace_s=STOP_GRACE_S)
             self._forget(key)
 
+    def _reap(self) -> None:
+        """Forget the runners that exited (lost their lease, maybe): no store needed."""
+        for key, h in list(self.held.items()):
+            if not h.proc.alive():
+                self.say(f"run {h.run_id}: agent {h.agent} (generation {h.gen}): runner exited ({h.proc.returncode})")
+                self._forget(key)
+
     def _forget(self, key) -> None:
         h = self.held.pop(key)
-        h.watcher.poll()
-        h.watcher.stop()
+        try:
+            h.watcher.poll()  # its last events (a cut-off store: they stay in the worker's directory)
+        except StoreError:
+            pass
+        finally:
+            h.watcher.stop()
 
     def stop_all(self) -> None:
         for key, h in list(self.held.items()):

@@ -1,11 +1,16 @@
-"""External workers for real: a coordinator (`orch run --workers external`) and three `orch worker`
-processes, each in its own directory and given only the store URL, one SIGKILLed (its process
-group) mid-run; the run finishes, every task completed exactly once, the killed worker's pushed
-commits are kept, and the merged tree equals a one-machine run's with the same seed.
+"""External workers for real, on the live PostgreSQL (unreachable, these tests fail): a coordinator
+(`orch run --workers external`) and `orch worker` processes, each in its own directory and given
+only the store URL.
 
-Plain processes on this machine sharing a sqlite store (ORCH_SAME_MACHINE=1), the bare remote a
-local path: no network namespaces. Sim content carries a stamp of its attempt (``[sim <digest>]``);
-the task the kill requeued runs again as attempt 2, so trees are compared with stamps masked.
+The several-hosts tests put each worker in its own network namespace (``tests/netns_hosts.py``:
+veth pair, the store reached through a relay on the host's side, the remote through
+``git daemon`` at ``git://<hub>/remote.git``), with the coordinator's run directory and the
+remote's directory covered by an empty tmpfs in the worker's mount namespace. One worker is
+SIGKILLed (its process group) mid-run; another is cut off from the store. The resume test runs
+plain processes and a path remote.
+
+Sim content carries a stamp of its attempt (``[sim <digest>]``); a task a kill requeued runs again
+as attempt 2, so trees are compared with stamps masked.
 """
 
 from __future__ import annotations
@@ -21,7 +26,9 @@ from pathlib import Path
 
 import pytest
 
+from conftest import PG_BASE, make_store_url
 from coordstore import open_store
+from netns_hosts import Network
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENT = """\
@@ -35,7 +42,7 @@ variants:
 
 
 def _env(**extra) -> dict:
-    return {**os.environ, "PYTHONPATH": str(ROOT), "ORCH_SAME_MACHINE": "1", **extra}
+    return {**os.environ, "PYTHONPATH": str(ROOT), **extra}
 
 
 def _orch(*args) -> list[str]:
@@ -69,83 +76,209 @@ def _held(url: str, run_id: str, pid: int) -> list[str]:
         return [a.id for a in s.list_agents(run_id) if a.meta.get("pid") == pid and a.status not in ("stopped", "dead", "killed")]
 
 
-def test_three_workers_one_killed_same_tree_as_one_machine(tmp_path):
-    exp = tmp_path / "ext.yaml"
-    exp.write_text(EXPERIMENT)
-    db = tmp_path / "shared" / "orch.db"
-    db.parent.mkdir()
-    url = f"sqlite://{db}"
-    remote = tmp_path / "shared" / "remote.git"  # created by the coordinator
-    coord = subprocess.Popen(_orch("run", "-e", str(exp), "-v", "pull-4", "--store", url, "--workers", "external",
-                                   "--remote", str(remote), "--results", str(tmp_path / "coord"), "--json"),
-                             env=_env(), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    workers = {}
+def _busy(url: str, run_id: str, pid: int):
+    """The worker's agents once one completed a task and one works on another."""
+    with open_store(url, readonly=True) as s:
+        mine = {a.id for a in s.list_agents(run_id) if a.meta.get("pid") == pid}
+        done = [t for t in s.list_tasks(run_id) if t.status == "completed" and t.completed_by in mine]
+        working = [t for t in s.list_tasks(run_id, status=["working"]) if t.owner in mine]
+        return mine if done and working else None
 
-    def start_worker(name):
-        d = tmp_path / name
+
+def _run_id(url: str):
+    with open_store(url) as s:  # not read-only: the schema may not exist yet
+        return next((r.id for r in s.list_runs()), None)
+
+
+def _completed_once(url: str, run_id: str):
+    """Every task completed exactly once (history), and the run's task and agent rows."""
+    with open_store(url, readonly=True) as s:
+        tasks, rows, agent_rows = s.list_tasks(run_id), s.history(run_id, entity="task"), s.history(run_id, entity="agent")
+    completed = [r for r in rows if r.to_state == "completed" and not r.is_note]
+    assert sorted(r.entity_id for r in completed) == sorted(t.id for t in tasks)
+    assert all(t.status == "completed" for t in tasks)
+    return completed, rows, agent_rows
+
+
+def _taken(agent_rows, pid: int) -> list:
+    return [r for r in agent_rows if r.data.get("action") == "slot-taken" and r.data.get("pid") == pid]
+
+
+class Cluster:
+    """A coordinator on this machine and workers, each on a host of ``net`` (None: plain processes
+    here, the remote a path); the store a fresh PostgreSQL schema, dropped at teardown."""
+
+    def __init__(self, tmp: Path, net: Network | None):
+        self.tmp, self.net = tmp, net
+        self.url = make_store_url("postgresql", tmp / "pg")
+        self.exp = tmp / "ext.yaml"
+        self.exp.write_text(EXPERIMENT)
+        self.srv, self.coord_dir = tmp / "srv", tmp / "coord"
+        for d in (self.srv, self.coord_dir, tmp / "local"):
+            d.mkdir()
+        if net is None:
+            self.remote = str(self.srv / "remote.git")  # the coordinator creates it
+        else:
+            _git(tmp, "init", "-q", "--bare", str(self.srv / "remote.git"))
+            self.remote = net.serve_git(self.srv) + "/remote.git"
+            net.wait_git(self.remote)
+        self.procs: list[subprocess.Popen] = []
+        self.workers: dict[str, subprocess.Popen] = {}
+        self.hosts: dict = {}
+
+    def coordinator(self) -> subprocess.Popen:
+        p = subprocess.Popen(_orch("run", "-e", str(self.exp), "-v", "pull-4", "--store", self.url, "--workers", "external",
+                                   "--remote", self.remote, "--results", str(self.coord_dir), "--json"),
+                             env=_env(), cwd=self.tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)
+        self.procs.append(p)
+        return p
+
+    def worker(self, name: str, slots: int = 2) -> subprocess.Popen:
+        d = self.tmp / name
         d.mkdir()
-        workers[name] = subprocess.Popen(_orch("worker", "--store", url, "--slots", "2", "--dir", str(d), "--once"),
-                                         env=_env(), cwd=d, stdout=subprocess.DEVNULL, stderr=open(d / "worker.log", "w"),
-                                         start_new_session=True)  # its own process group, killed whole below
+        url, argv = self.url, None
+        if self.net is not None:
+            host = self.hosts[name] = self.net.add_host(name)
+            url = host.store_url(self.url)
+        argv = _orch("worker", "--store", url, "--slots", str(slots), "--dir", str(d), "--once")
+        if self.net is not None:  # the coordinator's directories are not there for it
+            argv = self.hosts[name].cmd(argv, hide=[self.coord_dir, self.srv, self.tmp / "local"])
+        p = subprocess.Popen(argv, env=_env(), cwd=d, stdout=subprocess.DEVNULL, stderr=open(d / "worker.log", "w"),
+                             start_new_session=True)  # its own process group, killed whole
+        self.procs.append(p)
+        self.workers[name] = p
+        return p
+
+    def close(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait(timeout=10)
+
+
+@pytest.fixture
+def net():
+    with Network(PG_BASE) as n:
+        yield n
+
+
+def _one_machine(tmp: Path) -> dict:
+    local = subprocess.run(_orch("run", "-e", str(tmp / "ext.yaml"), "-v", "pull-4", "--results", str(tmp / "local"), "--json"),
+                           env=_env(), cwd=tmp, capture_output=True, text=True, timeout=150)
+    assert local.returncode == 0, local.stderr
+    return json.loads(local.stdout)["runs"][0]
+
+
+def test_three_hosts_one_killed_same_tree_as_one_machine(tmp_path, net):
+    c = Cluster(tmp_path, net)
     try:
-        def run_id():
-            if not db.exists():
-                return None
-            with open_store(url, readonly=True) as s:
-                return next((r.id for r in s.list_runs()), None)
-
-        rid = _wait("the run", run_id)
-        start_worker("a")
-        _wait("worker a's agents", lambda: len(_held(url, rid, workers["a"].pid)) == 2)
-        start_worker("b")
-        _wait("worker b's agents", lambda: len(_held(url, rid, workers["b"].pid)) == 2)
-        start_worker("c")  # nothing to take until b dies
-
-        def b_done_one():
-            with open_store(url, readonly=True) as s:
-                mine = {a.id for a in s.list_agents(rid) if a.meta.get("pid") == workers["b"].pid}
-                done = [t for t in s.list_tasks(rid) if t.status == "completed" and t.completed_by in mine]
-                working = [t for t in s.list_tasks(rid, status=["working"]) if t.owner in mine]
-                return done and working
-        _wait("worker b to complete a task and work on another", b_done_one)
-        os.killpg(workers["b"].pid, signal.SIGKILL)
-        workers["b"].wait()
+        coord = c.coordinator()
+        rid = _wait("the run", lambda: _run_id(c.url))
+        a = c.worker("a")
+        _wait("worker a's agents", lambda: len(_held(c.url, rid, a.pid)) == 2)
+        b = c.worker("b")
+        _wait("worker b's agents", lambda: len(_held(c.url, rid, b.pid)) == 2)
+        c.worker("c")  # nothing to take until b dies
+        _wait("worker b to complete a task and work on another", lambda: _busy(c.url, rid, b.pid))
+        os.killpg(b.pid, signal.SIGKILL)
+        b.wait()
         out, err = coord.communicate(timeout=150)
         assert coord.returncode == 0, err
+        result = json.loads(out)["runs"][0]
+        assert result["status"] == "finished"
+        for name in ("a", "c"):
+            assert c.workers[name].wait(timeout=30) == 0, (tmp_path / name / "worker.log").read_text()
     finally:
-        for p in [coord, *workers.values()]:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGKILL) if p is not coord else p.kill()
-    result = json.loads(out)["runs"][0]
-    assert result["status"] == "finished"
-    for name in ("a", "c"):
-        assert workers[name].wait(timeout=30) == 0
+        c.close()
 
-    with open_store(url, readonly=True) as s:
-        tasks = s.list_tasks(rid)
-        rows = s.history(rid, entity="task")
-        agent_rows = s.history(rid, entity="agent")
-    completed = [r for r in rows if r.to_state == "completed" and not r.is_note]
-    assert sorted(r.entity_id for r in completed) == sorted(t.id for t in tasks)  # each exactly once
+    completed, rows, agent_rows = _completed_once(c.url, rid)
     assert any(r.reason and r.reason.startswith("lease expired") for r in rows if r.to_state == "pending")
-    taken_by_c = [r for r in agent_rows if r.data.get("action") == "slot-taken" and r.data.get("pid") == workers["c"].pid]
+    taken_by_c = _taken(agent_rows, c.workers["c"].pid)
     assert taken_by_c and all(r.data["gen"] == 2 for r in taken_by_c)  # c ran the reopened slots
+    assert {r.data["host"] for r in agent_rows if r.data.get("action") == "slot-taken"} == {os.uname().nodename}
 
     repo, merged = Path(result["repo"]), result["merged_branch"]
-    killed = {r.entity_id for r in agent_rows if r.data.get("action") == "slot-taken" and r.data.get("pid") == workers["b"].pid}
-    b_commits = [r.data["commit"] for r in completed if r.agent in killed and r.ts_ms < max(
-        x.ts_ms for x in agent_rows if x.data.get("action") == "slot-taken" and x.data.get("gen") == 2)]
+    killed = {r.entity_id for r in _taken(agent_rows, b.pid)}
+    reopened = max(x.ts_ms for x in taken_by_c)
+    b_commits = [r.data.get("commit") for r in completed if r.agent in killed and r.ts_ms < reopened]
     assert b_commits
-    for sha in b_commits:  # kept on the remote and in the merged branch
-        assert _git(remote, "for-each-ref", f"refs/orch/{rid}/c/{sha}").strip()
+    for sha in filter(None, b_commits):  # kept on the remote and in the merged branch
+        assert _git(c.srv / "remote.git", "for-each-ref", f"refs/orch/{rid}/c/{sha}").strip()
         _git(repo, "merge-base", "--is-ancestor", sha, merged)
 
-    local = subprocess.run(_orch("run", "-e", str(exp), "-v", "pull-4", "--results", str(tmp_path / "local"), "--json"),
-                           env=_env(), cwd=tmp_path, capture_output=True, text=True, timeout=150)
-    assert local.returncode == 0, local.stderr
-    one = json.loads(local.stdout)["runs"][0]
+    one = _one_machine(tmp_path)
     assert one["seed"] == result["seed"]
     assert _tree(Path(one["repo"]), one["merged_branch"]) == _tree(repo, merged)
+
+
+def test_worker_cut_off_from_the_store_stops_its_runners(tmp_path, net):
+    """b loses the store (its relay dies) while it works: its runners cannot renew and exit, their
+    leases expire, c takes the slots over; nothing is completed twice; b rides the outage out."""
+    c = Cluster(tmp_path, net)
+    try:
+        coord = c.coordinator()
+        rid = _wait("the run", lambda: _run_id(c.url))
+        a = c.worker("a")
+        _wait("worker a's agents", lambda: len(_held(c.url, rid, a.pid)) == 2)
+        b = c.worker("b")
+        _wait("worker b's agents", lambda: len(_held(c.url, rid, b.pid)) == 2)
+        c.worker("c")
+        _wait("worker b to complete a task and work on another", lambda: _busy(c.url, rid, b.pid))
+        c.hosts["b"].cut_store()
+        out, err = coord.communicate(timeout=150)
+        assert coord.returncode == 0, err
+        assert json.loads(out)["runs"][0]["status"] == "finished"
+        # b's runners stopped by themselves (lease lost), so b, --once, exits by itself: 0
+        assert b.wait(timeout=30) == 0
+        for name in ("a", "c"):
+            assert c.workers[name].wait(timeout=30) == 0
+    finally:
+        c.close()
+
+    completed, rows, agent_rows = _completed_once(c.url, rid)
+    b_agents = {r.entity_id for r in _taken(agent_rows, b.pid)}
+    expired = {r.reason for r in rows if r.to_state == "pending" and r.reason and r.reason.startswith("lease expired")}
+    assert expired and all(r.split()[-1] in b_agents for r in expired)
+    assert _taken(agent_rows, c.workers["c"].pid)
+    wlog = (tmp_path / "b" / "worker.log").read_text()
+    assert "store unreachable" in wlog
+    errs = [p.read_text() for p in (tmp_path / "b").glob("*/g1/logs/*.err.log")]
+    assert len(errs) == 2 and all("lease lost" in e or "cannot reach PostgreSQL" in e for e in errs), errs
+
+
+def test_resume_of_an_external_run(tmp_path):
+    """The coordinator SIGKILLed mid-run, `orch resume` finishes it: the workers never stopped,
+    every task completed once, the merged branch holds them all."""
+    c = Cluster(tmp_path, None)
+    try:
+        coord = c.coordinator()
+        rid = _wait("the run", lambda: _run_id(c.url))
+        a = c.worker("a")
+        c.worker("b")
+        _wait("worker a to complete a task and work on another", lambda: _busy(c.url, rid, a.pid))
+        os.killpg(coord.pid, signal.SIGKILL)
+        coord.wait()
+        with open_store(c.url, readonly=True) as s:
+            assert s.get_run(rid).status == "running"
+            left = [t.id for t in s.list_tasks(rid) if t.status != "completed"]
+        assert left
+        run_dir = next(c.coord_dir.rglob("run.json")).parent
+        p = subprocess.run(_orch("resume", str(run_dir), "--json"), env=_env(), cwd=tmp_path, capture_output=True,
+                           text=True, timeout=150)
+        assert p.returncode == 0, p.stderr
+        assert json.loads(p.stdout)["status"] == "finished"
+        for name in ("a", "b"):
+            assert c.workers[name].wait(timeout=30) == 0
+    finally:
+        c.close()
+    completed, _, _ = _completed_once(c.url, rid)
+    run = json.loads((run_dir / "run.json").read_text())
+    repo, branch = Path(run["repo"]), f"orch/{run['run_id']}/merged"
+    commits = [r.data["commit"] for r in completed if r.data.get("commit")]  # tasks that changed the code
+    assert len(commits) >= len(completed) // 2
+    for sha in commits:
+        _git(repo, "merge-base", "--is-ancestor", sha, branch)
 
 
 @pytest.mark.parametrize("args, env, says", [
