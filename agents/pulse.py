@@ -13,6 +13,7 @@ import math
 
 from coordstore.clock import MONOTONIC, Clock
 from coordstore.errors import StoreError
+from coordstore.models import SETTLED
 
 class LeaseLost(BaseException):
     """The lease could not be renewed for a whole lease (the store unreachable), or was renewed
@@ -64,7 +65,7 @@ class Pulse:
             if lapsed:
                 raise LeaseLost(f"lease lost: not renewed for {now - self._renewed:.0f} ms (lease {self.lease_ms} ms): {e}") from e
             return True
-        if lapsed and getattr(agent, "status", None) in ("dead", "killed", "stopped"):
+        if lapsed and getattr(agent, "status", None) in SETTLED:
             raise LeaseLost(f"lease lost: renewed after {now - self._renewed:.0f} ms, the agent is {agent.status} meanwhile")
         self._renewed = now
         return True

@@ -294,7 +294,7 @@ def test_bad_external_arguments_are_one_line_exit_2(tmp_path, args, env, says):
     exp.write_text(EXPERIMENT)
     store = [] if "--store" in args else ["--store", f"sqlite://{tmp_path}/orch.db"]
     p = subprocess.run(_orch("run", "-e", str(exp), "-v", "pull-4", *store, "--results", str(tmp_path / "r"), *args),
-                       env=_env(**env), cwd=tmp_path, capture_output=True, text=True, timeout=60)
+                       env=_env(**{"ORCH_SAME_MACHINE": "1", **env}), cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert p.returncode == 2, p.stderr
     assert says in p.stderr and len(p.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "r").exists() and not (tmp_path / "orch.db").exists()
