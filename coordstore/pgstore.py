@@ -24,6 +24,7 @@ from contextlib import contextmanager
 import psycopg
 from psycopg.types.json import Jsonb
 
+from coordstore import pg_claims
 from coordstore import statemachine as sm
 from coordstore.base import CoordStore
 from coordstore.clock import WALL, wall_clock_ms
@@ -179,6 +180,17 @@ class PGStore(SQLRecords, SQLGrowth, SQLVerbs, CoordStore):
     def _claim_next(self, run_id: str, agent: str, agent_tags: Iterable[str] | None, order: str,
                     within: str | None, now: int | None, seen: str | None, key: str, look: bool) -> Task | None:
         tags = None if agent_tags is None else sorted(set(agent_tags))
+        if not look:  # the whole claim, rows and COMMIT in one round trip (pg_claims)
+            self._policy_of(run_id)  # NotFound for an unknown run (cached: no query after the first)
+            one = pg_claims.statement(agent, order, within, tags, seen, self.database_clock, run_id,
+                                      self._now(now), key)
+            if one is not None:
+                with Tx(self._conn(), 0, self._policy_of, self.url, self.schema, run_id, self.database_clock,
+                        first=one, whole=True) as tx:
+                    ok, *row = tx.first[0]
+                if ok:
+                    return None if row[0] is None else task_from_row(tuple(row))
+                # an unknown ``seen`` or ``within``: nothing was written; the general path says which
         if look or within is not None:  # a replay, or an unknown container (NotFound), is found first
             with self._write(self._now(now), run_id) as tx:
                 again, took = sm.replayed(TxRun(tx, run_id), key, agent) if look else (False, None)
