@@ -1,30 +1,35 @@
 """PostgreSQL backend, part 4: a whole ``claim_next`` as one statement, its history rows included.
 
 Claims of a run are serialized by the run's lock (``pg_tx``: history ``seq`` gapless in commit
-order), so a claim's throughput is one over the time the lock is held. Here the lock is held only
-on the server: ``BEGIN``, the lock, this statement and ``COMMIT`` leave in one pipeline (one round
-trip), and the statement picks the task (``FOR UPDATE SKIP LOCKED``, readiness, tags and ``within``
-inside), takes it, and inserts the claim's history rows (data-modifying CTEs) at the run's next seqs.
+order), so a claim's throughput is one over the time the lock is held. Here it is held only on the
+server: one call of a session-local function (``function``) takes the lock, then runs one statement
+(``_build``) that picks the task (``FOR UPDATE SKIP LOCKED``, readiness, tags and ``within`` inside),
+takes it and inserts the claim's history rows (data-modifying CTEs) at the run's next seqs; the call
+is its own transaction (autocommit), so COMMIT costs no other round trip.
 
 The rows are the state machine's, not written here: ``_templates`` runs its own verbs
 (``claim_outcome``, ``take``) on a recording storage with markers for what only the server knows
 (the task taken, its attempt, the status of the task the caller saw, the key), and each marker
 becomes a SQL expression. An agent whose name holds a marker (never in practice) takes the
-general path (``statement`` returns None), as does a caller's unknown ``seen`` or ``within`` (the
+general path (``function`` returns None), as does a caller's unknown ``seen`` or ``within`` (the
 statement then writes nothing and says so: ``ok`` false; the general path raises NotFound).
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import re
 from typing import Any
 
+import psycopg
+from psycopg import sql as pgsql
 from psycopg.types.json import Jsonb
 
 from coordstore import statemachine as sm
 from coordstore.pg_conn import CLOCK_MS
 from coordstore.sql_claims import _CLAIM_RETURNING, ready_sql
-from coordstore.sql_rows import HISTORY_COLS, READY_WHERE, dumps
+from coordstore.sql_rows import HISTORY_COLS, HOT_COLS, READY_WHERE, dumps
 
 # what the server fills in: the task taken, the task seen, its status, the claim's key, the new attempt
 _TOOK, _SEEN, _STATUS, _KEY = "orch-mark-took", "orch-mark-seen", "orch-mark-status", "orch-mark-key"
@@ -152,27 +157,74 @@ def _build(agent: str, order: str, within: bool, tags: bool, seen: bool, db_cloc
     selects = []
     for name, source in outcomes:
         for i, row in enumerate(t[name]):
-            n = 1000 + i if name == "won" else i  # lost rows before won ones (the ORDER BY of the seqs)
+            # the row's seq after the run's latest: lost rows (at most one outcome of them) before won ones
+            n = f"{i + 1} + {len(t['lost_took'])} * (SELECT count(*) FROM lost)" if name == "won" and seen else str(i + 1)
             fields = ", ".join(f"{_expr(v, params)} AS {c}" for v, c in zip(row, names, strict=True))
             selects.append(f"SELECT {n} AS n, {fields} {source}")
     ctes.append("rows AS (" + " UNION ALL ".join(selects) + ")")
-    ctes.append(f"ins AS (INSERT INTO history ({HISTORY_COLS}) SELECT %(run)s, clk.seq + row_number() OVER "
-                f"(ORDER BY rows.n), clk.now, {', '.join(names)} FROM rows, clk WHERE (SELECT ok FROM ok))")
+    ctes.append(f"ins AS (INSERT INTO history ({HISTORY_COLS}) SELECT %(run)s, clk.seq + rows.n, "
+                f"clk.now, {', '.join(names)} FROM rows, clk WHERE (SELECT ok FROM ok))")
     # the statement's one row: whether the caller's tasks exist (else nothing was written), then the task taken
     sql = "WITH " + ",\n".join(ctes) + "\nSELECT (SELECT ok FROM ok), took.* FROM (SELECT 1) one LEFT JOIN took ON true"
     return sql, params
 
 
-def statement(agent: str, order: str, within: str | None, tags: list[str] | None, seen: str | None, db_clock: bool,
-              run_id: str, now: int, key: str) -> tuple[str, dict] | None:
-    """(SQL, parameters) of one whole claim_next, or None: this agent takes the general path."""
-    built = _build(agent, order, within is not None, tags is not None, seen is not None, db_clock)
+# ---------------------------------------------------------------------------- as one call
+# The statement above, with the run's lock before it, as a session-local PL/pgSQL function
+# (``pg_temp``: no DDL in the store, nothing shared between sessions): ``SELECT * FROM fn(...)``
+# in autocommit is its own transaction, so lock, claim and COMMIT cost one message and one round
+# trip, and PL/pgSQL caches the plan. Each statement in a volatile function reads a fresh snapshot
+# (READ COMMITTED): the claim, after the lock, sees every commit of the run's writers before it.
+_ARGS = ("lk", "run", "key", "seen", "within", "now", "tags_json", "tags")
+_ARG_TYPES = ("text", "text", "text", "text", "text", "bigint", "jsonb", "text[]")
+_PLACEHOLDER = re.compile(r"%\((\w+)\)s")
+CALL_ARGS = ", ".join(["%s"] * len(_ARGS))
+
+
+def _body(sql: str, fixed: dict, raw: psycopg.Connection) -> str:
+    """The statement with its arguments as $n and its fixed values as literals (psycopg quotes them)."""
+    def sub(m: re.Match) -> str:
+        name = m.group(1)
+        if name in _ARGS:
+            return f"${_ARGS.index(name) + 1}"
+        return pgsql.Literal(fixed[name]).as_string(raw)
+    return _PLACEHOLDER.sub(sub, sql).replace("%%", "%")
+
+
+def _column_types(raw: psycopg.Connection) -> dict[str, str]:
+    rows = raw.execute("SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+                       "WHERE attrelid = 'tasks'::regclass AND attnum > 0 AND NOT attisdropped").fetchall()
+    return dict(rows)
+
+
+def function(raw: psycopg.Connection, made: dict, agent: str, order: str, within: bool, tags: bool, seen: bool,
+             db_clock: bool) -> str | None:
+    """The name of this session's claim function for these arguments, created on first use (``made``:
+    the session's names by arguments); None: this agent takes the general path."""
+    args = (agent, order, within, tags, seen, db_clock)
+    name = made.get(args)
+    if name is not None:
+        return name
+    built = _build(*args)
     if built is None:
         return None
     sql, fixed = built
-    params = {**fixed, "run": run_id, "key": key, "seen": seen, "within": within}
-    if not db_clock:
-        params["now"] = now
-    if tags is not None:
-        params["tags_json"], params["tags"] = Jsonb(tags), tags
-    return sql, params
+    body = _body(sql, fixed, raw)
+    if "$orch$" in body:
+        return None
+    types = made.get("types") or made.setdefault("types", _column_types(raw))
+    cols = [c.strip() for c in HOT_COLS.split(",")]
+    out = ", ".join(["r_ok boolean"] + [f"r_{c} {types[c]}" for c in cols] + ["r_defn text"])
+    name = "orch_claim_" + hashlib.sha1(repr(args).encode()).hexdigest()[:16]
+    params = ", ".join(f"p_{a} {t}" for a, t in zip(_ARGS, _ARG_TYPES))
+    raw.execute(f"CREATE OR REPLACE FUNCTION pg_temp.{name}({params}) RETURNS TABLE ({out}) LANGUAGE plpgsql AS $orch$\n"
+                "#variable_conflict use_column\nBEGIN\n"
+                "PERFORM pg_advisory_xact_lock(hashtextextended($1, 0));\n"
+                f"RETURN QUERY {body};\nEND $orch$")
+    made[args] = name
+    return name
+
+
+def call_args(lock_key: str, run_id: str, key: str, seen: str | None, within: str | None, now: int | None,
+              tags: list[str] | None) -> tuple:
+    return (lock_key, run_id, key, seen, within, now, None if tags is None else Jsonb(tags), tags)

@@ -29,47 +29,36 @@ class Tx(SQLTx):
     """``with Tx(...) as tx``: BEGIN (+ the run's lock) ... COMMIT, ROLLBACK on any error; psycopg
     errors leave as StoreError. ``db_clock``: ``now`` (and ``given``) are the database's time."""
 
-    __slots__ = ("given", "first", "whole", "_url", "_schema", "_db_clock")
+    __slots__ = ("given", "first", "_url", "_schema", "_db_clock")
 
     def __init__(self, conn: PGConn, now: int, policy_of: Callable[[str], str], url: str, schema: str,
-                 run_id: str | None = None, db_clock: bool = False, first: tuple[str, tuple | dict] | None = None,
-                 whole: bool = False):
+                 run_id: str | None = None, db_clock: bool = False, first: tuple[str, tuple] | None = None):
         super().__init__(conn, now, policy_of, run_id)
         self.given = now  # the time as given (reap compares leases with it); ``now`` is raised on entry
         self._url, self._schema, self._db_clock = url, schema, db_clock
         # (sql, params) of a statement sent in the entry's pipeline, after the lock (a claim: its
         # UPDATE then runs as soon as the lock is granted, with no round trip in the lock); its rows
-        self.first: tuple[str, tuple | dict] | list | None = first
-        # ``first`` is the whole transaction (a claim with its history rows, ``pg_claims``): its
-        # COMMIT leaves in the same pipeline, so the run's lock is held only on the server
-        self.whole = whole
+        self.first: tuple[str, tuple] | list | None = first
 
     def __enter__(self) -> "Tx":
         raw = self.c.raw
         try:
             with raw.pipeline():
                 raw.execute("BEGIN")
-                cur = None
                 if self._run is not None:
                     raw.execute(_LOCK, (f"{self._schema}/{self._run}",))
-                    if not self.whole:
-                        cur = raw.execute(_LAST_ROW, (self._run,))
-                elif self._db_clock and not self.whole:
+                    cur = raw.execute(_LAST_ROW, (self._run,))
+                elif self._db_clock:
                     cur = raw.execute(_CLOCK)
-                first = None
-                if self.first is not None:  # named parameters: psycopg's own SQL, not the shared one
-                    sql, params = self.first
-                    first = raw.execute(sql, params) if isinstance(params, dict) else self.c.execute(sql, params)
-                if self.whole:
-                    raw.execute("COMMIT")
+                else:
+                    cur = None
+                first = None if self.first is None else self.c.execute(*self.first)
             row = None if cur is None else cur.fetchone()
             if first is not None:
                 self.first = first.fetchall()
         except psycopg.Error as e:
             self._rollback()
             raise translate(e, self._url) from e
-        if self.whole:
-            return self
         if self._db_clock:
             self.now = self.given = row[-1]
         if self._run is not None:
@@ -78,9 +67,6 @@ class Tx(SQLTx):
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        if exc_type is None and self.whole:
-            assert not self._rows, "a whole transaction was committed on entry"
-            return False
         if exc_type is None:
             try:
                 with self.c.raw.pipeline():
