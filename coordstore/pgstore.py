@@ -24,6 +24,7 @@ from contextlib import contextmanager
 import psycopg
 from psycopg.types.json import Jsonb
 
+from coordstore import pg_claims
 from coordstore import statemachine as sm
 from coordstore.base import CoordStore
 from coordstore.clock import WALL, wall_clock_ms
@@ -76,6 +77,7 @@ class PGStore(SQLRecords, SQLGrowth, SQLVerbs, CoordStore):
         self.readonly = readonly
         self._policy: dict[str, str] = {}
         self._c: PGConn | None = None
+        self._claim_fns: dict = {}  # this session's claim functions (pg_claims.function)
         self._open()
 
     def _open(self) -> None:
@@ -86,6 +88,7 @@ class PGStore(SQLRecords, SQLGrowth, SQLVerbs, CoordStore):
             c.raw.close()
             raise
         self._c = c
+        self._claim_fns = {}  # a new session has none
 
     def close(self) -> None:
         if self._c is not None:
@@ -176,9 +179,35 @@ class PGStore(SQLRecords, SQLGrowth, SQLVerbs, CoordStore):
             self._open()
             return attempt(key, True)
 
+    def _claim_one(self, run_id: str, agent: str, tags: list[str] | None, order: str, within: str | None,
+                   now: int | None, seen: str | None, key: str) -> tuple[bool, tuple] | None:
+        """The whole claim as one call of this session's claim function (``pg_claims``): the run's
+        lock, the claim with its history rows, and COMMIT in one statement, one round trip."""
+        c = self._conn()
+        try:
+            fn = pg_claims.function(c.raw, self._claim_fns, agent, order, within is not None, tags is not None,
+                                    seen is not None, self.database_clock)
+            if fn is None:
+                return None
+            args = pg_claims.call_args(f"{self.schema}/{run_id}", run_id, key, seen, within,
+                                       None if self.database_clock else self._now(now), tags)
+            ok, *row = c.raw.execute(f"SELECT * FROM pg_temp.{fn}({pg_claims.CALL_ARGS})", args).fetchone()
+        except psycopg.Error as e:
+            raise translate(e, self.url) from e
+        return ok, tuple(row)
+
     def _claim_next(self, run_id: str, agent: str, agent_tags: Iterable[str] | None, order: str,
                     within: str | None, now: int | None, seen: str | None, key: str, look: bool) -> Task | None:
         tags = None if agent_tags is None else sorted(set(agent_tags))
+        if not look:
+            self._policy_of(run_id)  # NotFound for an unknown run (cached: no query after the first)
+            got = self._claim_one(run_id, agent, tags, order, within, now, seen, key)
+            if got is not None:
+                ok, row = got
+                if ok:
+                    return None if row[0] is None else task_from_row(row)
+            # None: this agent's name takes the general path; not ok: an unknown ``seen`` or
+            # ``within``, nothing was written, the general path raises NotFound
         if look or within is not None:  # a replay, or an unknown container (NotFound), is found first
             with self._write(self._now(now), run_id) as tx:
                 again, took = sm.replayed(TxRun(tx, run_id), key, agent) if look else (False, None)

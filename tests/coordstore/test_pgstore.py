@@ -9,11 +9,12 @@ import multiprocessing as mp
 import psycopg
 import pytest
 
-from coordstore import open_store, pg_schema, pg_tx
+from coordstore import open_store, pg_schema
 from coordstore.clock import WALL
 from coordstore.errors import StoreError
 from coordstore.models import Agent, Run
 from coordstore.pg_conn import parse_url, translate
+from coordstore.pgstore import PGStore
 
 from conftest import PG_BASE, FakeClock, make_graph, make_store_url
 
@@ -109,21 +110,21 @@ def test_a_claim_whose_connection_dies_after_commit_is_retried_with_its_key(pg_u
         s.create_run(Run(id="r"))
         s.add_graph("r", make_graph(["a", "b"]))
         exits = []
-        real_exit = pg_tx.Tx.__exit__
+        real_claim = PGStore._claim_one  # the whole claim, COMMIT included, in one statement
 
-        def commit_then_lose_connection(self, *exc):
-            result = real_exit(self, *exc)
+        def commit_then_lose_connection(self, *args):
+            result = real_claim(self, *args)
             if not exits:  # the first commit's response is lost: the server kills the session
-                exits.append(self.c.raw.info.backend_pid)
+                exits.append(self._c.raw.info.backend_pid)
                 with psycopg.connect(PG_BASE, autocommit=True) as c:
                     c.execute("SELECT pg_terminate_backend(%s)", (exits[0],))
                 with pytest.raises(psycopg.OperationalError):
-                    self.c.raw.execute("SELECT 1")
+                    self._c.raw.execute("SELECT 1")
                 lost = psycopg.OperationalError("server closed the connection unexpectedly")
-                raise translate(lost, self._url) from lost  # as Tx reports a lost connection
+                raise translate(lost, self.url) from lost  # as a lost connection is reported
             return result
 
-        monkeypatch.setattr(pg_tx.Tx, "__exit__", commit_then_lose_connection)
+        monkeypatch.setattr(PGStore, "_claim_one", commit_then_lose_connection)
         t = s.claim_next("r", "w1")
         monkeypatch.undo()
         assert t.id == "a" and t.owner == "w1" and t.attempt == 1
@@ -138,16 +139,16 @@ def test_a_lost_connection_before_commit_claims_afresh(pg_url, monkeypatch):
         s.create_run(Run(id="r"))
         s.add_graph("r", make_graph(["a", "b"]))
         killed = []
-        real_enter = pg_tx.Tx.__enter__
+        real_claim = PGStore._claim_one
 
-        def lose_connection_first(self):
+        def lose_connection_first(self, *args):
             if not killed:
-                killed.append(self.c.raw.info.backend_pid)
+                killed.append(self._c.raw.info.backend_pid)
                 with psycopg.connect(PG_BASE, autocommit=True) as c:
                     c.execute("SELECT pg_terminate_backend(%s)", (killed[0],))
-            return real_enter(self)
+            return real_claim(self, *args)
 
-        monkeypatch.setattr(pg_tx.Tx, "__enter__", lose_connection_first)
+        monkeypatch.setattr(PGStore, "_claim_one", lose_connection_first)
         t = s.claim_next("r", "w1")
         monkeypatch.undo()
         assert t.id == "a" and [r.to_state for r in s.history("r") if r.entity == "claim"] == ["won"]
@@ -173,3 +174,34 @@ def test_a_bad_schema_name_is_a_url_error():
 
     with pytest.raises(StoreURLError, match="schema"):
         open_store(f"{PG_BASE}?schema=a;drop")
+
+
+def test_the_one_statement_claim_writes_what_the_general_path_writes(pg_url):
+    """claim_next's one statement (pg_claims) against the general path (state machine in Python),
+    which an agent whose name holds one of pg_claims' markers takes: same rows, same seqs."""
+    from coordstore import pg_claims
+
+    def story(s, run, x, y):
+        s.create_run(Run(id=run))
+        s.add_graph(run, make_graph(["a", "b", "c"]))
+        got = [s.claim_next(run, x), s.claim_next(run, x, seen="a"), s.claim_next(run, y, seen="b"),
+               s.claim_next(run, y, seen="c"), s.claim_next(run, y), s.claim_next(run, x, agent_tags=["py"])]
+        return [None if t is None else (t.id, t.owner, t.attempt, t.status) for t in got]
+
+    slow_x, slow_y = pg_claims._TOOK, pg_claims._SEEN + "-y"
+    with open_store(pg_url) as s:
+        fast = story(s, "fast", "x", "y")
+        agents = lambda: {k[0] for k in s._claim_fns if isinstance(k, tuple)}  # noqa: E731
+        assert agents() == {"x", "y"}
+        slow = story(s, "slow", slow_x, slow_y)
+        assert agents() == {"x", "y"}  # no function for these two: the general path
+        rows = {}
+        for run, names in (("fast", {"fast": "R", "x": "X", "y": "Y"}), ("slow", {"slow": "R", slow_x: "X", slow_y: "Y"})):
+            h = s.history(run)
+            assert [r.seq for r in h] == list(range(1, len(h) + 1))
+            rows[run] = [(r.seq, r.entity, names.get(r.entity_id, r.entity_id), r.from_state, r.to_state, names.get(r.agent, r.agent),
+                          {k: names.get(v, v) for k, v in r.data.items()}, r.key is not None) for r in h]
+    assert [(t and (t[0], t[2], t[3])) for t in fast] == [(t and (t[0], t[2], t[3])) for t in slow]
+    assert rows["fast"] == rows["slow"]
+    assert [r[4] for r in rows["fast"] if r[1] == "claim"] == ["won", "lost", "won", "lost", "won", "lost", "empty",
+                                                                  "empty"]
