@@ -65,6 +65,7 @@ class TaskWork:
         self.time_scale = time_scale
         self._identity: dict[str, str] | None = None
         self._merger = merger
+        self.last_head: str | None = None  # HEAD after the last commit_and_verify that passed
 
     def _fresh_index(self) -> GraphIndex:
         edges = self.store.dependencies(self.run_id)  # first: every edge then names a task listed after it
@@ -94,9 +95,10 @@ class TaskWork:
 
         tid = task.id
         title = (task.title or "").strip().splitlines()[0] if (task.title or "").strip() else tid
+        self.last_head = None
         try:
-            gitops.commit_all(self.worktree, f"task {tid}: {title}", self.identity)
-            head = gitops.head(self.worktree)
+            # the kind may have committed by itself: HEAD is then read, not known
+            head = gitops.commit_all(self.worktree, f"task {tid}: {title}", self.identity) or gitops.head(self.worktree)
             changes = gitops.changed_files(self.worktree, base, head)
         except OrchError as e:
             return Result(ok=False, reason=f"commit failed: {e}", data=result.data)
@@ -124,6 +126,7 @@ class TaskWork:
                     self.events.emit("log", tid, msg=f"verify failed (exit {rc}); dropping commit {head[:12]}", level="warning",
                                      verify_failed=head)
                 return Result(ok=False, reason=f"verify exited {rc}: {output_tail(out)}", data=result.data)
+        self.last_head = head
         return result
 
     # ------------------------------------------------------------------ git: taking in and handing out

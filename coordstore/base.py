@@ -170,6 +170,12 @@ class CoordStore(ABC):
         """Pending work tasks whose effective blockers all completed, that ``agent_tags`` fit,
         best first by ``order`` (see ``claim_next``). Read only."""
 
+    def best_ready(self, run_id: str, agent_tags: Iterable[str] | None = None, order: ClaimOrder = "priority") -> str | None:
+        """The id of ``ready_tasks``' first task (what ``claim_next`` would take now), or None:
+        the look before a claim. A backend answers it without reading every ready task."""
+        ready = self.ready_tasks(run_id, agent_tags=agent_tags, order=order)
+        return ready[0].id if ready else None
+
     @abstractmethod
     def claim_next(
         self,

@@ -257,6 +257,15 @@ class SQLiteStore(SQLiteRecords, SQLiteGrowth, CoordStore):
         fit = [t for t in tasks if tags_fit(t, tags)]
         return sorted(fit, key=lambda t: -wanted_score(t, tags))  # stable: keeps the order within each score
 
+    def best_ready(self, run_id: str, agent_tags: Iterable[str] | None = None, order: ClaimOrder = "priority") -> str | None:
+        # the claim's own pick, stopping at the first fit: not every ready task read and built
+        self._require_run(run_id)
+        if agent_tags is None:
+            rows = self._all(self._ready_sql(order, None, "id") + " LIMIT 1", (run_id,))
+            return rows[0][0] if rows else None
+        with mapped(self.path):
+            return self._pick(self._conn(), run_id, frozenset(agent_tags), order, None)
+
     # ------------------------------------------------------------------ claims and assignment
     def _pick(self, c: sqlite3.Connection, run_id: str, tags: frozenset[str], order: str,
               within: str | None) -> str | None:

@@ -53,6 +53,19 @@ def test_wanted_tags_preferred(store, new_run):
     assert claimed(store, run, 3, agent_tags=["py"]) == ["plain", "py", "ui"]
 
 
+def test_best_ready_is_the_first_ready_task(store, new_run):
+    run = new_run(ORDER_TASKS + [{"id": "n", "priority": 9, "needed_tags": ["db"]}, {"id": "w", "priority": 0, "wanted_tags": ["py"]}],
+                  [("a", "blocks", "e")])
+    for order in ("priority", "critical-path", "fifo"):
+        for tags in (None, [], ["py"], ["db"], ["db", "py"]):
+            first = (ready(store, run, agent_tags=tags, order=order) or [None])[0]
+            assert store.best_ready(run, agent_tags=tags, order=order) == first, (order, tags)
+    assert claimed(store, run, 7) == ["b", "n", "c", "d", "a", "w", None]
+    assert store.best_ready(run) is None
+    with pytest.raises(NotFound):
+        store.best_ready("no-such-run")
+
+
 def test_claim_within_container(store, new_run):
     run = new_run(
         ["P", {"id": "p1", "priority": 1}, "p2", {"id": "g", "priority": 9}, "Q", "q1", "loose"],
