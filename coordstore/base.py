@@ -161,6 +161,11 @@ class CoordStore(ABC):
     ) -> list[Task]:
         """Tasks filtered by status (one or several), owner and parent, in template order."""
 
+    def count_tasks(self, run_id: str, status: str | Iterable[str] | None = None) -> int:
+        """How many tasks ``list_tasks(run_id, status)`` would return (a backend counts them
+        without building them: the run loop asks every turn)."""
+        return len(self.list_tasks(run_id, status=status))
+
     @abstractmethod
     def dependencies(self, run_id: str) -> list:
         """The run's dependency edges (``Dependency``) in import order."""

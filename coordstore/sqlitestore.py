@@ -229,6 +229,14 @@ class SQLiteStore(SQLiteRecords, SQLiteGrowth, CoordStore):
         sql = f"{TASK_SELECT} WHERE {' AND '.join(where)} ORDER BY t.ord"
         return [task_from_row(r) for r in self._all(sql, tuple(params))]
 
+    def count_tasks(self, run_id: str, status: str | Iterable[str] | None = None) -> int:
+        self._require_run(run_id)
+        if status is None:
+            return self._all("SELECT COUNT(*) FROM tasks WHERE run_id=?", (run_id,))[0][0]
+        statuses = [status] if isinstance(status, str) else list(status)
+        sql = f"SELECT COUNT(*) FROM tasks WHERE run_id=? AND status IN ({','.join('?' * len(statuses))})"
+        return self._all(sql, (run_id, *statuses))[0][0]
+
     def dependencies(self, run_id: str) -> list[Dependency]:
         self._require_run(run_id)
         rows = self._all("SELECT from_id, to_id, type FROM deps WHERE run_id=? ORDER BY ord", (run_id,))
