@@ -17,7 +17,8 @@ runners and every git process they or the orchestrator waited for). Printed per 
   many files, one ``git commit -a`` of a one-file edit + ``git merge-tree --write-tree`` +
   ``git commit-tree`` + ``git update-ref`` (what merging a task needs, nothing else);
   ratio = all CPU-s/task / raw (aim <= 2);
-* doubles: tasks with more than one ``completed`` history row (target 0).
+* doubles: tasks with more than one ``completed`` history row (target 0); respawns: runner
+  processes started beyond one per agent (the supervisor replaced a runner it judged stuck).
 
 Then runner start-up: --startup runners spawned at once by the orchestrator for a run with nothing
 left to do (each starts, opens the store, registers, asks its policy, exits): CPU-s per runner,
@@ -126,12 +127,13 @@ def cell(agents: int, tasks: int, store: str, task_ms: int, timeout_s: float) ->
             for r in st.history(spec.run_id, entity="task"):
                 if r.to_state == "completed" and not r.is_note:
                     completes[r.entity_id] = completes.get(r.entity_id, 0) + 1
+            starts = sum(e.type == "started" for e in st.read_events(spec.run_id))
     lags.sort()
     return {
         "status": status, "elapsed_s": elapsed, "metrics": {k: metrics.get(k) for k in ("wall_clock_ms", "lower_bound_ms", "tasks_completed", "tasks_total")},
         "orch_cpu_s": cpu(self1) - cpu(self0), "kids_cpu_s": cpu(kids1) - cpu(kids0), "orch_rss_mb": self1.ru_maxrss / 1024,
         "lag_p99_ms": lags[max(0, int(len(lags) * 0.99) - 1)] if lags else None, "events": len(lags),
-        "doubles": sum(c > 1 for c in completes.values()),
+        "doubles": sum(c > 1 for c in completes.values()), "respawns": starts - agents,
     }
 
 
@@ -273,7 +275,7 @@ def main() -> int:
                        "orch_cpu_s_per_task": round(per(r["orch_cpu_s"]), 5), "orch_rss_mb": round(r["orch_rss_mb"], 1),
                        "lag_p99_ms": round(r["lag_p99_ms"], 1) if r["lag_p99_ms"] is not None else None, "events": r["events"],
                        "all_cpu_s_per_task": round(all_cpu, 5), "raw_cpu_s_per_task": round(raw_cpu, 5),
-                       "ratio": round(all_cpu / raw_cpu, 2), "doubles": r["doubles"]}
+                       "ratio": round(all_cpu / raw_cpu, 2), "doubles": r["doubles"], "respawns": r["respawns"]}
                 if args.json:
                     print(json.dumps(row), flush=True)
                 else:
@@ -281,7 +283,7 @@ def main() -> int:
                           f"wall/bound {row['wall_over_bound']} ({m['wall_clock_ms'] / 1000:.1f}s / {m['lower_bound_ms'] / 1000:.1f}s), "
                           f"orch {row['orch_cpu_s_per_task'] * 1000:.1f} ms CPU/task, RSS {row['orch_rss_mb']:.0f} MB, "
                           f"lag p99 {row['lag_p99_ms']} ms, all {all_cpu * 1000:.1f} ms CPU/task vs raw {raw_cpu * 1000:.1f} "
-                          f"= {row['ratio']}x, doubles {r['doubles']}", flush=True)
+                          f"= {row['ratio']}x, doubles {r['doubles']}, respawns {r['respawns']}", flush=True)
     if args.startup:
         s = run_child(["--cell", json.dumps({"startup": True, "n": args.startup, "store": "sqlite"})])
         row = {"bench": "scale-startup", **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in s.items()},

@@ -31,8 +31,8 @@ OPTIONS: dict[str, tuple[str, ...]] = {
 def run_over(store, run_id: str, tasks: Iterable[Task] | None = None) -> bool:
     """Every task terminal, or the run no longer running (closed or interrupted): when a runner,
     whatever decides its tasks, is done. ``tasks``: the run's tasks if the caller just read them."""
-    if tasks is None:  # only the tasks still open: few once the run nears its end, when this is asked most
-        if not store.list_tasks(run_id, status=OPEN):
+    if tasks is None:  # counted, not read: idle runners ask this every poll
+        if store.count_tasks(run_id, status=OPEN) == 0:
             return True
     elif all(t.status in TERMINAL for t in tasks):
         return True
