@@ -85,6 +85,10 @@ class RunnerConfig(BaseModel):
     repo: str | None = None  # the main repository (merges land there)
     merged_ref: str | None = None
     branch: str | None = None  # the agent's branch (informational; the worktree has it checked out)
+    # a worker on another host: blockers' commits are fetched from this git remote and each task's
+    # commit is pushed there before the task is reported done (gitwork.remote)
+    remote: str | None = None
+    remote_branch: str | None = None  # the agent's branch on the remote (forced to each task's commit)
     merge_mode: Annotated[MergeMode, _rule(f"{{!r}} is not one of {', '.join(MERGE_MODES)}")] = "immediate"
     seed: Annotated[int, _rule("{!r} must be an integer")] = 0
     time_scale: Annotated[float, Field(gt=0), _rule("{!r} must be a finite number > 0")] = 1.0

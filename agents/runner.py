@@ -3,7 +3,8 @@
 Loop: ask the policy for the next task (or wait, or stop when the run is over) -> bring the
 worktree up to date when the task has start-blockers -> ``store.start`` -> run the agent kind in
 the worktree -> commit on the agent's branch as ``task <id>: <title>`` (agent identity) -> the
-task's ``verify`` command -> in ``immediate`` merge mode, merge the branch into the merged ref
+task's ``verify`` command -> on a worker of another host, push the commit to the run's remote ->
+in ``immediate`` merge mode, merge the branch into the merged ref
 BEFORE ``store.complete``, so dependents that become ready see the work -> complete or fail.
 
 In agent-driven variants (``coordination: agents``) there is no policy: the agent's kind plays
@@ -139,7 +140,7 @@ class Runner:
             c = self.cfg
             self._work = TaskWork(self.store, c.run_id, c.agent_id, self.worktree, c.repo, c.merged_ref, c.merge_mode,
                                   c.kind_options, events=self.events, pulse=self.pulse, index=self.env.index,
-                                  seed=c.seed, time_scale=c.time_scale)
+                                  seed=c.seed, time_scale=c.time_scale, remote=c.remote, remote_branch=c.remote_branch)
         return self._work
 
     @property
@@ -191,6 +192,12 @@ class Runner:
                 return
             head = getattr(getattr(self, "_work", None), "last_head", None) or gitops.head(self.worktree)  # known from the commit
             data = {"commit": head, **result.data}
+            if c.remote:  # pushed before it is reported done: a worker that dies now loses nothing
+                problem = self.work.push(task, head)
+                if problem:
+                    gitops.discard(self.worktree, base)
+                    self.report(lambda: self.store.fail(c.run_id, tid, c.agent_id, att, reason=problem), tid, "failed")
+                    return
             if c.merge_mode == "immediate":
                 data["merge"] = self.merge(task, head)
             if self.report(lambda: self.store.complete(c.run_id, tid, c.agent_id, att, data=data), tid, "completed"):
@@ -234,6 +241,19 @@ def _on_signal(signum, frame):
     raise _TERMINATED[-1]
 
 
+PARENT_PID_ENV = "ORCH_PARENT_PID"  # set by `orch worker`: this runner must not outlive it
+
+
+def _die_with_parent(parent: int) -> bool:
+    """Ask Linux for SIGKILL when the worker that spawned us dies (a killed worker's runners must
+    stop renewing its leases); False when it is gone already."""
+    if sys.platform.startswith("linux"):
+        import ctypes  # lazy: the runner's start-up; only under a worker
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    return os.getppid() == parent
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m agents.runner", description="Run one orch agent until its run is over.")
     ap.add_argument("--config", required=True, help="the runner's JSON config file")
@@ -245,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
+    if os.environ.get(PARENT_PID_ENV) and not _die_with_parent(int(os.environ[PARENT_PID_ENV])):
+        return EXIT_TERMINATED  # the worker that spawned us is already gone
     runner = None
     try:
         runner = Runner(cfg)

@@ -49,7 +49,8 @@ class TaskWork:
     def __init__(self, store, run_id: str, agent_id: str, worktree: str | Path, repo: str | Path | None,
                  merged_ref: str | None, merge_mode: str, kind_options: dict[str, Any] | None = None,
                  events=None, pulse=None, index: Callable[[], GraphIndex] | None = None,
-                 seed: int = 0, time_scale: float = 1.0, merger=None):
+                 seed: int = 0, time_scale: float = 1.0, merger=None, remote: str | None = None,
+                 remote_branch: str | None = None):
         self.store = store
         self.run_id = run_id
         self.agent_id = agent_id
@@ -66,6 +67,8 @@ class TaskWork:
         self._identity: dict[str, str] | None = None
         self._merger = merger
         self.last_head: str | None = None  # HEAD after the last commit_and_verify that passed
+        self.remote = remote  # a worker on another host: blockers come from, and work goes to, this git remote
+        self.remote_branch = remote_branch
 
     def _fresh_index(self) -> GraphIndex:
         edges = self.store.dependencies(self.run_id)  # first: every edge then names a task listed after it
@@ -177,7 +180,12 @@ class TaskWork:
                     problems.append(f"catching up with {self.merged_ref} conflicts in {', '.join(res.conflicts)}")
                     self._error(problems[-1], tid)
                 return problems
-            for b, commit in self.blocker_commits(tid):
+            blockers = self.blocker_commits(tid)
+            if self.remote and blockers:  # their commits were pushed by whichever worker did them
+                from gitwork.remote import fetch_commits  # lazy: the runner's start-up; only for remote workers
+
+                fetch_commits(self.worktree, self.remote, self.run_id, [c for _, c in blockers])
+            for b, commit in blockers:
                 if gitops.is_ancestor(self.worktree, commit, "HEAD"):
                     continue
                 conflicts = gitops.merge_into_worktree(self.worktree, commit, f"orch: take in task {b} before task {tid}", self.identity)
@@ -191,6 +199,18 @@ class TaskWork:
             problems.append(f"could not bring the worktree up to date before {tid}: {e}")
             self._error(problems[-1], tid)
         return problems
+
+    def push(self, task, head: str) -> str | None:
+        """A remote worker's task commit onto the remote, before the task is reported done, so
+        nothing is lost between "done" and the coordinator's merge. The problem, or None."""
+        from gitwork.remote import push_task  # lazy: the runner's start-up; only for remote workers
+
+        try:
+            push_task(self.worktree, self.remote, self.run_id, head, self.remote_branch)
+        except GitError as e:
+            self._error(f"push of task {task.id} failed: {e}", task.id)
+            return f"push failed: {e}"
+        return None
 
     def blocker_commits(self, tid: str) -> list[tuple[str, str]]:
         """(blocker, commit) for each completed work task among ``tid``'s effective blockers,

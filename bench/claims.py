@@ -1,12 +1,15 @@
 """Claims per second of orch's store against a raw baseline measured in the same run.
 
-    python bench/claims.py [--backend sqlite|file] [--procs N] [--tasks N] [--json] [--profile]
+    python bench/claims.py [--backend sqlite|file|postgresql] [--procs N] [--tasks N] [--json] [--profile]
 
 orch: N processes wait behind a barrier, then call ``claim_next`` until nothing is left, on a fresh
 store holding ``--tasks`` independent ready tasks. Raw baseline, same process count:
   sqlite: a bare ``BEGIN IMMEDIATE; UPDATE tasks ... WHERE id=(SELECT ... LIMIT 1) RETURNING id;
           INSERT INTO history ...; COMMIT`` loop on a minimal schema, same WAL/busy settings;
-  file:   bare ``os.open(O_CREAT|O_EXCL)`` claim files, every process trying tasks in the same order.
+  file:   bare ``os.open(O_CREAT|O_EXCL)`` claim files, every process trying tasks in the same order;
+  postgresql: an autocommit ``UPDATE tasks ... WHERE id=(SELECT ... FOR UPDATE SKIP LOCKED LIMIT 1)
+          RETURNING id`` plus a history INSERT in one transaction, on a minimal schema. Each round
+          makes its own schemas in ``$ORCH_BENCH_PG`` (default the local ``test`` database) and drops them.
 Elapsed time runs from the barrier's release to the last process done (CLOCK_MONOTONIC is
 system-wide on Linux, so stamps from different processes compare). Double claims are counted
 from the store's history and tasks afterwards. With ``--json`` the last line is one JSON object.
@@ -34,8 +37,9 @@ from coordstore import open_store
 from coordstore.clock import wall_clock_ms
 from coordstore.models import Run, Task, TaskGraph
 
-DEFAULT_PROCS = {"sqlite": 16, "file": 8}
-TARGETS = {"sqlite": ("ratio", 0.5), "file": ("claims_per_s", 500.0)}
+DEFAULT_PROCS = {"sqlite": 16, "file": 8, "postgresql": 16}
+TARGETS = {"sqlite": ("ratio", 0.5), "file": ("claims_per_s", 500.0), "postgresql": ("ratio", 0.5)}
+PG_BASE = os.environ.get("ORCH_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
 RUN = "bench"
 # same settings as the sqlite backend, so the baseline differs only in what orch adds
 BUSY_TIMEOUT_S = 60.0
@@ -43,8 +47,22 @@ POLL_S = 0.5  # how often the parent checks for crashed workers while waiting
 CTX = mp.get_context("fork")  # children open their own store/connection after the fork
 
 
+def pg_schema(base: Path) -> str:
+    """This run's schema for a round's directory (unique per bench process and round)."""
+    return f"bench_{os.getpid()}_{base.parent.name}_{base.name}"
+
+
 def store_url(backend: str, base: Path) -> str:
+    if backend == "postgresql":
+        return f"{PG_BASE}?schema={pg_schema(base)}"
     return f"file://{base / 'store'}" if backend == "file" else f"sqlite://{base / 'orch.db'}"
+
+
+def drop_pg(base: Path) -> None:
+    import psycopg
+
+    with psycopg.connect(PG_BASE, autocommit=True) as c:
+        c.execute(f'DROP SCHEMA IF EXISTS "{pg_schema(base)}" CASCADE')
 
 
 # ---------------------------------------------------------------------------- orch workers
@@ -98,11 +116,15 @@ def measure_orch(backend: str, base: Path, procs: int, tasks: int, profile: bool
         s.create_run(Run(id=RUN))
         s.add_graph(RUN, TaskGraph(tasks=[Task(id=t) for t in ids]))
     prof_path = str(base / "worker0.prof") if profile else None
-    res = run_procs(orch_worker, lambda i: (url, f"w{i:02d}", prof_path if i == 0 else None), procs)
-    elapsed = max(r[1] for r in res) - min(r[0] for r in res)
-    with open_store(url) as s:
-        hist = s.history(RUN)
-        final = s.list_tasks(RUN)
+    try:
+        res = run_procs(orch_worker, lambda i: (url, f"w{i:02d}", prof_path if i == 0 else None), procs)
+        elapsed = max(r[1] for r in res) - min(r[0] for r in res)
+        with open_store(url) as s:
+            hist = s.history(RUN)
+            final = s.list_tasks(RUN)
+    finally:
+        if backend == "postgresql":
+            drop_pg(base)
     claims = Counter(r.to_state for r in hist if r.entity == "claim")
     won_per_task = Counter(r.entity_id for r in hist if r.entity == "claim" and r.to_state == "won")
     assigned_per_task = Counter(r.entity_id for r in hist if r.entity == "task" and r.to_state == "assigned")
@@ -199,6 +221,61 @@ def measure_raw_file(base: Path, procs: int, tasks: int) -> dict:
             "double_claims": won - len(os.listdir(claims_dir))}
 
 
+# ---------------------------------------------------------------------------- raw postgresql
+RAW_PG_DDL = [
+    "CREATE TABLE tasks (id TEXT PRIMARY KEY, ord BIGINT NOT NULL, priority BIGINT NOT NULL, "
+    "status TEXT NOT NULL, owner TEXT, attempt BIGINT NOT NULL DEFAULT 0)",
+    "CREATE INDEX tasks_ready ON tasks(priority DESC, ord) WHERE status='pending'",
+    "CREATE TABLE history (seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, ts_ms BIGINT NOT NULL, "
+    "entity_id TEXT NOT NULL, to_state TEXT NOT NULL, agent TEXT)",
+]
+RAW_PG_CLAIM = (
+    "UPDATE tasks SET status='assigned', owner=%s, attempt=attempt+1 WHERE id=(SELECT id FROM tasks "
+    "WHERE status='pending' ORDER BY priority DESC, ord LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING id"
+)
+
+
+def raw_pg_worker(schema: str, agent: str, barrier, out) -> None:
+    import psycopg
+
+    with psycopg.connect(PG_BASE, autocommit=True) as c:
+        c.execute(f'SET search_path TO "{schema}"')
+        barrier.wait()
+        t0, won, calls = time.monotonic(), 0, 0
+        while True:
+            calls += 1
+            with c.transaction():
+                row = c.execute(RAW_PG_CLAIM, (agent,)).fetchone()
+                if row is not None:
+                    c.execute("INSERT INTO history (ts_ms, entity_id, to_state, agent) VALUES (%s, %s, 'won', %s)",
+                              (wall_clock_ms(), row[0], agent))
+            if row is None:
+                break  # SKIP LOCKED: None means every pending row is taken or being taken
+            won += 1
+        out.put((t0, time.monotonic(), won, calls))
+
+
+def measure_raw_pg(base: Path, procs: int, tasks: int) -> dict:
+    import psycopg
+
+    schema = pg_schema(base)
+    with psycopg.connect(PG_BASE, autocommit=True) as c:
+        c.execute(f'CREATE SCHEMA "{schema}"')
+        c.execute(f'SET search_path TO "{schema}"')
+        for stmt in RAW_PG_DDL:
+            c.execute(stmt)
+        c.cursor().executemany("INSERT INTO tasks (id, ord, priority, status) VALUES (%s, %s, 0, 'pending')",
+                               [(f"t{i:06d}", i) for i in range(tasks)])
+    try:
+        res = run_procs(raw_pg_worker, lambda i: (schema, f"w{i:02d}"), procs)
+        with psycopg.connect(PG_BASE, autocommit=True) as c:
+            won = c.execute(f'SELECT entity_id, count(*) FROM "{schema}".history GROUP BY 1').fetchall()
+    finally:
+        drop_pg(base)
+    return {"elapsed_s": max(r[1] for r in res) - min(r[0] for r in res), "claims": sum(r[2] for r in res),
+            "double_claims": sum(n - 1 for _, n in won if n > 1)}
+
+
 # ---------------------------------------------------------------------------- report
 def print_profile(path: str, top: int = 15) -> None:
     buf = io.StringIO()
@@ -210,7 +287,7 @@ def print_profile(path: str, top: int = 15) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backend", choices=sorted(DEFAULT_PROCS), default="sqlite")
-    ap.add_argument("--procs", type=int, default=None, help="processes (default: sqlite 16, file 8)")
+    ap.add_argument("--procs", type=int, default=None, help="processes (default: sqlite/postgresql 16, file 8)")
     ap.add_argument("--tasks", type=int, default=2000)
     ap.add_argument("--json", action="store_true", help="end with one JSON line")
     ap.add_argument("--profile", action="store_true", help="cProfile worker 0 of the orch run and print the top")
@@ -223,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="orch-bench-claims-") as tmp:
         orch_rates, raw_rates, double, raw_double, unclaimed = [], [], 0, 0, 0
-        measure_raw = measure_raw_sqlite if a.backend == "sqlite" else measure_raw_file
+        measure_raw = {"sqlite": measure_raw_sqlite, "file": measure_raw_file, "postgresql": measure_raw_pg}[a.backend]
         for r in range(max(1, a.rounds)):
             base = Path(tmp) / f"round{r}"
             (base / "orch").mkdir(parents=True)

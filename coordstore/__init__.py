@@ -16,13 +16,17 @@ from coordstore.errors import StoreURLError
 BACKENDS: dict[str, tuple[str, str, str | None]] = {
     "file": ("coordstore.filestore", "FileStore", None),
     "sqlite": ("coordstore.sqlitestore", "SQLiteStore", None),
+    "postgresql": ("coordstore.pgstore", "PGStore", "pip install 'orch[postgresql]'"),
 }
+ALIASES = {"postgres": "postgresql"}  # other spellings of a scheme
 
 
 def open_store(url: str, readonly: bool = False, **kwargs) -> CoordStore:
-    """Open the store at ``url`` (``file:///abs/dir``, ``sqlite:///abs/file.db``); with ``readonly``
+    """Open the store at ``url`` (``file:///abs/dir``, ``sqlite:///abs/file.db``,
+    ``postgresql://[user@]host[:port]/db[?schema=NAME]``); with ``readonly``
     an existing, intact store only (``InputError`` if missing, ``StoreDamaged`` if damaged)."""
     scheme, sep, _ = url.partition("://")
+    scheme = ALIASES.get(scheme, scheme)
     if not sep or scheme not in BACKENDS:
         known = ", ".join(f"{s}://" for s in sorted(BACKENDS))
         raise StoreURLError(f"store URL {url!r}: unknown scheme {scheme + '://' if sep else '(none)'}; known: {known}")

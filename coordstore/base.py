@@ -56,10 +56,13 @@ from coordstore.models import Agent, ClaimOrder, Dependency, Event, Run, RunDump
 
 
 class CoordStore(ABC):
-    """Abstract base of the store backends (``file://``, ``sqlite://``)."""
+    """Abstract base of the store backends (``file://``, ``sqlite://``, ``postgresql://``)."""
 
     #: URL scheme this backend serves
     scheme: str = ""
+    #: True when every stamp (history, leases, claims, reap's now) is the database server's time and
+    #: ``now`` arguments are ignored (PostgreSQL without an injected clock); ``clock()`` reads it too
+    database_clock: bool = False
 
     def __init__(self, url: str, clock: Callable[[], int] = wall_clock_ms):
         self.url = url
@@ -191,6 +194,7 @@ class CoordStore(ABC):
         within: str | None = None,
         now: int | None = None,
         seen: str | None = None,
+        key: str | None = None,
     ) -> Task | None:
         """Pull: atomically take the best ready task this agent may take, or None.
 
@@ -209,12 +213,19 @@ class CoordStore(ABC):
         of the ``empty`` row when nothing was taken. ``seen`` still ready is no lost race (a better
         task turned ready meanwhile): no lost row. ``seen=None``: no such row, as without a look.
         ``NotFound`` for an unknown ``seen``. The rule is ``statemachine.claim_outcome``'s.
+
+        ``key``: an idempotency key (unique per run), for a retry after a lost response. If a won
+        ``claim`` row with this key is in the run, the call returns that task as it is now when
+        ``agent`` still owns it and it is not terminal (else None), and writes nothing; otherwise it
+        claims as usual and the won ``claim`` row carries ``key`` (``statemachine.replayed``).
         """
 
     @abstractmethod
-    def claim(self, run_id: str, task_id: str, agent: str, now: int | None = None) -> Task | None:
+    def claim(self, run_id: str, task_id: str, agent: str, now: int | None = None,
+              key: str | None = None) -> Task | None:
         """Pull one named task: like ``claim_next`` for that task only; None (and a ``lost``
-        claim row) if it is no longer ready. ``NotFound`` for an unknown task."""
+        claim row) if it is no longer ready. ``NotFound`` for an unknown task. ``key``: as in
+        ``claim_next`` (a replay returns the task the keyed claim took)."""
 
     @abstractmethod
     def assign(self, run_id: str, task_id: str, agent: str, by: str, now: int | None = None) -> Task:

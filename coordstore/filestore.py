@@ -96,14 +96,14 @@ class FileStore(FileJournal, CoordStore):
         return [Task.model_validate(rs.tasks[t]) for t in rs.ready_list(agent_tags, order)]
 
     def claim_next(self, run_id, agent, agent_tags=None, order: ClaimOrder = "priority", within=None, now=None,
-                   seen=None):
+                   seen=None, key=None):
         now = self._now(now)
-        tid = self._write(run_id, lambda rs: rs.claim_next(agent, agent_tags, order, within, now, seen))
+        tid = self._write(run_id, lambda rs: rs.claim_next(agent, agent_tags, order, within, now, seen, key))
         return None if tid is None else self._task(run_id, tid)
 
-    def claim(self, run_id: str, task_id: str, agent: str, now: int | None = None) -> Task | None:
-        won = self._verb(run_id, now, sm.claim, task_id, agent)
-        return self._task(run_id, task_id) if won else None
+    def claim(self, run_id: str, task_id: str, agent: str, now: int | None = None, key: str | None = None) -> Task | None:
+        tid = self._verb(run_id, now, sm.claim, task_id, agent, key)
+        return None if tid is None else self._task(run_id, tid)
 
     def _verb(self, run_id: str, now: int | None, verb: Callable, *args):
         """One verb of the state machine on the run's state: ``verb(state, *args, now)``, with

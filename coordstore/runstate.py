@@ -39,6 +39,7 @@ class RunState(TaskIndex, RunEvents):
         self.agents: dict[str, dict] = {}
         self.history: list[dict] = []
         self.keys: set[str] = set()
+        self.won: dict[str, str] = {}  # idempotency key -> the task its won claim took
         self.merges: dict[str, str] = {}  # merge entity id -> its latest state (the chain's head)
         self.next_seq = 1
         self.events: dict[str, dict[int, dict]] = {}  # agent -> seq -> event
@@ -91,6 +92,8 @@ class RunState(TaskIndex, RunEvents):
         self.history.append(r)
         if r.get("key"):
             self.keys.add(r["key"])
+            if r["entity"] == "claim" and r["to_state"] == "won":
+                self.won[r["key"]] = r["entity_id"]
         if r["entity"] == "merge":
             self.merges[r["entity_id"]] = r["to_state"]
         self.next_seq = r["seq"] + 1
@@ -230,13 +233,19 @@ class RunState(TaskIndex, RunEvents):
         self._mut(["run", {**self.run, **fields}])
 
     # ================================================================ claims
+    def won_with(self, key: str) -> str | None:
+        return self.won.get(key)
+
     def claim_next(self, agent: str, tags, order: str, within: str | None, now: int,
-                   seen: str | None = None) -> str | None:
+                   seen: str | None = None, key: str | None = None) -> str | None:
+        again, took = sm.replayed(self, key, agent)
+        if again:
+            return took
         now = self.at(now)
         tid = self._pick(tags, order, within)
         sm.claim_outcome(self, seen, tid, agent, now)
         if tid is not None:
-            sm.take(self, tid, self.state(tid), agent, agent, now, claim=True)
+            sm.take(self, tid, self.state(tid), agent, agent, now, claim=True, key=key)
         return tid
 
     def add_usage(self, tid: str, slots: tuple[int, ...], cost: float) -> None:

@@ -69,7 +69,10 @@ class Storage(Protocol):
     def set_task(self, tid: str, fields: dict) -> None: ...
 
     def emit(self, entity: str, entity_id: str, frm: str | None, to: str, now: int, agent: str | None = None,
-             reason: str | None = None, data: dict | None = None) -> object: ...  # one history row
+             reason: str | None = None, data: dict | None = None,
+             key: str | None = None) -> object: ...  # one history row
+
+    def won_with(self, key: str) -> str | None: ...  # the task of the won claim row with this key, if any
 
     def waiting_on(self, tid: str) -> list[str]: ...  # its effective blockers not completed, by id
 
@@ -160,20 +163,39 @@ def claimed_rows(agent: str, attempt: int) -> list[tuple]:
     return took_rows(agent, agent, ALLOWED["claim"][0], None, attempt, claim=True)
 
 
-def take(st: Storage, tid: str, s: TaskState, agent: str, by: str, now: int, claim: bool = False) -> None:
+def take(st: Storage, tid: str, s: TaskState, agent: str, by: str, now: int, claim: bool = False,
+         key: str | None = None) -> None:
+    """``key``: a claim's idempotency key, carried by its ``won`` row."""
     st.set_task(tid, taken(agent, by, s.attempt + 1, now))
     for entity, frm, to, data in took_rows(agent, by, s.status, s.owner, s.attempt + 1, claim):
-        st.emit(entity, tid, frm, to, now, agent=agent, data=data)
+        st.emit(entity, tid, frm, to, now, agent=agent, data=data, key=key if entity == "claim" else None)
 
 
-def claim(st: Storage, tid: str, agent: str, now: int) -> bool:
-    """Claim one named task: won if ready, else a ``lost`` row naming its status. Returns won."""
+def replayed(st: Storage, key: str | None, agent: str) -> tuple[bool, str | None]:
+    """A claim retried with the idempotency ``key`` of a claim already won (its response was lost):
+    (True, the task it took if ``agent`` still owns it and it is not terminal, else None), and the
+    retry writes nothing. (False, None): no claim won with this key (or no key): claim as usual."""
+    if key is None:
+        return False, None
+    tid = st.won_with(key)
+    if tid is None:
+        return False, None
+    s = st.state(tid)
+    return True, (tid if s.owner == agent and s.status not in TERMINAL else None)
+
+
+def claim(st: Storage, tid: str, agent: str, key: str | None, now: int) -> str | None:
+    """Claim one named task: won if ready, else a ``lost`` row naming its status. Returns the task
+    taken (``tid``; with a ``key`` already won, the task that claim took, see ``replayed``) or None."""
+    again, took = replayed(st, key, agent)
+    if again:
+        return took
     s = st.state(tid)
     if not ready(s):
         st.emit("claim", tid, None, "lost", now, agent=agent, data={"status": s.status})
-        return False
-    take(st, tid, s, agent, agent, now, claim=True)
-    return True
+        return None
+    take(st, tid, s, agent, agent, now, claim=True, key=key)
+    return tid
 
 
 def nothing_to_claim(st: Storage, agent: str, now: int) -> None:

@@ -65,6 +65,8 @@ class RunSpec(BaseModel):
     supervision: dict[str, Any] = Field(default_factory=dict)
     model_server: str | None = None  # script of the run's own model server (None: agents use their own)
     allow_failures: bool = False  # failed or cancelled tasks leave the run finished (else: failed)
+    workers: str = "local"  # local: orch spawns the runners; external: `orch worker`s take the agents' slots
+    remote: str | None = None  # git URL of the bare repository where coordinator and workers meet (external)
 
     @property
     def branch_prefix(self) -> str:

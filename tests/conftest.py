@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import uuid
 from pathlib import Path
 
 import pytest
@@ -26,8 +27,35 @@ def _sqlite_url(base: Path) -> str:
     return f"sqlite://{base / 'orch.db'}"
 
 
+# the live PostgreSQL of these machines and CI; unreachable, it fails the tests (never skips them)
+PG_BASE = os.environ.get("ORCH_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+_pg_schemas: list[str] = []  # made by this test, dropped at its teardown (drop_pg_schemas)
+
+
+def _pg_url(base: Path) -> str:
+    """A fresh, unique schema (nothing is created until the store opens it)."""
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    _pg_schemas.append(schema)
+    return f"{PG_BASE}?schema={schema}"
+
+
+def drop_pg_schema(schema: str) -> None:
+    import psycopg
+
+    with psycopg.connect(PG_BASE, autocommit=True) as c:
+        c.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.fixture(autouse=True)
+def drop_pg_schemas():
+    """Drop the PostgreSQL schemas the test made (autouse: torn down after the test's stores close)."""
+    yield
+    while _pg_schemas:
+        drop_pg_schema(_pg_schemas.pop())
+
+
 # scheme -> how to build a fresh URL under a directory; every BACKENDS key must have one
-URL_BUILDERS = {"file": _file_url, "sqlite": _sqlite_url}
+URL_BUILDERS = {"file": _file_url, "sqlite": _sqlite_url, "postgresql": _pg_url}
 
 
 def make_store_url(scheme: str, base: Path) -> str:

@@ -15,8 +15,26 @@ def store_path(url: str) -> Path:
     return Path(url.partition("://")[2])
 
 
+def _pg_fingerprint(url: str) -> dict[str, str]:
+    """sha256 of every table's rows (and the version) of a PostgreSQL store's schema, table by table."""
+    import psycopg
+
+    from coordstore.pg_conn import parse_url
+
+    conninfo, schema = parse_url(url)
+    with psycopg.connect(conninfo, autocommit=True) as c:
+        tables = [r[0] for r in c.execute("SELECT table_name FROM information_schema.tables WHERE table_schema=%s "
+                                          "ORDER BY table_name", (schema,))]
+        return {t: hashlib.sha256(repr(c.execute(f'SELECT * FROM "{schema}"."{t}" ORDER BY 1, 2').fetchall()
+                                       if t != "orch_version" else c.execute(f'SELECT * FROM "{schema}".{t}')
+                                       .fetchall()).encode()).hexdigest() for t in tables}
+
+
 def fingerprint(url: str) -> dict[str, str]:
-    """sha256 of each file of the store (SQLite: the database file, not its -wal/-shm side files)."""
+    """sha256 of each file of the store (SQLite: the database file, not its -wal/-shm side files;
+    PostgreSQL: of each table's rows)."""
+    if url.startswith("postgresql://"):
+        return _pg_fingerprint(url)
     root = store_path(url)
     files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
     return {str(p.relative_to(root.parent)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}

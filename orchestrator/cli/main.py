@@ -35,7 +35,7 @@ def _parser_message(e: Exception) -> str:
 def main(argv: list[str] | None = None) -> None:
     # lazy: commands register on import; here, not at the top, so importing one command module stays light (tests)
     # import order is the order of `orch --help`: running first, then reading, then the store layer
-    from orchestrator.cli import run, analysis, ops, store, template, model, mcp  # noqa: F401, I001
+    from orchestrator.cli import run, worker, analysis, ops, store, template, model, mcp  # noqa: F401, I001
 
     try:
         # standalone_mode=False returns (not raises) the code of a command's `raise typer.Exit(n)`

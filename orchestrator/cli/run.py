@@ -107,6 +107,8 @@ def run_cmd(
     results: Path = typer.Option(Path("experiments/results"), "--results", help="Directory that receives the run directories."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object with the run directories and headline metrics."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No live progress."),
+    workers: str = typer.Option("local", "--workers", help="local: orch runs the agents here; external: `orch worker`s on any host take them (needs --remote and a store they reach)."),
+    remote: str | None = typer.Option(None, "--remote", help="Git URL of the bare repository coordinator and workers share (a local path is created if missing)."),
 ) -> None:
     """Run a variant of an experiment (or, with --all, every variant): set up worktrees, run the
     agents, merge, export metrics."""
@@ -117,7 +119,8 @@ def run_cmd(
     if (variant is None) == (not every):
         raise UsageError("give --variant NAME, or --all with --experiment FILE (not both)")
     req = RunRequest(variant=variant or "", experiment=experiment, template=template, repo=repo, runs=runs, seed=seed,
-                     time_scale=time_scale, store=store, results=results, base=base)
+                     time_scale=time_scale, store=store, results=results, base=base,
+                     workers=workers, remote=remote)
     schedule = plan_experiment(req, plan_runs) if every else None
     plans = [s.plan for s in schedule] if every else plan_runs(req)
     outcomes = []

@@ -19,6 +19,7 @@ from coordstore.errors import AgentError, InputError, UsageError
 from coordstore.graph import GraphIndex, tags_fit, work_ids
 from coordstore.snapshot import read_text
 
+from gitwork.remote import is_local, local_path
 from gitwork.repo import check_repo, resolve_commit
 
 from agents.clis.serverurl import agent_env
@@ -30,6 +31,7 @@ from orchestrator.runs.experiment import Execution, find_variant
 from orchestrator.runs.resources import find_template
 from orchestrator.rundir import RunPaths, RunSpec
 from orchestrator.runs.prepare import agents_for, load_graph, prepare_run
+from orchestrator.runs.slots import SAME_MACHINE_ENV
 from orchestrator.runs.loop import Orchestrator
 from orchestrator.supervision.interrupts import Interrupted
 
@@ -51,6 +53,8 @@ class RunRequest:
     base: str = "HEAD"
     overrides: dict = field(default_factory=dict)
     note_ignored: bool = True  # say once what a foreign experiment file asks that orch ignores
+    workers: str = "local"  # external: `orch worker`s on any host take the agents' slots
+    remote: str | None = None  # the git URL of the bare repository coordinator and workers share
 
 
 @dataclass
@@ -168,6 +172,33 @@ def _check_role_faults(a, faults: list, served: dict) -> None:
     role_faults(faults, f"kind {a.kind} ({a.role}): kind_options.faults", a.id)  # as the server will read them
 
 
+def _check_external(req: RunRequest, variant, store: str) -> None:
+    """``--workers external``: a remote, a store every worker's host can reach (PostgreSQL; a
+    sqlite/file URL only when ORCH_SAME_MACHINE=1 says every worker runs on this machine), and no
+    server of the run's own that only local runners could reach."""
+    if req.workers not in ("local", "external"):
+        raise UsageError(f"--workers {req.workers}: one of local, external")
+    if req.workers == "local":
+        if req.remote is not None:
+            raise UsageError("--remote is for --workers external (the git remote the workers push to)")
+        return
+    if not req.remote:
+        raise UsageError("--workers external needs --remote URL (a bare git repository every worker can reach)")
+    scheme = store.split("://", 1)[0] if "://" in store else None
+    if scheme is None:
+        raise UsageError(f"--workers external: store {store!r} would live in the run directory; give a URL every worker can reach (postgresql://...)")
+    if scheme in ("sqlite", "file") and os.environ.get(SAME_MACHINE_ENV) != "1":
+        raise UsageError(f"--workers external: a {scheme}:// store cannot be reached from another host; use postgresql://... "
+                         f"(or set {SAME_MACHINE_ENV}=1 when every worker runs on this machine)")
+    if variant.coordination == "agents" or variant.model_server:
+        raise UsageError(f"--workers external: variant {variant.name!r} runs a server of its own (coordination: agents or "
+                         f"model_server) that only local runners reach")
+    if is_local(req.remote):
+        parent = Path(os.path.abspath(local_path(req.remote))).parent
+        if not parent.is_dir():
+            raise UsageError(f"--remote {req.remote}: directory {parent} does not exist")
+
+
 def plan_runs(req: RunRequest) -> list[tuple[RunSpec, RunPaths, object, str | None, bool]]:
     """Validate the request and return, per replication, what setup needs. Writes nothing."""
     exp_file, exp, variant = find_variant(req.variant, req.experiment, note=req.note_ignored)
@@ -186,6 +217,8 @@ def plan_runs(req: RunRequest) -> list[tuple[RunSpec, RunPaths, object, str | No
     except InputError as e:
         raise InputError(f"{exp_file}: variant {variant.name!r}: {e}") from e
     _preflight(variant, agents)
+    store = req.store or execu.store
+    _check_external(req, variant, store)
     exp_text = read_text(exp_file)  # as load_experiment read it: UTF-8 whatever the locale
     out = []
     for i in range(1, execu.runs + 1):
@@ -204,7 +237,7 @@ def plan_runs(req: RunRequest) -> list[tuple[RunSpec, RunPaths, object, str | No
             template=str(template),
             repo=str(paths.demo_repo if demo else repo),
             base="main" if demo else base,
-            store_url=paths.store_url(req.store or execu.store),
+            store_url=paths.store_url(store),
             seed=execu.seed + i - 1,  # replication i uses seed + i - 1: distinct, reproducible
             time_scale=execu.time_scale,
             timeout_s=execu.timeout_s,
@@ -213,6 +246,8 @@ def plan_runs(req: RunRequest) -> list[tuple[RunSpec, RunPaths, object, str | No
             supervision=execu.supervision,
             allow_failures=execu.allow_failures,
             model_server=variant.model_server,
+            workers=req.workers,
+            remote=req.remote,
         )
         out.append((spec, paths, graph, exp_text, demo))
     return out

@@ -23,9 +23,11 @@ from agents.clis.serverurl import agent_env
 from agents.config import MCP_URL_ENV
 
 from orchestrator.runs.exports import export_run
+from orchestrator.runs.external import ExternalController
 from orchestrator.runs.finalmerge import merge_completed
 from orchestrator.runs.outcome import settle
 from orchestrator.runs.phases import Spawning, note_phase
+from orchestrator.runs.remotemerge import RemoteMerges
 from orchestrator.runs.toolserver import ToolServer
 from orchestrator.runs.watcher import EventWatcher
 from orchestrator.supervision.control import RunController
@@ -51,7 +53,9 @@ class Orchestrator:
         self.wall = wall
         self.clock = clock
         self.store = open_store(spec.store_url, clock=wall)
-        self.controller = RunController(spec, paths, self.store)
+        self.external = spec.workers == "external"  # runners on `orch worker`s: slots, not processes
+        self.controller = ExternalController(spec, paths, self.store) if self.external else RunController(spec, paths, self.store)
+        self.remote_merges = RemoteMerges(spec, self.store) if self.external else None
         self.watcher = EventWatcher(paths.events, self.store, spec.run_id, clock=clock)
         self.supervisor = Supervisor(self.store, spec.run_id, self.controller.supervision, self.controller)
         self.deadline = self.clock() + round(spec.timeout_s * 1000)
@@ -150,6 +154,8 @@ class Orchestrator:
         """One turn: ingest events, judge agents, report progress. True when every task is terminal."""
         now_ms = self.wall() if now_ms is None else now_ms
         self.watcher.poll()
+        if self.remote_merges is not None and self.spec.merge_mode == "immediate":
+            self.remote_merges.step()  # each completed task's commit, fetched from the remote, as it completes
         if self._spawning is not None and not self._spawning.waiting(self.store, self.spec.run_id, self.controller.agents()):
             self._spawning.close(self.store, self.spec.run_id, now_ms)
             self._spawning = None
@@ -227,7 +233,11 @@ class Orchestrator:
             if a.status not in ("stopped", "dead"):
                 self.store.set_agent_status(self.spec.run_id, a.id, "stopped", reason=f"run {status}")
         note_phase(self.store, run_id, "drain", drain_start, self.wall())
-        if self.spec.merge_mode == "deferred":
+        if self.remote_merges is not None:  # what is left: everything, in deferred mode
+            merge_start = self.wall()
+            self.remote_merges.finish()
+            note_phase(self.store, run_id, "final_merge", merge_start, self.wall(), branches=len(self.remote_merges._works))
+        elif self.spec.merge_mode == "deferred":
             merge_start = self.wall()
             merged = merge_completed(self.spec, self.store)
             note_phase(self.store, run_id, "final_merge", merge_start, self.wall(), branches=len(merged))

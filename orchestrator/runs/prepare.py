@@ -23,6 +23,7 @@ from gitwork.worktrees import Worktrees
 
 from orchestrator.coordination.tokens import ensure_tokens
 from orchestrator.runs.phases import note_phase
+from orchestrator.runs.remotemerge import publish_base
 from orchestrator.rundir import AgentSpec, RunPaths, RunSpec
 
 
@@ -96,21 +97,33 @@ def prepare_run(spec: RunSpec, paths: RunPaths, graph: TaskGraph, experiment_tex
                     variant=spec.variant,
                     seed=spec.seed,
                     on_blocker_failure=spec.on_blocker_failure,
-                    config={"policy": spec.policy, "agents": len(spec.agents), "template": spec.template},
+                    config=_run_config(spec),
                 )
             )
             store.add_graph(spec.run_id, graph)
             repo = Path(spec.repo)
             Merger(repo, f"refs/heads/{spec.merged_branch}").create(resolve_commit(repo, spec.base))
-            trees = Worktrees(repo, paths.worktrees)
-            for a in spec.agents:
-                if a.works:
-                    trees.add(a.id, spec.agent_branch(a.id), spec.base)
+            if spec.workers == "external":  # the workers' worktrees are theirs, made from the remote's base
+                publish_base(spec)
+            else:
+                trees = Worktrees(repo, paths.worktrees)
+                for a in spec.agents:
+                    if a.works:
+                        trees.add(a.id, spec.agent_branch(a.id), spec.base)
             note_phase(store, spec.run_id, "setup", start_ms, wall_clock_ms())
     except BaseException:
         # leave nothing half-made: worktrees and branches of this run, then the directory
         _undo(spec, paths, created_root)
         raise
+
+
+def _run_config(spec: RunSpec) -> dict:
+    """The run's ``config`` in the store; with external workers the whole RunSpec, which is all a
+    worker on another host reads (``orchestrator.runs.worker``)."""
+    config = {"policy": spec.policy, "agents": len(spec.agents), "template": spec.template}
+    if spec.workers == "external":
+        config.update(workers="external", remote=spec.remote, spec=spec.model_dump(mode="json"))
+    return config
 
 
 def _undo(spec: RunSpec, paths: RunPaths, created_root: bool) -> None:

@@ -13,6 +13,7 @@ from coordstore import BACKENDS
 from coordstore.errors import InputError
 from coordstore.models import Dependency, Run, Task, TaskGraph
 
+from conftest import make_store_url
 from contract_helpers import chain_errors
 
 SCALE = 0.003  # one estimated minute runs in 180 ms
@@ -147,10 +148,10 @@ def test_relay_routes_by_needed_tags_and_records_handoffs(local):
 
 
 @pytest.mark.parametrize("backend", sorted(BACKENDS))
-def test_solo_does_everything_in_dependency_order(local, backend):
+def test_solo_does_everything_in_dependency_order(local, backend, tmp_path):
     g = graph([{"id": f"s{i}", "time_estimate_ms": 20_000} for i in range(5)],
               [("s0", "blocks", "s1"), ("s1", "blocks", "s3"), ("s2", "blocks", "s3"), ("s4", "follows", "s3")])
-    run = local(g, store=backend)  # the runner speaks only the store contract: every backend
+    run = local(g, store=make_store_url(backend, tmp_path / backend))  # the runner speaks only the store contract
     run.add_agent("solo", role="solo", policy="solo")
     run.start_all()
     finished(run)

@@ -17,9 +17,12 @@ import pytest
 from coordstore import open_store
 from coordstore.errors import NotFound, StoreError, StoreURLError
 from coordstore.models import Dependency, Event, Run, Task, TaskGraph, Transition
-from coordstore.sqlite_schema import PAGE_SIZE, READY_ORDERS, SCHEMA_VERSION, dumps, translate
-from coordstore.sqlite_records import _MERGE_HEAD
-from coordstore.sqlite_tx import _LAST_ROW, _OPEN_DEPENDENTS, _OPEN_DESCENDANTS, _UNBLOCK, Tx
+from coordstore.sql_rows import dumps
+from coordstore.sql_claims import READY_ORDERS
+from coordstore.sqlite_schema import PAGE_SIZE, SCHEMA_VERSION, translate
+from coordstore.sql_records import _MERGE_HEAD
+from coordstore.sql_storage import _OPEN_DEPENDENTS, _OPEN_DESCENDANTS, _UNBLOCK
+from coordstore.sqlite_tx import _LAST_ROW, Tx
 from coordstore.sqlitestore import SQLiteStore, _claim_params
 
 CTX = mp.get_context("fork")  # children open their own connection after the fork

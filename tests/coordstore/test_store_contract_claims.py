@@ -175,3 +175,31 @@ def test_count_tasks_counts_what_list_tasks_lists(store, new_run):
     assert store.count_tasks(run, status="assigned") == 1
     with pytest.raises(NotFound):
         store.count_tasks("no-such-run")
+
+
+# ---------------------------------------------------------------------------- idempotency keys
+def test_a_claim_retried_with_its_key_returns_the_same_task_and_writes_nothing(store, new_run):
+    run = new_run(["a", "b", "c"])
+    first = store.claim_next(run, "w1", key="k1")
+    won = [r for r in store.history(run) if r.entity == "claim" and r.to_state == "won"]
+    assert first.id == "a" and [(r.entity_id, r.key) for r in won] == [("a", "k1")]
+    before = store.history(run)
+    again = store.claim_next(run, "w1", key="k1")  # the response was lost: the caller asks again
+    assert (again.id, again.owner, again.attempt) == ("a", "w1", 1)
+    assert store.history(run) == before  # nothing written
+    assert store.claim_next(run, "w1", key="k2").id == "b"  # a new key claims anew
+    named = store.claim(run, "c", "w2", key="k3")
+    assert named.id == "c" and store.claim(run, "c", "w2", key="k3").id == "c"
+    assert store.claim(run, "b", "w2", key="k3").id == "c"  # a key names its claim, whatever is asked
+    assert [r.key for r in store.history(run) if r.entity == "claim" and r.to_state == "won"] == ["k1", "k2", "k3"]
+
+
+def test_a_keyed_claim_no_longer_held_replays_as_none(store, new_run):
+    run = new_run(["a", "b"])
+    t = store.claim_next(run, "w1", key="k1")
+    store.start(run, t.id, "w1", t.attempt)
+    store.complete(run, t.id, "w1", t.attempt)
+    before = store.history(run)
+    assert store.claim_next(run, "w1", key="k1") is None  # its task is done: nothing to resume, nothing taken
+    assert store.claim_next(run, "w2", key="k1") is None  # another agent's key replays as not its own
+    assert store.history(run) == before and store.get_task(run, "b").status == "pending"

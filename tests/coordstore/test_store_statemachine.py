@@ -126,7 +126,11 @@ def test_every_verb_from_every_status_is_the_same_on_every_backend(tmp_path, sta
         for backend in sorted(BACKENDS):
             clock = FakeClock()
             with open_store(make_store_url(backend, tmp_path / f"{verb}-{backend}"), clock=clock) as store:
-                got[backend] = outcome(store, clock, status, verb)
+                got[backend] = out = outcome(store, clock, status, verb)
+            if backend == "postgresql" and out[0] != "refused":  # it keys every claim itself (lost-response retry)
+                assert all(r.key for r in out[2] if r.entity == "claim" and r.to_state == "won")
+                got[backend] = (*out[:2], [r.model_copy(update={"key": None}) if r.entity == "claim" else r
+                                           for r in out[2]], *out[3:])
         want = expected(status, verb)
         for backend, out in got.items():
             where = f"{verb} from {status} on {backend}"

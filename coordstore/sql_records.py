@@ -1,6 +1,6 @@
-"""SQLite backend, part 3: the run's records around the task graph — agents, events, history, and
-whole-run dump/load — as a mixin of ``SQLiteStore`` (which provides ``_write``, ``_verb``, ``_all``,
-``_policy_of``, ``_require_run``, ``_snapshot`` and ``_insert_graph``).
+"""The SQL backends (SQLite, PostgreSQL): the run's records around the task graph — agents, events,
+history, and whole-run dump/load — as a mixin of their stores (which provide ``_write``, ``_verb``,
+``_all``, ``_policy_of``, ``_require_run``, ``_snapshot`` and ``_insert_graph``).
 """
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ from coordstore.chains import check_note, check_record, note_data
 from coordstore.errors import InvalidTransition, NotFound
 from coordstore.graph import validate
 from coordstore.models import ACTIVE, Agent, Dependency, Event, RunDump, TaskGraph, Transition
-from coordstore.sqlite_schema import (
+from coordstore.sql_rows import (
     AGENT_COLS, EVENT_COLS, HISTORY_COLS, INSERT_HISTORY, RUN_COLS, TASK_SELECT, agent_from_row, agent_row, dumps,
     event_from_row, run_from_row, run_row, task_from_row, transition_from_row, transition_row,
 )
-from coordstore.sqlite_tx import TxRun
+from coordstore.sql_storage import TxRun
 
 # the stored status of what note() annotates, by (run, id); a run note's id is the run's (check_note)
 _STATUS_OF = {
@@ -29,8 +29,8 @@ _OWNED_ACTIVE = ("SELECT id FROM tasks WHERE run_id=? AND owner=? AND status IN 
 _MERGE_HEAD = "SELECT to_state FROM history WHERE run_id=? AND entity='merge' AND entity_id=? ORDER BY seq DESC LIMIT 1"
 
 
-class SQLiteRecords:
-    """Agents, events, history and snapshots of the SQLite store (mixin; see module docstring)."""
+class SQLRecords:
+    """Agents, events, history and snapshots of the SQL stores (mixin; see module docstring)."""
 
     # ------------------------------------------------------------------ agents
     def register_agent(self, run_id: str, agent: Agent, lease_ms: int | None = None, now: int | None = None) -> Agent:
@@ -50,11 +50,10 @@ class SQLiteRecords:
 
     def heartbeat(self, run_id: str, agent_id: str, lease_ms: int, current_task: str | None = None,
                   now: int | None = None) -> Agent:
-        now = self._now(now)
-        with self._write(now) as tx:
+        with self._write(self._now(now)) as tx:
             rows = tx.c.execute(
                 f"UPDATE agents SET last_heartbeat=?, lease_expires=?, current_task=? WHERE run_id=? AND id=? "
-                f"RETURNING {AGENT_COLS}", (now, now + lease_ms, current_task, run_id, agent_id)).fetchall()
+                f"RETURNING {AGENT_COLS}", (tx.now, tx.now + lease_ms, current_task, run_id, agent_id)).fetchall()
             if not rows:
                 raise NotFound(f"run {run_id!r}: no agent {agent_id!r}")
         return agent_from_row(rows[0])
@@ -65,9 +64,9 @@ class SQLiteRecords:
         return self.get_agent(run_id, agent_id)
 
     def reap_expired(self, run_id: str, now: int | None = None) -> list[str]:
-        now = self._now(now)
         requeued: list[str] = []
-        with self._write(now, run_id) as tx:  # leases are compared with now as given; rows at tx.now
+        with self._write(self._now(now), run_id) as tx:  # leases are compared with now as given; rows at tx.now
+            now = tx.given
             self._policy_of(run_id)
             st = TxRun(tx, run_id)
             agents = tx.c.execute("SELECT id, status, lease_expires FROM agents WHERE run_id=? AND lease_expires < ? "
@@ -81,13 +80,12 @@ class SQLiteRecords:
 
     # ------------------------------------------------------------------ events
     def append_events(self, run_id: str, events: list[Event]) -> int:
-        with self._write(self.clock()) as tx:
+        with self._write(self._now(None)) as tx:
             self._policy_of(run_id)
-            before = tx.c.total_changes
-            tx.c.executemany(
-                f"INSERT OR IGNORE INTO events (run_id, {EVENT_COLS}) VALUES (?,?,?,?,?,?,?)",
-                ((run_id, e.agent, e.seq, e.ts_ms, e.type, e.task, dumps(e.data)) for e in events))
-            return tx.c.total_changes - before
+            cur = tx.c.executemany(
+                f"INSERT INTO events (run_id, {EVENT_COLS}) VALUES (?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+                [(run_id, e.agent, e.seq, e.ts_ms, e.type, e.task, dumps(e.data)) for e in events])
+            return max(cur.rowcount, 0)
 
     def read_events(self, run_id: str, agent: str | None = None, since_seq: int = -1,
                     limit: int | None = None) -> list[Event]:
@@ -175,7 +173,7 @@ class SQLiteRecords:
         bad = [t.seq for t in dump.history if t.run_id != run_id]
         if bad:
             raise InvalidTransition(f"run {run_id!r}: dump has history rows of another run (seq {bad[0]})")
-        with self._write(self.clock()) as tx:
+        with self._write(self._now(None)) as tx:
             if tx.c.execute("SELECT 1 FROM runs WHERE id=?", (run_id,)).fetchone():
                 raise InvalidTransition(f"run {run_id!r} already exists")
             tx.c.execute(f"INSERT INTO runs ({RUN_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?)", run_row(dump.run))

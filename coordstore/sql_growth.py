@@ -1,5 +1,5 @@
-"""SQLite backend, part 4: the graph growing mid-run (``add_tasks``, ``link``, ``unlink``) as a mixin of
-``SQLiteStore`` (which provides ``_write`` and ``_policy_of``).
+"""The SQL backends (SQLite, PostgreSQL): the graph growing mid-run (``add_tasks``, ``link``, ``unlink``)
+as a mixin of their stores (which provide ``_write`` and ``_policy_of``).
 
 The rules are ``growth.py``'s. What claims read precomputed (``eff_blocks``, ``ancestry``, and per task
 ``parent``, ``is_container``, ``blockers_left``, ``cp_rank``) is derived again from the grown graph in
@@ -13,8 +13,8 @@ from collections.abc import Iterable
 from coordstore import growth
 from coordstore.graph import GraphIndex, tail_lengths
 from coordstore.models import Dependency, Task
-from coordstore.sqlite_schema import INSERT_DEF, INSERT_TASK, TASK_SELECT, task_from_row, task_rows
-from coordstore.sqlite_tx import Tx, TxRun
+from coordstore.sql_rows import INSERT_DEF, INSERT_TASK, TASK_SELECT, task_from_row, task_rows
+from coordstore.sql_storage import SQLTx as Tx, TxRun
 
 _DERIVED = "UPDATE tasks SET parent=?, is_container=?, blockers_left=?, cp_rank=? WHERE run_id=? AND id=?"
 
@@ -28,7 +28,7 @@ def _graph(tx: Tx, run_id: str) -> tuple[list[Task], list[int], list[Dependency]
 
 
 def _rederive(tx: Tx, run_id: str, ix: GraphIndex, status: dict[str, str]) -> None:
-    """Store again everything readiness and claims derive from the graph (``sqlite_schema`` layout)."""
+    """Store again everything readiness and claims derive from the graph (``sqlite_schema``'s layout, PostgreSQL's too)."""
     c = tx.c
     pairs = ix.effective_blocker_pairs()
     left = {t: 0 for t in ix.order}
@@ -44,8 +44,8 @@ def _rederive(tx: Tx, run_id: str, ix: GraphIndex, status: dict[str, str]) -> No
                              for t in ix.order))
 
 
-class SQLiteGrowth:
-    """``add_tasks``, ``link`` and ``unlink`` of the SQLite store (mixin; see module docstring)."""
+class SQLGrowth:
+    """``add_tasks``, ``link`` and ``unlink`` of the SQL stores (mixin; see module docstring)."""
 
     def add_tasks(self, run_id: str, tasks: list[Task], deps: Iterable[Dependency] = (), parent: str | None = None,
                   by: str | None = None, now: int | None = None) -> list[Task]:

@@ -1,0 +1,175 @@
+"""What only the PostgreSQL store has: its schema's version and migration, concurrent first opens,
+the database clock, a claim retried after a lost connection, and many runs sharing one schema.
+Live PostgreSQL (tests/conftest.py PG_BASE): unreachable, these fail."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+
+import psycopg
+import pytest
+
+from coordstore import open_store, pg_schema, pg_tx
+from coordstore.clock import WALL
+from coordstore.errors import StoreError
+from coordstore.models import Agent, Run
+from coordstore.pg_conn import parse_url, translate
+
+from conftest import PG_BASE, FakeClock, make_graph, make_store_url
+
+FORK = mp.get_context("fork")
+
+
+@pytest.fixture
+def pg_url(tmp_path) -> str:
+    return make_store_url("postgresql", tmp_path)
+
+
+def sql(url: str, stmt: str, params=()):
+    _, schema = parse_url(url)
+    with psycopg.connect(PG_BASE, autocommit=True) as c:
+        c.execute(f'SET search_path TO "{schema}"')
+        cur = c.execute(stmt, params)
+        return cur.fetchall() if cur.description else None
+
+
+def test_schema_carries_its_version_and_an_older_one_is_migrated(pg_url, monkeypatch):
+    with open_store(pg_url) as s:
+        s.create_run(Run(id="r"))
+    assert sql(pg_url, "SELECT version FROM orch_version") == [(pg_schema.SCHEMA_VERSION,)]
+    # a later version adds a column: a store at this version gets it on open, its rows kept
+    monkeypatch.setattr(pg_schema, "SCHEMA_VERSION", pg_schema.SCHEMA_VERSION + 1)
+    monkeypatch.setattr(pg_schema, "ADDED_COLUMNS", [(pg_schema.SCHEMA_VERSION, "runs", "note", "TEXT")])
+    with open_store(pg_url, readonly=True) as s:  # a reader never migrates
+        assert [r.id for r in s.list_runs()] == ["r"]
+    assert sql(pg_url, "SELECT version FROM orch_version") == [(pg_schema.SCHEMA_VERSION - 1,)]
+    with open_store(pg_url) as s:
+        assert [r.id for r in s.list_runs()] == ["r"]
+    assert sql(pg_url, "SELECT version FROM orch_version") == [(pg_schema.SCHEMA_VERSION,)]
+    assert sql(pg_url, "SELECT count(note) FROM runs") == [(0,)]
+
+
+def test_a_newer_schema_is_refused(pg_url):
+    open_store(pg_url).close()
+    sql(pg_url, "UPDATE orch_version SET version = 99")
+    for readonly in (False, True):
+        with pytest.raises(StoreError, match="newer orch"):
+            open_store(pg_url, readonly=readonly)
+
+
+def _open_and_claim(url, agent, barrier, out):
+    barrier.wait()
+    try:
+        with open_store(url) as s:
+            out.put((agent, "ok", s.list_runs() is not None))
+    except Exception as e:  # noqa: BLE001 - reported to the parent
+        out.put((agent, "error", repr(e)))
+
+
+def test_processes_opening_a_fresh_schema_at_once_all_succeed(pg_url):
+    procs = 8
+    barrier, out = FORK.Barrier(procs), FORK.Queue()
+    ps = [FORK.Process(target=_open_and_claim, args=(pg_url, f"w{i}", barrier, out)) for i in range(procs)]
+    for p in ps:
+        p.start()
+    got = [out.get(timeout=60) for _ in ps]
+    for p in ps:
+        p.join(30)
+    assert sorted(r[1] for r in got) == ["ok"] * procs, got
+    assert sql(pg_url, "SELECT version FROM orch_version") == [(pg_schema.SCHEMA_VERSION,)]
+
+
+def test_stamps_come_from_the_database_clock_not_the_client(pg_url):
+    with open_store(pg_url, clock=WALL) as s:  # orch's own wall clock is no injected clock
+        assert s.database_clock
+        db_now = sql(pg_url, "SELECT (extract(epoch from clock_timestamp()) * 1000)::bigint")[0][0]
+        skewed = db_now - 3_600_000  # a client an hour behind passes its now: ignored
+        s.create_run(Run(id="r"), now=skewed)
+        s.add_graph("r", make_graph(["a"]), now=skewed)
+        s.register_agent("r", Agent(id="w1"), lease_ms=1000, now=skewed)
+        t = s.claim_next("r", "w1", now=skewed)
+        a = s.heartbeat("r", "w1", lease_ms=1000, now=skewed)
+        after = sql(pg_url, "SELECT (extract(epoch from clock_timestamp()) * 1000)::bigint")[0][0]
+        assert db_now <= t.claimed_at <= after and db_now <= a.last_heartbeat <= after
+        assert a.lease_expires == a.last_heartbeat + 1000
+        assert all(db_now <= r.ts_ms <= after for r in s.history("r"))
+        assert db_now <= s.clock() and s.reap_expired("r", now=skewed + 10**9) == []  # reap's now: the DB's
+
+
+def test_an_injected_clock_is_used_as_given(pg_url):
+    clock = FakeClock()
+    with open_store(pg_url, clock=clock) as s:
+        assert not s.database_clock
+        s.create_run(Run(id="r"))
+        assert s.history("r")[0].ts_ms == clock.now
+
+
+def test_a_claim_whose_connection_dies_after_commit_is_retried_with_its_key(pg_url, monkeypatch):
+    with open_store(pg_url) as s:
+        s.create_run(Run(id="r"))
+        s.add_graph("r", make_graph(["a", "b"]))
+        exits = []
+        real_exit = pg_tx.Tx.__exit__
+
+        def commit_then_lose_connection(self, *exc):
+            result = real_exit(self, *exc)
+            if not exits:  # the first commit's response is lost: the server kills the session
+                exits.append(self.c.raw.info.backend_pid)
+                with psycopg.connect(PG_BASE, autocommit=True) as c:
+                    c.execute("SELECT pg_terminate_backend(%s)", (exits[0],))
+                with pytest.raises(psycopg.OperationalError):
+                    self.c.raw.execute("SELECT 1")
+                lost = psycopg.OperationalError("server closed the connection unexpectedly")
+                raise translate(lost, self._url) from lost  # as Tx reports a lost connection
+            return result
+
+        monkeypatch.setattr(pg_tx.Tx, "__exit__", commit_then_lose_connection)
+        t = s.claim_next("r", "w1")
+        monkeypatch.undo()
+        assert t.id == "a" and t.owner == "w1" and t.attempt == 1
+        assert s._c.raw.info.backend_pid != exits[0]  # reconnected
+        won = [r for r in s.history("r") if r.entity == "claim"]
+        assert [(r.entity_id, r.to_state) for r in won] == [("a", "won")] and won[0].key
+        assert s.get_task("r", "b").status == "pending"
+
+
+def test_a_lost_connection_before_commit_claims_afresh(pg_url, monkeypatch):
+    with open_store(pg_url) as s:
+        s.create_run(Run(id="r"))
+        s.add_graph("r", make_graph(["a", "b"]))
+        killed = []
+        real_enter = pg_tx.Tx.__enter__
+
+        def lose_connection_first(self):
+            if not killed:
+                killed.append(self.c.raw.info.backend_pid)
+                with psycopg.connect(PG_BASE, autocommit=True) as c:
+                    c.execute("SELECT pg_terminate_backend(%s)", (killed[0],))
+            return real_enter(self)
+
+        monkeypatch.setattr(pg_tx.Tx, "__enter__", lose_connection_first)
+        t = s.claim_next("r", "w1")
+        monkeypatch.undo()
+        assert t.id == "a" and [r.to_state for r in s.history("r") if r.entity == "claim"] == ["won"]
+
+
+def test_many_runs_share_one_schema_each_with_its_own_history(pg_url):
+    with open_store(pg_url) as s:
+        for i in range(5):
+            s.create_run(Run(id=f"r{i}"))
+            s.add_graph(f"r{i}", make_graph(["a", "b"], [("a", "blocks", "b")]))
+        for i in range(5):
+            t = s.claim_next(f"r{i}", "w")
+            s.start(f"r{i}", t.id, "w", t.attempt)
+            s.complete(f"r{i}", t.id, "w", t.attempt)
+        assert [r.id for r in s.list_runs()] == [f"r{i}" for i in range(5)]
+        for i in range(5):
+            assert [r.seq for r in s.history(f"r{i}")] == list(range(1, 8))
+            assert [t.status for t in s.list_tasks(f"r{i}")] == ["completed", "pending"]
+
+
+def test_a_bad_schema_name_is_a_url_error():
+    from coordstore.errors import StoreURLError
+
+    with pytest.raises(StoreURLError, match="schema"):
+        open_store(f"{PG_BASE}?schema=a;drop")
