@@ -181,6 +181,9 @@ class Runner:
                 gitops.discard(self.worktree, base)
                 ev.log(f"task {tid} was taken away while running (attempt {att}); its work is dropped", level="warning", task=tid)
                 return
+            work = getattr(self, "_work", None)
+            if work is not None:
+                work.last_head = None  # set again by this task's commit, not left from the last one
             if result.ok:
                 result = self.commit_and_verify(task, base, result)
             if not result.ok:
@@ -188,7 +191,7 @@ class Runner:
                 self.report(lambda: self.store.fail(c.run_id, tid, c.agent_id, att, reason=result.reason or "failed"), tid, "failed")
                 ev.log(f"task {tid} failed: {result.reason}", level="warning", task=tid)
                 return
-            head = gitops.head(self.worktree)
+            head = getattr(getattr(self, "_work", None), "last_head", None) or gitops.head(self.worktree)  # known from the commit
             data = {"commit": head, **result.data}
             if c.remote:  # pushed before it is reported done: a worker that dies now loses nothing
                 problem = self.work.push(task, head)

@@ -66,6 +66,7 @@ class TaskWork:
         self.time_scale = time_scale
         self._identity: dict[str, str] | None = None
         self._merger = merger
+        self.last_head: str | None = None  # HEAD after the last commit_and_verify that passed
         self.remote = remote  # a worker on another host: blockers come from, and work goes to, this git remote
         self.remote_branch = remote_branch
 
@@ -97,9 +98,10 @@ class TaskWork:
 
         tid = task.id
         title = (task.title or "").strip().splitlines()[0] if (task.title or "").strip() else tid
+        self.last_head = None
         try:
-            gitops.commit_all(self.worktree, f"task {tid}: {title}", self.identity)
-            head = gitops.head(self.worktree)
+            # the kind may have committed by itself: HEAD is then read, not known
+            head = gitops.commit_all(self.worktree, f"task {tid}: {title}", self.identity) or gitops.head(self.worktree)
             changes = gitops.changed_files(self.worktree, base, head)
         except OrchError as e:
             return Result(ok=False, reason=f"commit failed: {e}", data=result.data)
@@ -127,6 +129,7 @@ class TaskWork:
                     self.events.emit("log", tid, msg=f"verify failed (exit {rc}); dropping commit {head[:12]}", level="warning",
                                      verify_failed=head)
                 return Result(ok=False, reason=f"verify exited {rc}: {output_tail(out)}", data=result.data)
+        self.last_head = head
         return result
 
     # ------------------------------------------------------------------ git: taking in and handing out

@@ -164,6 +164,11 @@ class CoordStore(ABC):
     ) -> list[Task]:
         """Tasks filtered by status (one or several), owner and parent, in template order."""
 
+    def count_tasks(self, run_id: str, status: str | Iterable[str] | None = None) -> int:
+        """How many tasks ``list_tasks(run_id, status)`` would return (a backend counts them
+        without building them: the run loop asks every turn)."""
+        return len(self.list_tasks(run_id, status=status))
+
     @abstractmethod
     def dependencies(self, run_id: str) -> list:
         """The run's dependency edges (``Dependency``) in import order."""
@@ -172,6 +177,12 @@ class CoordStore(ABC):
     def ready_tasks(self, run_id: str, agent_tags: Iterable[str] | None = None, order: ClaimOrder = "priority") -> list[Task]:
         """Pending work tasks whose effective blockers all completed, that ``agent_tags`` fit,
         best first by ``order`` (see ``claim_next``). Read only."""
+
+    def best_ready(self, run_id: str, agent_tags: Iterable[str] | None = None, order: ClaimOrder = "priority") -> str | None:
+        """The id of ``ready_tasks``' first task (what ``claim_next`` would take now), or None:
+        the look before a claim. A backend answers it without reading every ready task."""
+        ready = self.ready_tasks(run_id, agent_tags=agent_tags, order=order)
+        return ready[0].id if ready else None
 
     @abstractmethod
     def claim_next(

@@ -15,7 +15,7 @@ from coordstore.errors import InvalidTransition, NotFound
 from coordstore.graph import GraphIndex, tags_fit, tail_lengths, validate, wanted_score
 from coordstore.models import TERMINAL, ClaimOrder, Dependency, Run, Task, TaskGraph
 from coordstore.sql_claims import ready_sql
-from coordstore.sql_rows import (INSERT_DEF, INSERT_TASK, RUN_COLS, TASK_COLS, TASK_SELECT, run_from_row, run_row,
+from coordstore.sql_rows import (INSERT_DEF, INSERT_TASK, RUN_COLS, TASK_COLS, TASK_SELECT, loads, run_from_row, run_row,
                                  task_from_row, task_rows)
 from coordstore.sql_storage import SQLTx, TxRun
 
@@ -130,6 +130,16 @@ class SQLVerbs:
         sql = f"{TASK_SELECT} WHERE {' AND '.join(where)} ORDER BY t.ord"
         return [task_from_row(r) for r in self._all(sql, tuple(params))]
 
+    def count_tasks(self, run_id: str, status: str | Iterable[str] | None = None) -> int:
+        self._require_run(run_id)
+        if status is None:
+            return self._all("SELECT COUNT(*) FROM tasks WHERE run_id=?", (run_id,))[0][0]
+        statuses = [status] if isinstance(status, str) else list(status)
+        if not statuses:
+            return 0
+        sql = f"SELECT COUNT(*) FROM tasks WHERE run_id=? AND status IN ({','.join('?' * len(statuses))})"
+        return self._all(sql, (run_id, *statuses))[0][0]
+
     def dependencies(self, run_id: str) -> list[Dependency]:
         self._require_run(run_id)
         rows = self._all("SELECT from_id, to_id, type FROM deps WHERE run_id=? ORDER BY ord", (run_id,))
@@ -141,6 +151,22 @@ class SQLVerbs:
         tasks = [task_from_row(r) for r in self._all(ready_sql(order, None, TASK_COLS), (run_id,))]
         fit = [t for t in tasks if tags_fit(t, tags)]
         return sorted(fit, key=lambda t: -wanted_score(t, tags))  # stable: keeps the order within each score
+
+    def best_ready(self, run_id: str, agent_tags: Iterable[str] | None = None, order: ClaimOrder = "priority") -> str | None:
+        # the claim's own pick on bare id/tag rows: no Task built for every ready task
+        self._require_run(run_id)
+        if agent_tags is None:
+            rows = self._all(ready_sql(order, None, "id") + " LIMIT 1", (run_id,))
+            return rows[0][0] if rows else None
+        tags, fallback = frozenset(agent_tags), None
+        for tid, needed, wanted in self._all(ready_sql(order, None), (run_id,)):
+            if needed and not frozenset(loads(needed, [])) <= tags:
+                continue
+            if not wanted or frozenset(loads(wanted, [])) & tags:
+                return tid
+            if fallback is None:
+                fallback = tid
+        return fallback
 
     # ------------------------------------------------------------------ claims and assignment
     def claim(self, run_id: str, task_id: str, agent: str, now: int | None = None,

@@ -10,13 +10,14 @@ from typing import Any
 
 from coordstore.errors import InputError
 from coordstore.graph import GraphIndex
-from coordstore.models import TERMINAL, Task
+from coordstore.models import TASK_STATUSES, TERMINAL, Task
 from coordstore.numbers import is_number
 
 WAIT = "wait"  # nothing to do now: sleep poll_ms
 OVER = "over"  # every task terminal (or the run closed): finish
 AGAIN = "again"  # progress was made (e.g. assignments): ask again at once
 ORDERS = ("priority", "critical-path", "fifo")
+OPEN = tuple(s for s in TASK_STATUSES if s not in TERMINAL)
 # policy -> options it understands (a typo in an experiment must not silently use a default)
 OPTIONS: dict[str, tuple[str, ...]] = {
     "pull": ("order",),
@@ -30,8 +31,10 @@ OPTIONS: dict[str, tuple[str, ...]] = {
 def run_over(store, run_id: str, tasks: Iterable[Task] | None = None) -> bool:
     """Every task terminal, or the run no longer running (closed or interrupted): when a runner,
     whatever decides its tasks, is done. ``tasks``: the run's tasks if the caller just read them."""
-    tasks = store.list_tasks(run_id) if tasks is None else tasks
-    if all(t.status in TERMINAL for t in tasks):
+    if tasks is None:  # counted, not read: idle runners ask this every poll
+        if store.count_tasks(run_id, status=OPEN) == 0:
+            return True
+    elif all(t.status in TERMINAL for t in tasks):
         return True
     return store.get_run(run_id).status != "running"
 

@@ -21,14 +21,14 @@ class Pull(Policy):
         """Look, then claim; the claim names what the look saw best (``seen``), so a race lost
         between the two is a ``lost`` claim row, not a silent second choice."""
         e = self.env
-        ready = e.store.ready_tasks(e.run_id, agent_tags=e.tags, order=self.order)
-        if within is not None:
+        if within is None:  # the common case: the best one only, not every ready task built
+            seen = e.store.best_ready(e.run_id, agent_tags=e.tags, order=self.order)
+        else:
             inside = set(e.index().descendants(within))
-            ready = [t for t in ready if t.id in inside]
-        if not ready:
+            seen = next((t.id for t in e.store.ready_tasks(e.run_id, agent_tags=e.tags, order=self.order) if t.id in inside), None)
+        if seen is None:
             return None
-        return e.store.claim_next(e.run_id, e.agent_id, agent_tags=e.tags, order=self.order, within=within,
-                                  seen=ready[0].id)
+        return e.store.claim_next(e.run_id, e.agent_id, agent_tags=e.tags, order=self.order, within=within, seen=seen)
 
     def next(self) -> Task | str:
         task = self.claim()

@@ -16,7 +16,7 @@ import filelock
 from coordstore import open_store
 from coordstore.clock import MONOTONIC, WALL, Clock
 from coordstore.errors import InputError
-from coordstore.models import ACTIVE, RUN_OVER, TERMINAL
+from coordstore.models import ACTIVE, RUN_OVER, TASK_STATUSES, TERMINAL
 
 from agents.clis.base import MODEL_SERVER_ENV
 from agents.clis.serverurl import agent_env
@@ -40,6 +40,7 @@ TICK_S = 0.25  # how often the supervisor judges when no event wakes the loop
 DRAIN_S = 5.0  # how long runners get to exit by themselves once every task is terminal
 RESUME_LOCK = ".orchestrator.lock"  # held while a resume checks liveness and writes its pid file
 RESUME_LOCK_TIMEOUT_S = 30.0
+OPEN = tuple(s for s in TASK_STATUSES if s not in TERMINAL)
 
 
 class Orchestrator:
@@ -145,8 +146,9 @@ class Orchestrator:
             lock.release()
 
     def counts(self) -> tuple[int, int]:
-        tasks = self.store.list_tasks(self.spec.run_id)
-        return sum(t.status in TERMINAL for t in tasks), len(tasks)
+        """(terminal tasks, all tasks): two counts, no task read (asked every turn)."""
+        total = self.store.count_tasks(self.spec.run_id)
+        return total - self.store.count_tasks(self.spec.run_id, status=OPEN), total
 
     def step(self, now_ms: int | None = None) -> bool:
         """One turn: ingest events, judge agents, report progress. True when every task is terminal."""
@@ -161,10 +163,11 @@ class Orchestrator:
         if now_ms - self._last_tick_ms >= TICK_S * 1000:
             self._last_tick_ms = now_ms
             self.supervisor.tick(now_ms)
-        done, total = self.counts()
         if self.progress:
+            done, total = self.counts()
             self.progress(done, total)
-        return done == total
+            return done == total
+        return self.store.count_tasks(self.spec.run_id, status=OPEN) == 0
 
     def run(self) -> str:
         """Loop until every task is terminal (``finished``, or ``failed`` for failed tasks the

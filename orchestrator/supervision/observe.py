@@ -59,7 +59,7 @@ def observe_agent(ctl, agent_id: str, now: int) -> AgentObservation:
     cpu, ctx, state = 0.0, 0, None
     if local and alive:
         state = proc.state()
-        stats = proc.stats()  # None when the process ended since alive(): judged next tick
+        stats = proc.stats(tick=now)  # None when the process ended since alive(): judged next tick
         if stats is not None:
             cpu, ctx = stats.cpu_s, stats.ctx_voluntary
     log_bytes = sum(p.stat().st_size for p in ctl.paths.logs.glob(f"{agent_id}.*") if p.is_file())

@@ -40,6 +40,48 @@ CREATE_TIME_TOLERANCE_S = 0.005
 
 _PR_SET_CHILD_SUBREAPER = 36
 _subreaper: bool | None = None
+# stats() of every agent each supervisor tick: psutil's children() reads /proc/<pid>/stat of
+# every process on the machine per call, so 64 agents made 64 full scans a tick; the agents of
+# one tick share one scan (``stats(tick=...)``); stop() always scans afresh
+_tree_cache: tuple[object, float, dict[int, list[int]]] = (None, 0.0, {})
+SCAN_REUSE_S = 1.0  # never older than this, whatever the tick says (a test's clock may stand still)
+
+
+def _child_pids(tick: object | None) -> dict[int, list[int]]:
+    """ppid -> its children's pids, from one scan of the process table (that of ``tick`` when
+    one was made for it; a new one for ``tick`` None)."""
+    global _tree_cache
+    now = time.monotonic()
+    if tick is None or _tree_cache[0] != tick or now - _tree_cache[1] > SCAN_REUSE_S:
+        kids: dict[int, list[int]] = {}
+        for pid, ppid in psutil._ppid_map().items():
+            kids.setdefault(ppid, []).append(pid)
+        _tree_cache = (tick, now, kids)
+    return _tree_cache[2]
+
+
+def _descendants(root: psutil.Process, tick: object | None) -> list[psutil.Process]:
+    """``root.children(recursive=True)`` from the scan of ``tick`` (``_child_pids``)."""
+    kids = _child_pids(tick)
+    try:
+        born = root.create_time()
+    except psutil.Error:
+        return []
+    out, todo, seen = [], list(kids.get(root.pid, ())), set()
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        try:
+            child = psutil.Process(pid)
+            if child.create_time() < born - CREATE_TIME_TOLERANCE_S:
+                continue  # the pid was reused since the scan by a process older than the tree
+        except psutil.Error:
+            continue  # gone since the scan: so are its children, or they were re-parented
+        out.append(child)
+        todo.extend(kids.get(pid, ()))
+    return out
 
 
 def become_subreaper() -> bool:
@@ -209,9 +251,10 @@ class AgentProcess:
         except psutil.Error:
             return None
 
-    def _tree(self, extra: list[psutil.Process] = ()) -> list[psutil.Process]:
+    def _tree(self, extra: list[psutil.Process] = (), tick: object | None = None) -> list[psutil.Process]:
         """The leader (if alive) and every live descendant -- of it, of ``extra``, or seen before
-        (escaped ones whose parent died are no longer reachable from the leader)."""
+        (escaped ones whose parent died are no longer reachable from the leader). ``tick``: share
+        the process-table scan of that supervisor tick (observing, never stopping)."""
         procs: list[psutil.Process] = []
         roots = list(extra)
         if self._proc is not None and self.alive():
@@ -219,7 +262,7 @@ class AgentProcess:
             roots.append(self._proc)
         for root in roots:
             try:
-                for child in root.children(recursive=True):
+                for child in _descendants(root, tick):
                     known = self._seen.get(child.pid)
                     if known is None or not _exists(known):  # new, or its pid was reused
                         self._seen[child.pid] = child
@@ -232,11 +275,12 @@ class AgentProcess:
                 del self._seen[pid]  # kept while a zombie, so it is reaped once it is ours
         return procs
 
-    def stats(self) -> ProcStats | None:
-        """CPU time and context switches summed over the tree; None when nothing of it runs."""
+    def stats(self, tick: object | None = None) -> ProcStats | None:
+        """CPU time and context switches summed over the tree; None when nothing of it runs.
+        ``tick``: the supervisor tick asking (its agents share one process-table scan)."""
         cpu = 0.0
         vol = invol = n = 0
-        for proc in self._tree():
+        for proc in self._tree(tick=tick):
             try:
                 with proc.oneshot():
                     t = proc.cpu_times()

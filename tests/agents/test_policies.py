@@ -272,6 +272,11 @@ class RivalAfterLook:
         self.rival.claim(self.run_id, self.target, "rival")
         return seen
 
+    def best_ready(self, *args, **kwargs):  # the look of a pull outside any container
+        seen = self.store.best_ready(*args, **kwargs)
+        self.rival.claim(self.run_id, self.target, "rival")
+        return seen
+
     def __getattr__(self, name):
         return getattr(self.store, name)
 

@@ -53,6 +53,19 @@ def test_wanted_tags_preferred(store, new_run):
     assert claimed(store, run, 3, agent_tags=["py"]) == ["plain", "py", "ui"]
 
 
+def test_best_ready_is_the_first_ready_task(store, new_run):
+    run = new_run(ORDER_TASKS + [{"id": "n", "priority": 9, "needed_tags": ["db"]}, {"id": "w", "priority": 0, "wanted_tags": ["py"]}],
+                  [("a", "blocks", "e")])
+    for order in ("priority", "critical-path", "fifo"):
+        for tags in (None, [], ["py"], ["db"], ["db", "py"]):
+            first = (ready(store, run, agent_tags=tags, order=order) or [None])[0]
+            assert store.best_ready(run, agent_tags=tags, order=order) == first, (order, tags)
+    assert claimed(store, run, 7) == ["b", "n", "c", "d", "a", "w", None]
+    assert store.best_ready(run) is None
+    with pytest.raises(NotFound):
+        store.best_ready("no-such-run")
+
+
 def test_claim_within_container(store, new_run):
     run = new_run(
         ["P", {"id": "p1", "priority": 1}, "p2", {"id": "g", "priority": 9}, "Q", "q1", "loose"],
@@ -152,6 +165,16 @@ def test_claim_next_seen_unknown_is_refused(store, new_run):
         store.claim_next(run, "w1", seen="ghost")
     with refused(store, run, NotFound):
         store.claim_next(run, "w1", agent_tags=["py"], seen="ghost")
+
+
+def test_count_tasks_counts_what_list_tasks_lists(store, new_run):
+    run = new_run(["a", "b", "c"], [("a", "blocks", "b")])
+    store.claim_next(run, "w")
+    for status in (None, "pending", ["pending", "assigned"], ("completed",)):
+        assert store.count_tasks(run, status=status) == len(store.list_tasks(run, status=status)), status
+    assert store.count_tasks(run, status="assigned") == 1 and store.count_tasks(run, status=[]) == 0
+    with pytest.raises(NotFound):
+        store.count_tasks("no-such-run")
 
 
 # ---------------------------------------------------------------------------- idempotency keys
