@@ -127,21 +127,27 @@ class Cluster:
         self.hosts: dict = {}
 
     def coordinator(self) -> subprocess.Popen:
-        p = subprocess.Popen(_orch("run", "-e", str(self.exp), "-v", "pull-4", "--store", self.url, "--workers", "external",
-                                   "--remote", self.remote, "--results", str(self.coord_dir), "--json"),
-                             env=_env(), cwd=self.tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             start_new_session=True)
+        # its output into files, read once it exited: a pipe read only at the end could fill and stall it mid-run
+        with open(self.tmp / "coord.out", "w") as out, open(self.tmp / "coord.err", "w") as err:
+            p = subprocess.Popen(_orch("run", "-e", str(self.exp), "-v", "pull-4", "--store", self.url, "--workers", "external",
+                                       "--remote", self.remote, "--results", str(self.coord_dir), "--json"),
+                                 env=_env(), cwd=self.tmp, stdout=out, stderr=err, start_new_session=True)
         self.procs.append(p)
         return p
 
-    def worker(self, name: str, slots: int = 2) -> subprocess.Popen:
+    def outcome(self, coord: subprocess.Popen) -> dict:
+        """The coordinator's run, once it exited 0 (its stderr in the failure otherwise)."""
+        assert coord.wait(timeout=150) == 0, (self.tmp / "coord.err").read_text()
+        return json.loads((self.tmp / "coord.out").read_text())["runs"][0]
+
+    def worker(self, name: str, slots: int = 2, url: str | None = None, once: bool = True) -> subprocess.Popen:
         d = self.tmp / name
         d.mkdir()
-        url, argv = self.url, None
+        url = url or self.url
         if self.net is not None:
             host = self.hosts[name] = self.net.add_host(name)
             url = host.store_url(self.url)
-        argv = _orch("worker", "--store", url, "--slots", str(slots), "--dir", str(d), "--once")
+        argv = _orch("worker", "--store", url, "--slots", str(slots), "--dir", str(d), *(["--once"] if once else []))
         if self.net is not None:  # the coordinator's directories are not there for it
             argv = self.hosts[name].cmd(argv, hide=[self.coord_dir, self.srv, self.tmp / "local"])
         p = subprocess.Popen(argv, env=_env(), cwd=d, stdout=subprocess.DEVNULL, stderr=open(d / "worker.log", "w"),
@@ -183,9 +189,7 @@ def test_three_hosts_one_killed_same_tree_as_one_machine(tmp_path, net):
         _wait("worker b to complete a task and work on another", lambda: _busy(c.url, rid, b.pid))
         os.killpg(b.pid, signal.SIGKILL)
         b.wait()
-        out, err = coord.communicate(timeout=150)
-        assert coord.returncode == 0, err
-        result = json.loads(out)["runs"][0]
+        result = c.outcome(coord)
         assert result["status"] == "finished"
         for name in ("a", "c"):
             assert c.workers[name].wait(timeout=30) == 0, (tmp_path / name / "worker.log").read_text()
@@ -226,9 +230,7 @@ def test_worker_cut_off_from_the_store_stops_its_runners(tmp_path, net):
         c.worker("c")
         _wait("worker b to complete a task and work on another", lambda: _busy(c.url, rid, b.pid))
         c.hosts["b"].cut_store()
-        out, err = coord.communicate(timeout=150)
-        assert coord.returncode == 0, err
-        assert json.loads(out)["runs"][0]["status"] == "finished"
+        assert c.outcome(coord)["status"] == "finished"
         # b's runners stopped by themselves (lease lost), so b, --once, exits by itself: 0
         assert b.wait(timeout=30) == 0
         for name in ("a", "c"):
