@@ -19,16 +19,19 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
 from conftest import PG_BASE, make_store_url
 from coordstore import open_store
 from netns_hosts import Network
+import tcprelay
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENT = """\
@@ -98,6 +101,11 @@ def _completed_once(url: str, run_id: str):
     assert sorted(r.entity_id for r in completed) == sorted(t.id for t in tasks)
     assert all(t.status == "completed" for t in tasks)
     return completed, rows, agent_rows
+
+
+def _agent_rows(url: str, run_id: str) -> list:
+    with open_store(url, readonly=True) as s:
+        return s.history(run_id, entity="agent")
 
 
 def _taken(agent_rows, pid: int) -> list:
@@ -247,6 +255,53 @@ def test_worker_cut_off_from_the_store_stops_its_runners(tmp_path, net):
     assert "store unreachable" in wlog
     errs = [p.read_text() for p in (tmp_path / "b").glob("*/g1/logs/*.err.log")]
     assert len(errs) == 2 and all("lease lost" in e or "cannot reach PostgreSQL" in e for e in errs), errs
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_worker_takes_slots_again_when_the_store_is_back(tmp_path):
+    """A worker reaching the store through a relay (plain processes) holds every agent; the relay
+    stops until the worker says the store is unreachable, then comes back on the same port. Its
+    runners' connections died with the relay: they exit once their leases lapse, the coordinator
+    reopens their slots, and the reconnected worker takes them (generation 2) and finishes the run,
+    every task completed once."""
+    c = Cluster(tmp_path, None)
+    pg, port = urlsplit(c.url), _free_port()
+    user = pg.netloc.rsplit("@", 1)[0] + "@" if "@" in pg.netloc else ""
+    via = urlunsplit(pg._replace(netloc=f"{user}127.0.0.1:{port}"))  # the store, through the relay
+    relay = tcprelay.start("127.0.0.1", port, pg.hostname, pg.port or 5432)
+    log = tmp_path / "w" / "worker.log"
+    try:
+        coord = c.coordinator()
+        rid = _wait("the run", lambda: _run_id(c.url))
+        w = c.worker("w", slots=4, url=via, once=False)
+        _wait("the worker to complete a task and work on another", lambda: _busy(c.url, rid, w.pid))
+        relay.kill()
+        relay.wait()
+        _wait("the worker to say the store is unreachable", lambda: "store unreachable" in log.read_text(), timeout=10)
+        relay = tcprelay.start("127.0.0.1", port, pg.hostname, pg.port or 5432)
+        _wait("the worker to take a slot again", lambda: any(r.data["gen"] == 2 for r in _taken(_agent_rows(c.url, rid), w.pid)),
+              timeout=20)
+        assert c.outcome(coord)["status"] == "finished"
+        w.send_signal(signal.SIGTERM)  # no --once: it would have exited when the outage ended its first runners
+        assert w.wait(timeout=30) == 0, log.read_text()
+    finally:
+        c.close()
+        relay.kill()
+        relay.wait()
+
+    text = log.read_text()
+    assert text.index("store unreachable") < text.index("store reachable again"), text
+    completed, rows, agent_rows = _completed_once(c.url, rid)
+    taken = _taken(agent_rows, w.pid)
+    assert sorted(r.data["gen"] for r in taken) == [1] * 4 + [2] * 4, [(r.entity_id, r.data) for r in taken]
+    assert any(r.reason and r.reason.startswith("lease expired") for r in rows if r.to_state == "pending")
+    again = min(r.ts_ms for r in taken if r.data["gen"] == 2)
+    assert any(r.ts_ms > again for r in completed)  # the generation-2 runners did work
 
 
 def test_resume_of_an_external_run(tmp_path):
