@@ -27,13 +27,12 @@ import secrets
 import shlex
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-RELAY = Path(__file__).with_name("tcprelay.py")
+import tcprelay
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -79,11 +78,7 @@ class Host:
         return urlunsplit((parts.scheme, f"{user}{self.outside}:{self.pg_port}", parts.path, parts.query, parts.fragment))
 
     def start_relay(self) -> None:
-        self.relay = subprocess.Popen([sys.executable, str(RELAY), self.outside, str(self.pg_port), *map(str, self.pg_target)],
-                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)  # a pipe nobody reads could fill and stall it
-        line = self.relay.stdout.readline()
-        if line.strip() != "listening":
-            raise RuntimeError(f"relay for {self.name} did not start (exit {self.relay.wait()})")
+        self.relay = tcprelay.start(self.outside, self.pg_port, *self.pg_target)
 
     def cut_store(self) -> None:
         """This host loses the store: its relay dies (open connections close, new ones are refused)."""

@@ -7,7 +7,9 @@ from a network namespace, without touching the server's configuration."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import sys
+from pathlib import Path
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -34,6 +36,18 @@ async def main(listen_host: str, listen_port: int, target_host: str, target_port
     print("listening", flush=True)
     async with server:
         await server.serve_forever()
+
+
+def start(listen_host: str, listen_port: int, target_host: str, target_port: int) -> subprocess.Popen:
+    """This relay as a child process, once it listens. Its stdout is read for that one line and
+    closed; stderr goes to /dev/null: no pipe is left for a relay to fill and stall on."""
+    p = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), listen_host, str(listen_port), target_host,
+                          str(target_port)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    line = p.stdout.readline()
+    p.stdout.close()
+    if line.strip() != "listening":
+        raise RuntimeError(f"relay on {listen_host}:{listen_port} did not start (exit {p.wait()})")
+    return p
 
 
 if __name__ == "__main__":

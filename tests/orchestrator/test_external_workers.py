@@ -19,16 +19,19 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
 from conftest import PG_BASE, make_store_url
 from coordstore import open_store
 from netns_hosts import Network
+import tcprelay
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENT = """\
@@ -100,6 +103,11 @@ def _completed_once(url: str, run_id: str):
     return completed, rows, agent_rows
 
 
+def _agent_rows(url: str, run_id: str) -> list:
+    with open_store(url, readonly=True) as s:
+        return s.history(run_id, entity="agent")
+
+
 def _taken(agent_rows, pid: int) -> list:
     return [r for r in agent_rows if r.data.get("action") == "slot-taken" and r.data.get("pid") == pid]
 
@@ -127,21 +135,27 @@ class Cluster:
         self.hosts: dict = {}
 
     def coordinator(self) -> subprocess.Popen:
-        p = subprocess.Popen(_orch("run", "-e", str(self.exp), "-v", "pull-4", "--store", self.url, "--workers", "external",
-                                   "--remote", self.remote, "--results", str(self.coord_dir), "--json"),
-                             env=_env(), cwd=self.tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             start_new_session=True)
+        # its output into files, read once it exited: a pipe read only at the end could fill and stall it mid-run
+        with open(self.tmp / "coord.out", "w") as out, open(self.tmp / "coord.err", "w") as err:
+            p = subprocess.Popen(_orch("run", "-e", str(self.exp), "-v", "pull-4", "--store", self.url, "--workers", "external",
+                                       "--remote", self.remote, "--results", str(self.coord_dir), "--json"),
+                                 env=_env(), cwd=self.tmp, stdout=out, stderr=err, start_new_session=True)
         self.procs.append(p)
         return p
 
-    def worker(self, name: str, slots: int = 2) -> subprocess.Popen:
+    def outcome(self, coord: subprocess.Popen) -> dict:
+        """The coordinator's run, once it exited 0 (its stderr in the failure otherwise)."""
+        assert coord.wait(timeout=150) == 0, (self.tmp / "coord.err").read_text()
+        return json.loads((self.tmp / "coord.out").read_text())["runs"][0]
+
+    def worker(self, name: str, slots: int = 2, url: str | None = None, once: bool = True) -> subprocess.Popen:
         d = self.tmp / name
         d.mkdir()
-        url, argv = self.url, None
+        url = url or self.url
         if self.net is not None:
             host = self.hosts[name] = self.net.add_host(name)
             url = host.store_url(self.url)
-        argv = _orch("worker", "--store", url, "--slots", str(slots), "--dir", str(d), "--once")
+        argv = _orch("worker", "--store", url, "--slots", str(slots), "--dir", str(d), *(["--once"] if once else []))
         if self.net is not None:  # the coordinator's directories are not there for it
             argv = self.hosts[name].cmd(argv, hide=[self.coord_dir, self.srv, self.tmp / "local"])
         p = subprocess.Popen(argv, env=_env(), cwd=d, stdout=subprocess.DEVNULL, stderr=open(d / "worker.log", "w"),
@@ -183,9 +197,7 @@ def test_three_hosts_one_killed_same_tree_as_one_machine(tmp_path, net):
         _wait("worker b to complete a task and work on another", lambda: _busy(c.url, rid, b.pid))
         os.killpg(b.pid, signal.SIGKILL)
         b.wait()
-        out, err = coord.communicate(timeout=150)
-        assert coord.returncode == 0, err
-        result = json.loads(out)["runs"][0]
+        result = c.outcome(coord)
         assert result["status"] == "finished"
         for name in ("a", "c"):
             assert c.workers[name].wait(timeout=30) == 0, (tmp_path / name / "worker.log").read_text()
@@ -226,9 +238,7 @@ def test_worker_cut_off_from_the_store_stops_its_runners(tmp_path, net):
         c.worker("c")
         _wait("worker b to complete a task and work on another", lambda: _busy(c.url, rid, b.pid))
         c.hosts["b"].cut_store()
-        out, err = coord.communicate(timeout=150)
-        assert coord.returncode == 0, err
-        assert json.loads(out)["runs"][0]["status"] == "finished"
+        assert c.outcome(coord)["status"] == "finished"
         # b's runners stopped by themselves (lease lost), so b, --once, exits by itself: 0
         assert b.wait(timeout=30) == 0
         for name in ("a", "c"):
@@ -245,6 +255,53 @@ def test_worker_cut_off_from_the_store_stops_its_runners(tmp_path, net):
     assert "store unreachable" in wlog
     errs = [p.read_text() for p in (tmp_path / "b").glob("*/g1/logs/*.err.log")]
     assert len(errs) == 2 and all("lease lost" in e or "cannot reach PostgreSQL" in e for e in errs), errs
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_worker_takes_slots_again_when_the_store_is_back(tmp_path):
+    """A worker reaching the store through a relay (plain processes) holds every agent; the relay
+    stops until the worker says the store is unreachable, then comes back on the same port. Its
+    runners' connections died with the relay: they exit once their leases lapse, the coordinator
+    reopens their slots, and the reconnected worker takes them (generation 2) and finishes the run,
+    every task completed once."""
+    c = Cluster(tmp_path, None)
+    pg, port = urlsplit(c.url), _free_port()
+    user = pg.netloc.rsplit("@", 1)[0] + "@" if "@" in pg.netloc else ""
+    via = urlunsplit(pg._replace(netloc=f"{user}127.0.0.1:{port}"))  # the store, through the relay
+    relay = tcprelay.start("127.0.0.1", port, pg.hostname, pg.port or 5432)
+    log = tmp_path / "w" / "worker.log"
+    try:
+        coord = c.coordinator()
+        rid = _wait("the run", lambda: _run_id(c.url))
+        w = c.worker("w", slots=4, url=via, once=False)
+        _wait("the worker to complete a task and work on another", lambda: _busy(c.url, rid, w.pid))
+        relay.kill()
+        relay.wait()
+        _wait("the worker to say the store is unreachable", lambda: "store unreachable" in log.read_text(), timeout=10)
+        relay = tcprelay.start("127.0.0.1", port, pg.hostname, pg.port or 5432)
+        _wait("the worker to take a slot again", lambda: any(r.data["gen"] == 2 for r in _taken(_agent_rows(c.url, rid), w.pid)),
+              timeout=20)
+        assert c.outcome(coord)["status"] == "finished"
+        w.send_signal(signal.SIGTERM)  # no --once: it would have exited when the outage ended its first runners
+        assert w.wait(timeout=30) == 0, log.read_text()
+    finally:
+        c.close()
+        relay.kill()
+        relay.wait()
+
+    text = log.read_text()
+    assert text.index("store unreachable") < text.index("store reachable again"), text
+    completed, rows, agent_rows = _completed_once(c.url, rid)
+    taken = _taken(agent_rows, w.pid)
+    assert sorted(r.data["gen"] for r in taken) == [1] * 4 + [2] * 4, [(r.entity_id, r.data) for r in taken]
+    assert any(r.reason and r.reason.startswith("lease expired") for r in rows if r.to_state == "pending")
+    again = min(r.ts_ms for r in taken if r.data["gen"] == 2)
+    assert any(r.ts_ms > again for r in completed)  # the generation-2 runners did work
 
 
 def test_resume_of_an_external_run(tmp_path):
