@@ -99,7 +99,18 @@ class PGStore(SQLRecords, SQLGrowth, SQLVerbs, CoordStore):
     def _conn(self) -> PGConn:
         if self._c is None:
             raise StoreError(f"store {where(self.url)}: used after close()")
+        if self._c.raw.broken or self._c.raw.closed:
+            # the session was lost (server restart, network blip): the call that saw it failed; the
+            # next one gets a new session, so a runner or worker rides out a short outage
+            self._reconnect()
         return self._c
+
+    def _reconnect(self) -> None:
+        """A new session in place of the current one; while the server stays unreachable this raises
+        and the old (broken) session stays, so the next call tries again instead of 'used after close'."""
+        lost = self._c
+        self._open()
+        lost.raw.close()
 
     def _db_now(self) -> int:
         return self._all(f"SELECT {CLOCK_MS}")[0][0]
@@ -175,8 +186,7 @@ class PGStore(SQLRecords, SQLGrowth, SQLVerbs, CoordStore):
         except StoreError as e:
             if not isinstance(e.__cause__, psycopg.OperationalError) or self._c is None:
                 raise
-            self.close()
-            self._open()
+            self._reconnect()
             return attempt(key, True)
 
     def _claim_one(self, run_id: str, agent: str, tags: list[str] | None, order: str, within: str | None,

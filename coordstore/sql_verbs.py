@@ -121,6 +121,8 @@ class SQLVerbs:
         where, params = ["t.run_id=?"], [run_id]
         if status is not None:
             statuses = [status] if isinstance(status, str) else list(status)
+            if not statuses:
+                return []  # no status asked: nothing (and no "IN ()", which PostgreSQL refuses)
             where.append(f"t.status IN ({','.join('?' * len(statuses))})")
             params += statuses
         for col, val in (("owner", owner), ("parent", parent)):

@@ -205,3 +205,38 @@ def test_the_one_statement_claim_writes_what_the_general_path_writes(pg_url):
     assert rows["fast"] == rows["slow"]
     assert [r[4] for r in rows["fast"] if r[1] == "claim"] == ["won", "lost", "won", "lost", "won", "lost", "empty",
                                                                   "empty"]
+
+
+def test_a_lost_session_fails_one_call_and_the_next_reconnects(pg_url):
+    """A network blip or server restart must not end a runner: the call that meets the dead session
+    fails with a StoreError; the next one opens a new session and works."""
+    store = open_store(pg_url)
+    store.create_run(Run(id="r"))
+    pid = store._conn().raw.info.backend_pid
+    sql(pg_url, "SELECT pg_terminate_backend(%s)", (pid,))
+    with pytest.raises(StoreError):
+        store.get_run("r")
+    assert store.get_run("r").id == "r"
+    assert store._conn().raw.info.backend_pid != pid
+    store.close()
+
+
+def test_a_store_unreachable_for_a_while_keeps_trying(pg_url, monkeypatch):
+    """While the server cannot be reached, every call fails alike (never 'used after close') and the
+    first call after it is back works."""
+    store = open_store(pg_url)
+    store.create_run(Run(id="r"))
+    sql(pg_url, "SELECT pg_terminate_backend(%s)", (store._conn().raw.info.backend_pid,))
+    real_connect = psycopg.connect
+
+    def refused(*a, **k):
+        raise psycopg.OperationalError("connection refused (test)")
+
+    monkeypatch.setattr(psycopg, "connect", refused)
+    for _ in range(3):
+        with pytest.raises(StoreError) as e:
+            store.get_run("r")
+        assert "after close" not in str(e.value)
+    monkeypatch.setattr(psycopg, "connect", real_connect)
+    assert store.get_run("r").status == "running"
+    store.close()

@@ -330,6 +330,7 @@ def test_list_tasks_filters_and_usage(store, new_run):
     assert [t.id for t in store.list_tasks(run, owner="w2")] == ["c"]
     assert [t.id for t in store.list_tasks(run, parent="P")] == ["a", "b"]
     assert [t.id for t in store.list_tasks(run, status="pending", parent="P")] == ["b"]
+    assert store.list_tasks(run, status=[]) == []  # no status asked, none listed (on every backend)
     n = len(store.history(run))
     store.add_usage(run, "a", tokens_in=10, tokens_out=5, cost_usd=0.25)
     store.add_usage(run, "a", tokens_in=1, tokens_cached=7, tokens_thinking=3, cost_usd=0.5)
