@@ -23,6 +23,7 @@ SAME_MACHINE_ENV = "ORCH_SAME_MACHINE"  # "1": every worker runs on this machine
 class Slot:
     gen: int = 0
     closed: bool = False
+    why: str | None = None  # the reason of the note that closed it ("run over", "supervisor: ...")
     taken: dict | None = None  # the taking note's data (worker, host, pid, gen) for this generation
     kind: str | None = None  # the kind to run now (a fallback kind after the supervisor switched it)
     history: list[dict] = field(default_factory=list)  # every taker of the slot, oldest first
@@ -73,7 +74,7 @@ class SlotTable:
                 s.closed = False
                 s.kind = r.data.get("kind")
             elif action == CLOSED:
-                s.closed = True
+                s.closed, s.why = True, r.reason
             else:
                 s.taken = dict(r.data)
                 s.history.append(s.taken)

@@ -266,8 +266,7 @@ class Worker:
             if h.proc.alive() and not moved_on:
                 continue
             if h.proc.alive():
-                status = self.store.get_run(h.run_id).status  # at a run's end the coordinator closes its slots too
-                why = "its slot moved on" if status == "running" else f"run {status}"
+                why = f"its slot closed ({slot.why})" if slot.closed and slot.why else "its slot moved on"
                 self.say(f"run {h.run_id}: agent {h.agent} (generation {h.gen}): {why}; stopping its runner")
                 h.proc.stop(grace_s=STOP_GRACE_S)
             self._forget(key)
