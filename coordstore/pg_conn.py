@@ -9,12 +9,18 @@ URL goes to psycopg as it is.
 from __future__ import annotations
 
 import functools
+import logging
 import re
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 
 from coordstore.errors import StoreError, StoreURLError
+
+# psycopg warns on stderr when a pipeline ends on a lost connection ("error ignored terminating
+# <Pipeline [BAD]>"); the store reports that loss itself as one StoreError, so the warning only
+# doubles a runner's or worker's one-line message
+logging.getLogger("psycopg").addHandler(logging.NullHandler())
 
 DEFAULT_SCHEMA = "orch"
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")

@@ -13,31 +13,15 @@ from __future__ import annotations
 
 from coordstore.models import SETTLED, Agent
 
-from orchestrator.rundir import AgentSpec, RunPaths, RunSpec
+from orchestrator.rundir import RunPaths, RunSpec
 from orchestrator.runs.slots import SlotTable, close_slot, open_slot
-from orchestrator.supervision.observe import observe_agent
-from orchestrator.supervision.verdicts import SupervisionConfig
+from orchestrator.supervision.control import AgentRoster
 
 
-class ExternalController:
+class ExternalController(AgentRoster):
     def __init__(self, spec: RunSpec, paths: RunPaths, store):
-        self.spec = spec
-        self.paths = paths
-        self.store = store
-        self.procs: dict[str, object] = {}  # none: observe_agent judges by lease and events alone
-        self.kind_override: dict[str, str] = {}
-        self.disabled: set[str] = set()
-        self.avoid_hints: dict[str, set[str]] = {}
-        self.event_states: dict = {}
-        self.extra_env: dict[str, str] = {}
-        self.supervision = SupervisionConfig.load(spec.supervision, where="execution.supervision")
+        super().__init__(spec, paths, store)
         self.table = SlotTable(spec.run_id)
-
-    def agent(self, agent_id: str) -> AgentSpec:
-        return next(a for a in self.spec.agents if a.id == agent_id)
-
-    def kind_of(self, agent_id: str) -> str:
-        return self.kind_override.get(agent_id, self.agent(agent_id).kind)
 
     def _slot(self, agent_id: str):
         return self.table.refresh(self.store).get(agent_id)
@@ -64,12 +48,6 @@ class ExternalController:
         return gone
 
     # ------------------------------------------------------------------ Controller protocol
-    def agents(self) -> list[str]:
-        return [a.id for a in self.spec.agents if a.id not in self.disabled]
-
-    def observe(self, agent_id: str, now: int):
-        return observe_agent(self, agent_id, now)
-
     def kill(self, agent_id: str) -> None:
         slot = self._slot(agent_id)
         gen = slot.gen if slot is not None else 0
@@ -94,9 +72,6 @@ class ExternalController:
                 slot = self._slot(a.id)
                 close_slot(self.store, self.spec.run_id, a.id, (slot.gen if slot else 0) + 1, reason=f"degraded to {keep} alone")
                 self.store.set_agent_status(self.spec.run_id, a.id, "stopped", reason=f"degraded to {keep} alone")
-
-    def avoid(self, task_id: str, agent_id: str) -> None:
-        self.avoid_hints.setdefault(task_id, set()).add(agent_id)
 
     def stop_all(self, grace_s: float = 3.0) -> None:
         """Close every slot: the workers stop whatever runner still holds one."""

@@ -22,27 +22,45 @@ from orchestrator.supervision.procs import AgentProcess, spawn
 from orchestrator.supervision.verdicts import SupervisionConfig
 
 
-class RunController:
+class AgentRoster:
+    """What every ``Controller`` keeps of the run's agents, wherever their runners live: specs, the
+    supervisor's switches (fallback kinds, disabled agents, avoid hints) and the evidence record."""
+
     def __init__(self, spec: RunSpec, paths: RunPaths, store):
         self.spec = spec
         self.paths = paths
         self.store = store
-        self.procs: dict[str, object] = {}
+        self.procs: dict[str, object] = {}  # local runners only: observe_agent judges the others by lease and events
         self.kind_override: dict[str, str] = {}
         self.disabled: set[str] = set()  # agents stopped for good (degraded mode)
         self.avoid_hints: dict[str, set[str]] = {}
         self.event_states: dict = {}  # observe.EventState per agent
         self.extra_env: dict[str, str] = {}  # e.g. the run's model server URL, given to every runner
-        self._tokens: dict[str, str] | None = None  # agent-driven: each agent's coordination token
         self.supervision = SupervisionConfig.load(spec.supervision, where="execution.supervision")
 
-    # ------------------------------------------------------------------ config + spawn
     def agent(self, agent_id: str) -> AgentSpec:
         return next(a for a in self.spec.agents if a.id == agent_id)
 
     def kind_of(self, agent_id: str) -> str:
         """The kind the agent's runner runs now (its fallback kind once the supervisor switched it)."""
         return self.kind_override.get(agent_id, self.agent(agent_id).kind)
+
+    # ------------------------------------------------------------------ Controller protocol (shared part)
+    def agents(self) -> list[str]:
+        return [a.id for a in self.spec.agents if a.id not in self.disabled]
+
+    def observe(self, agent_id: str, now: int):
+        return observe_agent(self, agent_id, now)
+
+
+class RunController(AgentRoster):
+    """The Controller of a run whose runners are this machine's processes."""
+
+    def __init__(self, spec: RunSpec, paths: RunPaths, store):
+        super().__init__(spec, paths, store)
+        self._tokens: dict[str, str] | None = None  # agent-driven: each agent's coordination token
+
+    # ------------------------------------------------------------------ config + spawn
 
     def runner_config(self, a: AgentSpec) -> RunnerConfig:
         """The agent's runner config (heartbeat, lease and poll at the runner's defaults)."""
@@ -123,12 +141,6 @@ class RunController:
         return gone
 
     # ------------------------------------------------------------------ Controller protocol
-    def agents(self) -> list[str]:
-        return [a.id for a in self.spec.agents if a.id not in self.disabled]
-
-    def observe(self, agent_id: str, now: int):
-        return observe_agent(self, agent_id, now)
-
     def kill(self, agent_id: str) -> None:
         proc = self.procs.get(agent_id)
         if proc is not None:
@@ -148,9 +160,6 @@ class RunController:
                 self.disabled.add(a.id)
                 self.kill(a.id)
                 self.store.set_agent_status(self.spec.run_id, a.id, "stopped", reason=f"degraded to {keep} alone")
-
-    def avoid(self, task_id: str, agent_id: str) -> None:
-        self.avoid_hints.setdefault(task_id, set()).add(agent_id)
 
     def stop_all(self, grace_s: float = 3.0) -> None:
         for proc in self.procs.values():

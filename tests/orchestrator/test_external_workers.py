@@ -265,10 +265,10 @@ def _free_port() -> int:
 
 def test_worker_takes_slots_again_when_the_store_is_back(tmp_path):
     """A worker reaching the store through a relay (plain processes) holds every agent; the relay
-    stops until the worker says the store is unreachable, then comes back on the same port. Its
-    runners' connections died with the relay: they exit once their leases lapse, the coordinator
-    reopens their slots, and the reconnected worker takes them (generation 2) and finishes the run,
-    every task completed once."""
+    stops for longer than a lease (a short blip the store's reconnect rides out: tests/coordstore),
+    then comes back on the same port. Its runners cannot renew and exit, the coordinator reopens
+    their slots, and the reconnected worker takes them (generation 2) and finishes the run, every
+    task completed once."""
     c = Cluster(tmp_path, None)
     pg, port = urlsplit(c.url), _free_port()
     user = pg.netloc.rsplit("@", 1)[0] + "@" if "@" in pg.netloc else ""
@@ -283,6 +283,8 @@ def test_worker_takes_slots_again_when_the_store_is_back(tmp_path):
         relay.kill()
         relay.wait()
         _wait("the worker to say the store is unreachable", lambda: "store unreachable" in log.read_text(), timeout=10)
+        _wait("the coordinator to reopen a slot", lambda: any(r.data.get("action") == "slot-open" and r.data["gen"] == 2
+                                                            for r in _agent_rows(c.url, rid)), timeout=20)
         relay = tcprelay.start("127.0.0.1", port, pg.hostname, pg.port or 5432)
         _wait("the worker to take a slot again", lambda: any(r.data["gen"] == 2 for r in _taken(_agent_rows(c.url, rid), w.pid)),
               timeout=20)
