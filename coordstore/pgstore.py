@@ -182,8 +182,9 @@ class PGStore(SQLRecords, SQLGrowth, SQLVerbs, CoordStore):
 
     def _claim_one(self, run_id: str, agent: str, tags: list[str] | None, order: str, within: str | None,
                    now: int | None, seen: str | None, key: str) -> tuple[bool, tuple] | None:
-        """The whole claim as one call of this session's claim function (``pg_claims``): the run's
-        lock, the claim with its history rows, and COMMIT in one statement, one round trip."""
+        """The whole claim as one CALL of this session's claim procedure (``pg_claims``): the run's
+        lock, the claim with its history rows in one statement, COMMIT, then the task's definition
+        (outside the lock), in one round trip."""
         c = self._conn()
         try:
             fn = pg_claims.function(c.raw, self._claim_fns, agent, order, within is not None, tags is not None,
@@ -192,7 +193,7 @@ class PGStore(SQLRecords, SQLGrowth, SQLVerbs, CoordStore):
                 return None
             args = pg_claims.call_args(f"{self.schema}/{run_id}", run_id, key, seen, within,
                                        None if self.database_clock else self._now(now), tags)
-            ok, *row = c.raw.execute(f"SELECT * FROM pg_temp.{fn}({pg_claims.CALL_ARGS})", args).fetchone()
+            ok, *row = c.raw.execute(f"CALL pg_temp.{fn}({pg_claims.CALL_ARGS})", args).fetchone()
         except psycopg.Error as e:
             raise translate(e, self.url) from e
         return ok, tuple(row)

@@ -13,7 +13,7 @@ import pytest
 from coordstore import open_store, pg_schema
 from coordstore.clock import WALL
 from coordstore.errors import StoreError
-from coordstore.models import Agent, Run
+from coordstore.models import Agent, Run, Task, TaskGraph
 from coordstore.pg_conn import parse_url, translate
 from coordstore.pgstore import PGStore
 
@@ -159,6 +159,17 @@ def test_an_injected_clock_is_used_as_given(pg_url):
         assert not s.database_clock
         s.create_run(Run(id="r"))
         assert s.history("r")[0].ts_ms == clock.now
+
+
+def test_a_claimed_task_carries_its_definition_read_after_the_lock(pg_url):
+    with open_store(pg_url) as s:
+        s.create_run(Run(id="r"))
+        s.add_graph("r", TaskGraph(tasks=[Task(id="a", title="T", description="D", meta={"k": [1]},
+                                               needed_tags=["gpu"], file_scope=["x/"])]))
+        assert s.claim_next("r", "w1", agent_tags=["cpu"]) is None
+        t = s.claim_next("r", "w1", agent_tags=["gpu"])
+        assert (t.title, t.description, t.meta, t.needed_tags, t.file_scope) == ("T", "D", {"k": [1]}, ["gpu"], ["x/"])
+        assert t == s.get_task("r", "a") and t.owner == "w1"
 
 
 def test_a_claim_whose_connection_dies_after_commit_is_retried_with_its_key(pg_url, monkeypatch):
