@@ -2,10 +2,10 @@
 
 Claims of a run are serialized by the run's lock (``pg_tx``: history ``seq`` gapless in commit
 order), so a claim's throughput is one over the time the lock is held. Here it is held only on the
-server: one call of a session-local function (``function``) takes the lock, then runs one statement
+server: one CALL of a session-local procedure (``function``) takes the lock, then runs one statement
 (``_build``) that picks the task (``FOR UPDATE SKIP LOCKED``, readiness, tags and ``within`` inside),
-takes it and inserts the claim's history rows (data-modifying CTEs) at the run's next seqs; the call
-is its own transaction (autocommit), so COMMIT costs no other round trip.
+takes it and inserts the claim's history rows (data-modifying CTEs) at the run's next seqs, returning
+the task's hot columns only, and COMMITs (no other round trip); the definition is read after.
 
 The rows are the state machine's, not written here: ``_templates`` runs its own verbs
 (``claim_outcome``, ``take``) on a recording storage with markers for what only the server knows
@@ -28,7 +28,7 @@ from psycopg.types.json import Jsonb
 
 from coordstore import statemachine as sm
 from coordstore.pg_conn import CLOCK_MS
-from coordstore.sql_claims import _CLAIM_RETURNING, ready_sql
+from coordstore.sql_claims import ready_sql
 from coordstore.sql_rows import HISTORY_COLS, HOT_COLS, READY_WHERE, dumps
 
 # what the server fills in: the task taken, the task seen, its status, the claim's key, the new attempt
@@ -40,6 +40,10 @@ _MARKS = (*_STR_MARKS, str(_ATTEMPT))
 _NOW = object()
 # tags inside the pick: needed all held (JSON array contained in the agent's), a wanted one held first
 _NEEDED = " AND (needed IS NULL OR needed::jsonb <@ %(tags_json)s::jsonb)"
+# what the locked statement returns of the task taken: its hot columns; its definition (immutable once
+# added) is read after the COMMIT that releases the run's lock (``function``)
+_RETURNING = f" AND status='pending' RETURNING {HOT_COLS}"
+_RESULT_FROM = " FROM (SELECT 1) one LEFT JOIN took ON true"
 _WANTED_FIRST = "CASE WHEN wanted IS NULL OR jsonb_exists_any(wanted::jsonb, %(tags)s::text[]) THEN 0 ELSE 1 END, "
 
 
@@ -142,7 +146,7 @@ def _build(agent: str, order: str, within: bool, tags: bool, seen: bool, db_cloc
     ctes.append(f"ok AS (SELECT {' AND '.join(checks)} AS ok)")
     ctes.append(f"took AS (UPDATE tasks SET {_setters(agent, params)} FROM clk WHERE (run_id, id) = "
                 f"({pick} LIMIT 1 FOR UPDATE SKIP LOCKED) AND (SELECT ok FROM ok)"
-                + _named(_CLAIM_RETURNING, []) + ")")
+                + _RETURNING + ")")
     t = _templates(agent)
     # (rows, FROM/WHERE): each outcome's rows, lost before won (``claim_outcome`` before ``take``)
     outcomes = [("won", "FROM took")]
@@ -165,16 +169,17 @@ def _build(agent: str, order: str, within: bool, tags: bool, seen: bool, db_cloc
     ctes.append(f"ins AS (INSERT INTO history ({HISTORY_COLS}) SELECT %(run)s, clk.seq + rows.n, "
                 f"clk.now, {', '.join(names)} FROM rows, clk WHERE (SELECT ok FROM ok))")
     # the statement's one row: whether the caller's tasks exist (else nothing was written), then the task taken
-    sql = "WITH " + ",\n".join(ctes) + "\nSELECT (SELECT ok FROM ok), took.* FROM (SELECT 1) one LEFT JOIN took ON true"
+    sql = "WITH " + ",\n".join(ctes) + "\nSELECT (SELECT ok FROM ok), took.*" + _RESULT_FROM
     return sql, params
 
 
 # ---------------------------------------------------------------------------- as one call
-# The statement above, with the run's lock before it, as a session-local PL/pgSQL function
-# (``pg_temp``: no DDL in the store, nothing shared between sessions): ``SELECT * FROM fn(...)``
-# in autocommit is its own transaction, so lock, claim and COMMIT cost one message and one round
-# trip, and PL/pgSQL caches the plan. Each statement in a volatile function reads a fresh snapshot
-# (READ COMMITTED): the claim, after the lock, sees every commit of the run's writers before it.
+# The statement above, with the run's lock before it, as a session-local PL/pgSQL procedure
+# (``pg_temp``: no DDL in the store, nothing shared between sessions): ``CALL`` in autocommit runs
+# outside any transaction block, so the procedure COMMITs itself: the lock, the claim and COMMIT, then,
+# with the lock released, the task's definition, in one message and one round trip; PL/pgSQL caches
+# the plans. Each statement in it reads a fresh snapshot (READ COMMITTED): the claim, after the lock,
+# sees every commit of the run's writers before it.
 _ARGS = ("lk", "run", "key", "seen", "within", "now", "tags_json", "tags")
 _ARG_TYPES = ("text", "text", "text", "text", "text", "bigint", "jsonb", "text[]")
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s")
@@ -199,7 +204,7 @@ def _column_types(raw: psycopg.Connection) -> dict[str, str]:
 
 def function(raw: psycopg.Connection, made: dict, agent: str, order: str, within: bool, tags: bool, seen: bool,
              db_clock: bool) -> str | None:
-    """The name of this session's claim function for these arguments, created on first use (``made``:
+    """The name of this session's claim procedure for these arguments, created on first use (``made``:
     the session's names by arguments); None: this agent takes the general path."""
     args = (agent, order, within, tags, seen, db_clock)
     name = made.get(args)
@@ -214,13 +219,18 @@ def function(raw: psycopg.Connection, made: dict, agent: str, order: str, within
         return None
     types = made.get("types") or made.setdefault("types", _column_types(raw))
     cols = [c.strip() for c in HOT_COLS.split(",")]
-    out = ", ".join(["r_ok boolean"] + [f"r_{c} {types[c]}" for c in cols] + ["r_defn text"])
+    outs = ["r_ok"] + [f"r_{c}" for c in cols]
+    out = ", ".join([f"INOUT {o} {t} DEFAULT NULL" for o, t in zip(outs, ["boolean"] + [types[c] for c in cols])]
+                    + ["INOUT r_defn text DEFAULT NULL"])
+    head, _, _ = body.rpartition(_RESULT_FROM)
     name = "orch_claim_" + hashlib.sha1(repr(args).encode()).hexdigest()[:16]
     params = ", ".join(f"p_{a} {t}" for a, t in zip(_ARGS, _ARG_TYPES))
-    raw.execute(f"CREATE OR REPLACE FUNCTION pg_temp.{name}({params}) RETURNS TABLE ({out}) LANGUAGE plpgsql AS $orch$\n"
+    raw.execute(f"CREATE OR REPLACE PROCEDURE pg_temp.{name}({params}, {out}) LANGUAGE plpgsql AS $orch$\n"
                 "#variable_conflict use_column\nBEGIN\n"
                 "PERFORM pg_advisory_xact_lock(hashtextextended($1, 0));\n"
-                f"RETURN QUERY {body};\nEND $orch$")
+                f"{head} INTO {', '.join(outs)}{_RESULT_FROM};\nCOMMIT;\n"
+                "IF r_id IS NOT NULL THEN SELECT defn INTO r_defn FROM task_defs WHERE run_id=$2 AND id=r_id; END IF;\n"
+                "END $orch$")
     made[args] = name
     return name
 

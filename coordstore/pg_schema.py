@@ -3,8 +3,18 @@ and creating or migrating it on open.
 
 The layout is SQLite's (``sqlite_schema``), so the shared SQL and codecs (``sql_rows``) serve both:
 hot task columns plus precomputed ones, definitions in ``task_defs`` as JSON text, ``eff_blocks`` and
-``ancestry`` for readiness and ``within``, history keyed by (run_id, seq). Every claim order's
-partial ready index exists from the start (a claim leaves all of them at once; no lazy DDL mid-run).
+``ancestry`` for readiness and ``within``, history keyed by (run_id, seq).
+
+Every claim UPDATE changes status, owner and attempt, so it can never be a HOT update: each index on
+``tasks`` whose predicate the new row meets gets a new entry, in the lock that serializes a run's
+claims (and in the WAL its COMMIT flushes). So ``tasks`` has its primary key, the partial ready
+indexes (a taken row leaves them, no entry) and the partial parent index; no owner index (an agent's
+tasks, read when it is reaped or listed, are a run-prefixed scan of a few thousand rows, as in
+SQLite) and no unique (run_id, ord) (ord is assigned under the run's lock; lists sort a run's rows).
+The default order's ready index exists from the start, another order's is made on its first claim
+(``ensure_ready_index``; as in SQLite: each is rewritten by every unblock and requeue, and a
+deployment uses one). History: its primary key, the unique idempotency keys (partial: only claims
+and keyed records carry one) and merge rows' partial index.
 
 Concurrent first opens (many workers starting at once) serialize on a transaction-level advisory lock
 around the DDL, and each re-reads the version under it, so none fails and the DDL runs once.
@@ -21,10 +31,13 @@ from coordstore.pg_conn import PGConn, translate, where
 from coordstore.sql_claims import READY_ORDERS, ready_index_ddl
 
 # 1: first version (the SQLite store's layout at its version 3)
-SCHEMA_VERSION = 1
+# 2: no tasks_owner index, no UNIQUE (run_id, ord), only the default order's ready index up front
+SCHEMA_VERSION = 2
 # columns added by later versions: (version, table, column, type) - a store at an older version gets
 # them on open (ADD COLUMN IF NOT EXISTS); none yet, the tests add their own to check the path
 ADDED_COLUMNS: list[tuple[int, str, str, str]] = []
+# what later versions dropped: a store at an older version loses it on open (IF EXISTS: idempotent)
+DROPPED = ["DROP INDEX IF EXISTS tasks_owner", "ALTER TABLE tasks DROP CONSTRAINT IF EXISTS tasks_run_id_ord_key"]
 BIG = "BIGINT"
 
 DDL = [
@@ -44,12 +57,11 @@ DDL = [
         tokens_image {BIG} NOT NULL DEFAULT 0, tokens_audio {BIG} NOT NULL DEFAULT 0,
         metric_6 {BIG} NOT NULL DEFAULT 0, metric_7 {BIG} NOT NULL DEFAULT 0,
         cost_usd DOUBLE PRECISION NOT NULL DEFAULT 0,
-        PRIMARY KEY (run_id, id), UNIQUE (run_id, ord))""",
+        PRIMARY KEY (run_id, id))""",
     """CREATE TABLE IF NOT EXISTS task_defs (
         run_id TEXT NOT NULL, id TEXT NOT NULL, defn TEXT NOT NULL, PRIMARY KEY (run_id, id))""",
-    *(ready_index_ddl(order) for order in READY_ORDERS),
+    ready_index_ddl("priority"),  # the default order's; others on first use (ensure_ready_index)
     "CREATE INDEX IF NOT EXISTS tasks_parent ON tasks(run_id, parent, status) WHERE parent IS NOT NULL",
-    "CREATE INDEX IF NOT EXISTS tasks_owner ON tasks(run_id, owner) WHERE owner IS NOT NULL",
     f"""CREATE TABLE IF NOT EXISTS deps (
         run_id TEXT NOT NULL, ord {BIG} NOT NULL, from_id TEXT NOT NULL, to_id TEXT NOT NULL,
         type TEXT NOT NULL, PRIMARY KEY (run_id, ord))""",
@@ -105,8 +117,31 @@ def ensure(c: PGConn, schema: str, url: str) -> None:
                     c.raw.execute(stmt)
                 for _, table, col, typ in ADDED_COLUMNS:
                     c.raw.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {col} {typ}")
+                for stmt in DROPPED:
+                    c.raw.execute(stmt)
                 c.raw.execute("INSERT INTO orch_version (version) VALUES (%s) ON CONFLICT (one) DO UPDATE "
                               "SET version = excluded.version", (SCHEMA_VERSION,))
+            c.raw.execute("COMMIT")
+        except BaseException:
+            if not c.raw.closed:
+                c.raw.execute("ROLLBACK")
+            raise
+    except psycopg.Error as e:
+        raise translate(e, url) from e
+
+
+def ensure_ready_index(c: PGConn, schema: str, url: str, order: str) -> None:
+    """Create a claim order's partial ready index if it is missing (one query when it exists). The DDL
+    lock serializes concurrent first claims (CREATE INDEX IF NOT EXISTS races on the catalog); the
+    build holds a SHARE lock on ``tasks`` for its few milliseconds, once per store and order."""
+    name = READY_ORDERS[order][1]
+    try:
+        if c.raw.execute("SELECT to_regclass(%s)", (f'"{schema}".{name}',)).fetchone()[0] is not None:
+            return
+        c.raw.execute("BEGIN")
+        try:
+            c.raw.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"orch-ddl:{schema}",))
+            c.raw.execute(ready_index_ddl(order))
             c.raw.execute("COMMIT")
         except BaseException:
             if not c.raw.closed:

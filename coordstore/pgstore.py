@@ -31,7 +31,7 @@ from coordstore.clock import WALL, wall_clock_ms
 from coordstore.errors import StoreError
 from coordstore.models import ClaimOrder, Run, Task
 from coordstore.pg_conn import CLOCK_MS, PGConn, connect, parse_url, translate, where
-from coordstore.pg_schema import check_readonly, ensure
+from coordstore.pg_schema import check_readonly, ensure, ensure_ready_index
 from coordstore.pg_tx import Tx
 from coordstore.sql_claims import _CLAIM_RETURNING, _CLAIM_SET, _claimed_rows, ready_sql
 from coordstore.sql_growth import SQLGrowth
@@ -78,6 +78,7 @@ class PGStore(SQLRecords, SQLGrowth, SQLVerbs, CoordStore):
         self._policy: dict[str, str] = {}
         self._c: PGConn | None = None
         self._claim_fns: dict = {}  # this session's claim functions (pg_claims.function)
+        self._indexed: set[str] = set()  # claim orders whose ready index this session saw
         self._open()
 
     def _open(self) -> None:
@@ -191,8 +192,9 @@ class PGStore(SQLRecords, SQLGrowth, SQLVerbs, CoordStore):
 
     def _claim_one(self, run_id: str, agent: str, tags: list[str] | None, order: str, within: str | None,
                    now: int | None, seen: str | None, key: str) -> tuple[bool, tuple] | None:
-        """The whole claim as one call of this session's claim function (``pg_claims``): the run's
-        lock, the claim with its history rows, and COMMIT in one statement, one round trip."""
+        """The whole claim as one CALL of this session's claim procedure (``pg_claims``): the run's
+        lock, the claim with its history rows in one statement, COMMIT, then the task's definition
+        (outside the lock), in one round trip."""
         c = self._conn()
         try:
             fn = pg_claims.function(c.raw, self._claim_fns, agent, order, within is not None, tags is not None,
@@ -201,7 +203,7 @@ class PGStore(SQLRecords, SQLGrowth, SQLVerbs, CoordStore):
                 return None
             args = pg_claims.call_args(f"{self.schema}/{run_id}", run_id, key, seen, within,
                                        None if self.database_clock else self._now(now), tags)
-            ok, *row = c.raw.execute(f"SELECT * FROM pg_temp.{fn}({pg_claims.CALL_ARGS})", args).fetchone()
+            ok, *row = c.raw.execute(f"CALL pg_temp.{fn}({pg_claims.CALL_ARGS})", args).fetchone()
         except psycopg.Error as e:
             raise translate(e, self.url) from e
         return ok, tuple(row)
@@ -209,6 +211,10 @@ class PGStore(SQLRecords, SQLGrowth, SQLVerbs, CoordStore):
     def _claim_next(self, run_id: str, agent: str, agent_tags: Iterable[str] | None, order: str,
                     within: str | None, now: int | None, seen: str | None, key: str, look: bool) -> Task | None:
         tags = None if agent_tags is None else sorted(set(agent_tags))
+        if order not in self._indexed:
+            ready_sql(order, None)  # InputError for an unknown order
+            ensure_ready_index(self._conn(), self.schema, self.url, order)
+            self._indexed.add(order)
         if not look:
             self._policy_of(run_id)  # NotFound for an unknown run (cached: no query after the first)
             got = self._claim_one(run_id, agent, tags, order, within, now, seen, key)

@@ -1,4 +1,5 @@
 """What only the PostgreSQL store has: its schema's version and migration, concurrent first opens,
+ready indexes made on a claim order's first use,
 the database clock, a claim retried after a lost connection, and many runs sharing one schema.
 Live PostgreSQL (tests/conftest.py PG_BASE): unreachable, these fail."""
 
@@ -12,7 +13,7 @@ import pytest
 from coordstore import open_store, pg_schema
 from coordstore.clock import WALL
 from coordstore.errors import StoreError
-from coordstore.models import Agent, Run
+from coordstore.models import Agent, Run, Task, TaskGraph
 from coordstore.pg_conn import parse_url, translate
 from coordstore.pgstore import PGStore
 
@@ -48,6 +49,61 @@ def test_schema_carries_its_version_and_an_older_one_is_migrated(pg_url, monkeyp
         assert [r.id for r in s.list_runs()] == ["r"]
     assert sql(pg_url, "SELECT version FROM orch_version") == [(pg_schema.SCHEMA_VERSION,)]
     assert sql(pg_url, "SELECT count(note) FROM runs") == [(0,)]
+
+
+def _indexes(url: str) -> set[str]:
+    _, schema = parse_url(url)
+    return {r[0] for r in sql(url, "SELECT indexname FROM pg_indexes WHERE schemaname=%s", (schema,))}
+
+
+def test_a_version_1_store_loses_the_indexes_claims_paid_for(pg_url):
+    with open_store(pg_url) as s:
+        s.create_run(Run(id="r"))
+        s.add_graph("r", make_graph(["a", "b"]))
+    # version 1 had an owner index and ord unique; every claim added an entry to both
+    sql(pg_url, "CREATE INDEX tasks_owner ON tasks(run_id, owner) WHERE owner IS NOT NULL")
+    sql(pg_url, "ALTER TABLE tasks ADD CONSTRAINT tasks_run_id_ord_key UNIQUE (run_id, ord)")
+    sql(pg_url, "UPDATE orch_version SET version = 1")
+    with open_store(pg_url) as s:
+        assert s.claim_next("r", "w1").id == "a"
+        assert [t.id for t in s.list_tasks("r", owner="w1")] == ["a"]
+    assert sql(pg_url, "SELECT version FROM orch_version") == [(pg_schema.SCHEMA_VERSION,)]
+    assert {"tasks_owner", "tasks_run_id_ord_key"}.isdisjoint(_indexes(pg_url))
+
+
+def _claim_fifo(url, agent, barrier, out):
+    barrier.wait()
+    try:
+        with open_store(url) as s:
+            t = s.claim_next("r", agent, order="fifo")
+            out.put((agent, "ok", t and t.id))
+    except Exception as e:  # noqa: BLE001 - reported to the parent
+        out.put((agent, "error", repr(e)))
+
+
+def test_a_claim_order_gets_its_ready_index_on_first_use_even_by_many_at_once(pg_url):
+    with open_store(pg_url) as s:
+        s.create_run(Run(id="r"))
+        s.add_graph("r", make_graph([f"t{i}" for i in range(6)]))
+    assert "tasks_ready_priority" in _indexes(pg_url)
+    assert not {"tasks_ready_fifo", "tasks_ready_cp"} & _indexes(pg_url)
+    procs = 6
+    barrier, out = FORK.Barrier(procs), FORK.Queue()
+    ps = [FORK.Process(target=_claim_fifo, args=(pg_url, f"w{i}", barrier, out)) for i in range(procs)]
+    for p in ps:
+        p.start()
+    got = [out.get(timeout=60) for _ in ps]
+    for p in ps:
+        p.join(30)
+    assert sorted(r[1] for r in got) == ["ok"] * procs, got
+    assert sorted(r[2] for r in got) == [f"t{i}" for i in range(6)]
+    assert "tasks_ready_fifo" in _indexes(pg_url) and "tasks_ready_cp" not in _indexes(pg_url)
+    with psycopg.connect(PG_BASE, autocommit=True) as c:  # a 6-row table: make the planner show what it can use
+        c.execute(f'SET search_path TO "{parse_url(pg_url)[1]}"')
+        c.execute("SET enable_seqscan = off")
+        plan = "\n".join(r[0] for r in c.execute("EXPLAIN SELECT id FROM tasks WHERE run_id='r' AND status='pending' "
+                                                  "AND is_container=0 AND blockers_left=0 ORDER BY ord LIMIT 1"))
+    assert "tasks_ready_fifo" in plan, plan
 
 
 def test_a_newer_schema_is_refused(pg_url):
@@ -103,6 +159,17 @@ def test_an_injected_clock_is_used_as_given(pg_url):
         assert not s.database_clock
         s.create_run(Run(id="r"))
         assert s.history("r")[0].ts_ms == clock.now
+
+
+def test_a_claimed_task_carries_its_definition_read_after_the_lock(pg_url):
+    with open_store(pg_url) as s:
+        s.create_run(Run(id="r"))
+        s.add_graph("r", TaskGraph(tasks=[Task(id="a", title="T", description="D", meta={"k": [1]},
+                                               needed_tags=["gpu"], file_scope=["x/"])]))
+        assert s.claim_next("r", "w1", agent_tags=["cpu"]) is None
+        t = s.claim_next("r", "w1", agent_tags=["gpu"])
+        assert (t.title, t.description, t.meta, t.needed_tags, t.file_scope) == ("T", "D", {"k": [1]}, ["gpu"], ["x/"])
+        assert t == s.get_task("r", "a") and t.owner == "w1"
 
 
 def test_a_claim_whose_connection_dies_after_commit_is_retried_with_its_key(pg_url, monkeypatch):
