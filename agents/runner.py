@@ -39,6 +39,7 @@ from agents.pulse import LeaseLost, Pulse
 
 EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_TERMINATED = 0, 1, 2, 143
 EXIT_LEASE_LOST = 3  # could not renew its lease for a whole lease: its work belongs to others now
+IDLE_LOOK_MS = 500  # an idle runner looks at least this often, change reported or not (a NOTIFY can be lost)
 MAX_LOOP_ERRORS = 20  # consecutive store errors before giving up: the store is gone, not busy
 
 
@@ -95,12 +96,23 @@ class Runner:
         if decision == OVER:
             return False
         if decision == WAIT:
-            self.pulse.sleep(self.cfg.poll_ms / 1000.0)
+            self.idle()
         elif decision == AGAIN:
             self.pulse.beat()
         else:
             self.execute(decision)
         return True
+
+    def idle(self) -> None:
+        """Nothing to do now: wait until the store reports a change of the run (``wait_for_change``:
+        a cheap check every ``poll_ms`` on SQLite, LISTEN/NOTIFY on PostgreSQL) or IDLE_LOOK_MS
+        passed, so 64 idle runners do not run the policy's queries 50 times a second each. A test's
+        fake clock steps the waits instead: a plain ``poll_ms`` sleep on it."""
+        c = self.cfg
+        if self.pulse.clock is not MONOTONIC:
+            self.pulse.sleep(c.poll_ms / 1000.0)
+            return
+        self.pulse.idle(max(c.poll_ms, IDLE_LOOK_MS) / 1000.0, lambda ms: self.store.wait_for_change(c.run_id, ms, c.poll_ms))
 
     def run(self) -> int:
         self.start()
