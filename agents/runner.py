@@ -70,6 +70,7 @@ class Runner:
             self.kind = resolve_kind(cfg.kind)(dict(cfg.kind_options))
         self.worktree = Path(cfg.worktree) if cfg.worktree else None
         self.errors = 0
+        self._head: str | None = None  # the worktree's HEAD as the last task left it: one rev-parse less per task
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -168,15 +169,17 @@ class Runner:
         c, ev, tid, att = self.cfg, self.events, task.id, task.attempt
         self.pulse.current_task = tid
         try:
+            known, self._head = self._head, None  # HEAD as the last task left it, if it is known
             if self.env.index(tid).effective_blockers(tid):
                 self.take_in_blockers(task)
+                known = None
             try:
                 task = self.store.start(c.run_id, tid, c.agent_id, att)
             except MOVED_ON as e:
                 ev.log(f"task {tid} was taken away before it started ({e})", level="warning", task=tid)
                 return
             ev.log(f"task {tid} started (attempt {att})", task=tid)
-            base = gitops.head(self.worktree)
+            base = known or gitops.head(self.worktree)
             ctx = KindContext(c.run_id, c.agent_id, self.worktree, c.seed, c.time_scale, att, ev, self.pulse, self.identity)
             try:
                 result = self.kind.run(task, ctx)
@@ -200,6 +203,7 @@ class Runner:
                 result = self.commit_and_verify(task, base, result)
             if not result.ok:
                 gitops.discard(self.worktree, base)
+                self._head = base
                 self.report(lambda: self.store.fail(c.run_id, tid, c.agent_id, att, reason=result.reason or "failed"), tid, "failed")
                 ev.log(f"task {tid} failed: {result.reason}", level="warning", task=tid)
                 return
@@ -213,6 +217,7 @@ class Runner:
                     return
             if c.merge_mode == "immediate":
                 data["merge"] = self.merge(task, head)
+            self._head = head
             if self.report(lambda: self.store.complete(c.run_id, tid, c.agent_id, att, data=data), tid, "completed"):
                 ev.log(f"task {tid} completed", task=tid)
         finally:
