@@ -90,6 +90,16 @@ class Pulse:
                 return
             self.clock.sleep(min(left, MAX_NAP_MS, self.heartbeat_ms))
 
+    def idle(self, seconds: float, wait) -> None:
+        """Like ``sleep``, but ends early when ``wait(ms)`` (blocking up to ``ms``, e.g. the store's
+        ``wait_for_change``) returns True; beats whenever one is due meanwhile."""
+        end = self.clock() + math.ceil(max(0.0, seconds) * 1000)
+        while True:
+            self.beat()
+            left = end - self.clock()
+            if left <= 0 or wait(min(left, MAX_NAP_MS, self.heartbeat_ms)):
+                return
+
     def go_silent(self) -> None:
         """Stop every heartbeat for good (a simulated stall)."""
         self.silent = True

@@ -39,6 +39,7 @@ from agents.pulse import LeaseLost, Pulse
 
 EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_TERMINATED = 0, 1, 2, 143
 EXIT_LEASE_LOST = 3  # could not renew its lease for a whole lease: its work belongs to others now
+IDLE_LOOK_MS = 500  # an idle runner looks at least this often, change reported or not (a NOTIFY can be lost)
 MAX_LOOP_ERRORS = 20  # consecutive store errors before giving up: the store is gone, not busy
 
 
@@ -69,6 +70,7 @@ class Runner:
             self.kind = resolve_kind(cfg.kind)(dict(cfg.kind_options))
         self.worktree = Path(cfg.worktree) if cfg.worktree else None
         self.errors = 0
+        self._head: str | None = None  # the worktree's HEAD as the last task left it: one rev-parse less per task
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -95,12 +97,23 @@ class Runner:
         if decision == OVER:
             return False
         if decision == WAIT:
-            self.pulse.sleep(self.cfg.poll_ms / 1000.0)
+            self.idle()
         elif decision == AGAIN:
             self.pulse.beat()
         else:
             self.execute(decision)
         return True
+
+    def idle(self) -> None:
+        """Nothing to do now: wait until the store reports a change of the run (``wait_for_change``:
+        a cheap check every ``poll_ms`` on SQLite, LISTEN/NOTIFY on PostgreSQL) or IDLE_LOOK_MS
+        passed, so 64 idle runners do not run the policy's queries 50 times a second each. A test's
+        fake clock steps the waits instead: a plain ``poll_ms`` sleep on it."""
+        c = self.cfg
+        if self.pulse.clock is not MONOTONIC:
+            self.pulse.sleep(c.poll_ms / 1000.0)
+            return
+        self.pulse.idle(max(c.poll_ms, IDLE_LOOK_MS) / 1000.0, lambda ms: self.store.wait_for_change(c.run_id, ms, c.poll_ms))
 
     def run(self) -> int:
         self.start()
@@ -156,15 +169,17 @@ class Runner:
         c, ev, tid, att = self.cfg, self.events, task.id, task.attempt
         self.pulse.current_task = tid
         try:
+            known, self._head = self._head, None  # HEAD as the last task left it, if it is known
             if self.env.index(tid).effective_blockers(tid):
                 self.take_in_blockers(task)
+                known = None
             try:
                 task = self.store.start(c.run_id, tid, c.agent_id, att)
             except MOVED_ON as e:
                 ev.log(f"task {tid} was taken away before it started ({e})", level="warning", task=tid)
                 return
             ev.log(f"task {tid} started (attempt {att})", task=tid)
-            base = gitops.head(self.worktree)
+            base = known or gitops.head(self.worktree)
             ctx = KindContext(c.run_id, c.agent_id, self.worktree, c.seed, c.time_scale, att, ev, self.pulse, self.identity)
             try:
                 result = self.kind.run(task, ctx)
@@ -188,6 +203,7 @@ class Runner:
                 result = self.commit_and_verify(task, base, result)
             if not result.ok:
                 gitops.discard(self.worktree, base)
+                self._head = base
                 self.report(lambda: self.store.fail(c.run_id, tid, c.agent_id, att, reason=result.reason or "failed"), tid, "failed")
                 ev.log(f"task {tid} failed: {result.reason}", level="warning", task=tid)
                 return
@@ -201,6 +217,7 @@ class Runner:
                     return
             if c.merge_mode == "immediate":
                 data["merge"] = self.merge(task, head)
+            self._head = head
             if self.report(lambda: self.store.complete(c.run_id, tid, c.agent_id, att, data=data), tid, "completed"):
                 ev.log(f"task {tid} completed", task=tid)
         finally:

@@ -23,10 +23,12 @@ runners and every git process they or the orchestrator waited for). Printed per 
 
 Then runner start-up: --startup runners spawned at once by the orchestrator for a run with nothing
 left to do (each starts, opens the store, registers, asks its policy, exits): CPU-s per runner,
-against a bare ``python -c pass`` started as many times at once (the interpreter's floor).
+against a bare ``python -c pass`` started as many times at once (the interpreter's floor). Under
+PYTHONDONTWRITEBYTECODE with no ``__pycache__`` (e.g. a source checkout), every runner compiles
+orch's modules again (~50 ms of CPU each here): the line says so.
 
     python bench/scale.py [--agents 16,32,64] [--tasks 250,500,1000] [--backend sqlite,postgresql]
-                          [--task-ms 50] [--startup 64] [--json]
+                          [--task-ms 50] [--startup 64] [--json] [--profile]
 
 PostgreSQL cells use ``--pg-url`` (default ``postgresql://postgres@127.0.0.1:5432/test``) with a
 fresh schema per cell, dropped afterwards. Not a test: nothing here asserts a speed.
@@ -94,7 +96,7 @@ def drop_schema(base: str, schema: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------- one cell (own process)
-def cell(agents: int, tasks: int, store: str, task_ms: int, timeout_s: float) -> dict:
+def cell(agents: int, tasks: int, store: str, task_ms: int, timeout_s: float, profile: bool = False) -> dict:
     from coordstore import open_store
     from orchestrator.runs.launch import RunRequest, plan_runs
     from orchestrator.runs.loop import Orchestrator
@@ -126,10 +128,21 @@ def cell(agents: int, tasks: int, store: str, task_ms: int, timeout_s: float) ->
 
         orch.controller.spawn_all = timed_spawn_all
         late: list[float] = []  # lags of events written after every runner was spawned
+        prof = None
+        if profile:  # the orchestrator's own CPU, by function, on stderr (--profile)
+            import cProfile
+
+            prof = cProfile.Profile(time.process_time)  # CPU, not wall (waits are not costs)
+            prof.enable()
         try:
             status = orch.conduct()
         finally:
             orch.close()
+            if prof is not None:
+                import pstats
+
+                prof.disable()
+                pstats.Stats(prof, stream=sys.stderr).sort_stats("tottime").print_stats(30)
         elapsed = time.perf_counter() - t0
         self1, kids1 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
         metrics = json.loads(paths.metrics.read_text())
@@ -184,7 +197,7 @@ def startup_cell(n: int, store: str) -> dict:
     for p in procs:
         p.wait()
     floor1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return {"runners": n, "wall_s": wall, "cpu_per_runner_s": (cpu(kids1) - cpu(kids0)) / n,
+    return {"runners": n, "wall_s": wall, "cpu_per_runner_s": (cpu(kids1) - cpu(kids0)) / n, "bytecode_cache": not sys.dont_write_bytecode,
             "python_floor_s": (cpu(floor1) - cpu(floor0)) / n, "exit_codes": sorted(set(codes), key=str)}
 
 
@@ -224,10 +237,12 @@ def raw_baseline(files: int, sample: int = RAW_SAMPLE) -> tuple[float, float]:
     return (cpu(k1) - cpu(k0)) / sample, (t1 - t0) / sample
 
 
-def run_child(args: list[str]) -> dict:
+def run_child(args: list[str], profile: bool = False) -> dict:
     out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit(f"cell {' '.join(args)} failed (exit {out.returncode}):\n{out.stderr[-3000:]}")
+    if profile:
+        print(out.stderr, file=sys.stderr)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -251,6 +266,7 @@ def main() -> int:
     ap.add_argument("--pg-url", default=DEFAULT_PG)
     ap.add_argument("--timeout", type=float, default=1800)
     ap.add_argument("--json", action="store_true", help="one JSON line per cell instead of text")
+    ap.add_argument("--profile", action="store_true", help="cProfile the orchestrator of each cell (top functions on stderr)")
     ap.add_argument("--cell", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.cell:
@@ -274,7 +290,7 @@ def main() -> int:
                     store, schema = pg_schema_url(args.pg_url)
                 try:
                     r = run_child(["--cell", json.dumps({"agents": a, "tasks": n, "store": store, "task_ms": args.task_ms,
-                                                         "timeout_s": args.timeout})])
+                                                         "timeout_s": args.timeout, "profile": args.profile})], args.profile)
                 finally:
                     if schema:
                         drop_schema(args.pg_url, schema)
@@ -306,7 +322,8 @@ def main() -> int:
             print(json.dumps(row))
         else:
             print(f"start-up: {s['runners']} runners at once in {s['wall_s']:.1f}s, {s['cpu_per_runner_s'] * 1000:.0f} ms CPU "
-                  f"per runner vs python -c pass {s['python_floor_s'] * 1000:.0f} ms = {row['ratio']}x, exits {s['exit_codes']}")
+                  f"per runner vs python -c pass {s['python_floor_s'] * 1000:.0f} ms = {row['ratio']}x, exits {s['exit_codes']}"
+                  + ("" if s["bytecode_cache"] else " (PYTHONDONTWRITEBYTECODE: runners compile orch's modules at every start)"))
     return 0
 
 

@@ -48,6 +48,7 @@ supervisor's respawn, a handoff, a degraded run) is a ``note``: its row repeats 
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 
@@ -80,6 +81,25 @@ class CoordStore(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    # ------------------------------------------------------------------ waiting
+    def wait_for_change(self, run_id: str, timeout_ms: float, poll_ms: float = 20) -> bool:
+        """Block until the run may have changed since this instance's previous call, or ``timeout_ms``.
+
+        What counts as a change: any history row of the run committed by anyone (a task added,
+        claimed, completed, requeued, failed; the run closed). True: look again now; False: the
+        timeout passed with no change seen. A hint for idle waiters, never a promise either way: a
+        True may find nothing new (spurious), and a backend that is told of changes (PostgreSQL's
+        NOTIFY) may miss one, so a caller always looks again after ``timeout_ms`` whatever this
+        returns; that timeout is its polling period. The first call on an instance (nothing seen
+        yet) returns True at once: what happened before it is unknown.
+
+        This default cannot tell: it sleeps ``min(timeout_ms, poll_ms)`` and returns True (a plain
+        poll every ``poll_ms``). SQLite checks a cheap change counter every ``poll_ms``; PostgreSQL
+        sleeps on LISTEN until a NOTIFY sent at the commit of a change (``pg_wake``).
+        """
+        time.sleep(max(0.0, min(timeout_ms, poll_ms)) / 1000.0)
+        return True
 
     # ------------------------------------------------------------------ runs
     @abstractmethod

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import psycopg
 
+from coordstore import pg_wake
 from coordstore.chains import raised
 from coordstore.pg_conn import CLOCK_MS, PGConn, translate
 from coordstore.sql_storage import SQLTx
@@ -70,7 +71,10 @@ class Tx(SQLTx):
         if exc_type is None:
             try:
                 with self.c.raw.pipeline():
+                    woken = pg_wake.wakes(self._rows)
                     self.flush()
+                    if woken:  # delivered at COMMIT, to idle waiters of these runs (pg_wake)
+                        pg_wake.notify(self.c.raw, self._schema, woken)
                     self.c.raw.execute("COMMIT")
                 return False
             except psycopg.Error as e:

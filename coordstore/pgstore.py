@@ -24,7 +24,7 @@ from contextlib import contextmanager
 import psycopg
 from psycopg.types.json import Jsonb
 
-from coordstore import pg_claims
+from coordstore import pg_claims, pg_wake
 from coordstore import statemachine as sm
 from coordstore.base import CoordStore
 from coordstore.clock import WALL, wall_clock_ms
@@ -93,6 +93,7 @@ class PGStore(SQLRecords, SQLGrowth, SQLVerbs, CoordStore):
 
     def close(self) -> None:
         if self._c is not None:
+            pg_wake.forget(self._c.raw)
             self._c.raw.close()
             self._c = None
 
@@ -111,7 +112,12 @@ class PGStore(SQLRecords, SQLGrowth, SQLVerbs, CoordStore):
         and the old (broken) session stays, so the next call tries again instead of 'used after close'."""
         lost = self._c
         self._open()
+        pg_wake.forget(lost.raw)
         lost.raw.close()
+
+    def wait_for_change(self, run_id: str, timeout_ms: float, poll_ms: float = 20) -> bool:
+        """LISTEN on the run's channel, sleep until a NOTIFY or the timeout (``pg_wake``)."""
+        return pg_wake.wait(self._conn().raw, self.schema, run_id, timeout_ms, self.url)
 
     def _db_now(self) -> int:
         return self._all(f"SELECT {CLOCK_MS}")[0][0]

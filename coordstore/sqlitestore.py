@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import sqlite3
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
@@ -30,6 +31,9 @@ from coordstore.sql_claims import _CLAIM, _CLAIM_RETURNING, _CLAIM_SET, _claim_p
 from coordstore.sql_storage import TxRun
 from coordstore.sqlite_schema import BUSY_TIMEOUT_S, connect, connect_readonly, mapped, ready_index_ddl, translate
 from coordstore.sqlite_tx import Tx
+
+_LATEST_SEQ = "SELECT COALESCE(MAX(seq), 0) FROM history WHERE run_id=?"
+
 
 def _path_of(url: str) -> str:
     scheme, _, rest = url.partition("://")
@@ -51,6 +55,7 @@ class SQLiteStore(SQLRecords, SQLGrowth, SQLVerbs, CoordStore):
         self._c: sqlite3.Connection | None = opener(self.path, busy_timeout_s)
         self._policy: dict[str, str] = {}  # run id -> on_blocker_failure (fixed at creation)
         self._tagsets: dict[str, frozenset[str]] = {}  # JSON tag list -> set, parsed once
+        self._seen: dict[str, int] = {}  # run id -> its latest history seq at the last wait_for_change
         self._indexed: set[str] = {"priority"}  # claim orders whose ready index exists (priority: in the DDL)
 
     def close(self) -> None:
@@ -96,6 +101,32 @@ class SQLiteStore(SQLRecords, SQLGrowth, SQLVerbs, CoordStore):
         if ts is None:
             ts = self._tagsets[s] = frozenset(loads(s, []))
         return ts
+
+    # ------------------------------------------------------------------ waiting
+    def wait_for_change(self, run_id: str, timeout_ms: float, poll_ms: float = 20) -> bool:
+        """Every ``poll_ms``: ``PRAGMA data_version`` (changes when another connection commits; read
+        from the WAL index, no query of a table), and only when it moved, the run's latest history
+        seq (one index seek). Heartbeats and events move the first, not the second: idle runners
+        look again only when a transition was committed. The seq is also read once per call, so a
+        change this instance committed itself (which data_version ignores) is seen too."""
+        c = self._conn()
+        end = time.monotonic() + max(0.0, timeout_ms) / 1000.0
+        dv = None
+        while True:
+            try:
+                now_dv = c.execute("PRAGMA data_version").fetchone()[0]
+                if now_dv != dv:
+                    dv = now_dv
+                    seq = c.execute(_LATEST_SEQ, (run_id,)).fetchone()[0]
+                    if seq != self._seen.get(run_id):
+                        self._seen[run_id] = seq
+                        return True
+            except sqlite3.Error as e:
+                raise translate(e, self.path) from e
+            left = end - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(left, max(poll_ms, 1) / 1000.0))
 
     # ------------------------------------------------------------------ runs
     def list_runs(self) -> list[Run]:

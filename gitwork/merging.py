@@ -75,10 +75,10 @@ class Merger:
     Safe to share between threads (merges are serialized in-process) and between processes
     (the ref only moves by compare-and-swap). Processes also take turns on an ``flock`` in the
     repository's git directory: with 64 runners merging at once, compare-and-swap alone made
-    each merge lose ~6 races, every one a full merge-tree + commit-tree recomputed. The last tip
-    this object wrote is cached, so a merge costs the same three git commands as doing it by
-    hand (plus one read when another process moved the ref); a stale cache only costs a retry,
-    because the compare-and-swap refuses it.
+    each merge lose ~6 races, every one a full merge-tree + commit-tree recomputed. The tip the
+    last merger wrote is left in the lock file for the next holder (and cached in this object),
+    so a merge costs the same three git commands as doing it by hand; a stale tip (the ref moved
+    by someone else) only costs a retry, because the compare-and-swap refuses it.
     """
 
     def __init__(self, repo: str | os.PathLike, merged_ref: str) -> None:
@@ -93,7 +93,7 @@ class Merger:
         self._lock_file: Path | None | bool = False  # found on the first merge (None: no lock)
 
     @contextmanager
-    def _turn(self) -> Iterator[None]:
+    def _turn(self) -> Iterator[int | None]:
         """This process's turn at the ref among every process merging into this repository;
         the in-process mutex must be held. No lock without a git directory of our own (a
         linked worktree as ``repo``): compare-and-swap still keeps the ref right."""
@@ -106,13 +106,36 @@ class Merger:
         except OSError:
             fd = None
         if fd is None:
-            yield
+            yield None
             return
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
+            self._take_tip(fd)
+            yield fd
         finally:
             os.close(fd)  # closing releases the lock
+
+    def _take_tip(self, fd: int) -> None:
+        """The tip the previous holder of the lock left in it (``_leave_tip``), if it is of our ref:
+        with many runners merging in turn, a tip cached in this process is almost always stale, and
+        a stale one costs a merge-tree + commit-tree + failed update-ref before the re-read. A tip
+        moved by anyone else (no note) still fails the compare-and-swap: then it is read again."""
+        try:
+            note = os.pread(fd, 512, 0).decode().split()
+        except (OSError, UnicodeDecodeError):
+            return
+        if len(note) == 3 and note[0] == self.ref and is_full_sha(note[1]) and is_full_sha(note[2]):
+            self._tip, self._tree = note[1], note[2]
+
+    def _leave_tip(self, fd: int | None) -> None:
+        if fd is None:
+            return
+        try:
+            data = f"{self.ref} {self._tip} {self._tree}\n".encode()
+            os.pwrite(fd, data, 0)
+            os.ftruncate(fd, len(data))
+        except OSError:
+            pass  # only a hint: the next merger reads the ref itself
 
     def create(self, base_sha: str) -> str:
         """Create the ref at ``base_sha``. Idempotent when it already points there (resume);
@@ -152,7 +175,7 @@ class Merger:
         # Pin the source to a sha first: an agent may commit on its branch between computing
         # the tree and recording the parents, and the merge commit must claim exactly what it holds.
         src = source if is_full_sha(source) else resolve_commit(self.repo, source)
-        with self._mutex, self._turn():
+        with self._mutex, self._turn() as turn:
             for _ in range(MAX_CAS_RETRIES):
                 cached = self._tip is not None
                 tip, tip_tree = (self._tip, self._tree) if cached else self._read()
@@ -170,6 +193,7 @@ class Merger:
                 p = git(self.repo, "update-ref", "-m", reflog, self.ref, new, tip, ok=(0, 1, 128))
                 if p.returncode == 0:
                     self._tip, self._tree = new, tree
+                    self._leave_tip(turn)
                     return MergeResult(ok=True, sha=new, source=src)
                 if self._read()[0] == tip:  # the ref did not move: the failure is not a lost race
                     raise failure(p, what=f"git update-ref {self.ref}")

@@ -272,3 +272,24 @@ def test_catch_up_never_overwrites_uncommitted_changes(repo, tmp_path):
     assert "catching up worktree" in str(exc.value) and "\n" not in str(exc.value)
     assert (w2 / "shared.txt").read_text() == "unsaved edit\n"
     assert git(w2, "rev-parse", "HEAD") == head
+
+
+def test_mergers_taking_turns_hand_the_tip_on_so_each_merge_is_three_git_commands(repo, monkeypatch):
+    """Two mergers (two runners' processes) merging in turn: each finds the tip the other wrote in
+    the lock file, so no merge starts on a stale tip (merge-tree + commit-tree + a failed update-ref)."""
+    import gitwork.merging as merging
+
+    a, b = Merger(repo, MERGED), Merger(repo, MERGED)
+    a.create(git(repo, "rev-parse", "main"))
+    calls: list[str] = []
+    real = merging.git
+    monkeypatch.setattr(merging, "git", lambda cwd, *args, **kw: (calls.append(args[0]), real(cwd, *args, **kw))[1])
+    real_out = merging.git_out
+    monkeypatch.setattr(merging, "git_out", lambda cwd, *args, **kw: (calls.append(args[0]), real_out(cwd, *args, **kw))[1])
+    for i in range(6):
+        sha = commit_on_branch(repo, f"w{i}", {f"f{i}.txt": f"{i}\n"}, f"w{i}")
+        calls.clear()
+        assert (a if i % 2 == 0 else b).merge(sha, f"merge {i}", ORCH).ok
+        if i > 0:  # the first merge of all reads the tip nobody left yet
+            assert calls == ["merge-tree", "commit-tree", "update-ref"], (i, calls)
+    assert [show(repo, MERGED, f"f{i}.txt") for i in range(6)] == [f"{i}" for i in range(6)]
