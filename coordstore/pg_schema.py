@@ -24,6 +24,9 @@ orch store is ``StoreDamaged``, a newer one ``StoreError``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import psycopg
 
 from coordstore.errors import InputError, StoreDamaged, StoreError
@@ -106,9 +109,7 @@ def ensure(c: PGConn, schema: str, url: str) -> None:
         if version == SCHEMA_VERSION:
             return
         _newer(version, url)
-        c.raw.execute("BEGIN")
-        try:
-            c.raw.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"orch-ddl:{schema}",))
+        with _ddl(c, schema):
             version = _version(c, schema)  # another opener may have done it meanwhile
             _newer(version, url)
             if version != SCHEMA_VERSION:
@@ -121,13 +122,23 @@ def ensure(c: PGConn, schema: str, url: str) -> None:
                     c.raw.execute(stmt)
                 c.raw.execute("INSERT INTO orch_version (version) VALUES (%s) ON CONFLICT (one) DO UPDATE "
                               "SET version = excluded.version", (SCHEMA_VERSION,))
-            c.raw.execute("COMMIT")
-        except BaseException:
-            if not c.raw.closed:
-                c.raw.execute("ROLLBACK")
-            raise
     except psycopg.Error as e:
         raise translate(e, url) from e
+
+
+@contextmanager
+def _ddl(c: PGConn, schema: str) -> Iterator[None]:
+    """One transaction under the schema's DDL lock: concurrent openers (and first claims of an
+    order) change the catalog one at a time; rolled back on any error."""
+    c.raw.execute("BEGIN")
+    try:
+        c.raw.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"orch-ddl:{schema}",))
+        yield
+        c.raw.execute("COMMIT")
+    except BaseException:
+        if not c.raw.closed:
+            c.raw.execute("ROLLBACK")
+        raise
 
 
 def ensure_ready_index(c: PGConn, schema: str, url: str, order: str) -> None:
@@ -138,15 +149,8 @@ def ensure_ready_index(c: PGConn, schema: str, url: str, order: str) -> None:
     try:
         if c.raw.execute("SELECT to_regclass(%s)", (f'"{schema}".{name}',)).fetchone()[0] is not None:
             return
-        c.raw.execute("BEGIN")
-        try:
-            c.raw.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"orch-ddl:{schema}",))
+        with _ddl(c, schema):
             c.raw.execute(ready_index_ddl(order))
-            c.raw.execute("COMMIT")
-        except BaseException:
-            if not c.raw.closed:
-                c.raw.execute("ROLLBACK")
-            raise
     except psycopg.Error as e:
         raise translate(e, url) from e
 

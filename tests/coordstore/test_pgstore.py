@@ -22,6 +22,18 @@ from conftest import PG_BASE, FakeClock, make_graph, make_store_url
 FORK = mp.get_context("fork")
 
 
+def _at_once(target, url: str, procs: int) -> list:
+    """``procs`` processes ``target(url, agent, barrier, out)`` released together; what each put on ``out``."""
+    barrier, out = FORK.Barrier(procs), FORK.Queue()
+    ps = [FORK.Process(target=target, args=(url, f"w{i}", barrier, out)) for i in range(procs)]
+    for p in ps:
+        p.start()
+    got = [out.get(timeout=60) for _ in ps]
+    for p in ps:
+        p.join(30)
+    return got
+
+
 @pytest.fixture
 def pg_url(tmp_path) -> str:
     return make_store_url("postgresql", tmp_path)
@@ -88,13 +100,7 @@ def test_a_claim_order_gets_its_ready_index_on_first_use_even_by_many_at_once(pg
     assert "tasks_ready_priority" in _indexes(pg_url)
     assert not {"tasks_ready_fifo", "tasks_ready_cp"} & _indexes(pg_url)
     procs = 6
-    barrier, out = FORK.Barrier(procs), FORK.Queue()
-    ps = [FORK.Process(target=_claim_fifo, args=(pg_url, f"w{i}", barrier, out)) for i in range(procs)]
-    for p in ps:
-        p.start()
-    got = [out.get(timeout=60) for _ in ps]
-    for p in ps:
-        p.join(30)
+    got = _at_once(_claim_fifo, pg_url, procs)
     assert sorted(r[1] for r in got) == ["ok"] * procs, got
     assert sorted(r[2] for r in got) == [f"t{i}" for i in range(6)]
     assert "tasks_ready_fifo" in _indexes(pg_url) and "tasks_ready_cp" not in _indexes(pg_url)
@@ -125,13 +131,7 @@ def _open_and_claim(url, agent, barrier, out):
 
 def test_processes_opening_a_fresh_schema_at_once_all_succeed(pg_url):
     procs = 8
-    barrier, out = FORK.Barrier(procs), FORK.Queue()
-    ps = [FORK.Process(target=_open_and_claim, args=(pg_url, f"w{i}", barrier, out)) for i in range(procs)]
-    for p in ps:
-        p.start()
-    got = [out.get(timeout=60) for _ in ps]
-    for p in ps:
-        p.join(30)
+    got = _at_once(_open_and_claim, pg_url, procs)
     assert sorted(r[1] for r in got) == ["ok"] * procs, got
     assert sql(pg_url, "SELECT version FROM orch_version") == [(pg_schema.SCHEMA_VERSION,)]
 

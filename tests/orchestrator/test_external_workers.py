@@ -184,17 +184,24 @@ def _one_machine(tmp: Path) -> dict:
     return json.loads(local.stdout)["runs"][0]
 
 
+def _three_workers_b_busy(c: Cluster) -> tuple:
+    """The coordinator and workers a and b (two agents each) and c (nothing to take until b's slots
+    reopen), back once b has completed a task and works on another: (coordinator, run id, b)."""
+    coord = c.coordinator()
+    rid = _wait("the run", lambda: _run_id(c.url))
+    a = c.worker("a")
+    _wait("worker a's agents", lambda: len(_held(c.url, rid, a.pid)) == 2)
+    b = c.worker("b")
+    _wait("worker b's agents", lambda: len(_held(c.url, rid, b.pid)) == 2)
+    c.worker("c")
+    _wait("worker b to complete a task and work on another", lambda: _busy(c.url, rid, b.pid))
+    return coord, rid, b
+
+
 def test_three_hosts_one_killed_same_tree_as_one_machine(tmp_path, net):
     c = Cluster(tmp_path, net)
     try:
-        coord = c.coordinator()
-        rid = _wait("the run", lambda: _run_id(c.url))
-        a = c.worker("a")
-        _wait("worker a's agents", lambda: len(_held(c.url, rid, a.pid)) == 2)
-        b = c.worker("b")
-        _wait("worker b's agents", lambda: len(_held(c.url, rid, b.pid)) == 2)
-        c.worker("c")  # nothing to take until b dies
-        _wait("worker b to complete a task and work on another", lambda: _busy(c.url, rid, b.pid))
+        coord, rid, b = _three_workers_b_busy(c)
         os.killpg(b.pid, signal.SIGKILL)
         b.wait()
         result = c.outcome(coord)
@@ -229,14 +236,7 @@ def test_worker_cut_off_from_the_store_stops_its_runners(tmp_path, net):
     leases expire, c takes the slots over; nothing is completed twice; b rides the outage out."""
     c = Cluster(tmp_path, net)
     try:
-        coord = c.coordinator()
-        rid = _wait("the run", lambda: _run_id(c.url))
-        a = c.worker("a")
-        _wait("worker a's agents", lambda: len(_held(c.url, rid, a.pid)) == 2)
-        b = c.worker("b")
-        _wait("worker b's agents", lambda: len(_held(c.url, rid, b.pid)) == 2)
-        c.worker("c")
-        _wait("worker b to complete a task and work on another", lambda: _busy(c.url, rid, b.pid))
+        coord, rid, b = _three_workers_b_busy(c)
         c.hosts["b"].cut_store()
         assert c.outcome(coord)["status"] == "finished"
         # b's runners stopped by themselves (lease lost), so b, --once, exits by itself: 0
