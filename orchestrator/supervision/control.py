@@ -52,6 +52,9 @@ class AgentRoster:
     def observe(self, agent_id: str, now: int):
         return observe_agent(self, agent_id, now)
 
+    def avoid(self, task_id: str, agent_id: str) -> None:
+        self.avoid_hints.setdefault(task_id, set()).add(agent_id)
+
 
 class RunController(AgentRoster):
     """The Controller of a run whose runners are this machine's processes."""
