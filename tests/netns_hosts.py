@@ -129,7 +129,7 @@ class Network:
         """``git daemon`` for the bare repositories under ``base`` on the hub; returns ``git://hub``."""
         self.daemon = subprocess.Popen(["git", "daemon", "--export-all", "--enable=receive-pack", "--reuseaddr",
                                         f"--base-path={base}", f"--listen={self.hub}", "--informative-errors", str(base)],
-                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         return f"git://{self.hub}"
 
     def wait_git(self, url: str, timeout: float = 20.0) -> None:
@@ -149,5 +149,8 @@ class Network:
                     pass
             _stop(h.relay)
             _ip("netns", "del", h.ns, check=False)  # its veth pair goes with it
-        _stop(self.daemon)
+        if self.daemon is not None and self.daemon.poll() is None:
+            # `git daemon` runs git-daemon as its child: the whole group goes, or git-daemon outlives the test
+            os.killpg(self.daemon.pid, signal.SIGKILL)
+            self.daemon.wait(timeout=10)
         _ip("addr", "del", f"{self.hub}/32", "dev", "lo", check=False)
