@@ -180,6 +180,14 @@ def _build(agent: str, order: str, within: bool, tags: bool, seen: bool, db_cloc
 # with the lock released, the task's definition, in one message and one round trip; PL/pgSQL caches
 # the plans. Each statement in it reads a fresh snapshot (READ COMMITTED): the claim, after the lock,
 # sees every commit of the run's writers before it.
+# The claim COMMITs asynchronously (``synchronous_commit`` off for it only): the run's lock is released
+# without waiting for the WAL flush, which serialized every claim of a run behind one fsync (3-4 ms
+# under load: 16 agents claimed at 1/8 of one agent's speed). Durability before the reply is kept: the
+# procedure's last transaction writes WAL under an xid (a transactional logical message: an xid alone
+# writes none and commits asynchronously), so its COMMIT flushes the WAL up to its own commit record,
+# past the claim's, outside the lock (concurrent claims share one flush). Another session may see a
+# claim a moment before it is durable (a crash then loses it with everything after it in the WAL); the
+# claiming agent never does: it is answered after the flush.
 _ARGS = ("lk", "run", "key", "seen", "within", "now", "tags_json", "tags")
 _ARG_TYPES = ("text", "text", "text", "text", "text", "bigint", "jsonb", "text[]")
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s")
@@ -228,8 +236,10 @@ def function(raw: psycopg.Connection, made: dict, agent: str, order: str, within
     raw.execute(f"CREATE OR REPLACE PROCEDURE pg_temp.{name}({params}, {out}) LANGUAGE plpgsql AS $orch$\n"
                 "#variable_conflict use_column\nBEGIN\n"
                 "PERFORM pg_advisory_xact_lock(hashtextextended($1, 0));\n"
+                "SET LOCAL synchronous_commit = off;\n"  # released without the flush (above)
                 f"{head} INTO {', '.join(outs)}{_RESULT_FROM};\nCOMMIT;\n"
                 "IF r_id IS NOT NULL THEN SELECT defn INTO r_defn FROM task_defs WHERE run_id=$2 AND id=r_id; END IF;\n"
+                "PERFORM pg_logical_emit_message(true, 'orch', '');\n"  # WAL and an xid: a flushed COMMIT
                 "END $orch$")
     made[args] = name
     return name
