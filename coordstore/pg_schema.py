@@ -165,7 +165,7 @@ def check_readonly(c: PGConn, schema: str, url: str) -> None:
     """Refuse, without writing, what a reader cannot read: no such schema, not an orch store, newer."""
     try:
         if c.raw.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone() is None:
-            raise InputError(f"store {where(url)}: no schema {schema!r} in the database (no orch store there)")
+            raise InputError(f"store {where(url)}: no such schema {schema!r} in the database (no orch store there)")
         have = {r[0] for r in c.raw.execute(_TABLES_IN, (schema,))}
         missing = [t for t in TABLES if t not in have]
         version = _version(c, schema) if "orch_version" in have else None
