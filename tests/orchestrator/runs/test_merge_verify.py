@@ -39,13 +39,17 @@ def write_file(path: str, text: str) -> str:
     return "printf '%s\\n' " + " ".join(json.dumps(line) for line in text.rstrip("\n").split("\n")) + f" > {path}"
 
 
-def experiment(tmp_path: Path, tasks: list[dict], deps=(), agents: int = 2, **variant) -> Path:
+VERIFIED = [{"metric": "merged_verified", "op": "==", "value": 1}]  # a yes/no metric judged as 1 or 0
+
+
+def experiment(tmp_path: Path, tasks: list[dict], deps=(), agents: int = 2, criteria=(), **variant) -> Path:
     tpl = tmp_path / "graph.json"
     tpl.write_text(json.dumps({"format": "orch-graph", "version": 1, "tasks": tasks,
                                "dependencies": [{"from_id": a, "to_id": b, "type": "blocks"} for a, b in deps]}))
     exp = {"experiment": {"id": "verify"}, "template": str(tpl),
            "execution": {"runs": 1, "seed": 1, "time_scale": 0.01, "timeout_s": 120},
-           "variants": [{"name": "v", "policy": "pull", "agents": agents, "kind": "script", **variant}]}
+           "variants": [{"name": "v", "policy": "pull", "agents": agents, "kind": "script", **variant}],
+           "success_criteria": list(criteria)}
     f = tmp_path / "exp.yaml"
     f.write_text(yaml.safe_dump(exp))
     return f
@@ -72,12 +76,13 @@ def untouched(repo: Path, run_dir: Path) -> None:
 
 def test_a_merged_tree_whose_tests_pass_is_verified(tmp_path):
     tasks = [script_task("notes", "echo hi > notes.txt"), script_task("more", "echo more > more.txt")]
-    out, repo = run(tmp_path, experiment(tmp_path, tasks, verify=PYTEST))
+    out, repo = run(tmp_path, experiment(tmp_path, tasks, criteria=VERIFIED, verify=PYTEST))
     assert out.status == "finished"
     m = out.metrics
     tip = git(repo, "rev-parse", out.spec.merged_branch)
     assert m["merged_verified"] is True and m["merged_verify_exit"] == 0 and m["merged_verify_sha"] == tip
     assert m["merged_verify_ms"] > 0 and m["merges_verified"] is None  # not asked after each merge
+    assert [c["passed"] for c in out.criteria] == [True]
     [note] = verify_notes(out.run_dir)
     assert note["scope"] == "final" and note["ok"] and "1 passed" in note["output"] and note["reason"] is None
     assert "| merged_verified | true (passed, at " in (out.run_dir / "summary.md").read_text()
@@ -94,7 +99,7 @@ def test_without_verify_merged_verified_is_null_not_false(tmp_path):
 
 def test_a_task_that_breaks_a_test_shows_false_in_metrics_summary_run_output_and_report(tmp_path, capsys):
     tasks = [script_task("notes", "echo hi > notes.txt"), script_task("break", write_file("calc.py", BREAKING))]
-    exp = experiment(tmp_path, tasks, verify=" ".join(PYTEST))  # the shell-string form
+    exp = experiment(tmp_path, tasks, criteria=VERIFIED, verify=" ".join(PYTEST))  # the shell-string form
     repo = make_repo(tmp_path / "repo", PASSING)
     results = tmp_path / "results"
     with pytest.raises(SystemExit) as e:
@@ -102,6 +107,7 @@ def test_a_task_that_breaks_a_test_shows_false_in_metrics_summary_run_output_and
     stdout, err = capsys.readouterr()
     assert e.value.code == 0, err  # a measurement: the run itself finished
     assert "merged_verified: false (exited 1: " in stdout and "1 failed" in stdout
+    assert "FAIL merged_verified == 1 (got False)" in stdout
     [run_dir] = [p.parent for p in results.rglob("metrics.json")]
     m = json.loads((run_dir / "metrics.json").read_text())
     assert m["merged_verified"] is False and m["merged_verify_exit"] == 1
