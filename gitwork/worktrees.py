@@ -141,6 +141,24 @@ def scratch_worktree(repo: str | os.PathLike, commit: str, root: str | os.PathLi
             git(repo, "worktree", "prune", ok=(0, 1, 128))
 
 
+def clear_scratch(repo: str | os.PathLike, root: str | os.PathLike, apply: bool = True) -> list[Path]:
+    """Remove what ``scratch_worktree`` left under ``root`` when its process was killed mid-use
+    (registered worktrees and bare directories alike), whatever was written in them: they hold
+    nothing of anyone's. The paths removed (``apply=False``: that would be)."""
+    repo, root = Path(repo), Path(root)
+    if not root.is_dir():
+        return []
+    left = sorted(p for p in root.iterdir() if p.is_dir() and not p.is_symlink())
+    if apply and left:
+        with _Locked(repo_lock(repo), repo):
+            for path in left:
+                if any(_same_path(w.path, path) for w in list_worktrees(repo)):
+                    git(repo, "worktree", "remove", "--force", "--force", str(path), ok=(0, 1, 128))
+                shutil.rmtree(path, ignore_errors=True)
+            git(repo, "worktree", "prune", ok=(0, 1, 128))
+    return left
+
+
 class CleanItem(BaseModel):
     kind: Literal["worktree", "branch"]
     name: str  # worktree path or full ref name

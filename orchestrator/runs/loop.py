@@ -25,7 +25,7 @@ from agents.config import MCP_URL_ENV
 from orchestrator.runs.exports import export_run
 from orchestrator.runs.external import ExternalController
 from orchestrator.runs.finalmerge import merge_completed
-from orchestrator.runs.mergeverify import MergeVerifier, verify_final
+from orchestrator.runs.mergeverify import MergeVerifier, clear_leftovers, verify_final
 from orchestrator.runs.outcome import settle
 from orchestrator.runs.phases import Spawning, note_phase
 from orchestrator.runs.remotemerge import RemoteMerges
@@ -70,6 +70,8 @@ class Orchestrator:
         self.merge_verifier: MergeVerifier | None = None  # verify: with after_each_merge
 
     def _start_merge_verifier(self) -> None:
+        if self.spec.verify:
+            clear_leftovers(self.spec, self.paths)  # of an orchestrator killed mid-verification
         if self.spec.verify and self.spec.verify.get("after_each_merge"):
             self.merge_verifier = MergeVerifier(self.spec, self.paths, self.store)
 

@@ -31,18 +31,17 @@ from coordstore.errors import GitError, OrchError
 
 from gitwork.repo import resolve_commit
 from gitwork.runner import git_out, identity_env
-from gitwork.worktrees import scratch_worktree
+from gitwork.worktrees import clear_scratch, scratch_worktree
 
 from agents.kinds import KindContext, output_tail
 from agents.kinds.script import pass_env_list, run_command
 
 from orchestrator.rundir import RunPaths, RunSpec
-from orchestrator.views.verified import FINAL, MERGE, VERIFY_ACTION, verifications
+from orchestrator.views.verified import FINAL, MERGE, SCRATCH_DIR, VERIFY_ACTION, verifications
 
 DEFAULT_TIMEOUT_S = 600.0
 EXIT_CANNOT_START, EXIT_TIMED_OUT = 127, 124  # run_command's (the shell's) conventions
 CHECK_TIP_MS = 250  # how often the run loop looks for new merges (a git call each time)
-SCRATCH_DIR = "verify"  # under the run directory: the scratch worktrees, each removed after use
 
 
 class VerifySpec(BaseModel):
@@ -121,6 +120,11 @@ def record(store, spec: RunSpec, scope: str, result: dict[str, Any]) -> None:
     data = {k: v for k, v in result.items() if k != "reason"}
     store.note(spec.run_id, "run", spec.run_id, VERIFY_ACTION, reason=result["reason"],
                data={"scope": scope, **data}, key=f"verify:{scope}:{result['sha']}")
+
+
+def clear_leftovers(spec: RunSpec, paths: RunPaths) -> None:
+    """The scratch worktrees an orchestrator killed mid-verification left (before a resume)."""
+    clear_scratch(spec.repo, paths.root / SCRATCH_DIR)
 
 
 def merged_tip(spec: RunSpec) -> str:

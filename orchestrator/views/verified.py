@@ -23,6 +23,7 @@ from coordstore.models import RunDump, Transition
 
 VERIFY_ACTION = "verify"  # data.action of the run notes that record a verification
 FINAL, MERGE = "final", "merge"  # a note's data.scope: the run's last tip, or one merge's
+SCRATCH_DIR = "verify"  # under the run directory: the scratch worktrees, each removed after use
 VERIFY_KEYS = ("merged_verified", "merged_verify_exit", "merged_verify_ms", "merged_verify_sha",
                "merges_verified", "merges_failing_verify", "merges_broke_verify")
 

@@ -6,6 +6,9 @@ repositories, real runners of the script kind, real pytest runs."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -88,6 +91,33 @@ def test_a_merged_tree_whose_tests_pass_is_verified(tmp_path):
     assert "| merged_verified | true (passed, at " in (out.run_dir / "summary.md").read_text()
     assert json.loads((out.run_dir / "metrics.json").read_text())["merged_verified"] is True
     untouched(repo, out.run_dir)
+
+
+def test_a_scratch_checkout_left_by_a_killed_orchestrator_is_cleared(tmp_path):
+    """What a verification cut short by SIGKILL leaves (a registered detached worktree with the
+    command's files in it) goes at the next start or resume, and with `orch clean`."""
+    exp = experiment(tmp_path, [script_task("notes", "echo hi > notes.txt")], agents=1, verify=PYTEST)
+    repo = make_repo(tmp_path / "repo", PASSING)
+    p = subprocess.run([sys.executable, "-m", "orchestrator", "run", "--experiment", str(exp), "--variant", "v", "--repo", str(repo),
+                        "--results", str(tmp_path / "results"), "--json"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr  # in another process: this one must not be the run's (live) orchestrator
+    [r] = json.loads(p.stdout)["runs"]
+    assert r["metrics"]["merged_verified"] is True
+    run_dir = Path(r["run_dir"])
+    left = run_dir / "verify" / "0123abcd-x"
+    git(repo, "worktree", "add", "--detach", str(left), r["merged_branch"])
+    (left / "junk.pyc").write_text("build output")
+    def clean(*args: str) -> str:
+        p = subprocess.run([sys.executable, "-m", "orchestrator", "clean", str(run_dir), *args], capture_output=True,
+                           text=True, timeout=120, stdin=subprocess.DEVNULL)
+        assert p.returncode == 0, p.stderr
+        return p.stdout
+
+    dry = json.loads(clean("--json"))  # no --yes, no terminal: a dry run
+    assert str(left) in {i["name"] for i in dry["removed"]} and left.is_dir()
+    assert "scratch checkout of a verification cut short" in clean("--yes")
+    untouched(repo, run_dir)
+    assert not left.exists()
 
 
 def test_without_verify_merged_verified_is_null_not_false(tmp_path):
@@ -208,3 +238,47 @@ def test_verify_forms_and_the_experiments_default(tmp_path):
     plans = {v: plan_runs(RunRequest(variant=v, experiment=exp, results=tmp_path / "results"))[0][0].verify for v in ("v", "own")}
     assert plans["v"] == {"command": "make test", "after_each_merge": False, "timeout_s": 600.0, "pass_env": []}
     assert plans["own"]["command"] == ["tox", "-q"] and plans["own"]["after_each_merge"] is True
+
+
+def test_a_resumed_run_verifies_each_merge_once_and_its_final_tree(tmp_path):
+    """The orchestrator SIGKILLed mid-run (a verification may be under way), then `orch resume`:
+    every commit of the merged branch's first-parent line is verified exactly once across both
+    orchestrators, and the final tree once."""
+    from coordstore import open_store
+    from runfixtures import task, write_experiment
+
+    repo = make_repo(tmp_path / "repo", PASSING)
+    tasks = [task(f"t{i}", [f"f{i}.txt"], est_ms=4000) for i in range(6)]
+    check = [sys.executable, "-c", "import calc; assert calc.add(2, 3) == 5"]  # quicker than pytest, 7 times over
+    exp = write_experiment(tmp_path, tasks, [], {"policy": "pull", "agents": 2, "kind": "sim",
+                                                  "verify": {"command": check, "after_each_merge": True}}, time_scale=0.1)
+    results = tmp_path / "results"
+    orch = subprocess.Popen([sys.executable, "-m", "orchestrator", "run", "--variant", "v", "--experiment", str(exp),
+                             "--repo", str(repo), "--results", str(results), "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    deadline, run_dir, spec = time.time() + 60, None, None
+    while time.time() < deadline:
+        found = list(results.glob("t/v/*/run.json"))
+        if found:
+            run_dir, spec = found[0].parent, json.loads(found[0].read_text())
+            try:
+                with open_store(spec["store_url"], readonly=True) as s:
+                    if sum(r.data.get("action") == "verify" for r in s.history(spec["run_id"], entity="run")) >= 2:
+                        break
+            except Exception:
+                pass
+        time.sleep(0.1)
+    assert run_dir is not None, orch.stderr.read() if orch.poll() is not None else "no run dir"
+    os.kill(orch.pid, signal.SIGKILL)
+    orch.wait()
+    r = subprocess.run([sys.executable, "-m", "orchestrator", "resume", str(run_dir), "--json"], capture_output=True,
+                       text=True, timeout=180)
+    assert r.returncode == 0, r.stderr
+    metrics = json.loads(r.stdout)["metrics"]
+    line = git(repo, "rev-list", "--first-parent", "--reverse", f"main..orch/{spec['run_id']}/merged").split()
+    notes = verify_notes(run_dir)
+    merges = [n["sha"] for n in notes if n["scope"] == "merge"]
+    assert merges == [git(repo, "rev-parse", "main")] + line and all(n["ok"] for n in notes)
+    assert [n["sha"] for n in notes if n["scope"] == "final"] == [line[-1]]
+    assert metrics["merges_verified"] == len(tasks) + 1 and metrics["merged_verified"] is True
+    untouched(repo, run_dir)
