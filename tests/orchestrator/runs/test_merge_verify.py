@@ -271,10 +271,11 @@ def test_a_resumed_run_verifies_each_merge_once_and_its_final_tree(tmp_path):
     assert run_dir is not None, orch.stderr.read() if orch.poll() is not None else "no run dir"
     os.kill(orch.pid, signal.SIGKILL)
     orch.wait()
-    r = subprocess.run([sys.executable, "-m", "orchestrator", "resume", str(run_dir), "--json"], capture_output=True,
+    r = subprocess.run([sys.executable, "-m", "orchestrator", "resume", str(run_dir)], capture_output=True,
                        text=True, timeout=180)
     assert r.returncode == 0, r.stderr
-    metrics = json.loads(r.stdout)["metrics"]
+    assert "merged_verified: true (passed, at " in r.stdout and "after each merge: 7 verified, 0 failing" in r.stdout
+    metrics = json.loads((run_dir / "metrics.json").read_text())
     line = git(repo, "rev-list", "--first-parent", "--reverse", f"main..orch/{spec['run_id']}/merged").split()
     notes = verify_notes(run_dir)
     merges = [n["sha"] for n in notes if n["scope"] == "merge"]
