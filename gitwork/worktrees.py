@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
@@ -114,6 +117,46 @@ class Worktrees:
         """Forget worktrees whose directories were deleted by hand."""
         with _Locked(self._lock, self.repo):
             git(self.repo, "worktree", "prune", what="git worktree prune")
+
+
+@contextmanager
+def scratch_worktree(repo: str | os.PathLike, commit: str, root: str | os.PathLike) -> Iterator[Path]:
+    """A detached checkout of ``commit`` in a new directory under ``root``, for running a command
+    on a tree nobody works in (the merged branch's tip); removed on the way out with whatever the
+    command wrote there. Nothing else moves: no branch is created, and the user's checkout and the
+    agents' worktrees are not touched. ``GitError`` when ``commit`` is not one."""
+    repo = Path(repo)
+    sha = resolve_commit(repo, commit)
+    lock = repo_lock(repo)
+    path = Path(tempfile.mkdtemp(prefix=f"{sha[:12]}-", dir=private_dir(root)))  # git adds into an empty directory
+    try:
+        with _Locked(lock, repo):
+            git(repo, "worktree", "add", "--quiet", "--detach", str(path), sha, what=f"git worktree add --detach {sha[:12]}")
+        yield path
+    finally:
+        with _Locked(lock, repo):
+            # twice --force: also when the command left it locked; a failure still ends in rmtree + prune
+            git(repo, "worktree", "remove", "--force", "--force", str(path), ok=(0, 1, 128))
+            shutil.rmtree(path, ignore_errors=True)
+            git(repo, "worktree", "prune", ok=(0, 1, 128))
+
+
+def clear_scratch(repo: str | os.PathLike, root: str | os.PathLike, apply: bool = True) -> list[Path]:
+    """Remove what ``scratch_worktree`` left under ``root`` when its process was killed mid-use
+    (registered worktrees and bare directories alike), whatever was written in them: they hold
+    nothing of anyone's. The paths removed (``apply=False``: that would be)."""
+    repo, root = Path(repo), Path(root)
+    if not root.is_dir():
+        return []
+    left = sorted(p for p in root.iterdir() if p.is_dir() and not p.is_symlink())
+    if apply and left:
+        with _Locked(repo_lock(repo), repo):
+            for path in left:
+                if any(_same_path(w.path, path) for w in list_worktrees(repo)):
+                    git(repo, "worktree", "remove", "--force", "--force", str(path), ok=(0, 1, 128))
+                shutil.rmtree(path, ignore_errors=True)
+            git(repo, "worktree", "prune", ok=(0, 1, 128))
+    return left
 
 
 class CleanItem(BaseModel):

@@ -67,6 +67,7 @@ class RunSpec(BaseModel):
     allow_failures: bool = False  # failed or cancelled tasks leave the run finished (else: failed)
     workers: str = "local"  # local: orch spawns the runners; external: `orch worker`s take the agents' slots
     remote: str | None = None  # git URL of the bare repository where coordinator and workers meet (external)
+    verify: dict[str, Any] | None = None  # the variant's verify: in its full form (runs.mergeverify.VerifySpec); None: none
 
     @property
     def branch_prefix(self) -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import tempfile
 import time
@@ -55,31 +56,48 @@ def command_env(pass_env: Iterable[str] = ()) -> dict[str, str]:
 
 
 def run_command(cmd: list[str] | str, ctx: KindContext, task_id: str, shell: bool = False,
-                timeout_s: float | None = None, pass_env: Iterable[str] = ()) -> tuple[int, str]:
+                timeout_s: float | None = None, pass_env: Iterable[str] = (), own_group: bool = False) -> tuple[int, str]:
     """Run one command in the worktree, beating while it runs, with ``command_env(pass_env)``.
     Returns (exit status, output); 127 for a program that does not exist, 124 for a timeout
-    (the shell's conventions)."""
+    (the shell's conventions). ``own_group``: the command leads a process group of its own and a
+    timeout, an interruption or its end kills the whole group (a test runner's workers, a shell's
+    children), not only the command; off for an agent's task commands, which stay in the runner's
+    group so that stopping the runner stops them too."""
     env = {**command_env(pass_env), **ctx.identity, "ORCH_RUN_ID": ctx.run_id, "ORCH_AGENT_ID": ctx.agent_id,
            "ORCH_TASK_ID": task_id, "ORCH_ATTEMPT": str(ctx.attempt)}
     with tempfile.TemporaryFile() as out:
         try:
             proc = subprocess.Popen(cmd, cwd=ctx.worktree, stdout=out, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, env=env, shell=shell)
+                                    stdin=subprocess.DEVNULL, env=env, shell=shell, start_new_session=own_group)
         except (FileNotFoundError, PermissionError) as e:
             return 127, f"cannot run {cmd[0] if isinstance(cmd, list) else cmd!r}: {e.strerror or e}"
+
+        killed = []
+
+        def kill() -> None:
+            if killed:
+                return
+            killed.append(True)
+            if own_group:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):  # the group is gone already
+                    pass
+            elif proc.poll() is None:
+                proc.kill()
+            proc.wait()
+
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         try:
             while proc.poll() is None:
                 if deadline is not None and time.monotonic() > deadline:
-                    proc.kill()
-                    proc.wait()
+                    kill()
                     out.seek(0)
                     return 124, out.read().decode(errors="replace") + f"\n(timed out after {timeout_s}s)"
                 ctx.pulse.sleep(POLL_S)
         finally:
-            if proc.poll() is None:  # interrupted (SIGTERM): leave no orphan behind
-                proc.kill()
-                proc.wait()
+            if proc.poll() is None or own_group:  # interrupted (SIGTERM), or the group outlived its leader: no orphans
+                kill()
         out.seek(0)
         return proc.returncode, out.read().decode(errors="replace")
 

@@ -16,6 +16,7 @@ from orchestrator.views.coordmetrics import COORDINATION_KEYS
 from orchestrator.views.custommetrics import DEFINED, run_metrics
 from orchestrator.views.overhead import overhead_line
 from orchestrator.views.runinfo import open_run
+from orchestrator.views.verified import FINAL, verifications, verify_line
 
 
 def _fmt_s(ms) -> str:
@@ -29,6 +30,18 @@ def _unfinished(outcome) -> list[tuple[str, str, str | None]]:
 
     with open_store(outcome.spec.store_url, readonly=True) as s:
         return [(t.id, t.status, one_line(t.reason)) for t in s.list_tasks(outcome.run_id, status=sorted(UNSUCCESSFUL))]
+
+
+def _verified(metrics: dict, spec) -> str | None:
+    """The run's merged_verified line (``verify:``), its failure reason read from its store."""
+    if metrics.get("merged_verified") is None and not metrics.get("merges_verified"):
+        return None
+    from coordstore import open_store  # lazy: `orch`'s start-up
+    from orchestrator.runs.exports import one_line  # lazy: as above
+
+    with open_store(spec.store_url, readonly=True) as s:
+        finals = verifications(s.history(spec.run_id, entity="run"), FINAL)
+    return verify_line(metrics, one_line(finals[-1]["reason"]) if finals and finals[-1]["reason"] else None)
 
 
 def _render_outcomes(outcomes, quiet: bool) -> None:
@@ -52,6 +65,9 @@ def _render_outcomes(outcomes, quiet: bool) -> None:
         m = o.metrics
         if len(outcomes) == 1:
             typer.echo(overhead_line(m))
+        verified = _verified(m, o.spec)
+        if verified:
+            typer.echo(verified)
         if m["tasks_failed"] or m["tasks_cancelled"]:
             typer.echo(f"tasks: {m['tasks_failed']} failed, {m['tasks_cancelled']} cancelled"
                        + ("; the experiment allows failures" if o.spec.allow_failures else f"; run {o.status}"))
@@ -180,6 +196,9 @@ def resume_cmd(
         failures = "".join(f", {metrics[f'tasks_{k}']} {k}" for k in UNSUCCESSFUL if metrics[f"tasks_{k}"])
         typer.echo(f"{orch.spec.run_id}: {status}, {metrics['tasks_completed']}/{metrics['tasks_total']} tasks completed{failures}")
         typer.echo(overhead_line(metrics))  # every session's phases, this resume's included
+        verified = _verified(metrics, orch.spec)
+        if verified:
+            typer.echo(verified)
     if status != "finished":
         raise typer.Exit(1)
 

@@ -30,6 +30,7 @@ from agents.config import MergeMode
 
 from orchestrator.runs.foreign import KNOWN_SHAPES, ForeignError, Translation, shape_of, translate
 from orchestrator.runs.hypotheses import Comparison, Hypothesis, unknown_name
+from orchestrator.runs.mergeverify import VerifySpec
 from orchestrator.runs.resources import experiment_files
 from orchestrator.views.asks import DIRECTIONS, default_direction
 from orchestrator.views.custommetrics import Definition, DefinitionError, check
@@ -100,6 +101,8 @@ class Variant(_Strict):
     # sim | replay | a script file: orch runs `orch model-server` with it and points every agent at it
     model_server: str | None = None
     execution: dict[str, Any] = Field(default_factory=dict)  # per-variant execution overrides
+    # a command run on the merged tree at the end (and after each merge, if asked): merged_verified
+    verify: VerifySpec | None = None
 
     _name_is_a_directory = field_validator("name")(_one_directory)
 
@@ -182,6 +185,7 @@ class Experiment(_Strict):
     repo: str | None = None
     execution: Execution = Field(default_factory=Execution)
     variants: list[Variant] = Field(min_length=1)
+    verify: VerifySpec | None = None  # every variant's verify: unless it has its own
     metrics: list[MetricSpec] = Field(default_factory=list)
     success_criteria: list[Criterion] = Field(default_factory=list)
     comparison: Comparison = Field(default_factory=Comparison)

@@ -15,6 +15,7 @@ from orchestrator.views.criteria import from_experiment_file
 from orchestrator.views.custommetrics import DEFINED, ERRORS, run_metrics
 from orchestrator.views.tables import metrics_row, write_metrics, write_transitions
 from orchestrator.views.overhead import overhead_rows
+from orchestrator.views.verified import FINAL, verifications, verify_line
 from orchestrator.rundir import RunPaths, RunSpec
 
 
@@ -32,7 +33,9 @@ def export_run(spec: RunSpec, paths: RunPaths, store) -> dict:
     write_private(paths.criteria, json.dumps(criteria, indent=2, sort_keys=True) + "\n")
     status = f"{dump.run.status} ({dump.run.reason})" if dump.run.reason else dump.run.status
     unfinished = [(t.id, t.status, one_line(t.reason)) for t in dump.tasks if t.status in UNSUCCESSFUL]
-    write_private(paths.summary, summary_markdown(spec, status, metrics, criteria, unfinished))
+    finals = verifications(dump.history, FINAL)
+    verified = verify_line(metrics, one_line(finals[-1]["reason"]) if finals and finals[-1]["reason"] else None)
+    write_private(paths.summary, summary_markdown(spec, status, metrics, criteria, unfinished, verified))
     return metrics
 
 
@@ -45,7 +48,7 @@ def one_line(reason: str | None) -> str:
 
 
 def summary_markdown(spec: RunSpec, status: str, m: dict, criteria: list[dict] = (),
-                     unfinished: list[tuple[str, str, str | None]] = ()) -> str:
+                     unfinished: list[tuple[str, str, str | None]] = (), verified: str | None = None) -> str:
     rows = [
         ("status", status),
         ("tasks completed", f"{m['tasks_completed']}/{m['tasks_total']}"),
@@ -60,6 +63,7 @@ def summary_markdown(spec: RunSpec, status: str, m: dict, criteria: list[dict] =
         ("tokens / cost", f"{m['tokens']['total']} total, {m['billable_tokens']} billable, "
                           f"{m['cache_hit_rate']:.1%} cache hits / ${m['cost_usd']:.4f}"),
         *overhead_rows(m),
+        *([("merged_verified", verified.split(": ", 1)[1].replace("|", "\\|"))] if verified else []),
         *[(name, "-" if m.get(name) is None else str(round(m[name], 4))) for name in m.get(DEFINED, [])],
     ]
     lines = [f"# Run {spec.run_id}", "", f"Experiment `{spec.experiment_id}`, variant `{spec.variant}` ({spec.policy}), seed {spec.seed}.", ""]

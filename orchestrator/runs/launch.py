@@ -36,7 +36,8 @@ from orchestrator.runs.loop import Orchestrator
 from orchestrator.supervision.interrupts import Interrupted
 
 HEADLINE = ("wall_clock_ms", "lower_bound_ms", "efficiency", "tasks_completed", "tasks_failed", "tasks_cancelled",
-            "tasks_total", "claim_contention", "dispatch_latency_ms", "merge_conflicts", "retries", "cost_usd")
+            "tasks_total", "claim_contention", "dispatch_latency_ms", "merge_conflicts", "retries", "cost_usd",
+            "merged_verified")
 
 
 @dataclass
@@ -220,6 +221,7 @@ def plan_runs(req: RunRequest) -> list[tuple[RunSpec, RunPaths, object, str | No
     store = req.store or execu.store
     _check_external(req, variant, store)
     exp_text = read_text(exp_file)  # as load_experiment read it: UTF-8 whatever the locale
+    verify = variant.verify or exp.verify  # the variant's own, else the experiment's
     out = []
     for i in range(1, execu.runs + 1):
         run_id = _run_id(variant.name, i)
@@ -248,6 +250,7 @@ def plan_runs(req: RunRequest) -> list[tuple[RunSpec, RunPaths, object, str | No
             model_server=variant.model_server,
             workers=req.workers,
             remote=req.remote,
+            verify=verify.model_dump() if verify else None,
         )
         out.append((spec, paths, graph, exp_text, demo))
     return out

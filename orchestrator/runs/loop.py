@@ -25,6 +25,7 @@ from agents.config import MCP_URL_ENV
 from orchestrator.runs.exports import export_run
 from orchestrator.runs.external import ExternalController
 from orchestrator.runs.finalmerge import merge_completed
+from orchestrator.runs.mergeverify import MergeVerifier, clear_leftovers, verify_final
 from orchestrator.runs.outcome import settle
 from orchestrator.runs.phases import Spawning, note_phase
 from orchestrator.runs.remotemerge import RemoteMerges
@@ -66,6 +67,13 @@ class Orchestrator:
         self._owner = False  # this process is the run's orchestrator (pid file written)
         self._spawning: Spawning | None = None  # a spawn phase until every runner reported in
         self._took_over_ms = 0  # when start() or reattach() began (the run's clock)
+        self.merge_verifier: MergeVerifier | None = None  # verify: with after_each_merge
+
+    def _start_merge_verifier(self) -> None:
+        if self.spec.verify:
+            clear_leftovers(self.spec, self.paths)  # of an orchestrator killed mid-verification
+        if self.spec.verify and self.spec.verify.get("after_each_merge"):
+            self.merge_verifier = MergeVerifier(self.spec, self.paths, self.store)
 
     def _start_model_server(self) -> None:
         """The variant's scripted model server; runners (re)spawned from now on point at it."""
@@ -102,6 +110,7 @@ class Orchestrator:
         self._owner = True
         self._start_model_server()
         self._start_tool_server()
+        self._start_merge_verifier()
         self.watcher.start()
         self.controller.spawn_all()
         self._spawning = spawning
@@ -115,6 +124,7 @@ class Orchestrator:
         self.store.reopen_run(self.spec.run_id, reason="resumed")
         self._start_model_server()  # a new port: re-attached runners keep the old URL and get requeued if they fail
         self._start_tool_server()  # likewise: a re-attached agent that cannot reach the old one ends and is respawned
+        self._start_merge_verifier()
         self.watcher.start()
         for agent_id in self.controller.attach_all():
             for t in self.store.list_tasks(self.spec.run_id, status=ACTIVE, owner=agent_id):
@@ -163,6 +173,8 @@ class Orchestrator:
         if now_ms - self._last_tick_ms >= TICK_S * 1000:
             self._last_tick_ms = now_ms
             self.supervisor.tick(now_ms)
+        if self.merge_verifier is not None:
+            self.merge_verifier.poll(now_ms)
         if self.progress:
             done, total = self.counts()
             self.progress(done, total)
@@ -201,6 +213,8 @@ class Orchestrator:
         """Stop every runner, record the run ``interrupted`` with ``reason``. Their tasks stay as
         they are: ``resume`` requeues them when it respawns the runners."""
         self.controller.stop_all()
+        if self.merge_verifier is not None:
+            self.merge_verifier.finish(complete=False)
         self.watcher.poll()  # their last events
         self.watcher.stop()
         if self.store.get_run(self.spec.run_id).status != "running":
@@ -211,8 +225,8 @@ class Orchestrator:
         self.store.finish_run(self.spec.run_id, "interrupted", reason=reason)
 
     def finish(self, status: str) -> str:
-        """Let runners exit, stop the rest, merge what waited, export, close the run; returns
-        the run's final status. The drain (until every runner is gone) and the final merge are
+        """Let runners exit, stop the rest, merge what waited, verify the merged tree (``verify:``),
+        export, close the run; returns the run's final status. The drain (until every runner is gone) and the final merge are
         recorded as phases, and so is a spawn still under way (``orchestrator.runs.phases``)."""
         run_id = self.spec.run_id
         drain_start = self._last_terminal_ms(self.wall())
@@ -241,6 +255,10 @@ class Orchestrator:
             merge_start = self.wall()
             merged = merge_completed(self.spec, self.store)
             note_phase(self.store, run_id, "final_merge", merge_start, self.wall(), branches=len(merged))
+        if self.merge_verifier is not None:  # the merges left to verify; a run cut short leaves them
+            self.merge_verifier.finish(complete=status == "finished")
+        if status == "finished":  # an interrupted run's tree is verified when a resume finishes it
+            verify_final(self.spec, self.paths, self.store)
         status, reason = settle(self.spec, self.store, status)
         self.store.finish_run(self.spec.run_id, status, reason=reason)
         export_run(self.spec, self.paths, self.store)
@@ -258,6 +276,8 @@ class Orchestrator:
         return min(now_ms, max(last, self._took_over_ms))
 
     def close(self) -> None:
+        if self.merge_verifier is not None:  # an orchestrator error: no verification left running
+            self.merge_verifier.finish(complete=False)
         if self.tool_server is not None:
             self.tool_server.stop()
             self.tool_server = None

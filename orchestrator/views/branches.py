@@ -17,7 +17,8 @@ from coordstore.errors import GitError, InputError
 from gitwork.repo import full_ref, ref_exists, resolve_commit
 from gitwork.runner import git_out, is_ancestor
 from orchestrator.views.runinfo import SCHEMA_VERSION, RunRef, live_processes, liveness, merge_summary
-from gitwork.worktrees import CleanReport, clean
+from gitwork.worktrees import CleanItem, CleanReport, clean, clear_scratch
+from orchestrator.views.verified import SCRATCH_DIR
 
 TASK_SUBJECT = re.compile(r"^task (?P<id>\S+?): ")
 _SHORTSTAT = re.compile(r"(\d+) files? changed(?:, (\d+) insertions?\(\+\))?(?:, (\d+) deletions?\(-\))?")
@@ -151,5 +152,7 @@ def clean_run(ref: RunRef, delete_branches: bool, apply: bool, remove_ignored: b
     repo = _repo(ref)
     branches, merged, trees = _clean_args(ref)
     report = _explain_merged(clean(repo, branches, merged, trees, delete_branches, apply=apply, remove_ignored=remove_ignored), merged)
+    report.removed += [CleanItem(kind="worktree", name=str(p), reason="scratch checkout of a verification cut short")
+                       for p in clear_scratch(repo, ref.paths.root / SCRATCH_DIR, apply=apply)]
     return {"version": SCHEMA_VERSION, "run_id": ref.run_id, "repo": str(repo), "dry_run": not apply,
             "branches": delete_branches, **report.model_dump()}

@@ -17,7 +17,8 @@ def evaluate(criteria: list[dict], metrics: dict) -> list[dict]:
     out = []
     for c in criteria:
         value = metrics.get(c["metric"])
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and OPS[c["op"]](value, c["value"])
+        # a yes/no metric (merged_verified) is judged as 1 or 0: `merged_verified == 1`
+        ok = isinstance(value, (int, float)) and OPS[c["op"]](int(value) if isinstance(value, bool) else value, c["value"])
         out.append({"metric": c["metric"], "op": c["op"], "value": c["value"], "got": value, "passed": bool(ok)})
     return out
 

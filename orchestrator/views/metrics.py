@@ -20,6 +20,7 @@ from orchestrator.views.load import starvation, workers
 from orchestrator.views.overhead import OVERHEAD_KEYS, overhead_metrics
 from orchestrator.views.timeinstatus import time_in_status
 from orchestrator.views.tokenmetrics import token_metrics
+from orchestrator.views.verified import VERIFY_KEYS, verify_metrics
 
 METRIC_KEYS = (
     "wall_clock_ms", "lower_bound_ms", "workers", "efficiency", "tasks_total", "tasks_completed", "tasks_failed",
@@ -29,7 +30,7 @@ METRIC_KEYS = (
     "gini_tasks", "gini_busy", "reassignments", "stalls", "retries",
     "merge_conflicts", "tokens", "cost_usd", "cost_per_completed_task",
     "billable_tokens", "cached_tokens", "cache_hit_rate", "tokens_per_completed_task", "cost_per_point",
-    *OVERHEAD_KEYS, "time_in_status_ms", "time_by_agent_ms",
+    *OVERHEAD_KEYS, "time_in_status_ms", "time_by_agent_ms", *VERIFY_KEYS,
 ) + COORDINATION_KEYS  # the agent-coordination group (claims included) comes last
 HOUR_MS = 3_600_000
 
@@ -177,6 +178,6 @@ def compute_metrics(dump: RunDump) -> dict[str, Any]:
         "retries": len(requeues),
         "merge_conflicts": sum(1 for r in rows if r.entity == "merge" and r.to_state == "conflict"),
         **token_metrics(dump, completed),  # tokens, cost_usd, cost_per_completed_task and the token efficiency keys
-        **overhead_metrics(dump, wall, actual), **time_in_status(dump),
+        **overhead_metrics(dump, wall, actual), **time_in_status(dump), **verify_metrics(dump),
         **coordination_metrics(dump, len(completed)),
     }

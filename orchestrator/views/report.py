@@ -16,6 +16,7 @@ from orchestrator.views.compare import COORDINATION_COMPARED, comparison_files, 
 from orchestrator.views.comparedoc import html_body, html_page, markdown
 from orchestrator.views.criteria import from_experiment_file
 from orchestrator.views.plotting import pyplot
+from orchestrator.views.verified import FINAL, VERIFY_ACTION, verify_line
 
 
 def _periods(run_dir: Path) -> list[tuple[str, str, int, int, str]]:
@@ -120,6 +121,32 @@ def criteria_results(run: dict, run_dir: Path) -> list[tuple[str, bool]]:
             for c in from_experiment_file(run_dir / "experiment.yaml", run["metrics"])]
 
 
+def _final_reason(run_dir: Path) -> str | None:
+    """The last final verification's failure reason, from the run's transitions.jsonl."""
+    reason = None
+    for line in (run_dir / "transitions.jsonl").read_text().splitlines():
+        r = json.loads(line) if line else {}
+        data = r.get("data") or {}
+        if r.get("entity") == "run" and data.get("action") == VERIFY_ACTION and data.get("scope") == FINAL:
+            reason = r.get("reason")
+    return " ".join(reason.split())[:300] if reason else None
+
+
+def verified_lines(by_variant: dict[str, list[dict]]) -> list[str]:
+    """Per variant, how many runs' merged trees passed their ``verify:``, then each run's line;
+    none when no run verified anything."""
+    out = []
+    for variant, runs in sorted(by_variant.items()):
+        lines = [(Path(r["run_dir"]), verify_line(r["metrics"], _final_reason(Path(r["run_dir"])))) for r in runs]
+        lines = [(d, line) for d, line in lines if line]
+        if not lines:
+            continue
+        passed = sum(r["metrics"].get("merged_verified") is True for r in runs)
+        out.append(f"{variant}: {passed}/{len(runs)} runs' merged trees verified")
+        out += [f"{variant} {d.name}: {line}" for d, line in lines]
+    return out
+
+
 def write_report(experiment_dir: Path, baseline: str | None = None) -> tuple[Path, Path]:
     """report.md and report.html, and beside them comparison.md, .json and .html."""
     experiment_dir = Path(experiment_dir)
@@ -141,12 +168,18 @@ def write_report(experiment_dir: Path, baseline: str | None = None) -> tuple[Pat
         for r in runs:
             for text, ok in criteria_results(r, Path(r["run_dir"])):
                 criteria.append(f"{'PASS' if ok else 'FAIL'} {Path(r['run_dir']).name}: {text}")
+    verified = verified_lines(by_variant)
     md = [f"# Report: {experiment_dir.name}", "", markdown(result, level=2), "## Success criteria", ""]
-    md += [f"- {c}" for c in criteria] + ["", "## Charts", ""] + [f"![{p.stem}](charts/{p.name})" for p in images]
+    md += [f"- {c}" for c in criteria] + [""]
+    if verified:
+        md += ["## Merged tree verified", ""] + [f"- {v}" for v in verified] + [""]
+    md += ["## Charts", ""] + [f"![{p.stem}](charts/{p.name})" for p in images]
     md_path = experiment_dir / "report.md"
     md_path.write_text("\n".join(md) + "\n")
     body = f"<h1>Report: {html.escape(experiment_dir.name)}</h1>" + html_body(result, level=2)
     body += "<h2>Success criteria</h2><ul>" + "".join(f"<li>{html.escape(c)}</li>" for c in criteria) + "</ul>"
+    if verified:
+        body += "<h2>Merged tree verified</h2><ul>" + "".join(f"<li>{html.escape(v)}</li>" for v in verified) + "</ul>"
     body += "<h2>Charts</h2>" + "".join(f'<h3>{p.stem}</h3><img src="charts/{p.name}">' for p in images)
     html_path = experiment_dir / "report.html"
     html_path.write_text(html_page("orch report", body))
