@@ -14,6 +14,7 @@ from coordstore.models import UNSUCCESSFUL
 from orchestrator.cli.app import app, interrupt_exits, print_json
 from orchestrator.views.coordmetrics import COORDINATION_KEYS
 from orchestrator.views.custommetrics import DEFINED, run_metrics
+from orchestrator.views.forecastmetrics import forecast_line
 from orchestrator.views.overhead import overhead_line
 from orchestrator.views.runinfo import open_run
 
@@ -52,6 +53,8 @@ def _render_outcomes(outcomes, quiet: bool) -> None:
         m = o.metrics
         if len(outcomes) == 1:
             typer.echo(overhead_line(m))
+        if len(outcomes) == 1 or m["merge_conflicts"] or m.get("conflict_forecasts"):
+            typer.echo(forecast_line(m))
         if m["tasks_failed"] or m["tasks_cancelled"]:
             typer.echo(f"tasks: {m['tasks_failed']} failed, {m['tasks_cancelled']} cancelled"
                        + ("; the experiment allows failures" if o.spec.allow_failures else f"; run {o.status}"))
