@@ -126,13 +126,13 @@ def check_graph(tasks: list[Task], deps: list[Dependency], broken: Collection[st
 
 
 def _overlaps(ix: graph.GraphIndex) -> list[Finding]:
-    pairs = scopes.parallel_overlaps(ix)
+    pairs, total = scopes.parallel_overlaps(ix, MAX_OVERLAPS)
     out = [Finding("warning", "scope-overlap",
                    f"tasks {a!r} and {b!r} may run in parallel (neither depends on the other) and both touch {entry!r}: "
                    f"their merges may conflict (add a dependency, or run with policy_options.avoid_conflicts)", a)
-           for a, b, entry in pairs[:MAX_OVERLAPS]]
-    if len(pairs) > MAX_OVERLAPS:
-        out.append(Finding("warning", "scope-overlap", f"and {len(pairs) - MAX_OVERLAPS} more pairs of parallel tasks with overlapping file scopes"))
+           for a, b, entry in pairs]
+    if total > len(pairs):
+        out.append(Finding("warning", "scope-overlap", f"and {total - len(pairs)} more pairs of parallel tasks with overlapping file scopes"))
     return out
 
 

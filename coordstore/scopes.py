@@ -75,12 +75,21 @@ def colliding(scope: Iterable[str], held: Mapping[str, Iterable[str]]) -> dict[s
 
 
 # ---------------------------------------------------------------------------- parallel overlaps
-def _reach(ix: GraphIndex, work: list[str]) -> dict[str, int]:
-    """Per work task, a bit set of the work tasks that must wait for it (transitively)."""
-    bit = {t: 1 << i for i, t in enumerate(work)}
-    succ = work_successors(ix)
+def _key(entry: str) -> str:
+    """Where an entry sits in the tree: the path itself, or a glob's fixed part."""
+    return _fixed(entry) if _is_glob(entry) else entry
+
+
+def _above(key: str) -> list[str]:
+    """``key`` and every directory above it, the root ("") included."""
+    parts = key.split("/") if key else []
+    return [""] + ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+
+
+def _closure(order: list[str], succ: Mapping[str, Iterable[str]], bit: Mapping[str, int]) -> dict[str, int]:
+    """Per task, a bit set of the tasks reachable from it through ``succ`` (transitively)."""
     reach: dict[str, int] = {}
-    for root in work:  # iterative post-order: deep chains must not hit the recursion limit
+    for root in order:  # iterative post-order: deep chains must not hit the recursion limit
         stack = [(root, False)]
         while stack:
             node, done = stack.pop()
@@ -97,52 +106,54 @@ def _reach(ix: GraphIndex, work: list[str]) -> dict[str, int]:
     return reach
 
 
-def _candidate_pairs(ix: GraphIndex, work: list[str]) -> dict[tuple[str, str], str]:
-    """(a, b) in template order -> one entry they share, for every pair of work tasks whose scopes
-    meet. Paths meet through a dictionary of each path's ancestors (no all-pairs comparison);
-    globs, usually few, are compared with every entry."""
-    pos = {t: i for i, t in enumerate(work)}
-    by_path: dict[str, set[str]] = defaultdict(set)
-    globs: list[tuple[str, str]] = []
-    entries: list[tuple[str, str]] = []
+def _partners(ix: GraphIndex, work: list[str], bit: Mapping[str, int]) -> dict[str, int]:
+    """Per work task, a bit set of the tasks whose scope meets its own. Work is per distinct entry:
+    an entry meets those filed at its own place in the tree or above it (found by walking up, no
+    all-pairs comparison), a glob and a path below its fixed part only if the glob matches."""
+    tasks_of: dict[str, list[str]] = defaultdict(list)  # normalized entry -> its tasks
     for t in work:
-        for e in ix.tasks[t].file_scope:
-            n = _norm(e)
-            entries.append((t, n))
-            if _is_glob(n):
-                globs.append((t, n))
-            else:
-                by_path[n].add(t)
-    out: dict[tuple[str, str], str] = {}
-
-    def add(a: str, b: str, entry: str) -> None:
-        if a != b:
-            key = (a, b) if pos[a] < pos[b] else (b, a)
-            out.setdefault(key, entry)
-
-    for path, owners in by_path.items():  # equal paths, and a path below another one
-        parts = path.split("/")
-        for i in range(1, len(parts) + 1):
-            above = "/".join(parts[:i])
-            for a in by_path.get(above, ()):
-                for b in owners:
-                    add(a, b, above)
-    for t, g in globs:
-        for u, e in entries:
-            if u != t and entries_overlap(g, e):
-                add(t, u, g if _is_glob(e) else e)
-    return out
+        for e in dict.fromkeys(_norm(x) for x in ix.tasks[t].file_scope):
+            tasks_of[e].append(t)
+    at: dict[str, list[str]] = defaultdict(list)  # key -> entries filed there
+    for e in tasks_of:
+        at[_key(e)].append(e)
+    mask = {e: sum(bit[t] for t in ts) for e, ts in tasks_of.items()}
+    partners = dict.fromkeys(work, 0)
+    for e in tasks_of:
+        for up in _above(_key(e)):
+            for f in at.get(up, ()):
+                if (_is_glob(e) or _is_glob(f)) and not entries_overlap(e, f):
+                    continue
+                for t in tasks_of[e]:
+                    partners[t] |= mask[f]
+                for t in tasks_of[f]:
+                    partners[t] |= mask[e]
+    return partners
 
 
-def parallel_overlaps(ix: GraphIndex) -> list[tuple[str, str, str]]:
-    """(a, b, an entry both touch) for every pair of work tasks whose scopes meet and that may run
-    at the same time: neither waits for the other through the dependency graph. Template order."""
+def parallel_overlaps(ix: GraphIndex, limit: int | None = None) -> tuple[list[tuple[str, str, str]], int]:
+    """Pairs of work tasks whose scopes meet and that may run at the same time (neither waits for
+    the other through the dependency graph): (the first ``limit`` of them in template order, each
+    as (a, b, an entry of a's that b's scope meets), and how many there are in all)."""
     work = work_ids(ix)
-    pairs = _candidate_pairs(ix, work)
-    if not pairs:
-        return []
-    reach = _reach(ix, work)
     bit = {t: 1 << i for i, t in enumerate(work)}
-    out = [(a, b, e) for (a, b), e in pairs.items() if not (reach[a] & bit[b] or reach[b] & bit[a])]
-    pos = {t: i for i, t in enumerate(work)}
-    return sorted(out, key=lambda p: (pos[p[0]], pos[p[1]]))
+    partners = _partners(ix, work, bit)
+    if not any(partners[t] & ~bit[t] for t in work):
+        return [], 0
+    succ = work_successors(ix)
+    pred: dict[str, set[str]] = defaultdict(set)
+    for a, bs in succ.items():
+        for b in bs:
+            pred[b].add(a)
+    after, before = _closure(work, succ, bit), _closure(work, pred, bit)
+    listed: list[tuple[str, str, str]] = []
+    total = 0
+    for i, a in enumerate(work):
+        later = partners[a] & ~(after[a] | before[a]) & ~((1 << (i + 1)) - 1)  # each pair once, from its first task
+        total += later.bit_count()
+        while later and (limit is None or len(listed) < limit):
+            low = later & -later
+            b = work[low.bit_length() - 1]
+            listed.append((a, b, shared_entries(ix.tasks[a].file_scope, ix.tasks[b].file_scope)[0]))
+            later ^= low
+    return listed, total
