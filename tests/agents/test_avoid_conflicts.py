@@ -103,3 +103,38 @@ def test_a_held_back_task_is_not_overtaken_by_a_lower_ranked_one_on_the_same_fil
     assert done["a"] <= started["b"] and done["b"] <= started["c"]
     assert started["d"] < done["a"]  # the free task ran meanwhile
     assert conflicts(run) == []
+
+
+def test_two_looks_that_raced_onto_one_file_park_the_later_claim_until_the_earlier_ends(tmp_path):
+    """The race a look cannot see (each agent read the other's task as not yet held): two claims
+    of colliding tasks both won. The later one (claimed_at, then id) is parked, the earlier one
+    runs; the parked one is released when the earlier one ends. A real SQLite store, no sleeps."""
+    from agents.events import EventWriter
+    from agents.policies import WAIT, PolicyEnv
+    from agents.policies.collisions import Collisions
+    from coordstore import open_store
+    from coordstore.models import Agent, Run
+
+    now = iter(range(1_000, 10**6, 10))
+    with open_store(f"sqlite://{tmp_path / 'orch.db'}", clock=lambda: next(now)) as store:
+        store.create_run(Run(id="r"))
+        store.add_graph("r", TaskGraph(tasks=[Task(id="a", file_scope=[SHARED]), Task(id="b", file_scope=["src/"]),
+                                              Task(id="c", file_scope=["docs/x.md"])], dependencies=[]))
+        envs = {}
+        for w in ("w1", "w2"):
+            store.register_agent("r", Agent(id=w, kind="sim", role="worker"), lease_ms=60_000)
+            envs[w] = Collisions(PolicyEnv(store, "r", w, "worker", None, {"avoid_conflicts": True}, None,
+                                           EventWriter(tmp_path / "events" / w, w)))
+        a = store.claim("r", "a", "w1")
+        b = store.claim("r", "b", "w2")  # a race: w2 looked before w1's claim
+        assert envs["w1"].earlier_colliders(a) == [] and envs["w2"].earlier_colliders(b) == ["a"]
+        assert envs["w1"].park_if_raced(a) is False and envs["w2"].park_if_raced(b) is True
+        assert envs["w2"].release() == WAIT  # a still holds the file
+        store.start("r", "a", "w1", a.attempt)
+        assert envs["w2"].release() == WAIT
+        store.complete("r", "a", "w1", a.attempt)
+        released = envs["w2"].release()
+        assert released.id == "b" and released.owner == "w2" and envs["w2"].parked is None
+        # b holds src/ now; c, in docs/, collides with nothing and is claimed
+        c = envs["w1"].claim("priority")
+        assert c.id == "c"
