@@ -30,9 +30,9 @@ def orch(capsys, *args: str) -> tuple[int, str, str]:
 
 def experiment(tmp_path: Path) -> Path:
     """Three tasks on the shared file, two on files of their own, no dependencies; three agents.
-    A task runs ~4 s: long enough for the loop's forecast rounds (one a second) to see two of
+    A task runs ~6 s: long enough for the loop's forecast rounds (one a second) to see two of
     them editing the shared file at once."""
-    tasks = [task(f"s{i}", [SHARED], est_ms=80_000) for i in range(3)] + [task(f"o{i}", [f"src/o{i}.py"], est_ms=80_000) for i in range(2)]
+    tasks = [task(f"s{i}", [SHARED], est_ms=120_000) for i in range(3)] + [task(f"o{i}", [f"src/o{i}.py"], est_ms=120_000) for i in range(2)]
     tpl = tmp_path / "graph.json"
     tpl.write_text(json.dumps({"format": "orch-graph", "version": 1, "tasks": tasks, "dependencies": []}))
     agents = {"policy": "pull", "agents": 3, "kind": "sim", "kind_options": {"step_every_s": 5}}  # a step every 0.25 s
