@@ -18,8 +18,9 @@ Cost is bounded: an agent's snapshot is taken again only when its branch tip or 
 changed (an agent that did nothing changed no file), at most ``MAX_SNAPSHOTS`` per round, oldest
 first; a merge-tree is computed once per combination of merged tip and snapshots, at most
 ``MAX_MERGES`` per round (the rest wait for the next). A git failure (a worktree changing under the
-snapshot) skips that agent for the round: forecasts never fail a run. Runs with external
-workers are not forecast (their worktrees are on other hosts).
+snapshot) skips that agent for the round, and a failing round (a busy store) is left for the next:
+forecasts never fail a run. Runs with external workers are not forecast (their worktrees are on
+other hosts).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from coordstore.errors import GitError
+from coordstore.errors import GitError, StoreError
 
 from gitwork import forecast
 from gitwork.runner import git, identity_env
@@ -68,8 +69,8 @@ class Forecaster:
         self.last_ms = now_ms
         try:
             return self._round(now_ms)
-        except GitError:
-            return 0  # the merged ref or a branch moved under us: the next round sees it settled
+        except (GitError, StoreError):
+            return 0  # a ref moved under us, a busy store: the next round tries again; a forecast never fails a run
 
     def _round(self, now_ms: int) -> int:
         run = self.spec.run_id
