@@ -47,9 +47,10 @@ IDENTITY = identity_env("orchestrator")
 class _Live:
     task: str
     attempt: int
-    key: tuple  # (task, attempt, tip, last event seq): the snapshot is taken again when it changes
+    key: tuple = ()  # (tip, last event seq) now: the snapshot is taken again when it differs from ...
+    snap_key: tuple | None = None  # ... the key at the snapshot
     snap: str | None = None
-    at_ms: int = -1  # when the snapshot was taken (oldest first under the cap)
+    at_ms: int = -1  # when the snapshot was taken (oldest first under the cap; never taken: first)
 
 
 class Forecaster:
@@ -83,18 +84,19 @@ class Forecaster:
         stale = []
         for a in agents:
             t = working[a]
-            key = (t.id, t.attempt, tips[a], self.store.last_event_seq(run, a))
             live = self.live.get(a)
-            if live is None or live.key != key:
-                live = self.live[a] = _Live(t.id, t.attempt, key, live.snap if live and live.task == t.id else None,
-                                            live.at_ms if live else -1)
+            if live is None or (live.task, live.attempt) != (t.id, t.attempt):
+                live = self.live[a] = _Live(t.id, t.attempt)
+            live.key = (tips[a], self.store.last_event_seq(run, a))
+            if live.snap_key != live.key:
                 stale.append(a)
         for a in sorted(stale, key=lambda a: self.live[a].at_ms)[:MAX_SNAPSHOTS]:
+            live = self.live[a]
             try:
-                self.live[a].snap = forecast.snapshot(self.paths.worktree_of(a), IDENTITY)
-                self.live[a].at_ms = now_ms
+                live.snap = forecast.snapshot(self.paths.worktree_of(a), IDENTITY)
             except GitError:
                 continue
+            live.snap_key, live.at_ms = live.key, now_ms
         return self._merges(merged_tip)
 
     def _merges(self, merged_tip: str) -> int:
