@@ -1,7 +1,8 @@
 """One agent's process: ``python -m agents.runner --config FILE``.
 
 Loop: ask the policy for the next task (or wait, or stop when the run is over) -> bring the
-worktree up to date when the task has start-blockers -> ``store.start`` -> run the agent kind in
+worktree up to date when the task has start-blockers (before every task with
+``policy_options.avoid_conflicts``) -> ``store.start`` -> run the agent kind in
 the worktree -> commit on the agent's branch as ``task <id>: <title>`` (agent identity) -> the
 task's ``verify`` command -> on a worker of another host, push the commit to the run's remote ->
 in ``immediate`` merge mode, merge the branch into the merged ref
@@ -170,7 +171,8 @@ class Runner:
         self.pulse.current_task = tid
         try:
             known, self._head = self._head, None  # HEAD as the last task left it, if it is known
-            if self.env.index(tid).effective_blockers(tid):
+            # avoid_conflicts: a task held back for another's files starts on that task's merged work
+            if self.env.index(tid).effective_blockers(tid) or c.policy_options.get("avoid_conflicts") is True:
                 self.take_in_blockers(task)
                 known = None
             try:

@@ -169,7 +169,7 @@ def _work_durations(ix: GraphIndex, durations: Mapping[str, float] | None) -> di
     }
 
 
-def _work_successors(ix: GraphIndex) -> dict[str, set[str]]:
+def work_successors(ix: GraphIndex) -> dict[str, set[str]]:
     """Start-blocking successors between work tasks (containers expanded to their leaves)."""
 
     def leaves(t: str) -> list[str]:
@@ -189,7 +189,7 @@ def tail_lengths(ix: GraphIndex, durations: Mapping[str, float] | None = None) -
     This is the ``critical-path`` claim order's rank. Containers get the max over their leaves.
     """
     dur = _work_durations(ix, durations)
-    succ = _work_successors(ix)
+    succ = work_successors(ix)
     memo: dict[str, float] = {}
     # iterative post-order so deep chains do not hit the recursion limit
     for root in dur:
@@ -213,7 +213,7 @@ def critical_path(ix: GraphIndex, durations: Mapping[str, float] | None = None) 
     """(length, task ids) of the longest duration-weighted chain of work tasks."""
     tails = tail_lengths(ix, durations)
     dur = _work_durations(ix, durations)
-    succ = _work_successors(ix)
+    succ = work_successors(ix)
     if not dur:
         return 0.0, []
     blocked = {s for ss in succ.values() for s in ss}

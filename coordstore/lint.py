@@ -8,7 +8,7 @@ cannot be imported, ``warning`` = it can, but probably not as meant). Codes:
               dangling-attachment, duplicate-id, two-parents, cycle, unsafe-path
     warnings  tag-mismatch (inline tag list vs tag table), priority-int, priority-name,
               follows-direction (the file uses ``follows``), unreachable, unestimated,
-              duplicate-edge, empty
+              duplicate-edge, empty, scope-overlap
 
 ``unreachable``: in a graph that has edges, a task no edge touches (neither a dependency nor a
 containment): nothing orders it or groups it, usually a forgotten ``contains``/``blocks`` row.
@@ -16,6 +16,9 @@ containment): nothing orders it or groups it, usually a forgotten ``contains``/`
 ``..`` or into its ``.git`` (``orch run`` refuses such a template before writing anything).
 ``unestimated``: a work task (not a container) with neither ``time_estimate_ms`` nor ``points``;
 it is scheduled with ``graph.DEFAULT_ESTIMATE_MS``.
+``scope-overlap``: two work tasks whose ``file_scope`` entries meet (``coordstore.scopes``) and that
+may run at the same time (neither waits for the other through the graph): their merges may
+conflict. One finding per pair, the first MAX_OVERLAPS of them, then one counting the rest.
 """
 
 from __future__ import annotations
@@ -27,13 +30,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from coordstore import graph, snapshot, templates, tgmcp
+from coordstore import graph, scopes, snapshot, templates, tgmcp
 from coordstore.errors import InputError
 from coordstore.models import DEP_TYPES, Dependency, Run, Task, TaskGraph
 from coordstore.tgmcp import Issue
 
 Finding = Issue
 MAX_CYCLES = 10  # cycles reported per file; past that the template needs a rethink, not a list
+MAX_OVERLAPS = 20  # scope-overlap pairs reported one by one; the rest are counted in one more finding
 
 
 @dataclass
@@ -118,6 +122,17 @@ def check_graph(tasks: list[Task], deps: list[Dependency], broken: Collection[st
             out.append(Finding(
                 "warning", "unestimated",
                 f"task {tid!r} has neither time_estimate_ms nor points (scheduled as {graph.DEFAULT_ESTIMATE_MS} ms)", tid))
+    return out + _overlaps(ix)
+
+
+def _overlaps(ix: graph.GraphIndex) -> list[Finding]:
+    pairs, total = scopes.parallel_overlaps(ix, MAX_OVERLAPS)
+    out = [Finding("warning", "scope-overlap",
+                   f"tasks {a!r} and {b!r} may run in parallel (neither depends on the other) and both touch {entry!r}: "
+                   f"their merges may conflict (add a dependency, or run with policy_options.avoid_conflicts)", a)
+           for a, b, entry in pairs]
+    if total > len(pairs):
+        out.append(Finding("warning", "scope-overlap", f"and {total - len(pairs)} more pairs of parallel tasks with overlapping file scopes"))
     return out
 
 

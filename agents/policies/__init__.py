@@ -19,6 +19,9 @@ Pulling agents look with the read-only ``ready_tasks`` before they claim, so an 
 polling an empty queue does not write an ``empty`` claim row every ``poll_ms``; the claim names
 the task the look saw best (``claim_next(seen=...)``), so a race lost between the look and the
 claim is recorded by the store (``lost``), which is what contention measures.
+
+``policy_options.avoid_conflicts`` (pull, relay, hybrid workers, the push coordinator): a ready
+task whose ``file_scope`` meets that of a task in progress is held back (``collisions``).
 """
 
 from __future__ import annotations

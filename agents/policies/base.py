@@ -20,12 +20,13 @@ ORDERS = ("priority", "critical-path", "fifo")
 OPEN = tuple(s for s in TASK_STATUSES if s not in TERMINAL)
 # policy -> options it understands (a typo in an experiment must not silently use a default)
 OPTIONS: dict[str, tuple[str, ...]] = {
-    "pull": ("order",),
+    "pull": ("order", "avoid_conflicts"),
     "solo": ("order",),
-    "relay": ("order",),
-    "push": ("order", "dispatch_latency_ms"),
-    "hybrid": ("order", "dispatch_latency_ms", "settle_ms"),
+    "relay": ("order", "avoid_conflicts"),
+    "push": ("order", "dispatch_latency_ms", "avoid_conflicts"),
+    "hybrid": ("order", "dispatch_latency_ms", "settle_ms", "avoid_conflicts"),
 }
+FLAGS = ("avoid_conflicts",)  # options that are true or false (``agents.policies.collisions``)
 
 
 def run_over(store, run_id: str, tasks: Iterable[Task] | None = None) -> bool:
@@ -104,16 +105,32 @@ def _ms_value(policy: str, key: str, v: Any) -> int:
     return int(v)
 
 
+def flag_option(env: PolicyEnv, policy: str, key: str) -> bool:
+    return _flag_value(policy, key, env.option(key, False)) if key in OPTIONS.get(policy, ()) else False
+
+
+def _flag_value(policy: str, key: str, v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise InputError(f"policy {policy}: policy_options.{key}={v!r} must be true or false")
+    return v
+
+
 def check_options(name: str, options: dict[str, Any]) -> None:
     """The policy's name and options, checked as its agents will read them (``order`` one of
-    ORDERS, every other option milliseconds): at plan time, before a run directory exists."""
+    ORDERS, FLAGS true or false, every other option milliseconds): at plan time, before a run
+    directory exists."""
     if name not in OPTIONS:
         raise InputError(f"policy {name!r} is unknown; known: {', '.join(OPTIONS)}")
     unknown = sorted(set(options) - set(OPTIONS[name]))
     if unknown:
         raise InputError(f"policy {name}: unknown policy_options.{unknown[0]} (known: {', '.join(OPTIONS[name])})")
     for key, v in options.items():
-        _order_value(name, v) if key == "order" else _ms_value(name, key, v)
+        if key == "order":
+            _order_value(name, v)
+        elif key in FLAGS:
+            _flag_value(name, key, v)
+        else:
+            _ms_value(name, key, v)
 
 
 class Policy:

@@ -14,7 +14,8 @@ from coordstore.errors import MOVED_ON
 from coordstore.graph import GraphIndex, estimate_ms, tags_fit, wanted_score
 from coordstore.models import ACTIVE, TERMINAL, UNAVAILABLE, Task
 
-from agents.policies.base import AGAIN, OVER, WAIT, Policy, PolicyEnv, hybrid_units, ms_option, order_option
+from agents.policies.base import AGAIN, OVER, WAIT, Policy, PolicyEnv, flag_option, hybrid_units, ms_option, order_option
+from agents.policies.collisions import Collisions, Screen
 
 SETTLE_MS = 100  # the lead waits until the worker set has not changed for this long (they
 # are registered at spawn, well before the lead has imported anything, so this is a safety net)
@@ -35,6 +36,8 @@ class PushCoordinator(Policy):
         self.latency_s = ms_option(env, "push", "dispatch_latency_ms", 0) / 1000.0
         self.last_given: dict[str, int] = {}  # worker -> round it last got a task (fairness)
         self.round = 0
+        # avoid_conflicts: hold back ready tasks whose files a task in progress holds
+        self.collisions = Collisions(env) if flag_option(env, "push", "avoid_conflicts") else None
 
     def next(self) -> str:
         e = self.env
@@ -47,9 +50,10 @@ class PushCoordinator(Policy):
         if not idle:
             return WAIT
         made = 0
+        screen = Screen(self.collisions.held(tasks)) if self.collisions is not None else None
         for task in e.store.ready_tasks(e.run_id, order=self.order):
             fit = [w for w in idle if tags_fit(task, w.tags or None)]
-            if not fit:
+            if not fit or (screen is not None and not screen.admits(task)):
                 continue
             if task.attempt:  # requeued: give it to another worker than the one it failed on, if any fits
                 failed_on = self._previous_owner(task.id)
@@ -63,11 +67,15 @@ class PushCoordinator(Policy):
             except MOVED_ON:
                 continue
             e.events.step("assign", args={"task": task.id, "to": w.id})
+            if screen is not None:
+                screen.take(task)
             self.last_given[w.id] = self.round
             idle.remove(w)
             made += 1
             if not idle:
                 break
+        if screen is not None:
+            self.collisions.note(screen)
         return WAIT if made == 0 else AGAIN
 
     def _previous_owner(self, task_id: str) -> str | None:

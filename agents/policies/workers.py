@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from coordstore.models import Task
 
-from agents.policies.base import OVER, WAIT, Policy, PolicyEnv, hybrid_units, order_option
+from agents.policies.base import OVER, WAIT, Policy, PolicyEnv, flag_option, hybrid_units, order_option
+from agents.policies.collisions import Collisions
 
 
 class Pull(Policy):
@@ -16,11 +17,28 @@ class Pull(Policy):
     def __init__(self, env: PolicyEnv):
         super().__init__(env)
         self.order = order_option(env, self.name, self.default_order)
+        # avoid_conflicts: hold back ready tasks whose files a task in progress holds
+        self.collisions = Collisions(env) if flag_option(env, self.name, "avoid_conflicts") else None
+
+    def unpark(self) -> Task | str | None:
+        """A task parked after a race on the same files (``collisions``): it, once free; WAIT
+        while not; None without one."""
+        return self.collisions.release() if self.collisions is not None else None
+
+    def won(self, task: Task) -> None:
+        """Called with each task this agent just claimed (before it may be parked)."""
 
     def claim(self, within: str | None = None) -> Task | None:
         """Look, then claim; the claim names what the look saw best (``seen``), so a race lost
-        between the two is a ``lost`` claim row, not a silent second choice."""
+        between the two is a ``lost`` claim row, not a silent second choice. With
+        ``avoid_conflicts``: the best task that collides with none in progress, claimed by name."""
         e = self.env
+        if self.collisions is not None:
+            task = self.collisions.claim(self.order, within)
+            if task is None:
+                return None
+            self.won(task)
+            return None if self.collisions.park_if_raced(task) else task
         if within is None:  # the common case: the best one only, not every ready task built
             seen = e.store.best_ready(e.run_id, agent_tags=e.tags, order=self.order)
         else:
@@ -28,10 +46,13 @@ class Pull(Policy):
             seen = next((t.id for t in e.store.ready_tasks(e.run_id, agent_tags=e.tags, order=self.order) if t.id in inside), None)
         if seen is None:
             return None
-        return e.store.claim_next(e.run_id, e.agent_id, agent_tags=e.tags, order=self.order, within=within, seen=seen)
+        task = e.store.claim_next(e.run_id, e.agent_id, agent_tags=e.tags, order=self.order, within=within, seen=seen)
+        if task is not None:
+            self.won(task)
+        return task
 
     def next(self) -> Task | str:
-        task = self.claim()
+        task = self.unpark() or self.claim()
         if task is not None:
             return task
         return OVER if self.env.run_over() else WAIT
@@ -49,12 +70,8 @@ class Relay(Pull):
 
     name = "relay"
 
-    def next(self) -> Task | str:
-        task = self.claim()
-        if task is None:
-            return OVER if self.env.run_over() else WAIT
+    def won(self, task: Task) -> None:
         self.record_handoffs(task)
-        return task
 
     def record_handoffs(self, task: Task) -> None:
         e = self.env
@@ -100,6 +117,9 @@ class HybridWorker(Pull):
     def next(self) -> Task | str:
 
         e = self.env
+        parked = self.unpark()
+        if parked is not None:
+            return parked
         tasks, ix = e.graph()
         if e.run_over(tasks):
             return OVER
@@ -108,6 +128,8 @@ class HybridWorker(Pull):
             task = self.claim(within=c)
             if task is not None:
                 return task
+            if self.collisions is not None and self.collisions.parked is not None:
+                return WAIT  # claimed, and parked: one task at a time
         if any(tasks[u].status == "pending" for u in hybrid_units(ix)):
             return WAIT  # the lead has not handed everything out yet
         task = self.claim()

@@ -14,6 +14,7 @@ from coordstore.models import UNSUCCESSFUL
 from orchestrator.cli.app import app, interrupt_exits, print_json
 from orchestrator.views.coordmetrics import COORDINATION_KEYS
 from orchestrator.views.custommetrics import DEFINED, run_metrics
+from orchestrator.views.forecastmetrics import forecast_line
 from orchestrator.views.overhead import overhead_line
 from orchestrator.views.runinfo import open_run
 from orchestrator.views.verified import FINAL, verifications, verify_line
@@ -65,6 +66,8 @@ def _render_outcomes(outcomes, quiet: bool) -> None:
         m = o.metrics
         if len(outcomes) == 1:
             typer.echo(overhead_line(m))
+        if len(outcomes) == 1 or m["merge_conflicts"] or m.get("conflict_forecasts"):
+            typer.echo(forecast_line(m))
         verified = _verified(m, o.spec)
         if verified:
             typer.echo(verified)

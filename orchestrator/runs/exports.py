@@ -13,6 +13,7 @@ from coordstore.snapshot import write_snapshot
 
 from orchestrator.views.criteria import from_experiment_file
 from orchestrator.views.custommetrics import DEFINED, ERRORS, run_metrics
+from orchestrator.views.forecastmetrics import share
 from orchestrator.views.tables import metrics_row, write_metrics, write_transitions
 from orchestrator.views.overhead import overhead_rows
 from orchestrator.views.verified import FINAL, verifications, verify_line
@@ -59,6 +60,8 @@ def summary_markdown(spec: RunSpec, status: str, m: dict, criteria: list[dict] =
         ("claim contention", f"{m['claim_contention']:.3f}"),
         ("dispatch latency", "-" if m["dispatch_latency_ms"] is None else f"{m['dispatch_latency_ms']:.1f} ms"),
         ("merge conflicts", str(m["merge_conflicts"])),
+        ("conflict forecasts", f"{m.get('conflict_forecasts', 0)}, precision {share(m.get('forecast_precision'))}, "
+                               f"recall {share(m.get('forecast_recall'))}; {m.get('tasks_held_back', 0)} tasks held back"),
         ("retries / stalls", f"{m['retries']} / {m['stalls']}"),
         ("tokens / cost", f"{m['tokens']['total']} total, {m['billable_tokens']} billable, "
                           f"{m['cache_hit_rate']:.1%} cache hits / ${m['cost_usd']:.4f}"),

@@ -25,6 +25,7 @@ from agents.config import MCP_URL_ENV
 from orchestrator.runs.exports import export_run
 from orchestrator.runs.external import ExternalController
 from orchestrator.runs.finalmerge import merge_completed
+from orchestrator.runs.forecaster import Forecaster
 from orchestrator.runs.mergeverify import MergeVerifier, clear_leftovers, verify_final
 from orchestrator.runs.outcome import settle
 from orchestrator.runs.phases import Spawning, note_phase
@@ -59,6 +60,7 @@ class Orchestrator:
         self.remote_merges = RemoteMerges(spec, self.store) if self.external else None
         self.watcher = EventWatcher(paths.events, self.store, spec.run_id, clock=clock)
         self.supervisor = Supervisor(self.store, spec.run_id, self.controller.supervision, self.controller)
+        self.forecaster = None if self.external else Forecaster(spec, paths, self.store)  # live conflict forecasts
         self.deadline = self.clock() + round(spec.timeout_s * 1000)
         self.progress = None  # optional callback(done, total)
         self.model_server = None
@@ -175,6 +177,8 @@ class Orchestrator:
             self.supervisor.tick(now_ms)
         if self.merge_verifier is not None:
             self.merge_verifier.poll(now_ms)
+        if self.forecaster is not None:
+            self.forecaster.step(now_ms)
         if self.progress:
             done, total = self.counts()
             self.progress(done, total)

@@ -26,8 +26,10 @@ DIRECTIONS = {"lower_is_better": "lower", "higher_is_better": "higher", "neutral
 # the direction of an orch metric named without one: more of these is better, neither way for the
 # NEUTRAL ones (what the variant or the graph is, not how well it ran), less of every other
 HIGHER_IS_BETTER = frozenset({"efficiency", "completion_rate", "throughput_tasks_per_h", "points_per_h", "utilization",
-                              "tasks_completed", "cache_hit_rate", "speedup_vs_solo", "merged_verified"})
-NEUTRAL = frozenset({"tasks_total", "workers", "lower_bound_ms", "merged_verify_exit", "merged_verify_sha", "merges_verified"})
+                              "tasks_completed", "cache_hit_rate", "speedup_vs_solo", "merged_verified",
+                              "forecast_precision", "forecast_recall"})
+NEUTRAL = frozenset({"tasks_total", "workers", "lower_bound_ms", "merged_verify_exit", "merged_verify_sha", "merges_verified",
+                     "conflict_forecasts", "tasks_held_back"})
 # keys that define a metric (SQL, an expression; derivation is task-graph-mcp's word for derived)
 DEFINITIONS = {"query": "query", "derived": "derived", "derivation": "derived"}
 PROSE = ("description", "notes")  # words for readers, never "ignored"

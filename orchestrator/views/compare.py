@@ -42,7 +42,7 @@ DEFAULT_COMPARED = (
     "wall_clock_ms", "efficiency", "lower_bound_ms", "throughput_tasks_per_h", "completion_rate", "utilization",
     "starved_total_ms", "queue_wait_ms", "dispatch_latency_ms", "claim_contention", "orchestration_overhead_ms",
     "overhead_share", "speedup_vs_solo", "billable_tokens", "tokens_per_completed_task", "cost_usd", "cost_per_point",
-    "gini_busy", "retries", "merge_conflicts")
+    "gini_busy", "retries", "merge_conflicts", "forecast_precision", "forecast_recall")
 HOLM_FAMILY = "the pairs of variants of one metric"
 FILES = ("comparison.md", "comparison.json", "comparison.html")
 

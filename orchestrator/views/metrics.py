@@ -16,6 +16,7 @@ from coordstore.graph import GraphIndex, critical_path, work_ids
 from coordstore.models import RunDump, Transition
 
 from orchestrator.views.coordmetrics import COORDINATION_KEYS, coordination_metrics
+from orchestrator.views.forecastmetrics import FORECAST_KEYS, forecast_metrics
 from orchestrator.views.load import starvation, workers
 from orchestrator.views.overhead import OVERHEAD_KEYS, overhead_metrics
 from orchestrator.views.timeinstatus import time_in_status
@@ -28,7 +29,7 @@ METRIC_KEYS = (
     "blocking_ratio", "queue_wait_ms", "dispatch_latency_ms", "pickup_latency_ms", "utilization",
     "idle_ms", "busy_ms", "tasks_per_agent", "starved_ms", "starved_total_ms", "idle_with_work_ms",
     "gini_tasks", "gini_busy", "reassignments", "stalls", "retries",
-    "merge_conflicts", "tokens", "cost_usd", "cost_per_completed_task",
+    "merge_conflicts", *FORECAST_KEYS, "tokens", "cost_usd", "cost_per_completed_task",
     "billable_tokens", "cached_tokens", "cache_hit_rate", "tokens_per_completed_task", "cost_per_point",
     *OVERHEAD_KEYS, "time_in_status_ms", "time_by_agent_ms", *VERIFY_KEYS,
 ) + COORDINATION_KEYS  # the agent-coordination group (claims included) comes last
@@ -177,6 +178,7 @@ def compute_metrics(dump: RunDump) -> dict[str, Any]:
         "stalls": sum(1 for r in rows if r.entity == "agent" and r.to_state == "stalled"),
         "retries": len(requeues),
         "merge_conflicts": sum(1 for r in rows if r.entity == "merge" and r.to_state == "conflict"),
+        **forecast_metrics(dump),  # conflict forecasts, their precision and recall; tasks held back
         **token_metrics(dump, completed),  # tokens, cost_usd, cost_per_completed_task and the token efficiency keys
         **overhead_metrics(dump, wall, actual), **time_in_status(dump), **verify_metrics(dump),
         **coordination_metrics(dump, len(completed)),
