@@ -6,7 +6,8 @@ oldest first (topological order, so a commit always comes after its parents):
 * id: the sha's first ``SHORT_SHA`` hex digits (a fixed length, so the id never changes as the
   repository grows; lengthened in the rare case two commits of the range share a prefix);
 * title: the subject; description: the body; ``file_scope``: every path the commit touches (a
-  rename counts as its old and its new path); ``meta.commit``: the full sha (what ``replay``
+  rename counts as its old and its new path; a name that is not UTF-8 C-quoted as git prints it,
+  ``coordstore.paths.text_path``); ``meta.commit``: the full sha (what ``replay``
   applies), plus ``author``, ``insertions`` and ``deletions``;
 * estimate: ``BASE_MS + PER_FILE_MS * files + PER_LINE_MS * (insertions + deletions)``, at most
   ``MAX_MS`` (a binary file counts as a file with no lines);
@@ -33,6 +34,7 @@ from typing import Any
 from coordstore import graph as graphs
 from coordstore.errors import GitError, InputError, UsageError
 from coordstore.models import Dependency, Task, TaskGraph
+from coordstore.paths import text_path
 
 from gitwork.repo import resolve_commit
 from gitwork.runner import git, git_out, is_ancestor
@@ -133,7 +135,7 @@ def _add_numstat(repo: Path, commits: list[HistoryCommit]) -> None:
             continue
         added, deleted, path = entry.split("\t", 2)
         if cur is not None:
-            cur.paths.append(path)
+            cur.paths.append(text_path(path))
             cur.insertions += int(added) if added.isdigit() else 0  # "-": a binary file
             cur.deletions += int(deleted) if deleted.isdigit() else 0
 

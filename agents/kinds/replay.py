@@ -33,7 +33,7 @@ from typing import Any
 
 from coordstore.errors import AgentError, ReplayError
 from coordstore.graph import estimate_ms
-from coordstore.paths import PathEscape, confine
+from coordstore.paths import PathEscape, confine, text_path
 
 from gitwork.runner import git
 from agents.kinds import KindContext, Result
@@ -156,7 +156,7 @@ class ReplayKind:
         if not re.fullmatch(r"[0-9a-f]{40}([0-9a-f]{24})?", tree):  # status 1 is also some errors
             raise ReplayError(f"git merge-tree printed no tree for {sha[:12]} onto {head[:12]}")
         if code == 1:
-            conflicts = list(dict.fromkeys(f for f in fields[1:] if f))
+            conflicts = list(dict.fromkeys(text_path(f) for f in fields[1:] if f))
             if not conflicts:
                 raise ReplayError(f"git merge-tree reported a conflict for {sha[:12]} but named no path")
             return {"commit": sha, "parent": parent, "conflicts": conflicts}
