@@ -21,7 +21,8 @@ Dependencies (``blocks``), by ``deps``:
   immediate merging the merged branch ends with B's tree (merge commits are skipped: B's tree is
   reproduced when they merged cleanly).
 
-The run replays on A: ``orch run --repo REPO --base A --template FILE`` with a ``replay`` variant.
+The run replays on A: ``orch run --repo REPO --base A --template FILE --set kind=replay``, or with no
+file ``orch run --repo REPO --history A..B --set kind=replay`` (``orchestrator.runs.launch``).
 """
 
 from __future__ import annotations
@@ -207,4 +208,5 @@ def build(repo: str | os.PathLike, rev_range: str, deps: str = "files") -> Histo
 def run_hint(summary: dict[str, Any], file: str | None) -> str:
     """The `orch run` line that replays the template (the variant must use the replay kind)."""
     return (f"orch run --repo {summary['repo']} --base {summary['base'][:SHORT_SHA]} "
-            f"--template {file or 'FILE'} --variant VARIANT  (a variant with kind: replay)")
+            f"--template {file or 'FILE'} --variant pull-4 --set kind=replay  (any variant; or, with no file: "
+            f"--history {summary['range']} instead of --base and --template)")

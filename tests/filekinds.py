@@ -87,6 +87,7 @@ class _Builder:
 
 def every_kind_repo(root: Path) -> EveryKind:
     """The repository at ``root/repo`` (its submodule's at ``root/sub``); see the module docstring."""
+    root = Path(root).resolve()  # the submodule's URL is its absolute path
     sub = _Builder(root / "sub")
     sub.write("lib.txt", b"lib v1\n")
     s1 = sub.commit("sub: v1")

@@ -115,6 +115,11 @@ class ReplayKind:
         if not isinstance(self.pace, bool):
             raise AgentError(f"kind replay: option pace {self.pace!r} must be true or false")
 
+    @classmethod
+    def preflight(cls, options: dict[str, Any] | None) -> None:
+        # at plan time, as the runner will read them: a bad option is refused before the run starts
+        cls(options)
+
     def run(self, task, ctx: KindContext) -> Result:
         ref = task.meta.get("commit")
         if not isinstance(ref, str) or not ref.strip():
