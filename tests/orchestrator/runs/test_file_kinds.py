@@ -43,13 +43,14 @@ def template(ek, tmp_path_factory) -> Path:
     return tpl
 
 
-def launch(ek, tmp_path: Path, tpl: Path, kind: str, base: str, agents: int = 4):
+def launch(ek, tmp_path: Path, tpl: Path, kind: str, base: str, agents: int = 4, store: str | None = None):
     exp = {"experiment": {"id": "kinds"}, "template": str(tpl),
            "execution": {"runs": 1, "seed": 3, "time_scale": 0.0002, "timeout_s": 60, "supervision": FAST_SUPERVISION},
            "variants": [{"name": "v", "policy": "pull", "agents": agents, "kind": kind}]}
     f = tmp_path / "exp.yaml"
     f.write_text(yaml.safe_dump(exp))
-    [plan] = plan_runs(RunRequest(variant="v", experiment=f, repo=ek.repo, base=base, results=tmp_path / "results"))
+    [plan] = plan_runs(RunRequest(variant="v", experiment=f, repo=ek.repo, base=base, results=tmp_path / "results",
+                                   store=store))
     out = run_one(*plan)
     with open_store(out.spec.store_url) as s:
         return out, s.dump_run(out.spec.run_id)
@@ -77,11 +78,12 @@ def test_replay_by_several_agents_reproduces_b_tree(ek, template, tmp_path, no_g
     assert fgit(ek.repo, "status", "--porcelain") == ""
 
 
-def test_sim_run_completes_every_task_and_breaks_no_file(ek, template, tmp_path, no_git_identity):
+def test_sim_run_completes_every_task_and_breaks_no_file(ek, template, tmp_path, no_git_identity, store_url):
     """On B, where every kind of file exists, each task's scope is one of them: the PNG, the LFS
     pointer, the links and the submodule are left as they were (their edits go to the task's own
-    file); text files are edited, keeping their line endings and their bytes."""
-    out, dump = launch(ek, tmp_path, template, "sim", "B")
+    file); text files are edited, keeping their line endings and their bytes. Every store holds
+    the events naming the file whose name is not UTF-8."""
+    out, dump = launch(ek, tmp_path, template, "sim", "B", store=store_url)
     failed = {t.id: t.reason for t in dump.tasks if t.status != "completed"}
     assert out.status == "finished" and not failed, failed
     merged = out.spec.merged_branch
@@ -97,5 +99,7 @@ def test_sim_run_completes_every_task_and_breaks_no_file(ek, template, tmp_path,
     assert b"[sim " in crlf and crlf.count(b"\r\n") == crlf.count(b"\n")
     latin = fgit(ek.repo, "cat-file", "blob", f"{merged}:renamed-caf\udce9.txt")  # the name's bytes: b"...\xe9"
     assert latin.startswith("caf\udce9 noir\n") and "[sim " in latin
+    changed = {e.data["path"] for e in dump.events if e.type == "file_changed"}
+    assert {'"renamed-caf\\351.txt"', "crlf.txt", "noeol.txt"} <= changed
     noeol = fgit(ek.repo, "cat-file", "blob", f"{merged}:noeol.txt")
     assert noeol.startswith("still no final newline\n") and "[sim " in noeol
