@@ -8,6 +8,7 @@ shows what was injected even when the process then dies or goes silent.
 
 from __future__ import annotations
 
+import mimetypes
 import os
 import re
 import sys
@@ -28,10 +29,27 @@ LOOP_MIN_S = 0.05  # a looping agent repeats at least this far apart (bounds the
 # the sim reads and writes whole files, so the cap also bounds its memory
 MAX_EDIT_BYTES = 16 * 1024 * 1024
 LFS_POINTER = b"version https://git-lfs.github.com/spec/"  # how every Git LFS pointer file begins
+# a file that does not exist yet is judged by its name: Python's built-in table only (not the
+# machine's /etc/mime.types), so every machine judges alike
+_TYPES = mimetypes.MimeTypes()
+_BINARY_APPS = ("application/octet-stream", "application/zip", "application/pdf", "application/wasm",
+                "application/x-tar", "application/java-archive", "application/x-msdos-program")
+
+
+def binary_by_name(rel: str) -> bool:
+    """Whether a file named ``rel`` holds binary content: an image, sound, video or font (SVG and
+    other XML excepted), an archive, a compressed file, an executable, an office document."""
+    kind, encoding = _TYPES.guess_type(rel, strict=False)
+    if encoding is not None:
+        return True
+    if kind is None or kind.endswith("+xml"):
+        return False
+    return kind.split("/")[0] in ("image", "audio", "video", "font") or kind in _BINARY_APPS or kind.startswith("application/vnd.")
 
 
 def editable(worktree, rel: str) -> tuple[Path, None] | tuple[None, str]:
-    """(the file to write, None), or (None, why no text edit fits it): a binary file, a symbolic
+    """(the file to write, None), or (None, why no text edit fits it): a binary file (a new one
+    judged by its name), a symbolic
     link (written through, the edit would change another file than the task's), a Git LFS pointer
     (its text is a reference, not the content), a file over ``MAX_EDIT_BYTES``, something that is
     not a regular file (a submodule's directory). A path that is itself out of bounds (absolute,
@@ -46,7 +64,7 @@ def editable(worktree, rel: str) -> tuple[Path, None] | tuple[None, str]:
     if os.path.islink(os.path.join(worktree, name)):
         return None, "it is a symbolic link"
     if not path.exists():
-        return path, None
+        return (None, "it would be a binary file (by its name)") if binary_by_name(name) else (path, None)
     if not path.is_file():
         return None, "it is not a regular file"
     if path.stat().st_size > MAX_EDIT_BYTES:

@@ -307,5 +307,8 @@ def test_editable_judges_every_kind_of_file(tmp_path):
     why = {rel: editable(tmp_path, rel)[1] for rel in ("sub", "model.bin", "logo.png", "link", "huge.txt", "notes.txt")}
     assert why == {"sub": "it is not a regular file", "model.bin": "it is a Git LFS pointer", "logo.png": "it is a binary file",
                    "link": "it is a symbolic link", "huge.txt": "it is larger than 16 MiB", "notes.txt": None}
+    # a file the task would create: judged by its name (an SVG is text)
+    assert [editable(tmp_path, rel)[1] for rel in ("new/icon.png", "new/icon.svg", "new/x.py")] == [
+        "it would be a binary file (by its name)", None, None]
     path, problem = editable(tmp_path, '"caf\\351.txt"')
     assert problem is None and os.fsencode(path.name) == b"caf\xe9.txt"

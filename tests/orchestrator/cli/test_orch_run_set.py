@@ -13,7 +13,7 @@ from orchestrator.runs.launch import RunRequest, plan_runs
 from filekinds import every_kind_repo, fgit
 
 pytestmark = pytest.mark.usefixtures("no_git_identity")
-FAST = "0.0002"
+FAST = "0.00005"
 
 
 def orch(capsys, *args: str) -> tuple[int, str, str]:

@@ -45,7 +45,7 @@ def template(ek, tmp_path_factory) -> Path:
 
 def launch(ek, tmp_path: Path, tpl: Path, kind: str, base: str, agents: int = 4, store: str | None = None):
     exp = {"experiment": {"id": "kinds"}, "template": str(tpl),
-           "execution": {"runs": 1, "seed": 3, "time_scale": 0.0002, "timeout_s": 60, "supervision": FAST_SUPERVISION},
+           "execution": {"runs": 1, "seed": 3, "time_scale": 0.00005, "timeout_s": 60, "supervision": FAST_SUPERVISION},
            "variants": [{"name": "v", "policy": "pull", "agents": agents, "kind": kind}]}
     f = tmp_path / "exp.yaml"
     f.write_text(yaml.safe_dump(exp))
@@ -103,3 +103,17 @@ def test_sim_run_completes_every_task_and_breaks_no_file(ek, template, tmp_path,
     assert {'"renamed-caf\\351.txt"', "crlf.txt", "noeol.txt"} <= changed
     noeol = fgit(ek.repo, "cat-file", "blob", f"{merged}:noeol.txt")
     assert noeol.startswith("still no final newline\n") and "[sim " in noeol
+
+
+def test_sim_run_on_a_completes_every_task(ek, template, tmp_path, no_git_identity):
+    """From A, the files of the history do not exist yet: a task would create them. A PNG (or any
+    file whose name says binary) is not made up as text; the task's own file takes the edit."""
+    out, dump = launch(ek, tmp_path, template, "sim", "A")
+    failed = {t.id: t.reason for t in dump.tasks if t.status != "completed"}
+    assert out.status == "finished" and not failed, failed
+    why = {}
+    for row in dump.history:
+        if row.entity == "task" and row.to_state == "completed":
+            why.update(row.data.get("sim", {}).get("not_edited", {}))
+    assert why["img/logo.png"] == why["data/model.bin"] == "it would be a binary file (by its name)"
+    assert fgit(ek.repo, "ls-tree", out.spec.merged_branch, "img/logo.png") == ""
