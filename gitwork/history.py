@@ -113,11 +113,18 @@ def read_commits(repo: Path, base: str, head: str) -> list[HistoryCommit]:
     """Every commit of ``base..head``, oldest first (topological), with paths and line counts."""
     out = git_out(repo, "log", "-z", "--reverse", "--topo-order", "--format=%H%x00%P%x00%an <%ae>%x00%s%x00%b",
                   f"{base}..{head}", "--", what=f"git log {base[:12]}..{head[:12]}")
-    fields = out.split("\0")
+    fields = [_readable(f) for f in out.split("\0")]
     commits = [HistoryCommit(sha=f[0].strip(), parents=f[1].split(), author=f[2], subject=f[3], body=f[4].strip())
                for f in (fields[i:i + 5] for i in range(0, len(fields) - 4, 5))]
     _add_numstat(repo, [c for c in commits if not c.is_merge])
     return commits
+
+
+def _readable(text: str) -> str:
+    """A message or name as text: bytes that are not UTF-8 (an old commit with no encoding header)
+    become U+FFFD. Titles and authors are for reading; ``replay`` applies the commit object itself,
+    byte for byte."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _add_numstat(repo: Path, commits: list[HistoryCommit]) -> None:

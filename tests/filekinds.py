@@ -3,7 +3,7 @@ removes each: a PNG-like binary, symbolic links (inside, and pointing out), a fi
 final newline, CRLF line endings, a file name that is not UTF-8, a large file, a Git LFS pointer
 (with its ``.gitattributes``; git-lfs need not be installed: the pointer is the content), a
 submodule (a gitlink to a second local repository), an executable-bit change, a rename and a
-deletion.
+deletion; and one commit message that is not UTF-8.
 
 ``every_kind_repo(root)`` builds it and returns the repository with the tags ``A`` (the base) and
 ``B`` (the end of the history to replay), and the submodule's repository.
@@ -78,11 +78,20 @@ class _Builder:
         p.parent.mkdir(parents=True, exist_ok=True)
         p.symlink_to(target)
 
-    def commit(self, subject: str) -> str:
+    def commit(self, subject: str | bytes) -> str:
         self.n += 1
         fgit(self.root, "add", "-A", n=self.n)
-        fgit(self.root, "commit", "-q", "-m", subject, n=self.n)
-        return fgit(self.root, "rev-parse", "HEAD")
+        if isinstance(subject, str):
+            fgit(self.root, "commit", "-q", "-m", subject, n=self.n)
+            return fgit(self.root, "rev-parse", "HEAD")
+        # bytes: written as the object itself (`git commit` would re-encode a message that is not UTF-8)
+        person = f"Ann Author <ann@example.org> {T0 + self.n * 60} +0000".encode()
+        raw = (b"tree " + fgit(self.root, "write-tree").encode() + b"\nparent " + fgit(self.root, "rev-parse", "HEAD").encode()
+               + b"\nauthor " + person + b"\ncommitter " + person + b"\n\n" + subject + b"\n")
+        sha = subprocess.run(["git", "-C", str(self.root), "hash-object", "-t", "commit", "-w", "--stdin"], input=raw,
+                             env=_env(self.n), check=True, capture_output=True).stdout.decode().strip()
+        fgit(self.root, "update-ref", "HEAD", sha)
+        return sha
 
 
 def every_kind_repo(root: Path) -> EveryKind:
@@ -141,6 +150,6 @@ def every_kind_repo(root: Path) -> EveryKind:
     h.write("data/model.bin", LFS_POINTER.replace("12345", "54321").encode())
     h.commit("Rename the non-UTF-8 file, delete the outside link, change the LFS pointer")
     h.write("notes.txt", b"notes\nmore notes\n")
-    h.commit("Extend notes.txt")
+    h.commit(b"Extend notes.txt (caf\xe9: a Latin-1 message with no encoding header, as old histories have)")
     fgit(h.root, "tag", "B")
     return EveryKind(repo=h.root, sub=sub.root, A=fgit(h.root, "rev-parse", "A"), B=fgit(h.root, "rev-parse", "B"))

@@ -67,6 +67,17 @@ def _confine_writes(wt, sha: str, head_tree: str, tree: str) -> None:
             raise ReplayError(str(e)) from e
 
 
+def _keep_message(wt, sha: str, message: bytes) -> str:
+    """``sha``, or the same commit with ``message`` byte for byte where ``commit-tree`` changed it:
+    git re-encodes a message that is not UTF-8 and has no encoding header (old histories hold
+    such commits) as if it were Latin-1."""
+    raw = _git(wt, "cat-file", "commit", sha)[1]
+    head, _, written = raw.partition(b"\n\n")
+    if written == message:
+        return sha
+    return _git(wt, "hash-object", "-t", "commit", "-w", "--stdin", stdin=head + b"\n\n" + message)[1].decode().strip()
+
+
 class ParsedCommit:
     """The parts of a raw commit object the replay needs."""
 
@@ -175,5 +186,6 @@ class ReplayKind:
             env.update(GIT_CONFIG_COUNT="1", GIT_CONFIG_KEY_0="i18n.commitEncoding", GIT_CONFIG_VALUE_0=commit.encoding)
         new = _git(wt, "commit-tree", "--no-gpg-sign", tree, "-p", head, "-F", "-", env=env,
                    stdin=commit.message)[1].decode().strip()
+        new = _keep_message(wt, new, commit.message)
         _git(wt, "reset", "--quiet", "--keep", new)
         return {"commit": sha, "parent": parent, "applied": new, "empty": False}

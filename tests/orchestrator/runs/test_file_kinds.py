@@ -10,6 +10,7 @@ template completes every task, editing text companions instead of what a text ed
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -76,6 +77,12 @@ def test_replay_by_several_agents_reproduces_b_tree(ek, template, tmp_path, no_g
     assert fgit(ek.repo, "ls-tree", merged, "vendor/sub").split()[:3] == fgit(ek.repo, "ls-tree", "B", "vendor/sub").split()[:3]
     assert fgit(ek.repo, "cat-file", "-p", f"{merged}:data/model.bin") == LFS_POINTER.replace("12345", "54321").strip()
     assert fgit(ek.repo, "status", "--porcelain") == ""
+    # B's message is Latin-1 with no encoding header: replayed byte for byte
+    [done] = [r for r in dump.history if r.entity == "task" and r.to_state == "completed"
+              and next(t for t in dump.tasks if t.id == r.entity_id).meta["commit"] == ek.B]
+    message = lambda sha: subprocess.run(["git", "-C", str(ek.repo), "cat-file", "commit", sha], capture_output=True,  # noqa: E731
+                                         check=True).stdout.split(b"\n\n", 1)[1]
+    assert message(done.data["replay"]["applied"]) == message(ek.B) and b"caf\xe9:" in message(ek.B)
 
 
 def test_sim_run_completes_every_task_and_breaks_no_file(ek, template, tmp_path, no_git_identity, store_url):
