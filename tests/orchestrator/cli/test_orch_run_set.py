@@ -104,3 +104,16 @@ def test_bad_history_arguments_are_one_line(ek, tmp_path, capsys, args, line):
     assert code != 0 and out == "" and len(err.strip().splitlines()) == 1, err
     assert line in err
     assert not results.exists()
+
+
+def test_with_all_every_variant_takes_the_sets(tmp_path):
+    from orchestrator.runs.resources import experiment_files
+    from orchestrator.runs.schedule import plan_experiment
+
+    [exp] = [f for f in experiment_files() if f.name == "coordination.yaml"]
+    req = RunRequest(variant="", experiment=exp, results=tmp_path / "results", sets=["runs=1", "agents=2", "kind=replay"])
+    planned = plan_experiment(req, plan_runs)
+    assert len(planned) == len({s.spec.variant for s in planned}) > 2  # one run each
+    for s in planned:
+        workers = [a for a in s.spec.agents if a.works]
+        assert (len(workers), {a.kind for a in workers}) == (1 if s.spec.policy == "solo" else 2, {"replay"}), s.spec.variant
