@@ -62,10 +62,8 @@ def _route(s: Setting, variant: dict) -> None:
     head = s.parts[0]
     if head == variant.get("kind") and head not in _VARIANT_KEYS and len(s.parts) > 1:
         s.target, s.path = "variant", ("kind_options", *s.parts[1:])
-    elif head in _VARIANT_KEYS:
+    elif head in _VARIANT_KEYS:  # ``execution.runs`` too: the variant's execution overrides
         s.target = "variant"
-    elif head == "execution" and len(s.parts) > 1:
-        s.target, s.path = "variant", s.parts
     elif head in _EXECUTION_KEYS:
         s.target, s.path = "variant", ("execution", *s.parts)
     elif head in _EXPERIMENT_KEYS:
@@ -136,7 +134,7 @@ def apply_sets(exp: Experiment, variant: Variant, sets: list[Setting]) -> tuple[
     new_variant = _validated(Variant.model_validate, vdata, sets, "variant")
     update = {k: _validated(TypeAdapter(Experiment.model_fields[k].annotation).validate_python, v, sets, "experiment", (k,))
               for k, v in edata.items()}
-    new_exp = exp.model_copy(update=update, deep=True) if update else exp.model_copy(deep=True)
+    new_exp = exp.model_copy(update=update, deep=True)  # a copy: the caller's experiment stays as loaded
     # the execution this variant runs with: the experiment's, its overrides merged in
     _validated(Execution.model_validate, new_exp.execution_data(new_variant), sets, "variant", ("execution",))
     new_exp.variants = [new_variant if v.name == variant.name else v for v in new_exp.variants]
