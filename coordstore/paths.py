@@ -9,6 +9,12 @@ disk it may not leave the root, or reach ``.git``, through a symbolic link eithe
 disk, returning the path to use. ``path_component``: a name that becomes one directory name
 (an experiment id, a variant name in the results directory). Refusals raise ``PathEscape``,
 one line naming the entry.
+
+A file name is bytes to git and to Linux, and need not be UTF-8. Every path orch reads out of git
+goes through ``text_path`` before it becomes data (a template's ``file_scope``, a conflict, an
+event): a UTF-8 name stays as it is; any other is written the way git prints it, C-quoted
+(``"caf\\351.txt"``), so stores, JSON files and terminals hold it as plain text.
+``os_path`` turns such an entry back into the name to hand the operating system.
 """
 
 from __future__ import annotations
@@ -67,6 +73,52 @@ def check_relative(rel: object, what: str = "path", inside: str = WORK_TREE) -> 
     if problem:
         raise refusal(what, rel, problem, inside)
     return rel  # type: ignore[return-value]
+
+
+_C_ESCAPES = {0x07: "a", 0x08: "b", 0x09: "t", 0x0A: "n", 0x0B: "v", 0x0C: "f", 0x0D: "r", 0x22: '"', 0x5C: "\\"}
+_C_UNESCAPES = {v: k for k, v in _C_ESCAPES.items()}
+
+
+def text_path(name: str | bytes) -> str:
+    """A path from git (bytes, or text decoded with surrogateescape) as text any store or file
+    holds: itself when it is UTF-8 and does not start with a double quote, else C-quoted as git
+    quotes it (octal for every byte from 0x80, control characters, ``"`` and ``\\``)."""
+    raw = name if isinstance(name, bytes) else os.fsencode(name)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and not text.startswith('"'):
+        return text
+    out = []
+    for b in raw:
+        if b in _C_ESCAPES:
+            out.append("\\" + _C_ESCAPES[b])
+        elif b < 0x20 or b >= 0x7F:
+            out.append(f"\\{b:03o}")
+        else:
+            out.append(chr(b))
+    return '"' + "".join(out) + '"'
+
+
+def os_path(rel: str) -> str:
+    """The name to hand the operating system for a path ``text_path`` wrote (a C-quoted one
+    becomes its bytes, as ``os.fsdecode`` spells them); any other path is itself."""
+    if len(rel) < 2 or not (rel.startswith('"') and rel.endswith('"')):
+        return rel
+    body, out, i = rel[1:-1], bytearray(), 0
+    while i < len(body):
+        c = body[i]
+        if c != "\\" or i + 1 == len(body):
+            out += c.encode("utf-8")
+            i += 1
+        elif body[i + 1] in "01234567" and len(body) >= i + 4:
+            out.append(int(body[i + 1:i + 4], 8) & 0xFF)
+            i += 4
+        else:
+            out.append(_C_UNESCAPES.get(body[i + 1], ord(body[i + 1]) if body[i + 1].isascii() else 0x5C))
+            i += 2
+    return os.fsdecode(bytes(out))
 
 
 def confine(root: str | os.PathLike, rel: str, what: str = "path", follow: bool = True, inside: str | None = None) -> Path:

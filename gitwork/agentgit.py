@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
+from coordstore.paths import text_path
+
 from gitwork.runner import failure, git, identity_env
 from gitwork.runner import is_ancestor  # noqa: F401 - the one is_ancestor, where the agent's runner looks
 
@@ -49,7 +51,7 @@ def changed_files(wt: str | os.PathLike, a: str, b: str) -> list[tuple[str, str]
         return []
     out = git(wt, "diff", "--name-status", "--no-renames", "-z", a, b).stdout.split("\0")
     kinds = {"A": "added", "D": "deleted"}
-    return [(kinds.get(out[i][:1], "modified"), out[i + 1]) for i in range(0, len(out) - 1, 2) if out[i]]
+    return [(kinds.get(out[i][:1], "modified"), text_path(out[i + 1])) for i in range(0, len(out) - 1, 2) if out[i]]
 
 
 def discard(wt: str | os.PathLike, to: str | None = None) -> None:
@@ -63,7 +65,7 @@ def merge_into_worktree(wt: str | os.PathLike, commit: str, message: str, ident:
     p = git(wt, "merge", "-q", "--no-ff", "--no-edit", "--no-gpg-sign", "-m", message, commit, env=ident, ok=(0, 1, 128))
     if p.returncode == 0:
         return []
-    conflicts = [f for f in git(wt, "diff", "--name-only", "--diff-filter=U", "-z").stdout.split("\0") if f]
+    conflicts = [text_path(f) for f in git(wt, "diff", "--name-only", "--diff-filter=U", "-z").stdout.split("\0") if f]
     git(wt, "merge", "--abort", ok=(0, 128))
     if not conflicts:  # a failure that is not a conflict (unknown commit, dirty tree, ...)
         raise failure(p, what=f"git merge {commit[:12]}")

@@ -6,7 +6,8 @@ oldest first (topological order, so a commit always comes after its parents):
 * id: the sha's first ``SHORT_SHA`` hex digits (a fixed length, so the id never changes as the
   repository grows; lengthened in the rare case two commits of the range share a prefix);
 * title: the subject; description: the body; ``file_scope``: every path the commit touches (a
-  rename counts as its old and its new path); ``meta.commit``: the full sha (what ``replay``
+  rename counts as its old and its new path; a name that is not UTF-8 C-quoted as git prints it,
+  ``coordstore.paths.text_path``); ``meta.commit``: the full sha (what ``replay``
   applies), plus ``author``, ``insertions`` and ``deletions``;
 * estimate: ``BASE_MS + PER_FILE_MS * files + PER_LINE_MS * (insertions + deletions)``, at most
   ``MAX_MS`` (a binary file counts as a file with no lines);
@@ -20,7 +21,8 @@ Dependencies (``blocks``), by ``deps``:
   immediate merging the merged branch ends with B's tree (merge commits are skipped: B's tree is
   reproduced when they merged cleanly).
 
-The run replays on A: ``orch run --repo REPO --base A --template FILE`` with a ``replay`` variant.
+The run replays on A: ``orch run --repo REPO --base A --template FILE --set kind=replay``, or with no
+file ``orch run --repo REPO --history A..B --set kind=replay`` (``orchestrator.runs.launch``).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from typing import Any
 from coordstore import graph as graphs
 from coordstore.errors import GitError, InputError, UsageError
 from coordstore.models import Dependency, Task, TaskGraph
+from coordstore.paths import text_path
 
 from gitwork.repo import resolve_commit
 from gitwork.runner import git, git_out, is_ancestor
@@ -110,11 +113,18 @@ def read_commits(repo: Path, base: str, head: str) -> list[HistoryCommit]:
     """Every commit of ``base..head``, oldest first (topological), with paths and line counts."""
     out = git_out(repo, "log", "-z", "--reverse", "--topo-order", "--format=%H%x00%P%x00%an <%ae>%x00%s%x00%b",
                   f"{base}..{head}", "--", what=f"git log {base[:12]}..{head[:12]}")
-    fields = out.split("\0")
+    fields = [_readable(f) for f in out.split("\0")]
     commits = [HistoryCommit(sha=f[0].strip(), parents=f[1].split(), author=f[2], subject=f[3], body=f[4].strip())
                for f in (fields[i:i + 5] for i in range(0, len(fields) - 4, 5))]
     _add_numstat(repo, [c for c in commits if not c.is_merge])
     return commits
+
+
+def _readable(text: str) -> str:
+    """A message or name as text: bytes that are not UTF-8 (an old commit with no encoding header)
+    become U+FFFD. Titles and authors are for reading; ``replay`` applies the commit object itself,
+    byte for byte."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _add_numstat(repo: Path, commits: list[HistoryCommit]) -> None:
@@ -133,7 +143,7 @@ def _add_numstat(repo: Path, commits: list[HistoryCommit]) -> None:
             continue
         added, deleted, path = entry.split("\t", 2)
         if cur is not None:
-            cur.paths.append(path)
+            cur.paths.append(text_path(path))
             cur.insertions += int(added) if added.isdigit() else 0  # "-": a binary file
             cur.deletions += int(deleted) if deleted.isdigit() else 0
 
@@ -205,4 +215,5 @@ def build(repo: str | os.PathLike, rev_range: str, deps: str = "files") -> Histo
 def run_hint(summary: dict[str, Any], file: str | None) -> str:
     """The `orch run` line that replays the template (the variant must use the replay kind)."""
     return (f"orch run --repo {summary['repo']} --base {summary['base'][:SHORT_SHA]} "
-            f"--template {file or 'FILE'} --variant VARIANT  (a variant with kind: replay)")
+            f"--template {file or 'FILE'} --variant pull-4 --set kind=replay  (any variant; or, with no file: "
+            f"--history {summary['range']} instead of --base and --template)")

@@ -21,6 +21,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from coordstore.errors import GitError
+from coordstore.paths import text_path
 
 from gitwork.repo import full_ref, is_full_sha, require_git_version, resolve_commit
 from gitwork.runner import failure, git, git_out, is_ancestor
@@ -55,7 +56,7 @@ def _merge_tree(cwd: Path, ours: str, theirs: str) -> tuple[str, list[str]]:
     # status 1 is both "conflicts" and some errors (unknown revision): a tree id tells them apart
     if p.returncode not in (0, 1) or not is_full_sha(tree):
         raise failure(p, what=f"git merge-tree {ours[:12]} {theirs[:12]}")
-    conflicts = list(dict.fromkeys(f for f in fields[1:] if f)) if p.returncode == 1 else []
+    conflicts = list(dict.fromkeys(text_path(f) for f in fields[1:] if f)) if p.returncode == 1 else []
     return tree, conflicts
 
 

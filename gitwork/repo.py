@@ -10,6 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from coordstore.errors import GitError
+from coordstore.paths import text_path
 
 from gitwork.runner import LOCATING_ENV, git, git_out
 
@@ -88,7 +89,7 @@ def dirty_paths(worktree: str | os.PathLike) -> list[str]:
         i += 1
         if len(entry) < 4:
             continue
-        paths.append(entry[3:])
+        paths.append(text_path(entry[3:]))
         if entry[0] in "RC":  # a rename/copy is followed by its source path
             i += 1
     return paths
@@ -99,7 +100,7 @@ def ignored_paths(worktree: str | os.PathLike) -> list[str]:
     ``git worktree remove`` deletes without a word (build output, caches, local secrets)."""
     out = git_out(worktree, "ls-files", "-z", "--others", "--ignored", "--exclude-standard", "--directory",
                   what="git ls-files --ignored")
-    return [p for p in out.split("\0") if p]
+    return [text_path(p) for p in out.split("\0") if p]
 
 
 def resolve_commit(repo: str | os.PathLike, ref: str) -> str:

@@ -33,7 +33,7 @@ from typing import Any
 
 from coordstore.errors import AgentError, ReplayError
 from coordstore.graph import estimate_ms
-from coordstore.paths import PathEscape, confine
+from coordstore.paths import PathEscape, confine, text_path
 
 from gitwork.runner import git
 from agents.kinds import KindContext, Result
@@ -65,6 +65,17 @@ def _confine_writes(wt, sha: str, head_tree: str, tree: str) -> None:
             confine(wt, path, f"commit {sha[:12]}: path", follow=False, inside="the worktree")
         except PathEscape as e:
             raise ReplayError(str(e)) from e
+
+
+def _keep_message(wt, sha: str, message: bytes) -> str:
+    """``sha``, or the same commit with ``message`` byte for byte where ``commit-tree`` changed it:
+    git re-encodes a message that is not UTF-8 and has no encoding header (old histories hold
+    such commits) as if it were Latin-1."""
+    raw = _git(wt, "cat-file", "commit", sha)[1]
+    head, _, written = raw.partition(b"\n\n")
+    if written == message:
+        return sha
+    return _git(wt, "hash-object", "-t", "commit", "-w", "--stdin", stdin=head + b"\n\n" + message)[1].decode().strip()
 
 
 class ParsedCommit:
@@ -115,6 +126,11 @@ class ReplayKind:
         if not isinstance(self.pace, bool):
             raise AgentError(f"kind replay: option pace {self.pace!r} must be true or false")
 
+    @classmethod
+    def preflight(cls, options: dict[str, Any] | None) -> None:
+        # at plan time, as the runner will read them: a bad option is refused before the run starts
+        cls(options)
+
     def run(self, task, ctx: KindContext) -> Result:
         ref = task.meta.get("commit")
         if not isinstance(ref, str) or not ref.strip():
@@ -156,7 +172,7 @@ class ReplayKind:
         if not re.fullmatch(r"[0-9a-f]{40}([0-9a-f]{24})?", tree):  # status 1 is also some errors
             raise ReplayError(f"git merge-tree printed no tree for {sha[:12]} onto {head[:12]}")
         if code == 1:
-            conflicts = list(dict.fromkeys(f for f in fields[1:] if f))
+            conflicts = list(dict.fromkeys(text_path(f) for f in fields[1:] if f))
             if not conflicts:
                 raise ReplayError(f"git merge-tree reported a conflict for {sha[:12]} but named no path")
             return {"commit": sha, "parent": parent, "conflicts": conflicts}
@@ -170,5 +186,6 @@ class ReplayKind:
             env.update(GIT_CONFIG_COUNT="1", GIT_CONFIG_KEY_0="i18n.commitEncoding", GIT_CONFIG_VALUE_0=commit.encoding)
         new = _git(wt, "commit-tree", "--no-gpg-sign", tree, "-p", head, "-F", "-", env=env,
                    stdin=commit.message)[1].decode().strip()
+        new = _keep_message(wt, new, commit.message)
         _git(wt, "reset", "--quiet", "--keep", new)
         return {"commit": sha, "parent": parent, "applied": new, "empty": False}

@@ -8,14 +8,16 @@ shows what was injected even when the process then dies or goes silent.
 
 from __future__ import annotations
 
+import mimetypes
 import os
+import re
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from coordstore.errors import InputError
-from coordstore.paths import PathEscape, check_relative, confine
+from coordstore.paths import PathEscape, check_relative, confine, os_path
 
 from agents.kinds import KindContext, Result
 from agents.kinds.simplan import SimOptions, SimPlan, edit_text, make_plan, own_file
@@ -23,32 +25,66 @@ from agents.kinds.simplan import SimOptions, SimPlan, edit_text, make_plan, own_
 BINARY_PROBE = 8000  # a NUL byte in the first 8000 bytes makes a file binary, as git decides it
 CRASH_EXIT = 3  # exit status of a simulated crash: non-zero, and not a signal's
 LOOP_MIN_S = 0.05  # a looping agent repeats at least this far apart (bounds the event volume)
+# a file this large is data (a dump, a generated asset), not something a coding agent rewrites;
+# the sim reads and writes whole files, so the cap also bounds its memory
+MAX_EDIT_BYTES = 16 * 1024 * 1024
+LFS_POINTER = b"version https://git-lfs.github.com/spec/"  # how every Git LFS pointer file begins
+# a file that does not exist yet is judged by its name: Python's built-in table only (not the
+# machine's /etc/mime.types), so every machine judges alike
+_TYPES = mimetypes.MimeTypes()
+_BINARY_APPS = ("application/octet-stream", "application/zip", "application/pdf", "application/wasm",
+                "application/x-tar", "application/java-archive", "application/x-msdos-program")
+
+
+def binary_by_name(rel: str) -> bool:
+    """Whether a file named ``rel`` holds binary content: an image, sound, video or font (SVG and
+    other XML excepted), an archive, a compressed file, an executable, an office document."""
+    kind, encoding = _TYPES.guess_type(rel, strict=False)
+    if encoding is not None:
+        return True
+    if kind is None or kind.endswith("+xml"):
+        return False
+    return kind.split("/")[0] in ("image", "audio", "video", "font") or kind in _BINARY_APPS or kind.startswith("application/vnd.")
 
 
 def editable(worktree, rel: str) -> tuple[Path, None] | tuple[None, str]:
-    """(the file to write, None), or (None, why no text edit fits it): a binary file, a symbolic
-    link out of the worktree, something that is not a regular file. A path that is itself out of
-    bounds (absolute, ``..`` out, ``.git``) raises ``PathEscape``: bad input, not file content."""
+    """(the file to write, None), or (None, why no text edit fits it): a binary file (a new one
+    judged by its name), a symbolic
+    link (written through, the edit would change another file than the task's), a Git LFS pointer
+    (its text is a reference, not the content), a file over ``MAX_EDIT_BYTES``, something that is
+    not a regular file (a submodule's directory). A path that is itself out of bounds (absolute,
+    ``..`` out, ``.git``) raises ``PathEscape``: bad input, not file content. ``rel`` may be a
+    C-quoted name (``coordstore.paths.text_path``): the file is the one with those bytes."""
     check_relative(rel, "path", "the worktree")
+    name = os_path(rel)
     try:
-        path = confine(worktree, rel, inside="the worktree")
+        path = confine(worktree, name, inside="the worktree")
     except PathEscape as e:
         return None, f"it {e.problem}"
+    if os.path.islink(os.path.join(worktree, name)):
+        return None, "it is a symbolic link"
     if not path.exists():
-        return path, None
+        return (None, "it would be a binary file (by its name)") if binary_by_name(name) else (path, None)
     if not path.is_file():
         return None, "it is not a regular file"
+    if path.stat().st_size > MAX_EDIT_BYTES:
+        return None, f"it is larger than {MAX_EDIT_BYTES // (1024 * 1024)} MiB"
     with open(path, "rb") as f:
-        if b"\0" in f.read(BINARY_PROBE):
-            return None, "it is a binary file"
+        head = f.read(BINARY_PROBE)
+    if b"\0" in head:
+        return None, "it is a binary file"
+    if head.startswith(LFS_POINTER):
+        return None, "it is a Git LFS pointer"
     return path, None
 
 
 def _edit(path: Path, rel: str, task, digest: str) -> None:
     """The sim's text edit of one file. Bytes that are not UTF-8 and line endings pass through as
-    they were (surrogateescape, no newline translation)."""
+    they were (surrogateescape, no newline translation); in a CRLF file the added lines end in CRLF."""
     old = path.read_bytes().decode("utf-8", "surrogateescape") if path.exists() else None
     new, _ = edit_text(old, rel, task, digest)
+    if old and "\r\n" in old and old.count("\r\n") == old.count("\n"):
+        new = re.sub(r"(?<!\r)\n", "\r\n", new)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(new.encode("utf-8", "surrogateescape"))
 

@@ -118,7 +118,10 @@ def run_cmd(
     every: bool = typer.Option(False, "--all", help="Run every variant of --experiment, replications interleaved (A B C A B C ...) with paired seeds, then write the experiment's comparison."),
     template: str | None = typer.Option(None, "--template", help="Template file or shipped template name (overrides the experiment's)."),
     repo: Path | None = typer.Option(None, "--repo", help="Target git repository (default: a demo repo built from the template)."),
-    base: str = typer.Option("HEAD", "--base", help="Base commit or ref in --repo for every agent branch."),
+    base: str | None = typer.Option(None, "--base", help="Base commit or ref in --repo for every agent branch (default HEAD; with --history, the range's start)."),
+    history: str | None = typer.Option(None, "--history", help="A..B: replay this range of --repo's history: the template is built from it (one task per commit, as `orch template from-history`), the run based on A. Use a replay variant, e.g. --set kind=replay."),
+    history_deps: str = typer.Option("files", "--history-deps", help="With --history: how tasks depend on each other: files (each on the last earlier commit touching its paths), linear, none."),
+    sets: list[str] = typer.Option([], "--set", help="KEY=VALUE: set any variant or experiment key, dotted, VALUE read as YAML (repeatable): --set kind=replay --set agents=8 (8 workers of the variant's kind) --set policy_options.order=fifo --set sim.p_fail=0.1 --set seed=7."),
     runs: int | None = typer.Option(None, "--runs", "-n", help="Replications (default: the experiment's)."),
     seed: int | None = typer.Option(None, "--seed", help="Base seed; replication i uses seed + i - 1."),
     time_scale: float | None = typer.Option(None, "--time-scale", help="Simulated ms per estimated ms (sim agents)."),
@@ -139,7 +142,7 @@ def run_cmd(
         raise UsageError("give --variant NAME, or --all with --experiment FILE (not both)")
     req = RunRequest(variant=variant or "", experiment=experiment, template=template, repo=repo, runs=runs, seed=seed,
                      time_scale=time_scale, store=store, results=results, base=base,
-                     workers=workers, remote=remote)
+                     workers=workers, remote=remote, sets=list(sets), history=history, history_deps=history_deps)
     schedule = plan_experiment(req, plan_runs) if every else None
     plans = [s.plan for s in schedule] if every else plan_runs(req)
     outcomes = []

@@ -219,13 +219,18 @@ class Experiment(_Strict):
     def execution_for(self, variant: Variant) -> Execution:
         """The experiment's execution settings with the variant's overrides merged in (checked
         by ``load_experiment``; a ValidationError here means an experiment built in code)."""
+        return Execution.model_validate(self.execution_data(variant))
+
+    def execution_data(self, variant: Variant) -> dict[str, Any]:
+        """``execution_for``'s input: the experiment's settings, the variant's merged in (a mapping
+        such as ``supervision`` key by key)."""
         merged = self.execution.model_dump()
         for k, v in variant.execution.items():
             if isinstance(v, dict) and isinstance(merged.get(k), dict):
                 merged[k] = {**merged[k], **v}
             else:
                 merged[k] = v
-        return Execution.model_validate(merged)
+        return merged
 
 
 def _line_of(node: yaml.Node | None, path: tuple) -> int | None:

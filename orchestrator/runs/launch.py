@@ -10,6 +10,7 @@ import datetime as _dt
 import json
 import os
 import secrets
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from agents.kinds.command import CLI_KINDS
 from agents.policies import check_options
 
 from orchestrator.runs.experiment import Execution, find_variant
+from orchestrator.runs.overrides import apply_sets, parse_sets
 from orchestrator.runs.resources import find_template
 from orchestrator.rundir import RunPaths, RunSpec
 from orchestrator.runs.prepare import agents_for, load_graph, prepare_run
@@ -51,8 +53,11 @@ class RunRequest:
     time_scale: float | None = None
     store: str | None = None
     results: Path = Path("experiments/results")
-    base: str = "HEAD"
+    base: str | None = None  # None: HEAD (or, with ``history``, the range's start)
     overrides: dict = field(default_factory=dict)
+    sets: list[str] = field(default_factory=list)  # `--set KEY=VALUE`s, in order (``runs.overrides``)
+    history: str | None = None  # `--history A..B`: the template is built from the range of ``repo``, the run based on A
+    history_deps: str = "files"  # how its tasks depend on each other (``gitwork.history.DEPS_MODES``)
     note_ignored: bool = True  # say once what a foreign experiment file asks that orch ignores
     workers: str = "local"  # external: `orch worker`s on any host take the agents' slots
     remote: str | None = None  # the git URL of the bare repository coordinator and workers share
@@ -200,18 +205,43 @@ def _check_external(req: RunRequest, variant, store: str) -> None:
             raise UsageError(f"--remote {req.remote}: directory {parent} does not exist")
 
 
+def _history_template(req: RunRequest, repo: Path | None) -> tuple[str, object, str]:
+    """``--history A..B``: (what the run records as its template, the graph, the base A), the
+    template built from the repository's history as `orch template from-history` builds it; its
+    warnings (A not an ancestor of B, merges skipped) said once on stderr."""
+    from gitwork import history  # lazy: only runs that replay a history read one
+
+    if repo is None:
+        raise UsageError(f"--history {req.history}: give the repository whose history it is with --repo PATH")
+    if req.template is not None:
+        raise UsageError("--history builds the run's template from the history; give --template or --history, not both")
+    if req.base is not None:
+        raise UsageError(f"--base {req.base}: --history {req.history} runs on the range's start; give one of them")
+    if req.history_deps not in history.DEPS_MODES:
+        raise UsageError(f"--history-deps {req.history_deps}: one of {', '.join(history.DEPS_MODES)}")
+    made = history.build(repo, req.history, req.history_deps)
+    for w in made.summary["warnings"]:
+        print(f"orch: note: --history {req.history}: {w}", file=sys.stderr)
+    return f"{req.history} of {repo} (deps {req.history_deps})", made.graph, made.summary["base"]
+
+
 def plan_runs(req: RunRequest) -> list[tuple[RunSpec, RunPaths, object, str | None, bool]]:
     """Validate the request and return, per replication, what setup needs. Writes nothing."""
     exp_file, exp, variant = find_variant(req.variant, req.experiment, note=req.note_ignored)
+    exp, variant = apply_sets(exp, variant, parse_sets(req.sets))
     execu = _with_flags(exp.execution_for(variant), req)
     _check_results(req.results)
-    tref = req.template or variant.template or exp.template
-    template = find_template(tref, exp_file.parent).resolve()
-    graph = load_graph(template)
     repo = None
     if req.repo is not None or exp.repo:
         repo = check_repo(Path(req.repo or exp.repo))
-        base = resolve_commit(repo, req.base)
+    if req.history is not None:
+        template, graph, base = _history_template(req, repo)
+    else:
+        tref = req.template or variant.template or exp.template
+        template = str(find_template(tref, exp_file.parent).resolve())
+        graph = load_graph(Path(template))
+        if repo is not None:
+            base = resolve_commit(repo, req.base or "HEAD")
     try:
         agents = agents_for(variant.policy, variant.worker_defs(), variant.kind, variant.coordination)
         _every_task_has_a_taker(graph, agents)
@@ -236,7 +266,7 @@ def plan_runs(req: RunRequest) -> list[tuple[RunSpec, RunPaths, object, str | No
             coordination=variant.coordination,
             kind_options=variant.kind_options,
             agents=agents,
-            template=str(template),
+            template=template,
             repo=str(paths.demo_repo if demo else repo),
             base="main" if demo else base,
             store_url=paths.store_url(store),

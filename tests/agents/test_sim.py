@@ -4,6 +4,7 @@ and every injected fault visible in the history and the events."""
 from __future__ import annotations
 
 import math
+import os
 import statistics
 import time
 
@@ -12,7 +13,7 @@ import pytest
 from conftest import wait_for
 from agents.harness import LocalRun
 from agents.kinds import resolve_kind
-from agents.kinds.sim import CRASH_EXIT, SimKind
+from agents.kinds.sim import CRASH_EXIT, MAX_EDIT_BYTES, SimKind, editable
 from agents.kinds.simplan import SimOptions, edit_targets, edit_text, make_plan, own_file
 from coordstore.errors import AgentError, GitError
 from coordstore.models import Dependency, Task, TaskGraph
@@ -290,3 +291,24 @@ def test_symlink_in_scope_pointing_outside_is_not_followed(local, tmp_path):
     assert run.git("cat-file", "-p", f"{run.merged_ref}:docs/guide.md") == str(canary)  # the link itself, unchanged
     assert "task doc: Docs [sim " in run.merged_text("docs/notes.md")
     assert not_edited_logs(run) == [f"sim: not editing docs/guide.md: it leads out through a symbolic link; edited {own_file('doc')} instead"]
+
+
+def test_editable_judges_every_kind_of_file(tmp_path):
+    """What a text edit would break is refused with the reason the log gives; a name that is not
+    UTF-8 arrives C-quoted (as templates from history write it) and is the file with those bytes."""
+    (tmp_path / "sub").mkdir()  # a submodule as a worktree has it: an empty directory
+    (tmp_path / "model.bin").write_bytes(b"version https://git-lfs.github.com/spec/v1\noid sha256:00\nsize 1\n")
+    (tmp_path / "logo.png").write_bytes(png_bytes())
+    (tmp_path / "notes.txt").write_text("notes\n")
+    (tmp_path / "link").symlink_to("notes.txt")
+    with open(tmp_path / "huge.txt", "wb") as f:  # sparse: the size without the disk
+        f.truncate(MAX_EDIT_BYTES + 1)
+    (tmp_path / os.fsdecode(b"caf\xe9.txt")).write_bytes(b"caf\xe9\n")
+    why = {rel: editable(tmp_path, rel)[1] for rel in ("sub", "model.bin", "logo.png", "link", "huge.txt", "notes.txt")}
+    assert why == {"sub": "it is not a regular file", "model.bin": "it is a Git LFS pointer", "logo.png": "it is a binary file",
+                   "link": "it is a symbolic link", "huge.txt": "it is larger than 16 MiB", "notes.txt": None}
+    # a file the task would create: judged by its name (an SVG is text)
+    assert [editable(tmp_path, rel)[1] for rel in ("new/icon.png", "new/icon.svg", "new/x.py")] == [
+        "it would be a binary file (by its name)", None, None]
+    path, problem = editable(tmp_path, '"caf\\351.txt"')
+    assert problem is None and os.fsencode(path.name) == b"caf\xe9.txt"

@@ -1,13 +1,15 @@
-"""The one path-confinement helper: text checks, and real symbolic links on disk."""
+"""The one path-confinement helper: text checks, and real symbolic links on disk; file names that
+are not UTF-8 as text and back."""
 
 from __future__ import annotations
 
 import os
 
 import pytest
+from hypothesis import given, strategies as st
 
 from coordstore.errors import InputError
-from coordstore.paths import PathEscape, check_relative, confine, path_component, path_problem
+from coordstore.paths import PathEscape, check_relative, confine, os_path, path_component, path_problem, text_path
 
 
 @pytest.mark.parametrize("rel,problem", [
@@ -65,3 +67,19 @@ def test_path_component_refuses_what_would_make_or_leave_directories(name, probl
     with pytest.raises(PathEscape, match=f"variant name {name!r} {problem}"):
         path_component(name, "variant name")
     assert path_component("pull-4", "variant name") == "pull-4"
+
+
+@given(st.binary(min_size=1, max_size=40).filter(lambda b: b"\0" not in b))
+def test_text_path_is_text_and_os_path_gives_the_bytes_back(raw):
+    """Any file name git can hold becomes text a store or a UTF-8 file holds, and back."""
+    text = text_path(raw)
+    text.encode("utf-8")  # no surrogates: strict UTF-8 takes it
+    assert os.fsencode(os_path(text)) == raw
+    assert text_path(os.fsdecode(raw)) == text  # as git's output decoded with surrogateescape
+
+
+def test_text_path_quotes_only_what_is_not_utf8_as_git_does():
+    assert text_path("café/a b.txt".encode()) == "café/a b.txt"
+    assert text_path(b"caf\xe9.txt") == '"caf\\351.txt"'  # `git ls-files` prints it so
+    assert text_path(b'"q".txt') == '"\\"q\\".txt"'  # a leading quote is quoted: never ambiguous
+    assert os_path("plain.txt") == "plain.txt"

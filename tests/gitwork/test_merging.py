@@ -3,6 +3,7 @@ under concurrent writers, and worktrees catching up with the merged ref."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -293,3 +294,14 @@ def test_mergers_taking_turns_hand_the_tip_on_so_each_merge_is_three_git_command
         if i > 0:  # the first merge of all reads the tip nobody left yet
             assert calls == ["merge-tree", "commit-tree", "update-ref"], (i, calls)
     assert [show(repo, MERGED, f"f{i}.txt") for i in range(6)] == [f"{i}" for i in range(6)]
+
+
+def test_a_conflict_on_a_name_that_is_not_utf8_is_named_as_git_prints_it(repo):
+    """The conflict's path is data (history, reports): text, C-quoted, never undecodable bytes."""
+    latin = os.fsdecode(b"caf\xe9.txt")
+    commit_on_branch(repo, "orch/r1/a1", {latin: "a1\n"}, "a1")
+    commit_on_branch(repo, "orch/r1/a2", {latin: "a2\n"}, "a2")
+    merger = Merger(repo, MERGED)
+    merger.create("main")
+    assert merger.merge("orch/r1/a1", "merge a1", ORCH).ok
+    assert merger.merge("orch/r1/a2", "merge a2", ORCH).conflicts == ['"caf\\351.txt"']
