@@ -34,7 +34,7 @@ from coordstore.models import METRIC_FIELDS, USAGE_KEYS, Agent
 
 from agents.config import RunnerConfig
 from agents.events import EventWriter
-from agents.policies import AGAIN, OVER, WAIT, PolicyEnv, make_policy
+from agents.policies import AGAIN, OVER, WAIT, Entry, PolicyEnv, make_policy
 from agents.pulse import LeaseLost, Pulse
 
 EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_TERMINATED = 0, 1, 2, 143
@@ -100,9 +100,22 @@ class Runner:
             self.idle()
         elif decision == AGAIN:
             self.pulse.beat()
+        elif isinstance(decision, Entry):  # a slot in another agent's best-of round
+            self.rounds.enter(decision)
+        elif self.cfg.policy == "best_of":  # a task this agent holds: a round of N attempts
+            self.rounds.hold(decision)
         else:
             self.execute(decision)
         return True
+
+    @property
+    def rounds(self):
+        """Best-of rounds (``agents.bestof``), built on first use."""
+        if getattr(self, "_rounds", None) is None:
+            from agents.bestof import Rounds  # lazy: only best-of runners need it
+
+            self._rounds = Rounds(self, self.policy)
+        return self._rounds
 
     def idle(self) -> None:
         """Nothing to do now: wait until the store reports a change of the run (``wait_for_change``:

@@ -25,7 +25,9 @@ OPTIONS: dict[str, tuple[str, ...]] = {
     "relay": ("order",),
     "push": ("order", "dispatch_latency_ms"),
     "hybrid": ("order", "dispatch_latency_ms", "settle_ms"),
+    "best_of": ("n", "order", "wait_ms"),  # n: agents per task (agents.policies.bestof)
 }
+MAX_N = 256  # best-of n: never more than a variant's agents (checked at plan time, where they are known)
 
 
 def run_over(store, run_id: str, tasks: Iterable[Task] | None = None) -> bool:
@@ -106,14 +108,26 @@ def _ms_value(policy: str, key: str, v: Any) -> int:
 
 def check_options(name: str, options: dict[str, Any]) -> None:
     """The policy's name and options, checked as its agents will read them (``order`` one of
-    ORDERS, every other option milliseconds): at plan time, before a run directory exists."""
+    ORDERS, best-of's ``n`` a count of agents, every other option milliseconds): at plan time,
+    before a run directory exists."""
     if name not in OPTIONS:
         raise InputError(f"policy {name!r} is unknown; known: {', '.join(OPTIONS)}")
     unknown = sorted(set(options) - set(OPTIONS[name]))
     if unknown:
         raise InputError(f"policy {name}: unknown policy_options.{unknown[0]} (known: {', '.join(OPTIONS[name])})")
     for key, v in options.items():
-        _order_value(name, v) if key == "order" else _ms_value(name, key, v)
+        if key == "order":
+            _order_value(name, v)
+        elif key == "n":
+            _n_value(name, v)
+        else:
+            _ms_value(name, key, v)
+
+
+def _n_value(policy: str, v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or not 2 <= v <= MAX_N:
+        raise InputError(f"policy {policy}: policy_options.n={v!r} must be an integer from 2 to {MAX_N} (agents per task)")
+    return v
 
 
 class Policy:

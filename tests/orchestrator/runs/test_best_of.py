@@ -1,0 +1,110 @@
+"""Best-of-N end to end: real git, real runner processes, a real store.
+
+Three agents of two kinds work every task; the task's verify command fails for one agent always
+and for another on one task, so the winners differ; the winner alone is merged, every attempt's
+commit stays on its own branch, and the metrics count wins and what the losers spent.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from coordstore import open_store
+from coordstore.errors import InputError
+from gitfixtures import make_repo
+from orchestrator.runs.launch import RunRequest, plan_runs, run_one
+from orchestrator.views.metrics import compute_metrics
+from runfixtures import task, write_experiment
+
+# w2's verify always fails; w1's fails on t3 alone; w3 (the script kind) writes a 40-line file: a
+# bigger change than a sim's, so it wins only where the others failed
+VERIFY = 'test "$ORCH_AGENT_ID" != w2 && test "$ORCH_AGENT_ID:$ORCH_TASK_ID" != w1:t3'
+SCRIPT = {"commands": ['seq 1 40 > "big-$ORCH_TASK_ID.txt"'], "shell": True, "verify": VERIFY}
+AGENTS = [{"id": "w1", "kind": "sim", "options": {"model": "sim-small"}},
+          {"id": "w2", "kind": "sim", "options": {"model": "sim-large"}},
+          {"id": "w3", "kind": "script"}]
+WINNERS = {"t1": "w1", "t2": "w1", "t3": "w3", "t4": "w1"}
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def best_of_3(tmp_path, **variant):
+    repo = make_repo(tmp_path / "repo", {"README": "x\n"})
+    tasks = [task(f"t{i}", [f"src/f{i}.txt"], est_ms=1000, meta=SCRIPT) for i in range(1, 5)]
+    exp = write_experiment(tmp_path, tasks, [("t1", "t3", "blocks"), ("t2", "t4", "blocks")],
+                           {"policy": "best_of", "policy_options": {"n": 3}, "agents": AGENTS, **variant})
+    return repo, exp
+
+
+def test_best_of_3_merges_each_winner_once_and_keeps_every_losers_branch(tmp_path, no_git_identity):
+    repo, exp = best_of_3(tmp_path)
+    [plan] = plan_runs(RunRequest(variant="v", experiment=exp, repo=repo, results=tmp_path / "results"))
+    out = run_one(*plan)
+    assert out.status == "finished"
+    spec = out.spec
+    with open_store(spec.store_url) as s:
+        dump = s.dump_run(spec.run_id)
+    assert {t.id: t.status for t in dump.tasks} == dict.fromkeys(WINNERS, "completed")
+
+    rows = [r for r in dump.history if r.entity == "task"]
+    completions = [r for r in rows if r.to_state == "completed" and not r.is_note]
+    assert sorted(r.entity_id for r in completions) == sorted(WINNERS)  # completed exactly once each
+    merges = [r for r in dump.history if r.entity == "merge" and r.to_state == "merged"]
+    assert sorted(r.entity_id for r in merges) == sorted(WINNERS)  # and merged exactly once each
+    rounds = {r.entity_id: r.data for r in rows if r.is_note and r.data["action"] == "bestof-round"}
+    assert {t: d["winner"] for t, d in rounds.items()} == WINNERS
+
+    merged = f"refs/heads/{spec.merged_branch}"
+    prefix = f"orch/{spec.run_id}/bestof"
+    for t, d in rounds.items():
+        assert len(d["attempts"]) == 3 and sorted(d["entrants"]) == ["w1", "w2", "w3"]
+        done = next(r for r in completions if r.entity_id == t)
+        assert done.data["commit"] == d["commit"] and done.data["bestof"]["winner"] == WINNERS[t]
+        for a in d["attempts"]:
+            branch = f"{prefix}/{t}/{a['agent']}"
+            assert a["branch"] == branch  # every attempt committed, and is kept on its own branch
+            assert git(repo, "rev-parse", f"refs/heads/{branch}") == a["commit"]
+            in_merged = subprocess.run(["git", "merge-base", "--is-ancestor", a["commit"], merged], cwd=repo).returncode == 0
+            assert in_merged == (a["agent"] == WINNERS[t])  # the winner alone is merged
+        losers = {a["agent"]: a for a in d["attempts"] if a["agent"] != WINNERS[t]}
+        assert not losers["w2"]["ok"] and losers["w2"]["reason"].startswith("verify exited 1")
+    # the merged tree holds the winners' work: w3's file for t3 only, the sims' edits elsewhere
+    tree = git(repo, "ls-tree", "-r", "--name-only", merged).splitlines()
+    assert "big-t3.txt" in tree and not any(f"big-{t}.txt" in tree for t in ("t1", "t2", "t4"))
+    assert {f"src/f{i}.txt" for i in (1, 2, 4)} <= set(tree)
+
+    m = json.loads(Path(out.run_dir, "metrics.json").read_text())
+    assert m == {**m, **{k: v for k, v in compute_metrics(dump).items() if k.startswith("bestof_")}}
+    assert m["bestof_rounds"] == 4 and m["bestof_attempts"] == 12 and m["bestof_no_winner"] == 0
+    assert m["bestof_wins"] == {"w1": 3, "w2": 0, "w3": 1}
+    assert m["bestof_win_rate"] == {"w1": 0.75, "w2": 0.0, "w3": 0.25}
+    assert m["bestof_win_rate_by_kind"] == {"script": 0.25, "sim": 0.375}
+    losers_tokens = sum(sum(a["tokens"].get(k, 0) for k in ("in", "out", "thinking"))
+                        for d in rounds.values() for a in d["attempts"] if a["agent"] != d["winner"])
+    assert m["bestof_loser_tokens"] == losers_tokens > 0
+    assert m["bestof_redundancy_tokens"] > 1 and m["bestof_redundancy_ms"] > 1 and m["bestof_loser_cost_usd"] > 0
+
+
+@pytest.mark.parametrize("variant, words", [
+    ({"policy_options": {"n": 4}}, "policy_options.n=4 needs at least 4 working agents; the variant has 3"),
+    ({"policy_options": {"n": 1}}, "policy_options.n=1 must be an integer from 2 to 256"),
+    ({"policy_options": {"n": 3, "rounds": 2}}, "unknown policy_options.rounds"),
+])
+def test_bad_best_of_variants_are_refused_before_anything_is_written(tmp_path, variant, words):
+    repo, exp = best_of_3(tmp_path, **variant)
+    with pytest.raises(InputError, match=words.replace(".", r"\.").replace("(", r"\(")):
+        plan_runs(RunRequest(variant="v", experiment=exp, repo=repo, results=tmp_path / "results"))
+    assert not (tmp_path / "results").exists()
+
+
+def test_deferred_merges_are_refused_for_best_of(tmp_path):
+    repo = make_repo(tmp_path / "repo", {"README": "x\n"})
+    exp = write_experiment(tmp_path, [task("t1")], [], {"policy": "best_of", "agents": 3}, merge_mode="deferred")
+    with pytest.raises(InputError, match="needs execution.merge_mode immediate"):
+        plan_runs(RunRequest(variant="v", experiment=exp, repo=repo, results=tmp_path / "results"))
