@@ -25,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from coordstore.graph import tags_fit
 from coordstore.models import ACTIVE, UNAVAILABLE, Task, works
 
 from agents.policies.base import OVER, WAIT, PolicyEnv
@@ -104,13 +105,15 @@ class BestOf(Pull):
         return OVER if self.env.run_over() else WAIT
 
     def enter(self, besides: str | None = None) -> "Entry | None":
-        """Take a free slot in the oldest open round this agent has not tried (``besides``: the
-        task this agent holds itself), or None."""
+        """Take a free slot in the oldest open round of a task this agent's tags fit and that it
+        has not tried (``besides``: the task this agent holds itself), or None."""
         e = self.env
         tasks, ix = e.graph()
         rounds = []
         for t in tasks.values():
             if t.status not in ACTIVE or ix.is_container(t.id) or t.owner in (None, e.agent_id) or t.id == besides:
+                continue
+            if not tags_fit(t, e.tags):
                 continue
             rnd = read_round(e.store.history(e.run_id, entity="task", entity_id=t.id), t.id, t.attempt)
             if rnd.base and rnd.closed is None and rnd.free_slots and e.agent_id not in rnd.entrants and e.agent_id not in rnd.attempts:

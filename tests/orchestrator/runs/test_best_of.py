@@ -108,3 +108,110 @@ def test_deferred_merges_are_refused_for_best_of(tmp_path):
     exp = write_experiment(tmp_path, [task("t1")], [], {"policy": "best_of", "agents": 3}, merge_mode="deferred")
     with pytest.raises(InputError, match="needs execution.merge_mode immediate"):
         plan_runs(RunRequest(variant="v", experiment=exp, repo=repo, results=tmp_path / "results"))
+
+
+def _kept_everything(repo: Path, spec, dump) -> list[dict]:
+    """Every attempt any agent reported (closed rounds or not): its commit is on its branch."""
+    attempts = [r.data for r in dump.history if r.entity == "task" and r.is_note and r.data["action"] == "bestof-attempt"]
+    for a in attempts:
+        if a["commit"]:
+            assert git(repo, "rev-parse", f"refs/heads/{a['branch']}") == a["commit"], a
+    return attempts
+
+
+def test_an_entrant_that_crashes_is_counted_out_and_the_round_still_closes(tmp_path, no_git_identity, monkeypatch):
+    from fixtures_path import PROGS
+
+    monkeypatch.setenv("PYTHONPATH", f"{PROGS}:{__import__('os').environ.get('PYTHONPATH', '')}")
+    repo = make_repo(tmp_path / "repo", {"README": "x\n"})
+    crash = {"crash_once_on": ["t1"], "marker_dir": str(tmp_path / "markers")}
+    agents = [{"id": "w1", "kind": "bestof_kinds:Writer"}, {"id": "w2", "kind": "bestof_kinds:Writer", "options": {"lines": 3}},
+              {"id": "w3", "kind": "bestof_kinds:Writer", "options": crash}]
+    exp = write_experiment(tmp_path, [task("t1", ["a.txt"]), task("t2", ["b.txt"])], [("t1", "t2", "blocks")],
+                           {"policy": "best_of", "policy_options": {"n": 3}, "agents": agents})
+    [plan] = plan_runs(RunRequest(variant="v", experiment=exp, repo=repo, results=tmp_path / "results"))
+    out = run_one(*plan)
+    assert out.status == "finished"
+    with open_store(out.spec.store_url) as s:
+        dump = s.dump_run(out.spec.run_id)
+    assert (tmp_path / "markers" / "w3-t1").exists()  # w3 did crash on t1
+    completions = [r.entity_id for r in dump.history if r.entity == "task" and r.to_state == "completed" and not r.is_note]
+    assert sorted(completions) == ["t1", "t2"]
+    rounds = {r.entity_id: r.data for r in dump.history if r.entity == "task" and r.is_note and r.data["action"] == "bestof-round"}
+    assert rounds["t1"]["winner"] in ("w1", "w3") and rounds["t2"]["winner"] in ("w1", "w3")  # w2's 3 lines lose
+    assert [a["agent"] for a in rounds["t1"]["attempts"]].count("w3") <= 1
+    attempts = _kept_everything(repo, out.spec, dump)
+    assert {a["agent"] for a in attempts} == {"w1", "w2", "w3"}
+
+
+def test_wait_ms_closes_a_round_without_an_attempt_that_hangs(tmp_path, no_git_identity, monkeypatch):
+    from fixtures_path import PROGS
+
+    monkeypatch.setenv("PYTHONPATH", f"{PROGS}:{__import__('os').environ.get('PYTHONPATH', '')}")
+    repo = make_repo(tmp_path / "repo", {"README": "x\n"})
+    agents = [{"id": "w1", "kind": "bestof_kinds:Writer"}, {"id": "w2", "kind": "bestof_kinds:Writer"},
+              {"id": "w3", "kind": "bestof_kinds:Writer", "options": {"hang_s": 600}}]  # hangs when it enters
+    exp = write_experiment(tmp_path, [task("t1", ["a.txt"])], [],
+                           {"policy": "best_of", "policy_options": {"n": 3, "wait_ms": 5000}, "agents": agents})
+    [plan] = plan_runs(RunRequest(variant="v", experiment=exp, repo=repo, results=tmp_path / "results"))
+    out = run_one(*plan)
+    assert out.status == "finished"
+    with open_store(out.spec.store_url) as s:
+        dump = s.dump_run(out.spec.run_id)
+    [rnd] = [r.data for r in dump.history if r.entity == "task" and r.is_note and r.data["action"] == "bestof-round"]
+    tried = [a["agent"] for a in rnd["attempts"]]
+    if rnd["entrants"][0] == "w3":  # w3 held the task (slot 1 does not hang): a full round
+        assert sorted(tried) == ["w1", "w2", "w3"]
+    else:  # w3 entered and hung: closed without it once wait_ms passed
+        assert "w3" in rnd["entrants"] and sorted(tried) == ["w1", "w2"] and rnd["winner"] in ("w1", "w2")
+    m = compute_metrics(dump)
+    assert m["bestof_rounds"] == 1 and m["bestof_no_winner"] == 0 and m["bestof_attempts"] == len(tried)
+
+
+def test_a_round_closes_when_every_entrant_is_done_or_gone_or_wait_ms_passed(tmp_path):
+    """The holder's rule, on a real store: a live entrant without its attempt keeps the round open;
+    one that died or was restarted since it joined does not; wait_ms ends the wait; a round that
+    cannot fill (fewer live agents than n) closes with what it has."""
+    from types import SimpleNamespace
+
+    from agents.bestof import Rounds
+    from agents.policies.bestof import BestOf, read_round
+    from coordstore.models import Agent, Run, Task, TaskGraph
+
+    clock = [1000]
+    store = open_store(f"sqlite:///{tmp_path}/s.db")
+    store.clock = lambda: clock[0]
+    store.create_run(Run(id="r"))
+    store.add_graph("r", TaskGraph(tasks=[Task(id="t1")], dependencies=[]))
+    for a in ("w1", "w2", "w3"):
+        store.register_agent("r", Agent(id=a), lease_ms=60_000)
+    store.claim("r", "t1", "w1")
+    store.start("r", "t1", "w1", 1)
+
+    def note(action, agent, **data):
+        store.note("r", "task", "t1", action, agent=agent, data={"attempt": 1, **data})
+
+    note("bestof-open", "w1", base="b" * 40, n=3)
+    note("bestof-join", "w2", slot=2)
+    note("bestof-attempt", "w1", ok=True, slot=1)
+    env = SimpleNamespace(store=store, run_id="r", agent_id="w1", options={"n": 3, "wait_ms": 5000}, tags=None,
+                          option=lambda k, d: {"n": 3, "wait_ms": 5000}.get(k, d))
+    policy = BestOf.__new__(BestOf)
+    policy.env, policy.n, policy.wait_ms = env, 3, 5000
+    rounds = Rounds(SimpleNamespace(store=store, cfg=SimpleNamespace(run_id="r", agent_id="w1")), policy)
+
+    def closable(done_ms=1000):
+        return rounds.closable(read_round(store.history("r", entity="task", entity_id="t1"), "t1", 1), done_ms)
+
+    assert not closable()  # w2 entered, still at work; one slot free and w3 alive to take it
+    note("bestof-attempt", "w2", ok=False, slot=2)
+    assert not closable()  # both done, but the round is not full and can still fill
+    note("bestof-join", "w3", slot=3)
+    assert not closable()  # w3 at work
+    clock[0] += 10
+    store.register_agent("r", Agent(id="w3"), lease_ms=60_000)  # w3 restarted after it joined: its attempt is lost
+    assert closable()
+    store.set_agent_status("r", "w3", "active")
+    clock[0] = 7000
+    assert closable(done_ms=1000)  # wait_ms (5000) after the holder's own attempt
+    store.close()
