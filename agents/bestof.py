@@ -25,11 +25,9 @@ import hashlib
 import traceback
 
 from coordstore.errors import MOVED_ON, GitError, OrchError
-from coordstore.models import USAGE_KEYS
+from coordstore.models import ACTIVE, SETTLED, USAGE_KEYS
 
 from agents.policies.bestof import ATTEMPT, OPEN, ROUND, BestOf, Entry, read_round, round_key
-
-BILLABLE = ("in", "out", "thinking")
 
 
 def slot_seed(seed: int, slot: int) -> int:
@@ -114,7 +112,7 @@ class Rounds:
             if who in rnd.attempts:
                 continue
             a = agents.get(who)
-            gone = a is None or a.status in ("dead", "stopped", "killed") or (a.registered_at or 0) > joined
+            gone = a is None or a.status in SETTLED or (a.registered_at or 0) > joined
             if not gone:
                 return False
         return len(rnd.entrants) >= rnd.n or self.policy.live_workers() < rnd.n
@@ -153,7 +151,7 @@ class Rounds:
         r, tid = self.r, entry.task.id
         rnd = self.round(entry.task)
         now = self.store.get_task(self.run_id, tid)
-        if rnd.closed is not None or now.attempt != entry.attempt or now.status not in ("assigned", "working"):
+        if rnd.closed is not None or now.attempt != entry.attempt or now.status not in ACTIVE:
             r.events.log(f"task {tid}: best-of round closed before slot {entry.slot} started; left it", task=tid)
             return
         r.pulse.current_task = tid

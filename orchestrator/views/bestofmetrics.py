@@ -3,7 +3,7 @@
 Read from the rounds' notes on their tasks: a round counts once its ``bestof-round`` note is in
 (its task completed or failed); its attempts are every ``bestof-attempt`` note of that task's
 attempt, also one reported after the round closed (its work was spent all the same). A run
-without rounds has none of these keys.
+without rounds has them all: counts 0, mappings empty, ratios null.
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ from typing import Any
 
 from coordstore.models import RunDump
 
+from orchestrator.views.usage import BILLABLE_KINDS
+
 BESTOF_KEYS = ("bestof_rounds", "bestof_no_winner", "bestof_attempts", "bestof_wins", "bestof_win_rate",
                "bestof_win_rate_by_kind", "bestof_loser_ms", "bestof_loser_tokens", "bestof_loser_cost_usd",
                "bestof_redundancy_ms", "bestof_redundancy_tokens", "bestof_redundancy_cost")
-BILLABLE = ("in", "out", "thinking")
 
 
 def _ratio(a: float, b: float) -> float | None:
@@ -34,8 +35,6 @@ def bestof_metrics(dump: RunDump) -> dict[str, Any]:
             closed[(r.entity_id, d.get("attempt"))] = d
         elif d.get("action") == "bestof-attempt":
             attempts[(r.entity_id, d.get("attempt"))][r.agent or ""] = d
-    if not closed:
-        return {}
     tried: dict[str, int] = defaultdict(int)
     won: dict[str, int] = defaultdict(int)
     kind_tried: dict[str, int] = defaultdict(int)
@@ -53,7 +52,7 @@ def bestof_metrics(dump: RunDump) -> dict[str, Any]:
                 kind_won[kind] += 1
             tokens = a.get("tokens") or {}
             spent[side]["ms"] += a.get("ms") or 0
-            spent[side]["tokens"] += sum(int(tokens.get(k, 0) or 0) for k in BILLABLE)
+            spent[side]["tokens"] += sum(int(tokens.get(k, 0) or 0) for k in BILLABLE_KINDS)
             spent[side]["cost_usd"] += float(a.get("cost_usd") or 0.0)
     lose, win = spent["lose"], spent["win"]
     return {

@@ -180,5 +180,5 @@ def compute_metrics(dump: RunDump) -> dict[str, Any]:
         **token_metrics(dump, completed),  # tokens, cost_usd, cost_per_completed_task and the token efficiency keys
         **overhead_metrics(dump, wall, actual), **time_in_status(dump),
         **coordination_metrics(dump, len(completed)),
-        **bestof_metrics(dump),  # best-of rounds' keys (views.bestofmetrics), only when the run had rounds
+        **bestof_metrics(dump),  # best-of rounds (views.bestofmetrics): 0, empty or null without any
     }

@@ -18,7 +18,7 @@ from coordstore.errors import InputError
 from gitfixtures import make_repo
 from orchestrator.runs.launch import RunRequest, plan_runs, run_one
 from orchestrator.views.metrics import compute_metrics
-from runfixtures import task, write_experiment
+from runfixtures import FAST_SUPERVISION, task, write_experiment
 
 # w2's verify always fails; w1's fails on t3 alone; w3 (the script kind) writes a 40-line file: a
 # bigger change than a sim's, so it wins only where the others failed
@@ -128,7 +128,8 @@ def test_an_entrant_that_crashes_is_counted_out_and_the_round_still_closes(tmp_p
     agents = [{"id": "w1", "kind": "bestof_kinds:Writer"}, {"id": "w2", "kind": "bestof_kinds:Writer", "options": {"lines": 3}},
               {"id": "w3", "kind": "bestof_kinds:Writer", "options": crash}]
     exp = write_experiment(tmp_path, [task("t1", ["a.txt"]), task("t2", ["b.txt"])], [("t1", "t2", "blocks")],
-                           {"policy": "best_of", "policy_options": {"n": 3}, "agents": agents})
+                           {"policy": "best_of", "policy_options": {"n": 3}, "agents": agents},
+                           supervision={**FAST_SUPERVISION, "stall_after_ms": 5000})  # see the wait_ms test
     [plan] = plan_runs(RunRequest(variant="v", experiment=exp, repo=repo, results=tmp_path / "results"))
     out = run_one(*plan)
     assert out.status == "finished"
@@ -151,8 +152,11 @@ def test_wait_ms_closes_a_round_without_an_attempt_that_hangs(tmp_path, no_git_i
     repo = make_repo(tmp_path / "repo", {"README": "x\n"})
     agents = [{"id": "w1", "kind": "bestof_kinds:Writer"}, {"id": "w2", "kind": "bestof_kinds:Writer"},
               {"id": "w3", "kind": "bestof_kinds:Writer", "options": {"hang_s": 600}}]  # hangs when it enters
+    # a holder waiting for its round says nothing but heartbeats (one a second at most, none while
+    # other events flow): the stall window must be longer than two of them
     exp = write_experiment(tmp_path, [task("t1", ["a.txt"])], [],
-                           {"policy": "best_of", "policy_options": {"n": 3, "wait_ms": 5000}, "agents": agents})
+                           {"policy": "best_of", "policy_options": {"n": 3, "wait_ms": 5000}, "agents": agents},
+                           supervision={**FAST_SUPERVISION, "stall_after_ms": 5000})
     [plan] = plan_runs(RunRequest(variant="v", experiment=exp, repo=repo, results=tmp_path / "results"))
     out = run_one(*plan)
     assert out.status == "finished"
