@@ -89,8 +89,8 @@ class Rounds:
                 if entry is not None:
                     self.enter(entry)
                     r.pulse.current_task = tid
-                else:
-                    r.pulse.sleep(r.cfg.poll_ms / 1000.0)
+                else:  # until the run changes (an attempt reported, an agent joined) or a look is due
+                    r.idle()
         finally:
             r.pulse.current_task = None
 

@@ -219,3 +219,15 @@ def test_a_round_closes_when_every_entrant_is_done_or_gone_or_wait_ms_passed(tmp
     clock[0] = 7000
     assert closable(done_ms=1000)  # wait_ms (5000) after the holder's own attempt
     store.close()
+
+
+def test_the_winner_passed_verify_then_changed_least_then_finished_first():
+    from agents.bestof import choose
+
+    a = {"agent": "a", "ok": True, "lines": 5, "files": 1, "finished_ms": 10, "slot": 1}
+    b = {"agent": "b", "ok": True, "lines": 5, "files": 2, "finished_ms": 5, "slot": 2}
+    c = {"agent": "c", "ok": False, "lines": 1, "files": 1, "finished_ms": 1, "slot": 3}
+    d = {"agent": "d", "ok": True, "lines": 5, "files": 1, "finished_ms": 9, "slot": 4}
+    assert choose([a, b, c])["agent"] == "a"  # c changed least but failed; a touched fewer files than b
+    assert choose([a, b, c, d])["agent"] == "d"  # as small as a, finished earlier
+    assert choose([c]) is None
