@@ -27,7 +27,9 @@ DIRECTIONS = {"lower_is_better": "lower", "higher_is_better": "higher", "neutral
 # NEUTRAL ones (what the variant or the graph is, not how well it ran), less of every other
 HIGHER_IS_BETTER = frozenset({"efficiency", "completion_rate", "throughput_tasks_per_h", "points_per_h", "utilization",
                               "tasks_completed", "cache_hit_rate", "speedup_vs_solo"})
-NEUTRAL = frozenset({"tasks_total", "workers", "lower_bound_ms"})
+NEUTRAL = frozenset({"tasks_total", "workers", "lower_bound_ms",
+                     # best-of: counts and shares of the agents, neither better nor worse for a variant
+                     "bestof_rounds", "bestof_attempts", "bestof_wins", "bestof_win_rate", "bestof_win_rate_by_kind"})
 # keys that define a metric (SQL, an expression; derivation is task-graph-mcp's word for derived)
 DEFINITIONS = {"query": "query", "derived": "derived", "derivation": "derived"}
 PROSE = ("description", "notes")  # words for readers, never "ignored"
