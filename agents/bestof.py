@@ -82,7 +82,7 @@ class Rounds:
                 if not self.still_held(task):
                     r.events.log(f"task {tid} was taken away during its round (attempt {task.attempt})", level="warning", task=tid)
                     return
-                if self.closable(rnd, done_ms):
+                if self.closable(rnd, done_ms, task):
                     self.close(task, rnd)
                     return
                 entry = self.policy.enter(besides=tid)
@@ -101,9 +101,10 @@ class Rounds:
         t = self.store.get_task(self.run_id, task.id)
         return t.owner == self.me and t.attempt == task.attempt and t.status == "working"
 
-    def closable(self, rnd, done_ms: int) -> bool:
-        """Every entrant's attempt is over, and the round is full (or can fill no more, or
-        ``wait_ms`` passed since the holder's own attempt)."""
+    def closable(self, rnd, done_ms: int, task) -> bool:
+        """Every entrant's attempt is over, and the round is full (or can fill no more: fewer
+        live agents whose tags fit the task than N), or ``wait_ms`` passed since the holder's own
+        attempt."""
         agents = {a.id: a for a in self.store.list_agents(self.run_id)}
         waited = self.policy.wait_ms is not None and self.store.clock() - done_ms >= self.policy.wait_ms
         if waited:
@@ -115,7 +116,7 @@ class Rounds:
             gone = a is None or a.status in SETTLED or (a.registered_at or 0) > joined
             if not gone:
                 return False
-        return len(rnd.entrants) >= rnd.n or self.policy.live_workers() < rnd.n
+        return len(rnd.entrants) >= rnd.n or self.policy.live_workers(task) < rnd.n
 
     def close(self, task, rnd) -> None:
         """Pick the winner, merge its commit alone, complete (or fail) the task, note the round."""

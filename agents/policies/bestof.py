@@ -126,9 +126,11 @@ class BestOf(Pull):
                     return Entry(t, t.attempt, rnd.base or "", slot)
         return None
 
-    def live_workers(self) -> int:
-        """Working agents that can still enter a round (not dead, stopped, killed, stalled ...)."""
-        return sum(1 for a in self.env.store.list_agents(self.env.run_id) if works(a.role) and a.status not in UNAVAILABLE)
+    def live_workers(self, task: Task) -> int:
+        """Working agents that can still enter a round of ``task``: alive (not dead, stopped,
+        killed, stalled ...) and with the tags it needs (no tags: any task)."""
+        return sum(1 for a in self.env.store.list_agents(self.env.run_id)
+                   if works(a.role) and a.status not in UNAVAILABLE and tags_fit(task, a.tags or None))
 
 
 @dataclass

@@ -172,10 +172,9 @@ def test_wait_ms_closes_a_round_without_an_attempt_that_hangs(tmp_path, no_git_i
     assert m["bestof_rounds"] == 1 and m["bestof_no_winner"] == 0 and m["bestof_attempts"] == len(tried)
 
 
-def test_a_round_closes_when_every_entrant_is_done_or_gone_or_wait_ms_passed(tmp_path):
-    """The holder's rule, on a real store: a live entrant without its attempt keeps the round open;
-    one that died or was restarted since it joined does not; wait_ms ends the wait; a round that
-    cannot fill (fewer live agents than n) closes with what it has."""
+def _round_on_a_store(tmp_path, needed_tags=(), tags=None):
+    """A real store with task t1 held by w1 (its round opened, its own attempt reported), agents
+    w1..w3 (``tags``: agent -> its tags), a store clock to step, and the holder's closing rule."""
     from types import SimpleNamespace
 
     from agents.bestof import Rounds
@@ -186,9 +185,9 @@ def test_a_round_closes_when_every_entrant_is_done_or_gone_or_wait_ms_passed(tmp
     store = open_store(f"sqlite:///{tmp_path}/s.db")
     store.clock = lambda: clock[0]
     store.create_run(Run(id="r"))
-    store.add_graph("r", TaskGraph(tasks=[Task(id="t1")], dependencies=[]))
+    store.add_graph("r", TaskGraph(tasks=[Task(id="t1", needed_tags=list(needed_tags))], dependencies=[]))
     for a in ("w1", "w2", "w3"):
-        store.register_agent("r", Agent(id=a), lease_ms=60_000)
+        store.register_agent("r", Agent(id=a, tags=(tags or {}).get(a, [])), lease_ms=60_000)
     store.claim("r", "t1", "w1")
     store.start("r", "t1", "w1", 1)
 
@@ -196,17 +195,26 @@ def test_a_round_closes_when_every_entrant_is_done_or_gone_or_wait_ms_passed(tmp
         store.note("r", "task", "t1", action, agent=agent, data={"attempt": 1, **data})
 
     note("bestof-open", "w1", base="b" * 40, n=3)
-    note("bestof-join", "w2", slot=2)
     note("bestof-attempt", "w1", ok=True, slot=1)
-    env = SimpleNamespace(store=store, run_id="r", agent_id="w1", options={"n": 3, "wait_ms": 5000}, tags=None,
-                          option=lambda k, d: {"n": 3, "wait_ms": 5000}.get(k, d))
     policy = BestOf.__new__(BestOf)
-    policy.env, policy.n, policy.wait_ms = env, 3, 5000
+    policy.env = SimpleNamespace(store=store, run_id="r", agent_id="w1", tags=None)
+    policy.n, policy.wait_ms = 3, 5000
     rounds = Rounds(SimpleNamespace(store=store, cfg=SimpleNamespace(run_id="r", agent_id="w1")), policy)
 
     def closable(done_ms=1000):
-        return rounds.closable(read_round(store.history("r", entity="task", entity_id="t1"), "t1", 1), done_ms)
+        rnd = read_round(store.history("r", entity="task", entity_id="t1"), "t1", 1)
+        return rounds.closable(rnd, done_ms, store.get_task("r", "t1"))
 
+    return store, clock, note, closable
+
+
+def test_a_round_closes_when_every_entrant_is_done_or_gone_or_wait_ms_passed(tmp_path):
+    """The holder's rule, on a real store: a live entrant without its attempt keeps the round open;
+    one that died or was restarted since it joined does not; wait_ms ends the wait."""
+    from coordstore.models import Agent
+
+    store, clock, note, closable = _round_on_a_store(tmp_path)
+    note("bestof-join", "w2", slot=2)
     assert not closable()  # w2 entered, still at work; one slot free and w3 alive to take it
     note("bestof-attempt", "w2", ok=False, slot=2)
     assert not closable()  # both done, but the round is not full and can still fill
@@ -218,6 +226,27 @@ def test_a_round_closes_when_every_entrant_is_done_or_gone_or_wait_ms_passed(tmp
     store.set_agent_status("r", "w3", "active")
     clock[0] = 7000
     assert closable(done_ms=1000)  # wait_ms (5000) after the holder's own attempt
+    store.close()
+
+
+def test_a_round_that_cannot_fill_closes_with_the_agents_that_could_enter(tmp_path):
+    """Fewer live agents whose tags fit the task than N: the round closes once they are done."""
+    store, clock, note, closable = _round_on_a_store(tmp_path, needed_tags=["x"], tags={"w1": ["x"], "w2": ["x"], "w3": ["y"]})
+    note("bestof-join", "w2", slot=2)
+    assert not closable()  # w2 at work
+    note("bestof-attempt", "w2", ok=True, slot=2)
+    assert closable()  # w3 cannot take the task: two of three is all this round gets
+    store.set_agent_status("r", "w3", "stopped")
+    store.close()
+
+
+def test_a_round_waits_for_a_third_agent_that_could_still_enter(tmp_path):
+    store, clock, note, closable = _round_on_a_store(tmp_path, needed_tags=["x"], tags={"w1": ["x"], "w2": ["x"], "w3": ["x"]})
+    note("bestof-join", "w2", slot=2)
+    note("bestof-attempt", "w2", ok=True, slot=2)
+    assert not closable()
+    store.set_agent_status("r", "w3", "dead")  # gone for good: the round closes with two
+    assert closable()
     store.close()
 
 
