@@ -199,6 +199,8 @@ def metrics_cmd(
         return
     if not m[DEFINED]:  # an experiment that defines none: no empty group
         del m[DEFINED]
+    if not m.get(BESTOF_KEYS[0]):  # no best-of rounds: no group of zeros (--json keeps them)
+        m = {k: v for k, v in m.items() if k not in BESTOF_KEYS}
     width = max(map(len, m))
     for k, v in m.items():
         if k == COORDINATION_KEYS[0]:

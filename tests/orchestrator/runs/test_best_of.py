@@ -15,8 +15,10 @@ import pytest
 
 from coordstore import open_store
 from coordstore.errors import InputError
+from cliruns import cli
 from gitfixtures import make_repo
 from orchestrator.runs.launch import RunRequest, plan_runs, run_one
+from orchestrator.views.bestofmetrics import BESTOF_KEYS
 from orchestrator.views.metrics import compute_metrics
 from runfixtures import FAST_SUPERVISION, task, write_experiment
 
@@ -42,7 +44,7 @@ def best_of_3(tmp_path, **variant):
     return repo, exp
 
 
-def test_best_of_3_merges_each_winner_once_and_keeps_every_losers_branch(tmp_path, no_git_identity):
+def test_best_of_3_merges_each_winner_once_and_keeps_every_losers_branch(tmp_path, no_git_identity, capsys):
     repo, exp = best_of_3(tmp_path)
     [plan] = plan_runs(RunRequest(variant="v", experiment=exp, repo=repo, results=tmp_path / "results"))
     out = run_one(*plan)
@@ -89,6 +91,11 @@ def test_best_of_3_merges_each_winner_once_and_keeps_every_losers_branch(tmp_pat
                         for d in rounds.values() for a in d["attempts"] if a["agent"] != d["winner"])
     assert m["bestof_loser_tokens"] == losers_tokens > 0
     assert m["bestof_redundancy_tokens"] > 1 and m["bestof_redundancy_ms"] > 1 and m["bestof_loser_cost_usd"] > 0
+    code, text, err = cli(capsys, "metrics", str(out.run_dir))
+    assert code == 0, err
+    group = text.split("# best-of rounds\n", 1)[1].splitlines()
+    assert [line.split()[0] for line in group] == list(BESTOF_KEYS)
+    assert group[BESTOF_KEYS.index("bestof_wins")].split(None, 1)[1] == '{"w1": 3, "w2": 0, "w3": 1}'
 
 
 @pytest.mark.parametrize("variant, words", [
