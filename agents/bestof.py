@@ -182,6 +182,7 @@ class Rounds:
         except OrchError as e:
             result = Result(ok=False, reason=str(e))
         except Exception as e:  # a kind's bug fails its attempt, not the agent
+            r.stop_if_terminated(e)
             traceback.print_exc()
             result = Result(ok=False, reason=f"kind {c.kind} raised {type(e).__name__}: {e}")
         tokens = dict(result.tokens or {})

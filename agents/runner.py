@@ -199,8 +199,7 @@ class Runner:
             except OrchError as e:
                 result = Result(ok=False, reason=str(e))
             except Exception as e:  # a kind's bug fails its task, not the agent
-                if _TERMINATED:  # the signal landed inside a lock (queue.get): Python raised RuntimeError
-                    raise _TERMINATED[-1] from e  # in its place; the runner is stopping, the task is not failed
+                self.stop_if_terminated(e)
                 traceback.print_exc()  # into the agent's log, for whoever debugs the kind
                 ev.error(f"kind {c.kind} raised {type(e).__name__}: {e}", task=tid)
                 result = Result(ok=False, reason=f"kind {c.kind} raised {type(e).__name__}: {e}")
@@ -235,6 +234,13 @@ class Runner:
                 ev.log(f"task {tid} completed", task=tid)
         finally:
             self.pulse.current_task = None
+
+    @staticmethod
+    def stop_if_terminated(e: Exception) -> None:
+        """A kind raised ``e`` after a signal landed inside a lock (queue.get): Python raised e.g.
+        RuntimeError in the signal's place; the runner is stopping, the task is not failed."""
+        if _TERMINATED:
+            raise _TERMINATED[-1] from e
 
     def report(self, call, tid: str, what: str) -> bool:
         try:
