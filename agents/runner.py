@@ -35,7 +35,7 @@ from coordstore.models import METRIC_FIELDS, USAGE_KEYS, Agent
 
 from agents.config import RunnerConfig
 from agents.events import EventWriter
-from agents.policies import AGAIN, OVER, WAIT, PolicyEnv, make_policy
+from agents.policies import AGAIN, OVER, WAIT, Entry, PolicyEnv, make_policy
 from agents.pulse import LeaseLost, Pulse
 
 EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_TERMINATED = 0, 1, 2, 143
@@ -101,9 +101,22 @@ class Runner:
             self.idle()
         elif decision == AGAIN:
             self.pulse.beat()
+        elif isinstance(decision, Entry):  # a slot in another agent's best-of round
+            self.rounds.enter(decision)
+        elif self.cfg.policy == "best_of":  # a task this agent holds: a round of N attempts
+            self.rounds.hold(decision)
         else:
             self.execute(decision)
         return True
+
+    @property
+    def rounds(self):
+        """Best-of rounds (``agents.bestof``), built on first use."""
+        if getattr(self, "_rounds", None) is None:
+            from agents.bestof import Rounds  # lazy: only best-of runners need it
+
+            self._rounds = Rounds(self, self.policy)
+        return self._rounds
 
     def idle(self) -> None:
         """Nothing to do now: wait until the store reports a change of the run (``wait_for_change``:
@@ -188,8 +201,7 @@ class Runner:
             except OrchError as e:
                 result = Result(ok=False, reason=str(e))
             except Exception as e:  # a kind's bug fails its task, not the agent
-                if _TERMINATED:  # the signal landed inside a lock (queue.get): Python raised RuntimeError
-                    raise _TERMINATED[-1] from e  # in its place; the runner is stopping, the task is not failed
+                self.stop_if_terminated(e)
                 traceback.print_exc()  # into the agent's log, for whoever debugs the kind
                 ev.error(f"kind {c.kind} raised {type(e).__name__}: {e}", task=tid)
                 result = Result(ok=False, reason=f"kind {c.kind} raised {type(e).__name__}: {e}")
@@ -224,6 +236,13 @@ class Runner:
                 ev.log(f"task {tid} completed", task=tid)
         finally:
             self.pulse.current_task = None
+
+    @staticmethod
+    def stop_if_terminated(e: Exception) -> None:
+        """A kind raised ``e`` after a signal landed inside a lock (queue.get): Python raised e.g.
+        RuntimeError in the signal's place; the runner is stopping, the task is not failed."""
+        if _TERMINATED:
+            raise _TERMINATED[-1] from e
 
     def report(self, call, tid: str, what: str) -> bool:
         try:

@@ -140,8 +140,9 @@ class TaskWork:
             reason=reason, data=data, key=key,
         ))
 
-    def merge(self, task, head: str) -> dict:
-        """Merge the branch head into the merged ref; record the outcome as a ``merge`` transition."""
+    def merge(self, task, head: str, author: str | None = None) -> dict:
+        """Merge the branch head into the merged ref; record the outcome as a ``merge`` transition.
+        ``author``: whose work ``head`` is when it is not this agent's (a best-of round's winner)."""
         tid = task.id
         try:
             if self._merger is None:
@@ -149,7 +150,7 @@ class TaskWork:
 
                 self._merger = Merger(self.repo, self.merged_ref)
             t0 = time.monotonic()
-            res = self._merger.merge(head, f"merge task {tid}: {task.title or tid} ({self.agent_id})", self.identity)
+            res = self._merger.merge(head, f"merge task {tid}: {task.title or tid} ({author or self.agent_id})", self.identity)
             out = {"ok": res.ok, "sha": res.sha, "source": res.source, "conflicts": list(res.conflicts), "already_merged": res.already_merged,
                    "ms": round((time.monotonic() - t0) * 1000)}  # the merge's own time (the metrics' merge_ms)
             reason = None if res.ok else f"conflict in {', '.join(res.conflicts)}"

@@ -13,6 +13,8 @@ relay      specialist: pull routed by its tags;        -
            records ``handoff`` notes
 push       worker: only tasks assigned to it           coordinator (``dispatch.PushCoordinator``)
 hybrid     worker: pull within its containers, steal   lead (``dispatch.HybridLead``)
+best_of    worker: enter an open round, else pull and   -
+           hold a round of N attempts (``bestof``)
 =========  ==========================================  =====================================
 
 Pulling agents look with the read-only ``ready_tasks`` before they claim, so an idle agent
@@ -30,12 +32,13 @@ from coordstore.errors import InputError
 from coordstore.models import works
 
 from agents.policies.base import AGAIN, OPTIONS, OVER, WAIT, Policy, PolicyEnv, check_options
+from agents.policies.bestof import BestOf, Entry
 from agents.policies.dispatch import HybridLead, PushCoordinator
 from agents.policies.workers import HybridWorker, Pull, PushWorker, Relay, Solo
 
-__all__ = ["AGAIN", "OPTIONS", "OVER", "WAIT", "Policy", "PolicyEnv", "check_options", "make_policy"]
+__all__ = ["AGAIN", "OPTIONS", "OVER", "WAIT", "Entry", "Policy", "PolicyEnv", "check_options", "make_policy"]
 
-WORKER_POLICIES = {"pull": Pull, "solo": Solo, "relay": Relay, "push": PushWorker, "hybrid": HybridWorker}
+WORKER_POLICIES = {"pull": Pull, "solo": Solo, "relay": Relay, "push": PushWorker, "hybrid": HybridWorker, "best_of": BestOf}
 
 
 def make_policy(name: str, env: PolicyEnv) -> Policy:

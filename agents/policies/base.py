@@ -25,8 +25,10 @@ OPTIONS: dict[str, tuple[str, ...]] = {
     "relay": ("order", "avoid_conflicts"),
     "push": ("order", "dispatch_latency_ms", "avoid_conflicts"),
     "hybrid": ("order", "dispatch_latency_ms", "settle_ms", "avoid_conflicts"),
+    "best_of": ("n", "order", "wait_ms"),  # n: agents per task (agents.policies.bestof)
 }
 FLAGS = ("avoid_conflicts",)  # options that are true or false (``agents.policies.collisions``)
+MAX_N = 256  # best-of n: never more than a variant's agents (checked at plan time, where they are known)
 
 
 def run_over(store, run_id: str, tasks: Iterable[Task] | None = None) -> bool:
@@ -117,8 +119,8 @@ def _flag_value(policy: str, key: str, v: Any) -> bool:
 
 def check_options(name: str, options: dict[str, Any]) -> None:
     """The policy's name and options, checked as its agents will read them (``order`` one of
-    ORDERS, FLAGS true or false, every other option milliseconds): at plan time, before a run
-    directory exists."""
+    ORDERS, FLAGS true or false, best-of's ``n`` a count of agents, every other option
+    milliseconds): at plan time, before a run directory exists."""
     if name not in OPTIONS:
         raise InputError(f"policy {name!r} is unknown; known: {', '.join(OPTIONS)}")
     unknown = sorted(set(options) - set(OPTIONS[name]))
@@ -129,8 +131,16 @@ def check_options(name: str, options: dict[str, Any]) -> None:
             _order_value(name, v)
         elif key in FLAGS:
             _flag_value(name, key, v)
+        elif key == "n":
+            _n_value(name, v)
         else:
             _ms_value(name, key, v)
+
+
+def _n_value(policy: str, v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or not 2 <= v <= MAX_N:
+        raise InputError(f"policy {policy}: policy_options.n={v!r} must be an integer from 2 to {MAX_N} (agents per task)")
+    return v
 
 
 class Policy:

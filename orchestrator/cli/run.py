@@ -12,6 +12,7 @@ from coordstore.errors import UsageError
 from coordstore.models import UNSUCCESSFUL
 
 from orchestrator.cli.app import app, interrupt_exits, print_json
+from orchestrator.views.bestofmetrics import BESTOF_KEYS
 from orchestrator.views.coordmetrics import COORDINATION_KEYS
 from orchestrator.views.custommetrics import DEFINED, run_metrics
 from orchestrator.views.forecastmetrics import forecast_line
@@ -223,10 +224,14 @@ def metrics_cmd(
         return
     if not m[DEFINED]:  # an experiment that defines none: no empty group
         del m[DEFINED]
+    if not m.get(BESTOF_KEYS[0]):  # no best-of rounds: no group of zeros (--json keeps them)
+        m = {k: v for k, v in m.items() if k not in BESTOF_KEYS}
     width = max(map(len, m))
     for k, v in m.items():
         if k == COORDINATION_KEYS[0]:
             typer.echo("# agent coordination")
+        if k == BESTOF_KEYS[0]:
+            typer.echo("# best-of rounds")
         if k == DEFINED:
             typer.echo("# defined in the experiment file")
         typer.echo(f"{k:{width}} {json.dumps(v, sort_keys=True)}")

@@ -36,7 +36,7 @@ from orchestrator.views.asks import DIRECTIONS, default_direction
 from orchestrator.views.custommetrics import Definition, DefinitionError, check
 from orchestrator.supervision.verdicts import SupervisionConfig
 
-Policy = Literal["pull", "push", "hybrid", "solo", "relay"]
+Policy = Literal["pull", "push", "hybrid", "solo", "relay", "best_of"]
 # working agents per variant: each is a process with its own git worktree (a full checkout), so a
 # typo like 4000 would fork thousands of processes and checkouts before anyone noticed; 256 is far
 # past the parallelism any task graph here offers (and a few hundred processes fit one machine)

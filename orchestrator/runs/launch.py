@@ -28,6 +28,7 @@ from agents.kinds import preflight, preflight_player
 from agents.kinds.command import CLI_KINDS
 from agents.policies import check_options
 
+from orchestrator.runs.bestofplan import check_best_of
 from orchestrator.runs.experiment import Execution, find_variant
 from orchestrator.runs.overrides import apply_sets, parse_sets
 from orchestrator.runs.resources import find_template
@@ -250,6 +251,7 @@ def plan_runs(req: RunRequest) -> list[tuple[RunSpec, RunPaths, object, str | No
     _preflight(variant, agents)
     store = req.store or execu.store
     _check_external(req, variant, store)
+    check_best_of(variant, execu.merge_mode, req.workers, agents)
     exp_text = read_text(exp_file)  # as load_experiment read it: UTF-8 whatever the locale
     verify = variant.verify or exp.verify  # the variant's own, else the experiment's
     out = []

@@ -29,7 +29,9 @@ HIGHER_IS_BETTER = frozenset({"efficiency", "completion_rate", "throughput_tasks
                               "tasks_completed", "cache_hit_rate", "speedup_vs_solo", "merged_verified",
                               "forecast_precision", "forecast_recall"})
 NEUTRAL = frozenset({"tasks_total", "workers", "lower_bound_ms", "merged_verify_exit", "merged_verify_sha", "merges_verified",
-                     "conflict_forecasts", "tasks_held_back"})
+                     "conflict_forecasts", "tasks_held_back",
+                     # best-of: counts and shares of the agents, neither better nor worse for a variant
+                     "bestof_rounds", "bestof_attempts", "bestof_wins", "bestof_win_rate", "bestof_win_rate_by_kind"})
 # keys that define a metric (SQL, an expression; derivation is task-graph-mcp's word for derived)
 DEFINITIONS = {"query": "query", "derived": "derived", "derivation": "derived"}
 PROSE = ("description", "notes")  # words for readers, never "ignored"

@@ -15,6 +15,7 @@ from typing import Any
 from coordstore.graph import GraphIndex, critical_path, work_ids
 from coordstore.models import RunDump, Transition
 
+from orchestrator.views.bestofmetrics import BESTOF_KEYS, bestof_metrics
 from orchestrator.views.coordmetrics import COORDINATION_KEYS, coordination_metrics
 from orchestrator.views.forecastmetrics import FORECAST_KEYS, forecast_metrics
 from orchestrator.views.load import starvation, workers
@@ -32,7 +33,7 @@ METRIC_KEYS = (
     "merge_conflicts", *FORECAST_KEYS, "tokens", "cost_usd", "cost_per_completed_task",
     "billable_tokens", "cached_tokens", "cache_hit_rate", "tokens_per_completed_task", "cost_per_point",
     *OVERHEAD_KEYS, "time_in_status_ms", "time_by_agent_ms", *VERIFY_KEYS,
-) + COORDINATION_KEYS  # the agent-coordination group (claims included) comes last
+) + COORDINATION_KEYS + BESTOF_KEYS  # the agent-coordination group (claims included), then best-of's
 HOUR_MS = 3_600_000
 
 
@@ -182,4 +183,5 @@ def compute_metrics(dump: RunDump) -> dict[str, Any]:
         **token_metrics(dump, completed),  # tokens, cost_usd, cost_per_completed_task and the token efficiency keys
         **overhead_metrics(dump, wall, actual), **time_in_status(dump), **verify_metrics(dump),
         **coordination_metrics(dump, len(completed)),
+        **bestof_metrics(dump),  # best-of rounds (views.bestofmetrics): 0, empty or null without any
     }
