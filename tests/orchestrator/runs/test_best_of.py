@@ -149,7 +149,9 @@ def test_an_entrant_that_crashes_is_counted_out_and_the_round_still_closes(tmp_p
     assert rounds["t1"]["winner"] in ("w1", "w3") and rounds["t2"]["winner"] in ("w1", "w3")  # w2's 3 lines lose
     assert [a["agent"] for a in rounds["t1"]["attempts"]].count("w3") <= 1
     attempts = _kept_everything(repo, out.spec, dump)
-    assert {a["agent"] for a in attempts} == {"w1", "w2", "w3"}
+    # w3 joins t2's round only if it is back before that round closes (a restarting agent does
+    # not count as live): w1 and w2 attempt both tasks, w3 at most one
+    assert {a["agent"] for a in attempts} >= {"w1", "w2"} and [a["agent"] for a in attempts].count("w3") <= 1
 
 
 def test_wait_ms_closes_a_round_without_an_attempt_that_hangs(tmp_path, no_git_identity, monkeypatch):
