@@ -53,7 +53,7 @@ def test_set_reaches_variant_execution_and_kind_options(tmp_path):
     (["runs=0"], "--set runs: Input should be greater than or equal to 1", 2),
     (["execution.time_scale=.nan"], "--set execution.time_scale: Input should be a finite number", 2),
     (["supervision.stall_after_ms=-1"], "--set supervision.stall_after_ms: Input should be greater than 0", 2),
-    (["policy=swarm"], "--set policy: Input should be 'pull', 'push', 'hybrid', 'solo' or 'relay'", 2),
+    (["policy=swarm"], "--set policy: Input should be 'pull', 'push', 'hybrid', 'solo', 'relay' or 'best_of'", 2),
     (["agents=[1"], "--set agents=[1: the value is not YAML: expected ',' or ']', but got '<stream end>'", 2),
     (["noequals"], "--set noequals: expected KEY=VALUE with a dotted KEY, e.g. --set policy_options.order=fifo", 2),
     (["bogus.key=1"], "--set bogus.key: no such key; variant keys: policy,", 2),
