@@ -70,6 +70,14 @@ class Runner:
             self.kind = resolve_kind(cfg.kind)(dict(cfg.kind_options))
         self.worktree = Path(cfg.worktree) if cfg.worktree else None
         self.errors = 0
+        self.pacer = None  # rate-limit back-pressure of a working agent (agents.backpressure)
+        if self.kind is not None:
+            from agents.backpressure import make_pacer, provider_of  # lazy: working agents only
+
+            provider = cfg.provider or provider_of(cfg.kind, cfg.kind_options)
+            self.pacer = make_pacer(cfg.backpressure, self.store, cfg.run_id, cfg.agent_id, provider, cfg.provider_ceiling,
+                                    self.events, self.pulse, cfg.poll_ms)
+            self.events.on_rate_limited = self.pacer.observed
         self._head: str | None = None  # the worktree's HEAD as the last task left it: one rev-parse less per task
 
     # ------------------------------------------------------------------ lifecycle
@@ -89,6 +97,8 @@ class Runner:
             if gitops.is_dirty(self.worktree):  # a crashed predecessor's half-done task
                 gitops.discard(self.worktree)
                 self.events.log("discarded uncommitted changes left in the worktree by a previous process", level="warning")
+        if getattr(self.pacer, "mode", None) == "shared":
+            self.pacer.release_predecessors()
         self.pulse.beat(force=True)
 
     def step(self) -> bool:
@@ -180,8 +190,11 @@ class Runner:
                 return
             ev.log(f"task {tid} started (attempt {att})", task=tid)
             base = known or gitops.head(self.worktree)
-            ctx = KindContext(c.run_id, c.agent_id, self.worktree, c.seed, c.time_scale, att, ev, self.pulse, self.identity)
+            ctx = KindContext(c.run_id, c.agent_id, self.worktree, c.seed, c.time_scale, att, ev, self.pulse, self.identity,
+                              pacer=self.pacer, shared_dir=Path(c.events_dir).parent.parent / "providers")
+            result = None
             try:
+                self.pacer.acquire()  # the provider's slot for this task's model work (shared back-pressure)
                 result = self.kind.run(task, ctx)
             except OrchError as e:
                 result = Result(ok=False, reason=str(e))
@@ -191,6 +204,8 @@ class Runner:
                 traceback.print_exc()  # into the agent's log, for whoever debugs the kind
                 ev.error(f"kind {c.kind} raised {type(e).__name__}: {e}", task=tid)
                 result = Result(ok=False, reason=f"kind {c.kind} raised {type(e).__name__}: {e}")
+            finally:
+                self._release(result)
             self.add_usage(tid, result.tokens)
             if not self.still_mine(tid, att):  # requeued meanwhile: another attempt will redo it
                 gitops.discard(self.worktree, base)
@@ -222,6 +237,14 @@ class Runner:
                 ev.log(f"task {tid} completed", task=tid)
         finally:
             self.pulse.current_task = None
+
+    def _release(self, result) -> None:
+        """The provider's slot back; a success grows its limit. A store error here must not hide
+        the task's outcome (a slot left held is released by this agent's next runner)."""
+        try:
+            self.pacer.release(ok=bool(result is not None and result.ok))
+        except StoreError as e:
+            self.events.error(f"could not release the provider slot: {e}")
 
     def report(self, call, tid: str, what: str) -> bool:
         try:

@@ -67,10 +67,19 @@ class RunSpec(BaseModel):
     allow_failures: bool = False  # failed or cancelled tasks leave the run finished (else: failed)
     workers: str = "local"  # local: orch spawns the runners; external: `orch worker`s take the agents' slots
     remote: str | None = None  # git URL of the bare repository where coordinator and workers meet (external)
+    backpressure: str = "shared"  # rate limits: shared per provider, or each agent alone (agents.backpressure)
+    budget: dict[str, Any] | None = None  # {usd, tokens}: stop dispatching once spent (orchestrator.runs.budget)
 
     @property
     def branch_prefix(self) -> str:
         return f"orch/{self.run_id}"
+
+    def pacing(self, agent: AgentSpec, kind: str) -> dict[str, Any]:
+        """The agent's back-pressure keys of its runner config (``agents.backpressure.pacing``)."""
+        from agents.backpressure import pacing  # lazy: only where runner configs are written
+
+        working = [(a.kind, {**self.kind_options, **a.options}) for a in self.agents if a.works]
+        return pacing(self.backpressure, kind, {**self.kind_options, **agent.options}, working)
 
     def agent_branch(self, agent: str) -> str:
         return f"{self.branch_prefix}/{agent}"

@@ -248,6 +248,8 @@ def plan_runs(req: RunRequest) -> list[tuple[RunSpec, RunPaths, object, str | No
             model_server=variant.model_server,
             workers=req.workers,
             remote=req.remote,
+            backpressure=execu.backpressure,
+            budget=execu.budget.model_dump(exclude_none=True) if execu.budget else None,
         )
         out.append((spec, paths, graph, exp_text, demo))
     return out
