@@ -97,6 +97,7 @@ class RunnerConfig(BaseModel):
     backpressure: Annotated[Literal["shared", "agent"], _rule("{!r} is not one of shared, agent")] = "agent"
     provider: str | None = None  # None: from the kind (agents.backpressure.provider_of)
     provider_ceiling: Annotated[int, Field(ge=1), _rule("{!r} must be an integer >= 1")] = 1
+    budgeted: bool = False  # the run has a budget: look for its stop before each decision (agents.budgetstop)
     heartbeat_ms: Millis = HEARTBEAT_MS
     lease_ms: Millis = LEASE_MS
     poll_ms: Millis = POLL_MS

@@ -78,6 +78,11 @@ class Runner:
             self.pacer = make_pacer(cfg.backpressure, self.store, cfg.run_id, cfg.agent_id, provider, cfg.provider_ceiling,
                                     self.events, self.pulse, cfg.poll_ms)
             self.events.on_rate_limited = self.pacer.observed
+        self.stop = None  # a budgeted run's dispatch stop (agents.budgetstop)
+        if cfg.budgeted:
+            from agents.budgetstop import DispatchStop  # lazy: budgeted runs only
+
+            self.stop = DispatchStop(self.store, cfg.run_id)
         self._head: str | None = None  # the worktree's HEAD as the last task left it: one rev-parse less per task
 
     # ------------------------------------------------------------------ lifecycle
@@ -103,6 +108,8 @@ class Runner:
 
     def step(self) -> bool:
         """One decision of the policy and what follows from it. False once the run is over."""
+        if self.stop is not None and self.stop.check():
+            return self.after_stop()
         decision = self.policy.next()
         if decision == OVER:
             return False
@@ -113,6 +120,18 @@ class Runner:
         else:
             self.execute(decision)
         return True
+
+    def after_stop(self) -> bool:
+        """The budget is spent: run what was already assigned to this agent (a work task, not a
+        container), one at a time; with none, this runner is done."""
+        if self.kind is not None:
+            ix = self.env.index()
+            for t in self.store.list_tasks(self.cfg.run_id, status="assigned", owner=self.cfg.agent_id):
+                if not ix.is_container(t.id):
+                    self.execute(t)
+                    return True
+        self.events.log(f"dispatch stopped ({self.stop.reason}): nothing left to run here")
+        return False
 
     def idle(self) -> None:
         """Nothing to do now: wait until the store reports a change of the run (``wait_for_change``:
@@ -144,7 +163,7 @@ class Runner:
                 if self.errors >= MAX_LOOP_ERRORS:
                     raise
                 self.pulse.sleep(self.cfg.poll_ms / 1000.0)
-        self.finish("run over")
+        self.finish(f"dispatch stopped: {self.stop.reason}" if self.stop is not None and self.stop.stopped else "run over")
         return EXIT_OK
 
     def finish(self, reason: str) -> None:

@@ -75,11 +75,13 @@ class RunSpec(BaseModel):
         return f"orch/{self.run_id}"
 
     def pacing(self, agent: AgentSpec, kind: str) -> dict[str, Any]:
-        """The agent's back-pressure keys of its runner config (``agents.backpressure.pacing``)."""
+        """The agent's back-pressure keys of its runner config (``agents.backpressure.pacing``),
+        and whether the run has a budget to watch."""
         from agents.backpressure import pacing  # lazy: only where runner configs are written
 
         working = [(a.kind, {**self.kind_options, **a.options}) for a in self.agents if a.works]
-        return pacing(self.backpressure, kind, {**self.kind_options, **agent.options}, working)
+        keys = pacing(self.backpressure, kind, {**self.kind_options, **agent.options}, working)
+        return {**keys, "budgeted": bool(self.budget)}
 
     def agent_branch(self, agent: str) -> str:
         return f"{self.branch_prefix}/{agent}"

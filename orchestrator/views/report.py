@@ -12,6 +12,7 @@ import html
 import json
 from pathlib import Path
 
+from orchestrator.views.budgetview import budget_table
 from orchestrator.views.compare import COORDINATION_COMPARED, comparison_files, coordinated, find_runs, values
 from orchestrator.views.comparedoc import html_body, html_page, markdown
 from orchestrator.views.criteria import from_experiment_file
@@ -141,11 +142,14 @@ def write_report(experiment_dir: Path, baseline: str | None = None) -> tuple[Pat
         for r in runs:
             for text, ok in criteria_results(r, Path(r["run_dir"])):
                 criteria.append(f"{'PASS' if ok else 'FAIL'} {Path(r['run_dir']).name}: {text}")
-    md = [f"# Report: {experiment_dir.name}", "", markdown(result, level=2), "## Success criteria", ""]
+    budget = budget_table(by_variant)  # cost and tokens against each budgeted run's budget
+    md = [f"# Report: {experiment_dir.name}", "", markdown(result, level=2), *budget, "## Success criteria", ""]
     md += [f"- {c}" for c in criteria] + ["", "## Charts", ""] + [f"![{p.stem}](charts/{p.name})" for p in images]
     md_path = experiment_dir / "report.md"
     md_path.write_text("\n".join(md) + "\n")
     body = f"<h1>Report: {html.escape(experiment_dir.name)}</h1>" + html_body(result, level=2)
+    if budget:
+        body += "<h2>Cost against budget</h2><pre>" + html.escape("\n".join(budget[2:])) + "</pre>"
     body += "<h2>Success criteria</h2><ul>" + "".join(f"<li>{html.escape(c)}</li>" for c in criteria) + "</ul>"
     body += "<h2>Charts</h2>" + "".join(f'<h3>{p.stem}</h3><img src="charts/{p.name}">' for p in images)
     html_path = experiment_dir / "report.html"
