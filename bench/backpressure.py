@@ -112,12 +112,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     a.tasks = _count("--tasks", a.tasks, 1)
     a.task_ms = _count("--task-ms", a.task_ms, 1)
     a.retry_ms = _count("--retry-ms", a.retry_ms, 1)
+    raw = a.seeds
     try:
-        a.seeds = [int(s) for s in a.seeds.split(",") if s.strip()]
+        a.seeds = [int(s) for s in raw.split(",") if s.strip()]
     except ValueError:
         a.seeds = []
     if not a.seeds or any(s < 0 for s in a.seeds):
-        raise SystemExit(f"--seeds {a.seeds!r}: must be whole numbers >= 0, separated by commas")
+        raise SystemExit(f"--seeds {raw!r}: must be whole numbers >= 0, separated by commas")
     return a
 
 
