@@ -22,6 +22,7 @@ from pathlib import Path
 import filelock
 
 from coordstore.paths import path_component
+from coordstore.private import write_private
 
 
 def _alive(pid: int) -> bool:
@@ -52,9 +53,7 @@ class SimProvider:
         return state
 
     def _save(self, state: dict) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, sort_keys=True))
-        os.replace(tmp, self.path)
+        write_private(self.path, json.dumps(state, sort_keys=True))
 
     def open(self, session: str) -> tuple[bool, int]:
         """(admitted, sessions in flight before this one): a 429 when the provider is full."""
