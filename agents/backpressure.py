@@ -30,6 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
+from coordstore.clock import MONOTONIC
 from coordstore.models import SETTLED, Transition
 
 Mode = Literal["shared", "agent"]
@@ -38,6 +39,8 @@ ENTITY = "provider"
 # the provider of each real CLI's kind; sim and the others name theirs in kind option ``provider``
 PROVIDERS: dict[str, str] = {"claude": "anthropic", "codex": "openai", "gemini": "google"}
 DEFAULT_PROVIDER = "sim"
+NO_MODEL = frozenset({"script", "replay"})  # kinds that send no request to any provider: nothing to limit
+BLOCKED_LOOK_S = 0.5  # a waiter for a full provider looks at least this often (woken early by any change)
 HOLDERS_EVERY_MS = 1_000  # how often a blocked waiter checks whether holders are still alive
 
 
@@ -160,7 +163,7 @@ class SharedLimiter(AgentPauses):
                 continue
             held = self._holders(st)
             if len(held) >= st.limit:
-                self.pulse.sleep(self.poll_ms / 1000.0)
+                self._wait_for_a_release()
                 continue
             slot = next(i for i in range(len(st.held) + 1) if i not in st.held)
             gen = st.gens.get(slot, 0) + 1
@@ -169,6 +172,14 @@ class SharedLimiter(AgentPauses):
                 self.mine = (slot, gen)
                 return
             # another agent took that slot first: look again at once
+
+    def _wait_for_a_release(self) -> None:
+        """Until the run changes (a release is a row), not a poll every few ms: 64 waiting agents
+        must not query the store thousands of times a second. A test's fake clock steps instead."""
+        if self.pulse.clock is MONOTONIC:
+            self.pulse.idle(BLOCKED_LOOK_S, lambda ms: self.store.wait_for_change(self.run_id, ms, self.poll_ms))
+        else:
+            self.pulse.sleep(self.poll_ms / 1000.0)
 
     def release(self, ok: bool) -> None:
         if self.mine is None:
@@ -204,7 +215,7 @@ def make_pacer(mode: str, store, run_id: str, agent_id: str, provider: str, ceil
 def pacing(mode: str, kind: str, options: dict[str, Any], working: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
     """An agent's runner-config keys for back-pressure: its provider, and the ceiling of that
     provider's limit: how many of the run's working agents (``working``: their kinds and
-    options) send to it."""
+    options) send to it. A kind without a model (NO_MODEL) has nothing to share: ``agent``."""
     provider = provider_of(kind, options)
     ceiling = sum(provider_of(k, o) == provider for k, o in working)
-    return {"backpressure": mode, "provider": provider, "provider_ceiling": max(1, ceiling)}
+    return {"backpressure": "agent" if kind in NO_MODEL else mode, "provider": provider, "provider_ceiling": max(1, ceiling)}

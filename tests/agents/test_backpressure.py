@@ -103,4 +103,5 @@ def test_providers_and_ceilings():
     working = [("sim", {"provider": "acme"}), ("sim", {"provider": "acme"}), ("claude", {}), ("sim", {})]
     assert pacing("shared", "sim", {"provider": "acme"}, working) == {"backpressure": "shared", "provider": "acme", "provider_ceiling": 2}
     assert pacing("agent", "claude", {}, working)["provider_ceiling"] == 1
+    assert pacing("shared", "script", {}, working)["backpressure"] == "agent"  # no model: nothing to limit
     assert isinstance(make_pacer("agent", None, "r", "a", "p", 1, None, None), AgentPauses)
