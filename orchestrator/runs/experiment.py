@@ -122,6 +122,12 @@ class Budget(_Strict):
     usd: float | None = Field(default=None, gt=0)
     tokens: int | None = Field(default=None, gt=0)  # tokens.total: in + out + cached + thinking
 
+    @model_validator(mode="after")
+    def _some_limit(self) -> "Budget":
+        if self.usd is None and self.tokens is None:
+            raise PydanticCustomError("empty_budget", "give usd:, tokens: or both")
+        return self
+
 
 class Execution(_Strict):
     runs: int = Field(default=1, ge=1, le=MAX_RUNS)

@@ -71,6 +71,28 @@ def test_budget_and_backpressure_are_checked_at_load(tmp_path):
     exp = write_experiment(tmp_path, [task("t0")], [], {"policy": "pull", "agents": 1}, budget={"usd": -1})
     with pytest.raises(InputError, match=r"execution\.budget\.usd .*greater than 0"):
         plan_runs(RunRequest(variant="v", experiment=exp, results=tmp_path / "results"))
+    exp = write_experiment(tmp_path, [task("t0")], [], {"policy": "pull", "agents": 1}, budget={})
+    with pytest.raises(InputError, match=r"execution\.budget .*give usd:, tokens: or both"):
+        plan_runs(RunRequest(variant="v", experiment=exp, results=tmp_path / "results"))
     exp = write_experiment(tmp_path, [task("t0")], [], {"policy": "pull", "agents": 1}, backpressure="global")
     with pytest.raises(InputError, match=r"execution\.backpressure"):
         plan_runs(RunRequest(variant="v", experiment=exp, results=tmp_path / "results"))
+
+
+def test_the_meter_stops_once_on_tokens_and_a_resumed_meter_knows(store, new_run, clock):
+    from coordstore.models import Event
+    from orchestrator.runs.budget import BudgetMeter
+
+    run = new_run(["t1", "t2"])
+    tokens = [Event(agent="w1", seq=i, ts_ms=clock(), type="tokens", task="t1",
+                    data={"in": 400, "out": 100, "cached": 0, "thinking": 0, "cost_usd": 0.001}) for i in range(3)]
+    store.append_events(run, tokens[:1])
+    meter = BudgetMeter({"tokens": 1200}, store, run)
+    assert (meter.tokens, meter.check(clock())) == (500, False)  # what the run spent before counts
+    meter.add(tokens[1:])
+    assert meter.check(clock()) and meter.check(clock())  # once reached, stopped; recorded once
+    [note] = [r for r in store.history(run, entity="run") if r.data.get("action") == "budget-stop"]
+    assert note.data["spent_tokens"] == 1500 and note.data["pending"] == 2
+    again = BudgetMeter({"tokens": 1200}, store, run)  # a resumed orchestrator
+    assert again.stopped and again.drained()  # nothing assigned or running: the run may end
+    assert again.final_reason(None).endswith("; 2 tasks not started")
