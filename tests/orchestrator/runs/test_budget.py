@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 
+from agents.backpressure import ProviderState
 from coordstore import open_store
 from coordstore.errors import InputError
 from conftest import make_store_url
@@ -59,12 +60,13 @@ def test_shared_back_pressure_halves_the_provider_and_every_slot_is_given_back(t
     rows = [r for r in dump.history if r.entity == "provider"]
     assert {r.entity_id for r in rows} == {"acme"}
     acquired = [(r.data["slot"], r.data["gen"]) for r in rows if r.to_state == "acquired"]
-    released = [(r.data["slot"], r.data["gen"]) for r in rows if r.to_state == "released"]
-    assert len(set(acquired)) == len(acquired) and sorted(acquired) == sorted(released)
-    limited = [r for r in rows if r.to_state == "limited"]
+    assert len(set(acquired)) == len(acquired) >= 6  # one holder per slot generation, a slot per task at least
+    state = ProviderState(limit=3, ceiling=3)
+    for r in rows:
+        state.apply(r)
+    assert state.held == {}, state.held  # every slot given back
     events = [e for e in dump.events if e.type == "rate_limited"]
-    assert len(limited) == len(events) >= 1  # every 429 an agent saw is one row of the provider
-    assert min(r.data["limit"] for r in rows if r.to_state == "acquired" and r.seq > limited[0].seq) < 3
+    assert state.limited == len(events) >= 1 and state.halvings >= 1  # each 429 an agent saw is one provider row
 
 
 def test_budget_and_backpressure_are_checked_at_load(tmp_path):
