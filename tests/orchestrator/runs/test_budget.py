@@ -26,18 +26,19 @@ def run(tmp_path, exp):
     return outcome, dump
 
 
-@pytest.mark.parametrize("scheme", ["sqlite", "postgresql"])
-def test_a_spent_budget_stops_dispatch_and_leaves_the_rest_pending(tmp_path, no_git_identity, scheme):
+@pytest.mark.parametrize("scheme,policy", [("sqlite", "pull"), ("postgresql", "pull"), ("sqlite", "push")])
+def test_a_spent_budget_stops_dispatch_and_leaves_the_rest_pending(tmp_path, no_git_identity, scheme, policy):
     tasks = [task(f"t{i}", [f"src/f{i}.txt"], est_ms=20_000) for i in range(8)]  # ~1 s each, ~$0.02 each
-    exp = write_experiment(tmp_path, tasks, [], {"policy": "pull", "agents": 2},
+    exp = write_experiment(tmp_path, tasks, [], {"policy": policy, "agents": 2},
                            store=make_store_url(scheme, tmp_path / "store"), budget={"usd": 0.03})
     out, dump = run(tmp_path, exp)
     assert out.status == "finished"
     assert dump.run.reason.startswith("stopped by budget: $") and "tasks not started" in dump.run.reason
     [stop] = [r for r in dump.history if r.entity == "run" and r.data.get("action") == "budget-stop"]
     assert stop.data["spent_usd"] >= 0.03 and stop.data["budget"] == {"usd": 0.03}
-    won_after = [r for r in dump.history if r.entity == "claim" and r.to_state == "won" and r.seq > stop.seq]
-    assert won_after == []  # nothing claimed once the stop was recorded
+    taken_after = [r for r in dump.history if r.seq > stop.seq and ((r.entity == "claim" and r.to_state == "won")
+                                                                   or (r.entity == "task" and r.to_state == "assigned"))]
+    assert taken_after == []  # nothing claimed or assigned once the stop was recorded
     statuses = {t.id: t.status for t in dump.tasks}
     assert set(statuses.values()) <= {"completed", "pending"} and "pending" in statuses.values()
     assert 2 <= list(statuses.values()).count("completed") < 8
