@@ -92,6 +92,12 @@ class RunnerConfig(BaseModel):
     merge_mode: Annotated[MergeMode, _rule(f"{{!r}} is not one of {', '.join(MERGE_MODES)}")] = "immediate"
     seed: Annotated[int, _rule("{!r} must be an integer")] = 0
     time_scale: Annotated[float, Field(gt=0), _rule("{!r} must be a finite number > 0")] = 1.0
+    # rate limits (agents.backpressure): agent = each agent pauses alone; shared = one AIMD limiter
+    # per provider in the store, its concurrency at most provider_ceiling (the agents sharing it)
+    backpressure: Annotated[Literal["shared", "agent"], _rule("{!r} is not one of shared, agent")] = "agent"
+    provider: str | None = None  # None: from the kind (agents.backpressure.provider_of)
+    provider_ceiling: Annotated[int, Field(ge=1), _rule("{!r} must be an integer >= 1")] = 1
+    budgeted: bool = False  # the run has a budget: look for its stop before each decision (agents.budgetstop)
     heartbeat_ms: Millis = HEARTBEAT_MS
     lease_ms: Millis = LEASE_MS
     poll_ms: Millis = POLL_MS

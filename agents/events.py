@@ -105,6 +105,8 @@ class EventWriter:
         self._lock = threading.Lock()
         self._next = highest_seq(self.dir) + 1
         self._can_link = True  # False on filesystems without hard links (then plain rename)
+        # called with retry_after after each rate_limited event (the runner's shared back-pressure)
+        self.on_rate_limited: Callable[[float], None] | None = None
 
     @property
     def next_seq(self) -> int:
@@ -195,7 +197,10 @@ class EventWriter:
         return self.emit("error", task, msg=msg, **data)
 
     def rate_limited(self, retry_after: float, task: str | None = None) -> int:
-        return self.emit("rate_limited", task, retry_after=retry_after)
+        seq = self.emit("rate_limited", task, retry_after=retry_after)
+        if self.on_rate_limited is not None:
+            self.on_rate_limited(retry_after)
+        return seq
 
     def heartbeat(self, task: str | None = None) -> int:
         return self.emit("heartbeat", task)

@@ -71,6 +71,19 @@ class Runner:
             self.kind = resolve_kind(cfg.kind)(dict(cfg.kind_options))
         self.worktree = Path(cfg.worktree) if cfg.worktree else None
         self.errors = 0
+        self.pacer = None  # rate-limit back-pressure of a working agent (agents.backpressure)
+        if self.kind is not None:
+            from agents.backpressure import make_pacer, provider_of  # lazy: working agents only
+
+            provider = cfg.provider or provider_of(cfg.kind, cfg.kind_options)
+            self.pacer = make_pacer(cfg.backpressure, self.store, cfg.run_id, cfg.agent_id, provider, cfg.provider_ceiling,
+                                    self.events, self.pulse, cfg.poll_ms)
+            self.events.on_rate_limited = self.pacer.observed
+        self.stop = None  # a budgeted run's dispatch stop (agents.budgetstop)
+        if cfg.budgeted:
+            from agents.budgetstop import DispatchStop  # lazy: budgeted runs only
+
+            self.stop = DispatchStop(self.store, cfg.run_id)
         self._head: str | None = None  # the worktree's HEAD as the last task left it: one rev-parse less per task
 
     # ------------------------------------------------------------------ lifecycle
@@ -90,10 +103,14 @@ class Runner:
             if gitops.is_dirty(self.worktree):  # a crashed predecessor's half-done task
                 gitops.discard(self.worktree)
                 self.events.log("discarded uncommitted changes left in the worktree by a previous process", level="warning")
+        if getattr(self.pacer, "mode", None) == "shared":
+            self.pacer.release_predecessors()
         self.pulse.beat(force=True)
 
     def step(self) -> bool:
         """One decision of the policy and what follows from it. False once the run is over."""
+        if self.stop is not None and self.stop.check():
+            return self.after_stop()
         decision = self.policy.next()
         if decision == OVER:
             return False
@@ -117,6 +134,18 @@ class Runner:
 
             self._rounds = Rounds(self, self.policy)
         return self._rounds
+
+    def after_stop(self) -> bool:
+        """The budget is spent: run what was already assigned to this agent (a work task, not a
+        container), one at a time; with none, this runner is done."""
+        if self.kind is not None:
+            ix = self.env.index()
+            for t in self.store.list_tasks(self.cfg.run_id, status="assigned", owner=self.cfg.agent_id):
+                if not ix.is_container(t.id):
+                    self.execute(t)
+                    return True
+        self.events.log(f"dispatch stopped ({self.stop.reason}): nothing left to run here")
+        return False
 
     def idle(self) -> None:
         """Nothing to do now: wait until the store reports a change of the run (``wait_for_change``:
@@ -148,7 +177,7 @@ class Runner:
                 if self.errors >= MAX_LOOP_ERRORS:
                     raise
                 self.pulse.sleep(self.cfg.poll_ms / 1000.0)
-        self.finish("run over")
+        self.finish(f"dispatch stopped: {self.stop.reason}" if self.stop is not None and self.stop.stopped else "run over")
         return EXIT_OK
 
     def finish(self, reason: str) -> None:
@@ -195,8 +224,11 @@ class Runner:
                 return
             ev.log(f"task {tid} started (attempt {att})", task=tid)
             base = known or gitops.head(self.worktree)
-            ctx = KindContext(c.run_id, c.agent_id, self.worktree, c.seed, c.time_scale, att, ev, self.pulse, self.identity)
+            ctx = KindContext(c.run_id, c.agent_id, self.worktree, c.seed, c.time_scale, att, ev, self.pulse, self.identity,
+                              pacer=self.pacer, shared_dir=Path(c.events_dir).parent.parent / "providers")
+            result = None
             try:
+                self.pacer.acquire()  # the provider's slot for this task's model work (shared back-pressure)
                 result = self.kind.run(task, ctx)
             except OrchError as e:
                 result = Result(ok=False, reason=str(e))
@@ -205,6 +237,8 @@ class Runner:
                 traceback.print_exc()  # into the agent's log, for whoever debugs the kind
                 ev.error(f"kind {c.kind} raised {type(e).__name__}: {e}", task=tid)
                 result = Result(ok=False, reason=f"kind {c.kind} raised {type(e).__name__}: {e}")
+            finally:
+                self._release(result)
             self.add_usage(tid, result.tokens)
             if not self.still_mine(tid, att):  # requeued meanwhile: another attempt will redo it
                 gitops.discard(self.worktree, base)
@@ -243,6 +277,14 @@ class Runner:
         RuntimeError in the signal's place; the runner is stopping, the task is not failed."""
         if _TERMINATED:
             raise _TERMINATED[-1] from e
+
+    def _release(self, result) -> None:
+        """The provider's slot back; a success grows its limit. A store error here must not hide
+        the task's outcome (a slot left held is released by this agent's next runner)."""
+        try:
+            self.pacer.release(ok=bool(result is not None and result.ok))
+        except StoreError as e:
+            self.events.error(f"could not release the provider slot: {e}")
 
     def report(self, call, tid: str, what: str) -> bool:
         try:

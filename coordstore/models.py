@@ -52,9 +52,10 @@ RUN_FINAL: tuple[str, ...] = ("finished", "failed", "interrupted")  # the status
 RUN_OVER: frozenset[str] = frozenset({"finished", "failed"})  # ended for good: nothing to resume
 MergeState = Literal["merged", "conflict", "error"]
 MERGE_STATES: tuple[str, ...] = get_args(MergeState)
-EntityKind = Literal["task", "agent", "merge", "run", "claim", "tool"]
+EntityKind = Literal["task", "agent", "merge", "run", "claim", "tool", "provider"]
 # entities whose rows chain (each row's from_state is the previous row's to_state), with their states;
 # claim rows are attempts, each standing alone, and so are tool rows (one per coordination-tool call)
+# and provider rows (a shared rate limiter's acquire/release/limited, agents.backpressure)
 CHAINED: dict[str, tuple[str, ...]] = {"task": TASK_STATUSES, "agent": AGENT_STATUSES, "run": RUN_STATUSES, "merge": MERGE_STATES}
 # chained entities whose state the store keeps apart from the history; note() records actions on them
 NOTABLE: tuple[str, ...] = ("task", "agent", "run")

@@ -68,10 +68,21 @@ class RunSpec(BaseModel):
     workers: str = "local"  # local: orch spawns the runners; external: `orch worker`s take the agents' slots
     remote: str | None = None  # git URL of the bare repository where coordinator and workers meet (external)
     verify: dict[str, Any] | None = None  # the variant's verify: in its full form (runs.mergeverify.VerifySpec); None: none
+    backpressure: str = "shared"  # rate limits: shared per provider, or each agent alone (agents.backpressure)
+    budget: dict[str, Any] | None = None  # {usd, tokens}: stop dispatching once spent (orchestrator.runs.budget)
 
     @property
     def branch_prefix(self) -> str:
         return f"orch/{self.run_id}"
+
+    def pacing(self, agent: AgentSpec, kind: str) -> dict[str, Any]:
+        """The agent's back-pressure keys of its runner config (``agents.backpressure.pacing``),
+        and whether the run has a budget to watch."""
+        from agents.backpressure import pacing  # lazy: only where runner configs are written
+
+        working = [(a.kind, {**self.kind_options, **a.options}) for a in self.agents if a.works]
+        keys = pacing(self.backpressure, kind, {**self.kind_options, **agent.options}, working)
+        return {**keys, "budgeted": bool(self.budget)}
 
     def agent_branch(self, agent: str) -> str:
         return f"{self.branch_prefix}/{agent}"

@@ -71,9 +71,20 @@ class KindContext:
     events: Any  # agents.events.EventWriter
     pulse: Any  # agents.pulse.Pulse
     identity: dict[str, str]  # git author/committer variables of the agent
+    pacer: Any = None  # agents.backpressure: how a 429 is waited out (None: this agent pauses alone)
+    shared_dir: Path | None = None  # a directory the run's agents on this machine share (simulated providers)
 
     def sleep(self, seconds: float) -> None:
         self.pulse.sleep(seconds)
+
+    def rate_limited(self, retry_after_s: float, task: str | None = None) -> None:
+        """The provider answered 429: report it and wait as the run's back-pressure says (this
+        agent alone, or the provider's shared limiter), then the kind retries."""
+        if self.pacer is None:
+            self.events.rate_limited(retry_after_s, task=task)
+            self.sleep(retry_after_s)
+        else:
+            self.pacer.rate_limited(retry_after_s, task)
 
     def now_s(self) -> float:
         """The runner's clock in seconds (monotonic; a test's fake clock): pace with it, not time.monotonic."""

@@ -92,10 +92,9 @@ class CommandKind:
                         break
                     tries += 1
                     wait = min(outcome.retry_after, cfg.rate_limit_max_wait_s)
-                    ctx.events.rate_limited(wait, task=tid)
                     ctx.events.log(f"{self.name} gave up on a rate limit; running it again in {wait:g}s "
                                    f"(retry {tries} of {cfg.rate_limit_retries})", level="warning", task=tid)
-                    ctx.sleep(wait)
+                    ctx.rate_limited(wait, task=tid)  # waited as the run's back-pressure says (alone or shared)
             finally:
                 for p in scratch_paths:  # the CLI's own caches must not end up in the task's commit
                     target = wt / p

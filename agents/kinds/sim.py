@@ -105,18 +105,51 @@ class SimKind:
     def run(self, task, ctx: KindContext) -> Result:
         opts, _ = SimOptions.build(self.raw, task.meta.get("sim") or {})
         plan = make_plan(task, ctx.seed, ctx.attempt, ctx.time_scale, opts)
-        ev, tid = ctx.events, task.id
+        tid = task.id
         totals = {"in": 0, "out": 0, "cached": 0, "thinking": 0, "cost_usd": 0.0}
         edited: set[str] = set()
         not_edited: dict[str, str] = {}  # path of the scope -> why no text edit fits it
+        provider = self._provider(opts, ctx)
+        session = f"{ctx.agent_id}:{tid}:{ctx.attempt}"
+        try:
+            if provider is not None:
+                self._admitted(provider, session, opts, ctx, tid)
+            return self._work(task, plan, ctx, totals, edited, not_edited)
+        finally:
+            if provider is not None:
+                provider.close(session)
+
+    @staticmethod
+    def _provider(opts: SimOptions, ctx: KindContext):
+        if not opts.provider_capacity or ctx.shared_dir is None:
+            return None
+        from agents.kinds.simprovider import SimProvider  # lazy: only a sim with a provider capacity
+
+        return SimProvider(ctx.shared_dir, opts.provider, int(opts.provider_capacity))
+
+    @staticmethod
+    def _admitted(provider, session: str, opts: SimOptions, ctx: KindContext, tid: str) -> None:
+        """Open the task's session at the simulated provider, waiting out each 429 as the run's
+        back-pressure says (``ctx.rate_limited``)."""
+        retry_s = opts.retry_after_s * ctx.time_scale
+        while True:
+            ok, busy = provider.open(session)
+            if ok:
+                return
+            ctx.events.emit("log", tid, msg=f"sim: provider {opts.provider} full ({busy} of {provider.capacity}): 429",
+                            level="warning", provider=opts.provider, in_flight=busy, capacity=provider.capacity)
+            ctx.rate_limited(retry_s, task=tid)
+
+    def _work(self, task, plan: SimPlan, ctx: KindContext, totals: dict, edited: set, not_edited: dict) -> Result:
+        ev, tid = ctx.events, task.id
         t0 = ctx.now_s()
         for i, step in enumerate(plan.steps):
             ctx.sleep(t0 + step.at_s - ctx.now_s())
             if i == plan.rate_limit_step:
                 self._announce(ctx, tid, "rate_limited", i, retry_after=plan.retry_after_s)
-                ev.rate_limited(plan.retry_after_s, task=tid)
-                ctx.sleep(plan.retry_after_s)
-                t0 += plan.retry_after_s  # the rest of the work shifts by the pause
+                paused = ctx.now_s()
+                ctx.rate_limited(plan.retry_after_s, task=tid)
+                t0 += ctx.now_s() - paused  # the rest of the work shifts by the pause
             if i == plan.fault_step:
                 failed = self._fault(plan, i, task, ctx)
                 if failed is not None:

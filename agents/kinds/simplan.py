@@ -45,6 +45,8 @@ class SimOptions:
     step_every_s: float = 30.0  # one tool call per this many agent seconds ...
     max_steps: int = 16  # ... but never more steps than this per task (event volume)
     model: str = "sim-medium"  # key of PRICES
+    provider: str = "sim"  # the provider its requests go to (agents.backpressure shares limits per provider)
+    provider_capacity: int = 0  # sessions the simulated provider serves at once (simprovider); 0: no limit
 
     @classmethod
     def build(cls, *layers: dict[str, Any]) -> tuple["SimOptions", list[str]]:
@@ -60,8 +62,13 @@ class SimOptions:
             if k == "model":
                 if v not in PRICES:
                     raise AgentError(f"sim option model={v!r}: unknown; known: {', '.join(PRICES)}")
+            elif k == "provider":
+                if not isinstance(v, str) or not v or "/" in v or v.startswith("."):
+                    raise AgentError(f"sim option provider={v!r}: must be a name (no '/', not starting with '.')")
             elif not is_number(v) or v < 0 or (k.startswith("p_") and v > 1):
                 raise AgentError(f"sim option {k}={v!r}: must be a number" + (" in [0, 1]" if k.startswith("p_") else " >= 0"))
+        if int(opts.provider_capacity) != opts.provider_capacity:
+            raise AgentError(f"sim option provider_capacity={opts.provider_capacity!r}: must be a whole number >= 0")
         if opts.max_steps < 1:
             raise AgentError(f"sim option max_steps={opts.max_steps!r}: must be at least 1")
         return opts, unknown

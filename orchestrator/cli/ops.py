@@ -292,7 +292,7 @@ def history_cmd(
     run_dir: Path = typer.Argument(..., help=RUN_DIR_HELP),
     task: str | None = typer.Option(None, "--task", help="Only this task's transitions, claims, merges and the tool calls naming it."),
     agent: str | None = typer.Option(None, "--agent", help="Only rows by or about this agent."),
-    entity: str | None = typer.Option(None, "--entity", help="Only rows of this kind: task, agent, merge, run, claim or tool (coordination calls)."),
+    entity: str | None = typer.Option(None, "--entity", help="Only rows of this kind: task, agent, merge, run, claim, tool (coordination calls) or provider (rate limiters)."),
     summary: bool = typer.Option(False, "--summary", help="Time per status and per agent instead of the rows: the run's work tasks, or --task's, or --agent's share."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:

@@ -119,6 +119,19 @@ class Variant(_Strict):
         return self.agents
 
 
+class Budget(_Strict):
+    """What one run may spend: once its usage reaches either, no new task is dispatched."""
+
+    usd: float | None = Field(default=None, gt=0)
+    tokens: int | None = Field(default=None, gt=0)  # tokens.total: in + out + cached + thinking
+
+    @model_validator(mode="after")
+    def _some_limit(self) -> "Budget":
+        if self.usd is None and self.tokens is None:
+            raise PydanticCustomError("empty_budget", "give usd:, tokens: or both")
+        return self
+
+
 class Execution(_Strict):
     runs: int = Field(default=1, ge=1, le=MAX_RUNS)
     seed: int = Field(default=42, ge=0, le=MAX_SEED)
@@ -132,6 +145,9 @@ class Execution(_Strict):
     # failed or cancelled tasks fail the run (status failed, exit 1) unless the experiment accepts
     # them, as a fault-injection experiment does
     allow_failures: bool = False
+    # rate limits: one AIMD limiter per provider shared by its agents, or each agent pausing alone
+    backpressure: Literal["shared", "agent"] = "shared"
+    budget: Budget | None = None  # per run (orchestrator.runs.budget)
 
     @field_validator("supervision")
     @classmethod

@@ -11,6 +11,7 @@ from coordstore.models import UNSUCCESSFUL
 from coordstore.private import write_private
 from coordstore.snapshot import write_snapshot
 
+from orchestrator.views.budgetview import against_budget
 from orchestrator.views.criteria import from_experiment_file
 from orchestrator.views.custommetrics import DEFINED, ERRORS, run_metrics
 from orchestrator.views.forecastmetrics import share
@@ -65,6 +66,7 @@ def summary_markdown(spec: RunSpec, status: str, m: dict, criteria: list[dict] =
         ("retries / stalls", f"{m['retries']} / {m['stalls']}"),
         ("tokens / cost", f"{m['tokens']['total']} total, {m['billable_tokens']} billable, "
                           f"{m['cache_hit_rate']:.1%} cache hits / ${m['cost_usd']:.4f}"),
+        *([("budget", against_budget(spec.budget, m))] if spec.budget else []),
         *overhead_rows(m),
         *([("merged_verified", verified.split(": ", 1)[1].replace("|", "\\|"))] if verified else []),
         *[(name, "-" if m.get(name) is None else str(round(m[name], 4))) for name in m.get(DEFINED, [])],

@@ -283,6 +283,8 @@ def plan_runs(req: RunRequest) -> list[tuple[RunSpec, RunPaths, object, str | No
             workers=req.workers,
             remote=req.remote,
             verify=verify.model_dump() if verify else None,
+            backpressure=execu.backpressure,
+            budget=execu.budget.model_dump(exclude_none=True) if execu.budget else None,
         )
         out.append((spec, paths, graph, exp_text, demo))
     return out

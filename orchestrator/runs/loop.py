@@ -22,6 +22,7 @@ from agents.clis.base import MODEL_SERVER_ENV
 from agents.clis.serverurl import agent_env
 from agents.config import MCP_URL_ENV
 
+from orchestrator.runs.budget import BudgetMeter
 from orchestrator.runs.exports import export_run
 from orchestrator.runs.external import ExternalController
 from orchestrator.runs.finalmerge import merge_completed
@@ -61,6 +62,9 @@ class Orchestrator:
         self.watcher = EventWatcher(paths.events, self.store, spec.run_id, clock=clock)
         self.supervisor = Supervisor(self.store, spec.run_id, self.controller.supervision, self.controller)
         self.forecaster = None if self.external else Forecaster(spec, paths, self.store)  # live conflict forecasts
+        self.budget = BudgetMeter(spec.budget, self.store, spec.run_id) if spec.budget else None
+        if self.budget is not None:
+            self.watcher.on_ingested = self.budget.add
         self.deadline = self.clock() + round(spec.timeout_s * 1000)
         self.progress = None  # optional callback(done, total)
         self.model_server = None
@@ -163,9 +167,12 @@ class Orchestrator:
         return total - self.store.count_tasks(self.spec.run_id, status=OPEN), total
 
     def step(self, now_ms: int | None = None) -> bool:
-        """One turn: ingest events, judge agents, report progress. True when every task is terminal."""
+        """One turn: ingest events, judge agents, report progress. True when every task is terminal
+        (or the budget stopped dispatching and nothing dispatched is left running)."""
         now_ms = self.wall() if now_ms is None else now_ms
         self.watcher.poll()
+        if self.budget is not None and self.budget.check(now_ms) and self.budget.drained():
+            return True
         if self.remote_merges is not None and self.spec.merge_mode == "immediate":
             self.remote_merges.step()  # each completed task's commit, fetched from the remote, as it completes
         if self._spawning is not None and not self._spawning.waiting(self.store, self.spec.run_id, self.controller.agents()):
@@ -264,6 +271,8 @@ class Orchestrator:
         if status == "finished":  # an interrupted run's tree is verified when a resume finishes it
             verify_final(self.spec, self.paths, self.store)
         status, reason = settle(self.spec, self.store, status)
+        if self.budget is not None:
+            reason = self.budget.final_reason(reason)
         self.store.finish_run(self.spec.run_id, status, reason=reason)
         export_run(self.spec, self.paths, self.store)
         return status

@@ -236,7 +236,7 @@ class Worker:
             events_dir=str(events_root / a.id), branch=spec.agent_branch(a.id),
             merge_mode="deferred",  # the coordinator merges; blockers' commits come from the remote
             seed=spec.seed, time_scale=spec.time_scale, lease_ms=lease_ms,
-            remote=spec.remote, remote_branch=spec.agent_branch(a.id),
+            remote=spec.remote, remote_branch=spec.agent_branch(a.id), **spec.pacing(a, kind),
         )
         config_path = gdir / "agents" / f"{a.id}.json"
         config_path.parent.mkdir(parents=True, exist_ok=True)

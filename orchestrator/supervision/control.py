@@ -89,6 +89,7 @@ class RunController(AgentRoster):
             seed=s.seed,
             time_scale=s.time_scale,
             lease_ms=self.supervision.lease_ms,
+            **s.pacing(a, self.kind_of(a.id)),
         )
 
     def spawn(self, agent_id: str) -> None:

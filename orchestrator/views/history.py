@@ -14,7 +14,7 @@ from coordstore.models import Run
 from orchestrator.views.runinfo import SCHEMA_VERSION, RunRef, liveness
 from orchestrator.views.timeinstatus import breakdown, by_task, periods, run_end_ms
 
-HISTORY_ENTITIES = ("task", "agent", "merge", "run", "claim", "tool")  # tool: the agents' coordination calls
+HISTORY_ENTITIES = ("task", "agent", "merge", "run", "claim", "tool", "provider")  # tool: the agents' coordination calls; provider: shared rate limiters
 
 
 def history_view(ref: RunRef, task: str | None = None, agent: str | None = None, entity: str | None = None) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import html
 import json
 from pathlib import Path
 
+from orchestrator.views.budgetview import budget_table
 from orchestrator.views.compare import COORDINATION_COMPARED, comparison_files, coordinated, find_runs, values
 from orchestrator.views.comparedoc import html_body, html_page, markdown
 from orchestrator.views.criteria import from_experiment_file
@@ -169,7 +170,8 @@ def write_report(experiment_dir: Path, baseline: str | None = None) -> tuple[Pat
             for text, ok in criteria_results(r, Path(r["run_dir"])):
                 criteria.append(f"{'PASS' if ok else 'FAIL'} {Path(r['run_dir']).name}: {text}")
     verified = verified_lines(by_variant)
-    md = [f"# Report: {experiment_dir.name}", "", markdown(result, level=2), "## Success criteria", ""]
+    budget = budget_table(by_variant)  # cost and tokens against each budgeted run's budget
+    md = [f"# Report: {experiment_dir.name}", "", markdown(result, level=2), *budget, "## Success criteria", ""]
     md += [f"- {c}" for c in criteria] + [""]
     if verified:
         md += ["## Merged tree verified", ""] + [f"- {v}" for v in verified] + [""]
@@ -177,6 +179,8 @@ def write_report(experiment_dir: Path, baseline: str | None = None) -> tuple[Pat
     md_path = experiment_dir / "report.md"
     md_path.write_text("\n".join(md) + "\n")
     body = f"<h1>Report: {html.escape(experiment_dir.name)}</h1>" + html_body(result, level=2)
+    if budget:
+        body += "<h2>Cost against budget</h2><pre>" + html.escape("\n".join(budget[2:])) + "</pre>"
     body += "<h2>Success criteria</h2><ul>" + "".join(f"<li>{html.escape(c)}</li>" for c in criteria) + "</ul>"
     if verified:
         body += "<h2>Merged tree verified</h2><ul>" + "".join(f"<li>{html.escape(v)}</li>" for v in verified) + "</ul>"
