@@ -8,7 +8,9 @@ Two modes (``execution.backpressure``):
   provider in the run goes through before a task's model work (AIMD, like TCP's congestion window):
   a 429 halves the provider's allowed concurrency (at least 1) and pauses the whole provider for the
   retry time; each success counts towards growing it again by one (+1 once ``limit`` tasks ended
-  well), up to ``ceiling`` (the number of working agents that share the provider).
+  well), up to ``ceiling`` (the number of working agents that share the provider). Until the
+  provider's first 429 the limiter costs one read per task and writes nothing: the 64 agents of a
+  run that is never limited do not take turns on slot rows.
 
 The shared state is rows of the run's history (entity ``provider``, ``entity_id`` = the provider),
 folded by every agent the same way, so all see one limit and one pause whatever backend holds them:
@@ -157,6 +159,8 @@ class SharedLimiter(AgentPauses):
             return
         while True:
             st = self.refresh()
+            if not st.limited:  # no 429 yet: nothing to share, no rows (a run that is never limited pays one read)
+                return
             now = self.store.clock()
             if now < st.paused_until_ms:
                 self.pulse.sleep(min(st.paused_until_ms - now, 1000) / 1000.0)
@@ -197,12 +201,8 @@ class SharedLimiter(AgentPauses):
         """A 429 on this agent's request: record it (the event's hook halves and pauses the
         provider), give the slot back and wait for a new one under the new limit."""
         self.events.rate_limited(retry_after_s, task=task)
-        held = self.mine is not None
         self.release(ok=False)
-        if held:
-            self.acquire()
-        else:
-            self.pulse.sleep(retry_after_s)
+        self.acquire()  # the 429 is recorded (the event's hook): this waits out the pause, under the new limit
 
 
 def make_pacer(mode: str, store, run_id: str, agent_id: str, provider: str, ceiling: int, events, pulse, poll_ms: int = 20):

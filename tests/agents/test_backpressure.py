@@ -27,8 +27,26 @@ def limiters(store, new_run, clock, tmp_path):
     return make
 
 
-def test_a_429_halves_the_provider_once_per_pause_and_successes_grow_it_back(limiters, clock):
+def engage(lim: SharedLimiter) -> None:
+    """The provider's first 429, without a pause: from here on slots are rows (it halves the limit)."""
+    lim.observed(0.0)
+
+
+def test_a_provider_never_limited_costs_no_rows(limiters, store):
     a, b = limiters("a"), limiters("b")
+    for lim in (a, b):
+        lim.acquire()
+        assert lim.mine is None
+        lim.release(ok=True)
+    assert not store.history(a.run_id, entity="provider")
+    engage(a)
+    b.acquire()
+    assert b.mine == (0, 1) and [r.to_state for r in store.history(a.run_id, entity="provider")] == ["limited", "acquired"]
+
+
+def test_a_429_halves_the_provider_once_per_pause_and_successes_grow_it_back(limiters, clock):
+    a, b = limiters("a", ceiling=8), limiters("b", ceiling=8)
+    engage(a)  # 8 -> 4
     a.acquire()
     b.acquire()
     assert {a.mine[0], b.mine[0]} == {0, 1}
@@ -36,7 +54,7 @@ def test_a_429_halves_the_provider_once_per_pause_and_successes_grow_it_back(lim
     a.observed(2.0)  # a 429 seen by a: the whole provider halves and pauses
     b.observed(1.0)  # another inside the same pause: one congestion event, not two halvings
     st = b.refresh()
-    assert (st.limit, st.halvings, st.limited) == (2, 1, 2)
+    assert (st.limit, st.halvings, st.limited) == (2, 2, 3)
     assert st.paused_until_ms >= clock() + 2000
     a.release(ok=True)
     b.release(ok=True)  # two successes at limit 2: +1
@@ -45,6 +63,7 @@ def test_a_429_halves_the_provider_once_per_pause_and_successes_grow_it_back(lim
 
 def test_an_acquire_waits_out_the_pause_on_the_store_clock(limiters, clock):
     a, b = limiters("a", ceiling=2), limiters("b", ceiling=2)
+    engage(a)  # 2 -> 1
     a.acquire()
     a.rate_limited(5.0, task="t1")  # a's own 429: recorded, slot given back, taken again after the pause
     paused_until = a.state.paused_until_ms
@@ -60,6 +79,7 @@ def test_an_acquire_waits_out_the_pause_on_the_store_clock(limiters, clock):
 
 def test_each_slot_generation_has_one_holder(limiters):
     a, b = limiters("a", ceiling=1), limiters("b", ceiling=1)
+    engage(a)
     a.acquire()
     b.cursor, b.state = 0, ProviderState(limit=1, ceiling=1)
     stale = b._row("acquired", {"slot": 0, "gen": 1}, key="acquire:acme:0:1")  # b did not see a's row
@@ -69,6 +89,7 @@ def test_each_slot_generation_has_one_holder(limiters):
 
 def test_a_dead_holder_stops_counting_and_a_respawned_runner_frees_its_predecessors_slot(limiters, store):
     a = limiters("a", ceiling=1)
+    engage(a)
     a.acquire()
     store.set_agent_status(a.run_id, "a", "dead", reason="lease expired")
     b = limiters("b", ceiling=1)
