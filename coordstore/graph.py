@@ -12,7 +12,7 @@ relation is a deadlock, reported with the cycle named.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 from coordstore.errors import GraphError
 from coordstore.models import Dependency, Task, TaskGraph
@@ -183,6 +183,24 @@ def work_successors(ix: GraphIndex) -> dict[str, set[str]]:
     return succ
 
 
+def post_order(roots: Iterable[str], succ: Mapping[str, Iterable[str]]) -> Iterator[str]:
+    """Every node reachable from ``roots`` once, each after all its successors (``succ`` acyclic);
+    iterative, so deep chains do not hit the recursion limit."""
+    seen: set[str] = set()
+    for root in roots:
+        stack = [(root, False)]
+        while stack:
+            node, done = stack.pop()
+            if node in seen:
+                continue
+            if done:
+                seen.add(node)
+                yield node
+            else:
+                stack.append((node, True))
+                stack.extend((s, False) for s in succ.get(node, ()) if s not in seen)
+
+
 def tail_lengths(ix: GraphIndex, durations: Mapping[str, float] | None = None) -> dict[str, float]:
     """For each work task: the longest duration-weighted path from its start to the graph's end.
 
@@ -191,18 +209,8 @@ def tail_lengths(ix: GraphIndex, durations: Mapping[str, float] | None = None) -
     dur = _work_durations(ix, durations)
     succ = work_successors(ix)
     memo: dict[str, float] = {}
-    # iterative post-order so deep chains do not hit the recursion limit
-    for root in dur:
-        stack = [(root, False)]
-        while stack:
-            node, done = stack.pop()
-            if node in memo:
-                continue
-            if done:
-                memo[node] = dur[node] + max((memo[s] for s in succ.get(node, ())), default=0.0)
-            else:
-                stack.append((node, True))
-                stack.extend((s, False) for s in succ.get(node, ()) if s not in memo)
+    for node in post_order(dur, succ):
+        memo[node] = dur[node] + max((memo[s] for s in succ.get(node, ())), default=0.0)
     for t in ix.order:
         if ix.is_container(t):
             memo[t] = max((memo[d] for d in ix.descendants(t) if d in memo), default=0.0)

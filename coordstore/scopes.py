@@ -18,7 +18,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from fnmatch import fnmatchcase
 
-from coordstore.graph import GraphIndex, work_ids, work_successors
+from coordstore.graph import GraphIndex, post_order, work_ids, work_successors
 
 _WILD = "*?["
 
@@ -89,20 +89,11 @@ def _above(key: str) -> list[str]:
 def _closure(order: list[str], succ: Mapping[str, Iterable[str]], bit: Mapping[str, int]) -> dict[str, int]:
     """Per task, a bit set of the tasks reachable from it through ``succ`` (transitively)."""
     reach: dict[str, int] = {}
-    for root in order:  # iterative post-order: deep chains must not hit the recursion limit
-        stack = [(root, False)]
-        while stack:
-            node, done = stack.pop()
-            if node in reach:
-                continue
-            if done:
-                r = 0
-                for s in succ.get(node, ()):
-                    r |= bit[s] | reach[s]
-                reach[node] = r
-            else:
-                stack.append((node, True))
-                stack.extend((s, False) for s in succ.get(node, ()) if s not in reach)
+    for node in post_order(order, succ):
+        r = 0
+        for s in succ.get(node, ()):
+            r |= bit[s] | reach[s]
+        reach[node] = r
     return reach
 
 

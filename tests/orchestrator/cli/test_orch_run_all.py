@@ -10,18 +10,11 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from orchestrator.cli.main import main
+from cliruns import cli as orch
 from orchestrator.runs.schedule import interleave
 
 pytestmark = pytest.mark.usefixtures("no_git_identity")
 FAST = "0.00005"
-
-
-def orch(capsys, *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as e:
-        main(list(args))
-    out, err = capsys.readouterr()
-    return e.value.code, out, err
 
 
 def _experiment(tmp_path: Path, **variant_b) -> Path:

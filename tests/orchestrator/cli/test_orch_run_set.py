@@ -7,20 +7,13 @@ import json
 
 import pytest
 
-from orchestrator.cli.main import main
+from cliruns import cli as orch
 from orchestrator.runs.launch import RunRequest, plan_runs
 
 from filekinds import every_kind_repo, fgit
 
 pytestmark = pytest.mark.usefixtures("no_git_identity")
 FAST = "0.00005"
-
-
-def orch(capsys, *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as e:
-        main(list(args))
-    out, err = capsys.readouterr()
-    return e.value.code, out, err
 
 
 def plan(tmp_path, *sets: str, variant: str = "pull-4", **kw):

@@ -14,18 +14,11 @@ import yaml
 
 from coordstore import open_store
 from gitfixtures import make_repo
-from orchestrator.cli.main import main
+from cliruns import cli as orch
 from runfixtures import task
 
 pytestmark = pytest.mark.usefixtures("no_git_identity")
 SHARED = "src/shared.py"
-
-
-def orch(capsys, *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as e:
-        main(list(args))
-    out, err = capsys.readouterr()
-    return e.value.code, out, err
 
 
 def experiment(tmp_path: Path) -> Path:
