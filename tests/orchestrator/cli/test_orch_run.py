@@ -270,14 +270,16 @@ def _variants():
     """Every shipped variant; those whose agents are real CLIs carry the real_cli mark."""
     out = []
     for f in experiment_files():
-        for v in load_experiment(f).variants:
+        exp = load_experiment(f)
+        for v in exp.variants:
             real = v.kind not in ("sim", "script", "replay")
-            out.append(pytest.param(f.name, v.name, marks=[pytest.mark.real_cli] if real else []))
+            lossy = v.execution.get("allow_failures", exp.execution.allow_failures)  # loses tasks by design
+            out.append(pytest.param(f.name, v.name, lossy, marks=[pytest.mark.real_cli] if real else []))
     return out
 
 
-@pytest.mark.parametrize("exp_file,variant", _variants())
-def test_every_shipped_variant_runs_end_to_end(tmp_path, exp_file, variant):
+@pytest.mark.parametrize("exp_file,variant,lossy", _variants())
+def test_every_shipped_variant_runs_end_to_end(tmp_path, exp_file, variant, lossy):
     """Each shipped variant on its own template, through the installed console entry point."""
     r = subprocess.run([sys.executable, "-m", "orchestrator", "run", "--variant", variant, "--runs", "1",
                         "--time-scale", FAST, "--results", str(tmp_path), "--json"],
@@ -285,4 +287,9 @@ def test_every_shipped_variant_runs_end_to_end(tmp_path, exp_file, variant):
     assert r.returncode == 0, r.stderr[-2000:]
     [run] = json.loads(r.stdout)["runs"]
     assert run["status"] == "finished"
-    assert run["metrics"]["tasks_completed"] == run["metrics"]["tasks_total"]
+    m = run["metrics"]
+    if lossy:  # every task ended one way or the other, and most of the work got done
+        assert m["tasks_completed"] + m["tasks_failed"] + m["tasks_cancelled"] == m["tasks_total"]
+        assert m["tasks_completed"] * 2 >= m["tasks_total"], m
+    else:
+        assert m["tasks_completed"] == m["tasks_total"]
