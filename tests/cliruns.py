@@ -37,6 +37,12 @@ def isolated_env(home: Path) -> dict[str, str]:
     return env
 
 
+def run_bench(tmp_path: Path, script: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``bench/<script>`` with ARGS as a user runs it: its own process, an isolated home, cwd tmp_path."""
+    return subprocess.run([sys.executable, str(REPO_ROOT / "bench" / script), *args], env=isolated_env(tmp_path / "home"),
+                          cwd=tmp_path, capture_output=True, text=True, timeout=timeout)
+
+
 def orch_run(results: Path, scale: str, env: dict[str, str], cwd: Path) -> Path:
     """A complete `orch run`; returns the run directory."""
     p = subprocess.run([sys.executable, "-m", "orchestrator", "run", *RUN_ARGS, "--time-scale", scale,

@@ -4,20 +4,13 @@ clients in processes, the direct baseline; its lines and its JSON agree with the
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
-from cliruns import isolated_env
-from fixtures_path import REPO_ROOT
+from cliruns import run_bench
 
-BENCH = REPO_ROOT / "bench" / "mcp_calls.py"
-
-
-def bench(tmp_path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(BENCH), *args], env=isolated_env(tmp_path / "home"), cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120)
+def bench(tmp_path, *args: str):
+    return run_bench(tmp_path, "mcp_calls.py", *args, timeout=120)
 
 
 def test_mcp_bench_at_tiny_sizes(tmp_path):

@@ -4,20 +4,13 @@ the raw git baseline and the runners' start-up; its JSON agrees with itself and 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
-from cliruns import isolated_env
-from fixtures_path import REPO_ROOT
+from cliruns import run_bench
 
-BENCH = REPO_ROOT / "bench" / "scale.py"
-
-
-def bench(tmp_path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(BENCH), *args], env=isolated_env(tmp_path / "home"), cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300)
+def bench(tmp_path, *args: str):
+    return run_bench(tmp_path, "scale.py", *args)
 
 
 def test_scale_bench_at_a_tiny_size(tmp_path):

@@ -5,7 +5,6 @@ Live PostgreSQL (tests/conftest.py PG_BASE): unreachable, these fail."""
 
 from __future__ import annotations
 
-import multiprocessing as mp
 
 import psycopg
 import pytest
@@ -18,20 +17,8 @@ from coordstore.pg_conn import parse_url, translate
 from coordstore.pgstore import PGStore
 
 from conftest import PG_BASE, FakeClock, make_graph, make_store_url
+from storms import storm
 
-FORK = mp.get_context("fork")
-
-
-def _at_once(target, url: str, procs: int) -> list:
-    """``procs`` processes ``target(url, agent, barrier, out)`` released together; what each put on ``out``."""
-    barrier, out = FORK.Barrier(procs), FORK.Queue()
-    ps = [FORK.Process(target=target, args=(url, f"w{i}", barrier, out)) for i in range(procs)]
-    for p in ps:
-        p.start()
-    got = [out.get(timeout=60) for _ in ps]
-    for p in ps:
-        p.join(30)
-    return got
 
 
 @pytest.fixture
@@ -83,11 +70,11 @@ def test_a_version_1_store_loses_the_indexes_claims_paid_for(pg_url):
     assert {"tasks_owner", "tasks_run_id_ord_key"}.isdisjoint(_indexes(pg_url))
 
 
-def _claim_fifo(url, agent, barrier, out):
+def _claim_fifo(url, run, agent, barrier, out):
     barrier.wait()
     try:
         with open_store(url) as s:
-            t = s.claim_next("r", agent, order="fifo")
+            t = s.claim_next(run, agent, order="fifo")
             out.put((agent, "ok", t and t.id))
     except Exception as e:  # noqa: BLE001 - reported to the parent
         out.put((agent, "error", repr(e)))
@@ -100,9 +87,9 @@ def test_a_claim_order_gets_its_ready_index_on_first_use_even_by_many_at_once(pg
     assert "tasks_ready_priority" in _indexes(pg_url)
     assert not {"tasks_ready_fifo", "tasks_ready_cp"} & _indexes(pg_url)
     procs = 6
-    got = _at_once(_claim_fifo, pg_url, procs)
-    assert sorted(r[1] for r in got) == ["ok"] * procs, got
-    assert sorted(r[2] for r in got) == [f"t{i}" for i in range(6)]
+    got = list(storm(_claim_fifo, pg_url, "r", procs).values())
+    assert sorted(r[0] for r in got) == ["ok"] * procs, got
+    assert sorted(r[1] for r in got) == [f"t{i}" for i in range(6)]
     assert "tasks_ready_fifo" in _indexes(pg_url) and "tasks_ready_cp" not in _indexes(pg_url)
     with psycopg.connect(PG_BASE, autocommit=True) as c:  # a 6-row table: make the planner show what it can use
         c.execute(f'SET search_path TO "{parse_url(pg_url)[1]}"')
@@ -120,7 +107,7 @@ def test_a_newer_schema_is_refused(pg_url):
             open_store(pg_url, readonly=readonly)
 
 
-def _open_and_claim(url, agent, barrier, out):
+def _open_and_claim(url, run, agent, barrier, out):
     barrier.wait()
     try:
         with open_store(url) as s:
@@ -131,8 +118,8 @@ def _open_and_claim(url, agent, barrier, out):
 
 def test_processes_opening_a_fresh_schema_at_once_all_succeed(pg_url):
     procs = 8
-    got = _at_once(_open_and_claim, pg_url, procs)
-    assert sorted(r[1] for r in got) == ["ok"] * procs, got
+    got = list(storm(_open_and_claim, pg_url, "r", procs).values())
+    assert sorted(r[0] for r in got) == ["ok"] * procs, got
     assert sql(pg_url, "SELECT version FROM orch_version") == [(pg_schema.SCHEMA_VERSION,)]
 
 
