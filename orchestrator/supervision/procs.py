@@ -31,59 +31,13 @@ import psutil
 from coordstore.errors import AgentError
 from coordstore.private import open_private, private_dir
 
+from orchestrator.supervision.proctree import CREATE_TIME_TOLERANCE_S, descendants
+
 STOP_GRACE_S = 5.0  # SIGTERM -> SIGKILL: long enough for a runner to write its last event
 KILL_WAIT_S = 2.0  # after SIGKILL the kernel needs only moments; longer means something is wrong
 POLL_S = 0.01  # how often stop() looks again while waiting for the tree to go
-# psutil create_time has clock-tick (10 ms) resolution: half a tick survives any float
-# round-trip yet never confuses two distinct start times
-CREATE_TIME_TOLERANCE_S = 0.005
-
 _PR_SET_CHILD_SUBREAPER = 36
 _subreaper: bool | None = None
-# stats() of every agent each supervisor tick: psutil's children() reads /proc/<pid>/stat of
-# every process on the machine per call, so 64 agents made 64 full scans a tick; the agents of
-# one tick share one scan (``stats(tick=...)``); stop() always scans afresh
-_tree_cache: tuple[object, float, dict[int, list[int]]] = (None, 0.0, {})
-SCAN_REUSE_S = 1.0  # never older than this, whatever the tick says (a test's clock may stand still)
-
-
-def _child_pids(tick: object | None) -> dict[int, list[int]]:
-    """ppid -> its children's pids, from one scan of the process table (that of ``tick`` when
-    one was made for it; a new one for ``tick`` None)."""
-    global _tree_cache
-    now = time.monotonic()
-    if tick is None or _tree_cache[0] != tick or now - _tree_cache[1] > SCAN_REUSE_S:
-        kids: dict[int, list[int]] = {}
-        for pid, ppid in psutil._ppid_map().items():
-            kids.setdefault(ppid, []).append(pid)
-        _tree_cache = (tick, now, kids)
-    return _tree_cache[2]
-
-
-def _descendants(root: psutil.Process, tick: object | None) -> list[psutil.Process]:
-    """``root.children(recursive=True)`` from the scan of ``tick`` (``_child_pids``)."""
-    kids = _child_pids(tick)
-    try:
-        born = root.create_time()
-    except psutil.Error:
-        return []
-    out, todo, seen = [], list(kids.get(root.pid, ())), set()
-    while todo:
-        pid = todo.pop()
-        if pid in seen:
-            continue
-        seen.add(pid)
-        try:
-            child = psutil.Process(pid)
-            if child.create_time() < born - CREATE_TIME_TOLERANCE_S:
-                continue  # the pid was reused since the scan by a process older than the tree
-        except psutil.Error:
-            continue  # gone since the scan: so are its children, or they were re-parented
-        out.append(child)
-        todo.extend(kids.get(pid, ()))
-    return out
-
-
 def become_subreaper() -> bool:
     """Make this process the reaper of its orphaned descendants (Linux; idempotent).
 
@@ -262,7 +216,7 @@ class AgentProcess:
             roots.append(self._proc)
         for root in roots:
             try:
-                for child in _descendants(root, tick):
+                for child in descendants(root, tick):
                     known = self._seen.get(child.pid)
                     if known is None or not _exists(known):  # new, or its pid was reused
                         self._seen[child.pid] = child
