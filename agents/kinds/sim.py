@@ -49,10 +49,9 @@ def binary_by_name(rel: str) -> bool:
 
 def editable(worktree, rel: str) -> tuple[Path, None] | tuple[None, str]:
     """(the file to write, None), or (None, why no text edit fits it): a binary file (a new one
-    judged by its name), a symbolic
-    link (written through, the edit would change another file than the task's), a Git LFS pointer
-    (its text is a reference, not the content), a file over ``MAX_EDIT_BYTES``, something that is
-    not a regular file (a submodule's directory). A path that is itself out of bounds (absolute,
+    judged by its name), a symbolic link (written through, the edit would change another file than
+    the task's), a Git LFS pointer (its text is a reference, not the content), a file over
+    ``MAX_EDIT_BYTES``, something that is not a regular file (a submodule's directory). A path that is itself out of bounds (absolute,
     ``..`` out, ``.git``) raises ``PathEscape``: bad input, not file content. ``rel`` may be a
     C-quoted name (``coordstore.paths.text_path``): the file is the one with those bytes."""
     check_relative(rel, "path", "the worktree")
